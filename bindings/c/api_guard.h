@@ -1,0 +1,40 @@
+// Internal to libstrata.so: the wrapper every C API function body runs in. It turns a Status into
+// strata_status_t and the thread's last-error text, and stops every C++ exception at the ABI.
+#pragma once
+
+#include <new>
+#include <string>
+
+#include "src/common/status.h"
+#include "strata.h"
+
+namespace strata::capi {
+
+// Records `s` as this thread's last error ("" when OK) and returns its C code.
+strata_status_t finish(const Status& s);
+
+// Runs `body` (returning Status); exceptions become STRATA_ERR_OUT_OF_MEMORY / _INTERNAL.
+template <class F>
+strata_status_t guard(const char* function, F&& body) noexcept {
+  try {
+    Status s = body();
+    if (!s.is_ok()) s = Status(s.code(), std::string(function) + ": " + s.message());
+    return finish(s);
+  } catch (const std::bad_alloc&) {
+    return finish(Status(StatusCode::kOutOfMemory, std::string(function) + ": out of host memory"));
+  } catch (const std::exception& e) {
+    return finish(Status(StatusCode::kInternal, std::string(function) + ": unexpected exception: " + e.what()));
+  } catch (...) {
+    return finish(Status(StatusCode::kInternal, std::string(function) + ": unexpected exception"));
+  }
+}
+
+// "<name> is NULL" as INVALID_ARGUMENT.
+inline Status null_arg(const char* name) { return invalid_argument(std::string(name) + " is NULL"); }
+
+// Checks a versioned struct: initialised (struct_size set), of the size this library was built
+// with (version 0 has one layout per struct), and its reserved bytes zero.
+Status check_struct(const char* name, size_t struct_size, size_t known_size, const void* reserved,
+                    size_t reserved_bytes, const char* init_macro);
+
+}  // namespace strata::capi

@@ -1,0 +1,22 @@
+# Compiler flags shared by every strata target: warnings (as errors), sanitizers, relative __FILE__.
+# The library is built for baseline x86-64; SIMD kernels get their ISA flags per source file
+# (see kernels/CMakeLists.txt) and are chosen at run time.
+
+set(_strata_warn -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wpedantic -Wno-psabi)
+if(STRATA_WERROR)
+  list(APPEND _strata_warn -Werror)
+endif()
+add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:${_strata_warn}>")
+# Keep __FILE__ (used in error messages) relative to the source tree.
+add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:-fmacro-prefix-map=${CMAKE_SOURCE_DIR}/=>")
+
+if(STRATA_SANITIZE)
+  string(REPLACE " " "" _strata_san "${STRATA_SANITIZE}")
+  add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=${_strata_san};-fno-omit-frame-pointer;-fno-sanitize-recover=all>")
+  add_link_options("-fsanitize=${_strata_san}")
+endif()
+
+# strata_isa_flags(<source> <flags...>): compile one source with extra ISA flags.
+function(strata_isa_flags source)
+  set_source_files_properties(${source} PROPERTIES COMPILE_OPTIONS "${ARGN}")
+endfunction()

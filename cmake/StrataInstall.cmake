@@ -1,0 +1,18 @@
+# install(): libstrata.so (soname libstrata.so.<major>), strata.h, the CMake package
+# (find_package(strata) -> strata::strata) and a pkg-config file.
+include(CMakePackageConfigHelpers)
+
+install(TARGETS strata EXPORT strataTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  PUBLIC_HEADER DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(EXPORT strataTargets NAMESPACE strata:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/strata)
+
+configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/strataConfig.cmake.in
+  ${CMAKE_BINARY_DIR}/strataConfig.cmake INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/strata)
+write_basic_package_version_file(${CMAKE_BINARY_DIR}/strataConfigVersion.cmake
+  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMajorVersion)
+install(FILES ${CMAKE_BINARY_DIR}/strataConfig.cmake ${CMAKE_BINARY_DIR}/strataConfigVersion.cmake
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/strata)
+
+configure_file(${CMAKE_CURRENT_LIST_DIR}/strata.pc.in ${CMAKE_BINARY_DIR}/strata.pc @ONLY)
+install(FILES ${CMAKE_BINARY_DIR}/strata.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,0 +1,177 @@
+// CPU Adam: argument checks, per-step coefficients, the parallel driver and the CpuAdam object.
+#include "kernels/cpu/adam.h"
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/info.h>
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/work_split.h"
+
+namespace strata::kernels {
+namespace {
+
+std::string fmt_float(float x) {
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(x));
+  return buf;
+}
+
+Status bad_hyper(const char* field, float value, const char* rule) {
+  return invalid_argument(std::string("Adam hyper-parameter ") + field + " = " + fmt_float(value) +
+                          ": must be " + rule);
+}
+
+struct Range {
+  uintptr_t begin, end;
+  size_t tensor;
+  const char* field;
+};
+
+template <class F>
+void parallel_items(const std::vector<WorkItem>& items, F&& f) {
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, items.size()), [&](const tbb::blocked_range<size_t>& r) {
+    for (size_t i = r.begin(); i != r.end(); ++i) f(items[i]);
+  });
+}
+
+std::vector<WorkItem> items_of(std::span<const AdamTensor> tensors) {
+  std::vector<size_t> counts(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) counts[i] = tensors[i].count;
+  return split_work(counts);
+}
+
+}  // namespace
+
+Status validate_adam_hyper(const AdamHyper& h) {
+  // Written so that NaN fails every check.
+  if (!(h.lr >= 0.0f && std::isfinite(h.lr))) return bad_hyper("lr", h.lr, "finite and >= 0");
+  if (!(h.beta1 >= 0.0f && h.beta1 < 1.0f)) return bad_hyper("beta1", h.beta1, "in [0, 1)");
+  if (!(h.beta2 >= 0.0f && h.beta2 < 1.0f)) return bad_hyper("beta2", h.beta2, "in [0, 1)");
+  if (!(h.eps > 0.0f && std::isfinite(h.eps))) return bad_hyper("eps", h.eps, "finite and > 0");
+  if (!(h.weight_decay >= 0.0f && std::isfinite(h.weight_decay)))
+    return bad_hyper("weight_decay", h.weight_decay, "finite and >= 0");
+  if (!(h.grad_scale > 0.0f && std::isfinite(h.grad_scale)))
+    return bad_hyper("grad_scale", h.grad_scale, "finite and > 0");
+  return Status::ok();
+}
+
+Status validate_adam_tensors(std::span<const AdamTensor> tensors) {
+  if (tensors.empty()) return invalid_argument("Adam step: no tensors given");
+  std::vector<Range> ranges;
+  ranges.reserve(tensors.size() * 5);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const AdamTensor& t = tensors[i];
+    const std::string who = "tensor " + std::to_string(i);
+    if (t.count == 0) return invalid_argument(who + ": count is 0 (leave empty tensors out)");
+    if (!dtype_valid(t.grad_dtype))
+      return invalid_argument(who + ": invalid grad dtype " + std::to_string(static_cast<int>(t.grad_dtype)));
+    if (t.params_out != nullptr && t.out_dtype != DType::kBF16 && t.out_dtype != DType::kF16)
+      return invalid_argument(who + ": params_out dtype must be bf16 or fp16, not " +
+                              std::string(dtype_name(t.out_dtype)));
+    struct Field {
+      const void* p;
+      const char* name;
+      size_t elem;
+    };
+    const Field fields[] = {{t.params, "params", 4},
+                            {t.exp_avg, "exp_avg", 4},
+                            {t.exp_avg_sq, "exp_avg_sq", 4},
+                            {t.grads, "grads", dtype_size(t.grad_dtype)},
+                            {t.params_out, "params_out", 2}};
+    for (const Field& f : fields) {
+      if (f.p == nullptr) {
+        if (f.name == std::string_view("params_out")) continue;
+        return invalid_argument(who + ": " + f.name + " is NULL");
+      }
+      const uintptr_t b = reinterpret_cast<uintptr_t>(f.p);
+      if (b % f.elem != 0) return invalid_argument(who + ": " + f.name + " is not aligned to its element size " + std::to_string(f.elem));
+      if (t.count > (UINTPTR_MAX - b) / f.elem)
+        return invalid_argument(who + ": " + f.name + " with count " + std::to_string(t.count) + " wraps the address space");
+      ranges.push_back(Range{b, b + t.count * f.elem, i, f.name});
+    }
+  }
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  for (size_t j = 1; j < ranges.size(); ++j) {
+    // Sorted by start and all non-empty: if any two ranges overlap, some neighbours do.
+    const Range& a = ranges[j - 1];
+    const Range& b = ranges[j];
+    if (b.begin < a.end) {
+      return invalid_argument("buffers overlap: tensor " + std::to_string(a.tensor) + " " + a.field +
+                              " and tensor " + std::to_string(b.tensor) + " " + b.field);
+    }
+  }
+  return Status::ok();
+}
+
+AdamCoeffs make_adam_coeffs(AdamMode mode, bool bias_correction, int64_t step, const AdamHyper& h) {
+  const double t = static_cast<double>(step);
+  const double bc1 = bias_correction ? 1.0 - std::pow(static_cast<double>(h.beta1), t) : 1.0;
+  const double bc2 = bias_correction ? 1.0 - std::pow(static_cast<double>(h.beta2), t) : 1.0;
+  AdamCoeffs c;
+  c.mode = mode;
+  c.beta1 = h.beta1;
+  c.one_minus_beta1 = static_cast<float>(1.0 - h.beta1);
+  c.beta2 = h.beta2;
+  c.one_minus_beta2 = static_cast<float>(1.0 - h.beta2);
+  c.eps = h.eps;
+  c.step_size = static_cast<float>(h.lr / bc1);
+  c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  c.weight_decay = mode == AdamMode::kAdam ? h.weight_decay : 0.0f;
+  c.decay = mode == AdamMode::kAdamW ? static_cast<float>(1.0 - static_cast<double>(h.lr) * h.weight_decay) : 1.0f;
+  c.grad_scale = h.grad_scale;
+  return c;
+}
+
+void adam_update(const KernelTable& k, const AdamCoeffs& c, std::span<const AdamTensor> tensors) {
+  parallel_items(items_of(tensors), [&](const WorkItem& w) { k.adam(c, tensors[w.tensor], w.begin, w.end); });
+}
+
+void stream_mix(const KernelTable& k, std::span<const AdamTensor> tensors) {
+  parallel_items(items_of(tensors), [&](const WorkItem& w) { k.stream_mix(tensors[w.tensor], w.begin, w.end); });
+}
+
+CpuAdam::CpuAdam(const CpuAdamOptions& options, const KernelTable* kernels)
+    : options_(options),
+      kernels_(kernels),
+      arena_(options.num_threads > 0 ? options.num_threads : tbb::info::default_concurrency()) {}
+
+StatusOr<std::unique_ptr<CpuAdam>> CpuAdam::create(const CpuAdamOptions& options) {
+  if (options.mode != AdamMode::kAdam && options.mode != AdamMode::kAdamW)
+    return invalid_argument("Adam mode must be ADAM (0) or ADAMW (1), not " +
+                            std::to_string(static_cast<int>(options.mode)));
+  if (options.num_threads < 0)
+    return invalid_argument("num_threads = " + std::to_string(options.num_threads) +
+                            ": must be >= 0 (0 = all cores)");
+  STRATA_ASSIGN_OR_RETURN(const KernelTable* kernels, kernel_table(options.isa));
+  return std::unique_ptr<CpuAdam>(new CpuAdam(options, kernels));
+}
+
+Status CpuAdam::step(const AdamHyper& h, std::span<const AdamTensor> tensors) {
+  STRATA_RETURN_IF_ERROR(validate_adam_hyper(h));
+  STRATA_RETURN_IF_ERROR(validate_adam_tensors(tensors));
+  const AdamCoeffs c = make_adam_coeffs(options_.mode, options_.bias_correction, step_ + 1, h);
+  arena_.execute([&] { adam_update(*kernels_, c, tensors); });
+  ++step_;
+  return Status::ok();
+}
+
+StatusOr<NormResult> CpuAdam::grad_norm(std::span<const TensorView> grads) {
+  STRATA_RETURN_IF_ERROR(validate_views(grads));
+  NormResult r;
+  arena_.execute([&] { r = multi_tensor_sumsq(*kernels_, grads); });
+  return r;
+}
+
+Status CpuAdam::set_step_count(int64_t step) {
+  if (step < 0) return invalid_argument("step count " + std::to_string(step) + ": must be >= 0");
+  step_ = step;
+  return Status::ok();
+}
+
+}  // namespace strata::kernels

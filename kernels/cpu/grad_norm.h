@@ -1,0 +1,30 @@
+// Global L2 norm and inf/NaN check over many gradient buffers (fp32, bf16, fp16), vectorised per
+// ISA and accumulated in double. Deterministic: partial sums per fixed chunk, added in order, so
+// the result does not depend on the thread count.
+#pragma once
+
+#include <cmath>
+#include <span>
+
+#include "kernels/cpu/kernel_types.h"
+#include "src/common/status.h"
+
+namespace strata::kernels {
+
+struct NormResult {
+  double sumsq = 0.0;   // sum of squares of every element, in double
+  bool finite = true;   // false when any element is inf or NaN
+  double l2() const { return std::sqrt(sumsq); }
+};
+
+// Each view: valid dtype, data non-null and aligned to its element size unless count is 0.
+Status validate_views(std::span<const TensorView> views);
+
+// Runs in parallel on the calling thread's task arena. In double, squares of finite fp32 values
+// cannot overflow, so `finite` is exactly "no element is inf or NaN".
+NormResult multi_tensor_sumsq(const KernelTable& k, std::span<const TensorView> views);
+
+// torch.nn.utils.clip_grad_norm_'s factor: min(1, max_norm / (norm + 1e-6)); 1 if max_norm <= 0.
+double clip_coefficient(double norm, double max_norm);
+
+}  // namespace strata::kernels
