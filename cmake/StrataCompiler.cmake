@@ -2,11 +2,11 @@
 # The library is built for baseline x86-64; SIMD kernels get their ISA flags per source file
 # (see kernels/CMakeLists.txt) and are chosen at run time.
 
-set(_strata_warn -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wpedantic -Wno-psabi)
+set(_strata_warn -Wall -Wextra -Wshadow -Wpedantic -Wno-psabi)
 if(STRATA_WERROR)
   list(APPEND _strata_warn -Werror)
 endif()
-add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:${_strata_warn}>")
+add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:${_strata_warn}>" "$<$<COMPILE_LANGUAGE:CXX>:-Wnon-virtual-dtor>")
 # Keep __FILE__ (used in error messages) relative to the source tree.
 add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:-fmacro-prefix-map=${CMAKE_SOURCE_DIR}/=>")
 

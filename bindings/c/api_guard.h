@@ -2,6 +2,7 @@
 // strata_status_t and the thread's last-error text, and stops every C++ exception at the ABI.
 #pragma once
 
+#include <cstring>
 #include <new>
 #include <string>
 
@@ -27,6 +28,17 @@ strata_status_t guard(const char* function, F&& body) noexcept {
   } catch (...) {
     return finish(Status(StatusCode::kInternal, std::string(function) + ": unexpected exception"));
   }
+}
+
+// The integer a C caller stored in an enum-typed field or argument. C lets any int through, and
+// loading an out-of-range value as a C++ enum is undefined behaviour, so enums from callers are
+// read only through this.
+template <class E>
+int raw_enum(const E& e) {
+  static_assert(sizeof(E) == sizeof(int), "C enums of this API are int-sized");
+  int v;
+  std::memcpy(&v, &e, sizeof(v));
+  return v;
 }
 
 // "<name> is NULL" as INVALID_ARGUMENT.

@@ -14,13 +14,15 @@ struct strata_cpu_adam {
 namespace strata::capi {
 namespace {
 
-StatusOr<DType> to_dtype(strata_dtype_t d, const std::string& what) {
+StatusOr<DType> to_dtype(const strata_dtype_t& field, const std::string& what) {
+  const int d = raw_enum(field);
   switch (d) {
     case STRATA_DTYPE_FP32: return DType::kF32;
     case STRATA_DTYPE_BF16: return DType::kBF16;
     case STRATA_DTYPE_FP16: return DType::kF16;
+    default: break;
   }
-  return invalid_argument(what + " = " + std::to_string(static_cast<int>(d)) +
+  return invalid_argument(what + " = " + std::to_string(d) +
                           " is not a strata_dtype_t (FP32 = 0, BF16 = 1, FP16 = 2)");
 }
 
@@ -63,7 +65,11 @@ STRATA_API strata_status_t strata_cpu_adam_create(const strata_cpu_adam_config_t
     STRATA_RETURN_IF_ERROR(strata::capi::check_struct("config", config->struct_size, sizeof(*config), config->reserved,
                                                       sizeof(config->reserved), "STRATA_CPU_ADAM_CONFIG_INIT"));
     strata::kernels::CpuAdamOptions o;
-    o.mode = static_cast<strata::kernels::AdamMode>(config->mode);
+    const int mode = strata::capi::raw_enum(config->mode);
+    if (mode != STRATA_ADAM && mode != STRATA_ADAMW)
+      return strata::invalid_argument("config.mode = " + std::to_string(mode) +
+                                      " is not a strata_adam_mode_t (STRATA_ADAM = 0, STRATA_ADAMW = 1)");
+    o.mode = static_cast<strata::kernels::AdamMode>(mode);
     o.bias_correction = config->bias_correction != 0;
     o.num_threads = config->num_threads;
     STRATA_ASSIGN_OR_RETURN(auto impl, strata::kernels::CpuAdam::create(o));

@@ -57,8 +57,8 @@ Status check_struct(const char* name, size_t struct_size, size_t known_size, con
 
 extern "C" {
 
-STRATA_API const char* strata_status_string(strata_status_t status) {
-  switch (status) {
+STRATA_API const char* strata_status_string(strata_status_t status_arg) {
+  switch (strata::capi::raw_enum(status_arg)) {
     case STRATA_OK: return "success";
     case STRATA_ERR_INVALID_ARGUMENT: return "invalid argument";
     case STRATA_ERR_FAILED_PRECONDITION: return "failed precondition";
@@ -74,6 +74,7 @@ STRATA_API const char* strata_status_string(strata_status_t status) {
     case STRATA_ERR_COMM: return "communication error";
     case STRATA_ERR_TIMEOUT: return "timeout";
     case STRATA_ERR_INTERNAL: return "internal error";
+    default: break;
   }
   return "unknown status";
 }
