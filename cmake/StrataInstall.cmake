@@ -14,5 +14,7 @@ write_basic_package_version_file(${CMAKE_BINARY_DIR}/strataConfigVersion.cmake
 install(FILES ${CMAKE_BINARY_DIR}/strataConfig.cmake ${CMAKE_BINARY_DIR}/strataConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/strata)
 
+# Relocatable: the prefix is found from the .pc file's own place, so `cmake --install --prefix X` works.
+file(RELATIVE_PATH STRATA_PC_TO_PREFIX "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")
 configure_file(${CMAKE_CURRENT_LIST_DIR}/strata.pc.in ${CMAKE_BINARY_DIR}/strata.pc @ONLY)
 install(FILES ${CMAKE_BINARY_DIR}/strata.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
