@@ -1,0 +1,53 @@
+// Small helpers shared by the benchmarks: wall-clock timing, best/median of repetitions, a
+// description of the machine, and 64-byte aligned buffers.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace strata::bench {
+
+template <class F>
+double seconds(F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+inline double best(std::vector<double> v) { return *std::min_element(v.begin(), v.end()); }
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// "AMD EPYC 7B13 64-Core Processor" from /proc/cpuinfo, or "unknown".
+inline std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto p = line.find(':');
+      if (p != std::string::npos) return line.substr(p + 2);
+    }
+  }
+  return "unknown";
+}
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<unsigned char, FreeDeleter>;
+
+// Uninitialised, 64-byte aligned; touch it in parallel before timing.
+inline Buffer alloc_buffer(size_t bytes) {
+  const size_t rounded = (bytes + 63) / 64 * 64;
+  return Buffer(static_cast<unsigned char*>(std::aligned_alloc(64, rounded == 0 ? 64 : rounded)));
+}
+
+}  // namespace strata::bench
