@@ -39,6 +39,12 @@ inline std::string cpu_model() {
   return "unknown";
 }
 
+// {"cpu": ..., "hw_threads": N, "isa": ...}: where a figure was measured.
+inline std::string where_json(const std::string& isa) {
+  return "{\"cpu\": \"" + cpu_model() + "\", \"hw_threads\": " +
+         std::to_string(std::thread::hardware_concurrency()) + ", \"isa\": \"" + isa + "\"}";
+}
+
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };

@@ -145,8 +145,7 @@ void report(const Combo& c, int threads, const Options& o, const Result& r, cons
   const size_t bpp = bytes_per_param(c);
   const double ratio = r.limit.best_s / r.adam.best_s;
   std::string j = "{\"bench\": \"cpu_adam\", \"git_sha\": \"" STRATA_GIT_SHA "\", ";
-  j += "\"where\": {\"cpu\": \"" + cpu_model() + "\", \"hw_threads\": " +
-       std::to_string(std::thread::hardware_concurrency()) + ", \"isa\": \"" + k.name + "\"}, ";
+  j += "\"where\": " + where_json(k.name) + ", ";
   j += "\"params\": " + std::to_string(o.params) + ", \"grad\": \"" + std::string(dtype_name(c.grad)) +
        "\", \"out\": \"" + out_name(c.out) + "\", \"threads\": " + std::to_string(threads) +
        ", \"bytes_per_param\": " + std::to_string(bpp) + ", \"reps\": " + std::to_string(o.reps) + ", ";

@@ -74,6 +74,7 @@ struct Simd {
 }  // namespace
 
 extern const KernelTable kAvx512Kernels;
-const KernelTable kAvx512Kernels = {"avx512", adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry};
+const KernelTable kAvx512Kernels = {"avx512", adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry,
+                                    read_entry};
 
 }  // namespace strata::kernels::cpu

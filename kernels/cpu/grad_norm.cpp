@@ -27,7 +27,11 @@ Status validate_views(std::span<const TensorView> views) {
   return Status::ok();
 }
 
-NormResult multi_tensor_sumsq(const KernelTable& k, std::span<const TensorView> views) {
+namespace {
+
+// Applies `f(view, begin, end)` to fixed chunks in parallel and adds the results in chunk order.
+template <class F>
+double chunked_sum(std::span<const TensorView> views, F&& f) {
   std::vector<size_t> counts(views.size());
   for (size_t i = 0; i < views.size(); ++i) counts[i] = views[i].count;
   const std::vector<WorkItem> items = split_work(counts);
@@ -35,13 +39,25 @@ NormResult multi_tensor_sumsq(const KernelTable& k, std::span<const TensorView> 
   tbb::parallel_for(tbb::blocked_range<size_t>(0, items.size()), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t i = r.begin(); i != r.end(); ++i) {
       const WorkItem& w = items[i];
-      partial[i] = k.sumsq(views[w.tensor], w.begin, w.end);
+      partial[i] = f(views[w.tensor], w.begin, w.end);
     }
   });
+  double sum = 0.0;
+  for (double p : partial) sum += p;
+  return sum;
+}
+
+}  // namespace
+
+NormResult multi_tensor_sumsq(const KernelTable& k, std::span<const TensorView> views) {
   NormResult out;
-  for (double p : partial) out.sumsq += p;
+  out.sumsq = chunked_sum(views, k.sumsq);
   out.finite = std::isfinite(out.sumsq);
   return out;
+}
+
+double stream_read(const KernelTable& k, std::span<const TensorView> views) {
+  return chunked_sum(views, k.stream_read);
 }
 
 double clip_coefficient(double norm, double max_norm) {

@@ -24,6 +24,10 @@ Status validate_views(std::span<const TensorView> views);
 // cannot overflow, so `finite` is exactly "no element is inf or NaN".
 NormResult multi_tensor_sumsq(const KernelTable& k, std::span<const TensorView> views);
 
+// Benchmark limit: the same chunks and threads as multi_tensor_sumsq, reading every byte once
+// with the cheapest arithmetic. Returns a checksum so the reads cannot be optimised away.
+double stream_read(const KernelTable& k, std::span<const TensorView> views);
+
 // torch.nn.utils.clip_grad_norm_'s factor: min(1, max_norm / (norm + 1e-6)); 1 if max_norm <= 0.
 double clip_coefficient(double norm, double max_norm);
 
