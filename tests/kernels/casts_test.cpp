@@ -12,6 +12,7 @@
 #include "kernels/cpu/casts.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/reference/half.h"
+#include "test_util.h"
 
 namespace strata::kernels {
 namespace {

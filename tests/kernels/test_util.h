@@ -5,8 +5,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <ostream>
 #include <vector>
 
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/kernel_types.h"
 #include "kernels/reference/half.h"
 #include "src/common/dtype.h"
 
@@ -51,3 +54,12 @@ inline bool close(double a, double ref, double atol, double rtol) {
 }
 
 }  // namespace strata::testing
+
+// Readable test parameters in GoogleTest output ("avx2" rather than "4-byte object <01-00 00-00>").
+namespace strata {
+inline void PrintTo(DType d, std::ostream* os) { *os << dtype_name(d); }
+}  // namespace strata
+namespace strata::kernels {
+inline void PrintTo(Isa isa, std::ostream* os) { *os << isa_name(isa); }
+inline void PrintTo(AdamMode m, std::ostream* os) { *os << (m == AdamMode::kAdam ? "adam" : "adamw"); }
+}  // namespace strata::kernels
