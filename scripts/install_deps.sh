@@ -5,7 +5,8 @@
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config git
-          libtbb-dev libdnnl-dev libaio-dev libgtest-dev libgmock-dev libbenchmark-dev)
+          libtbb-dev libdnnl-dev libaio-dev libgtest-dev libgmock-dev libbenchmark-dev
+          libxxhash-dev nlohmann-json3-dev fio)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,70 @@
+// Parsing and validation of the "aio" config section.
+#include "offload/aio_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace strata::offload {
+namespace {
+
+Status bad(const std::string& key, const std::string& what) { return invalid_argument("aio." + key + ": " + what); }
+
+StatusOr<long long> get_int(const nlohmann::json& v, const std::string& key) {
+  if (!v.is_number_integer()) return bad(key, "expected an integer, got " + v.dump());
+  return v.get<long long>();
+}
+
+StatusOr<bool> get_bool(const nlohmann::json& v, const std::string& key) {
+  if (!v.is_boolean()) return bad(key, "expected true or false, got " + v.dump());
+  return v.get<bool>();
+}
+
+}  // namespace
+
+Status validate_aio_config(const AioConfig& c) {
+  const size_t bs = c.block_size;
+  if (bs < 4096 || bs > (size_t{64} << 20) || (bs & (bs - 1)) != 0)
+    return bad("block_size", std::to_string(bs) + ": must be a power of two from 4096 to 67108864");
+  if (c.queue_depth < 1 || c.queue_depth > 1024)
+    return bad("queue_depth", std::to_string(c.queue_depth) + ": must be in 1 .. 1024");
+  if (c.intra_op_parallelism < 1 || c.intra_op_parallelism > 64)
+    return bad("intra_op_parallelism", std::to_string(c.intra_op_parallelism) + ": must be in 1 .. 64");
+  return Status::ok();
+}
+
+StatusOr<AioConfig> parse_aio_config(const nlohmann::json& aio) {
+  if (!aio.is_object()) return invalid_argument("aio: expected an object, got " + aio.dump());
+  AioConfig c;
+  for (const auto& [key, v] : aio.items()) {
+    if (key == "block_size") {
+      STRATA_ASSIGN_OR_RETURN(long long n, get_int(v, key));
+      if (n <= 0) return bad(key, std::to_string(n) + ": must be a power of two from 4096 to 67108864");
+      c.block_size = static_cast<size_t>(n);
+    } else if (key == "queue_depth" || key == "intra_op_parallelism") {
+      STRATA_ASSIGN_OR_RETURN(long long n, get_int(v, key));
+      if (n < -1000000 || n > 1000000) return bad(key, std::to_string(n) + ": out of range");
+      (key == "queue_depth" ? c.queue_depth : c.intra_op_parallelism) = static_cast<int>(n);
+    } else if (key == "single_submit") {
+      STRATA_ASSIGN_OR_RETURN(c.single_submit, get_bool(v, key));
+    } else if (key == "overlap_events") {
+      STRATA_ASSIGN_OR_RETURN(c.overlap_events, get_bool(v, key));
+    } else if (key == "allow_buffered_io") {
+      STRATA_ASSIGN_OR_RETURN(c.allow_buffered_io, get_bool(v, key));
+    } else {
+      return invalid_argument("aio." + key +
+                              ": unknown key (known: block_size, queue_depth, intra_op_parallelism, "
+                              "single_submit, overlap_events, allow_buffered_io)");
+    }
+  }
+  STRATA_RETURN_IF_ERROR(validate_aio_config(c));
+  return c;
+}
+
+StatusOr<AioConfig> parse_aio_config_text(std::string_view text) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return invalid_argument("aio: not valid JSON: " + std::string(text.substr(0, 80)));
+  return parse_aio_config(j);
+}
+
+}  // namespace strata::offload

@@ -1,0 +1,92 @@
+// NvmeStore: named tensors in files under one directory (the NVMe tier), written and read
+// asynchronously through the AioEngine from and into aligned (pinned) buffers.
+//
+// Each key has up to two slot files, A and B. A put writes the slot that does not hold the
+// current content and makes it current only when the write completed, so a failed or ENOSPC
+// write leaves the previous content readable. Space is fallocate'd when a slot is first written
+// or grows. Lengths are padded to 4096 inside; the caller passes and gets its exact byte count.
+// An optional checksum (xxh3) per tensor is verified on every read. A lock file keeps a second
+// store out of the directory; files are removed on close unless keep_files is set.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "offload/aio_engine.h"
+#include "offload/aligned_buffer.h"
+
+namespace strata::offload {
+
+struct NvmeStoreOptions {
+  std::string dir;  // must exist and be writable
+  AioConfig aio;
+#ifdef NDEBUG
+  bool checksum = false;
+#else
+  bool checksum = true;  // on by default in debug builds
+#endif
+  bool keep_files = false;  // leave the tensor files (and an index) on close
+};
+
+class NvmeStore {
+ public:
+  // Checks the directory (exists, writable, O_DIRECT unless aio.allow_buffered_io), takes its
+  // lock and starts the engine. Errors name the directory and the problem.
+  static StatusOr<std::unique_ptr<NvmeStore>> open(const NvmeStoreOptions& options, IoSys* sys = nullptr);
+  ~NvmeStore();  // close(); its errors are dropped, call close() to see them
+
+  // Writes bytes [0, bytes) of buf as tensor `key`. buf must hold align_up(bytes) bytes and stay
+  // untouched until the handle is done. Errors (argument, space, I/O) leave the key's previous
+  // content readable.
+  IoHandle put(const std::string& key, const AlignedBuffer& buf, size_t bytes);
+  // Reads tensor `key` (exactly `bytes`, its stored length) into buf (capacity >= align_up(bytes)).
+  // Fails with kNotFound for a key never written, kDataLoss for a file truncated or deleted
+  // underneath or a checksum mismatch.
+  IoHandle get(const std::string& key, AlignedBuffer& buf, size_t bytes);
+
+  bool contains(const std::string& key) const;
+  StatusOr<size_t> size_of(const std::string& key) const;
+  // Deletes the key's files. Not while a read or write of it is in flight.
+  Status remove(const std::string& key);
+  // Waits for all I/O, closes and (unless keep_files) removes the files, releases the lock.
+  Status close();
+
+  const std::string& dir() const { return options_.dir; }
+  bool direct_io() const { return direct_; }
+  AioEngine& engine() { return *engine_; }
+
+ private:
+  struct Slot {
+    int fd = -1;
+    std::string path;
+    uint64_t capacity = 0;  // bytes fallocate'd
+  };
+  struct Entry {
+    Slot slots[2];
+    int active = -1;  // slot holding the current content; -1 before the first completed put
+    size_t length = 0;
+    uint64_t checksum = 0;
+    bool writing = false;
+    int reading = 0;
+  };
+
+  NvmeStore(const NvmeStoreOptions& o, IoSys* sys) : options_(o), sys_(sys) {}
+  Status prepare_slot(const std::string& key, Slot& slot, int index, uint64_t padded);
+  std::string file_stem(const std::string& key) const;
+  Status write_index() const;
+
+  NvmeStoreOptions options_;
+  IoSys* sys_;
+  bool direct_ = true;
+  int lock_fd_ = -1;
+  std::string lock_path_;
+  std::unique_ptr<AioEngine> engine_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Entry> entries_;
+  bool closed_ = false;
+};
+
+}  // namespace strata::offload
