@@ -1,0 +1,204 @@
+// bench/nvme: sequential write then read of >= 4 GiB of tensors through NvmeStore, and in the
+// same run fio (ioengine=libaio, direct=1) on the same directory with the same block size, queue
+// depth and thread count. Prints GB/s and the ratio to fio; one JSON object per configuration on
+// stdout, a table on stderr.
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "offload/nvme_store.h"
+
+namespace strata::bench {
+namespace {
+
+constexpr size_t kTensorBytes = size_t{64} << 20;
+constexpr size_t kBuffers = 16;  // source/target buffers, reused round-robin (1 GiB)
+
+struct Config {
+  size_t block_size;
+  int queue_depth;
+  int threads;
+};
+
+struct Rates {
+  double write_gbps = 0, read_gbps = 0;
+};
+
+std::string run_command(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
+// fio with the same settings: a write pass to fresh files, then a read pass of them; GB/s.
+StatusOr<Rates> fio_once(const std::string& dir, size_t total, const Config& c) {
+  Rates r;
+  for (const char* rw : {"write", "read"}) {
+    const std::string cmd = "fio --name=strata_bench --directory=" + dir +
+                            " --ioengine=libaio --direct=1 --rw=" + rw + " --bs=" + std::to_string(c.block_size) +
+                            " --iodepth=" + std::to_string(c.queue_depth) + " --numjobs=" + std::to_string(c.threads) +
+                            " --size=" + std::to_string(total / static_cast<size_t>(c.threads)) +
+                            " --group_reporting --output-format=json --filename_format='fio.$jobnum' 2>&1";
+    const std::string out = run_command(cmd);
+    const auto start = out.find('{');
+    nlohmann::json j = nlohmann::json::parse(start == std::string::npos ? "" : out.substr(start), nullptr, false);
+    if (j.is_discarded() || !j.contains("jobs"))
+      return unsupported("fio did not run (is it installed? scripts/install_deps.sh installs it): " + out.substr(0, 200));
+    const double bw = j["jobs"][0][rw]["bw_bytes"].get<double>();
+    (std::string(rw) == "write" ? r.write_gbps : r.read_gbps) = bw / 1e9;
+  }
+  for (int t = 0; t < c.threads; ++t) std::filesystem::remove(dir + "/fio." + std::to_string(t));
+  return r;
+}
+
+// NvmeStore with the same settings: put every tensor (fresh files), then get every tensor; GB/s.
+StatusOr<Rates> store_once(offload::NvmeStore& st, size_t total, std::vector<offload::AlignedBuffer>& bufs) {
+  const size_t n = total / kTensorBytes;
+  Rates r;
+  Status failed;
+  for (int pass = 0; pass < 2; ++pass) {
+    std::vector<offload::IoHandle> inflight(kBuffers);
+    const double s = seconds([&] {
+      for (size_t i = 0; i < n; ++i) {
+        offload::IoHandle& slot = inflight[i % kBuffers];
+        if (slot.valid()) {
+          Status e = slot.wait();
+          if (!e.is_ok() && failed.is_ok()) failed = e;
+        }
+        const std::string key = "tensor" + std::to_string(i);
+        slot = pass == 0 ? st.put(key, bufs[i % kBuffers], kTensorBytes) : st.get(key, bufs[i % kBuffers], kTensorBytes);
+      }
+      for (auto& h : inflight) {
+        if (!h.valid()) continue;
+        Status e = h.wait();
+        if (!e.is_ok() && failed.is_ok()) failed = e;
+      }
+    });
+    STRATA_RETURN_IF_ERROR(failed);
+    (pass == 0 ? r.write_gbps : r.read_gbps) = static_cast<double>(n * kTensorBytes) / s / 1e9;
+  }
+  for (size_t i = 0; i < n; ++i) STRATA_RETURN_IF_ERROR(st.remove("tensor" + std::to_string(i)));
+  return r;
+}
+
+// Best of `reps` interleaved store / fio runs, so the disk's drifts hit both alike.
+Status measure(const std::string& dir, size_t total, const Config& c, int reps, std::vector<offload::AlignedBuffer>& bufs,
+               Rates* best_store, Rates* best_fio) {
+  offload::NvmeStoreOptions o;
+  o.dir = dir;
+  o.checksum = false;
+  o.aio.block_size = c.block_size;
+  o.aio.queue_depth = c.queue_depth;
+  o.aio.intra_op_parallelism = c.threads;
+  STRATA_ASSIGN_OR_RETURN(auto st, offload::NvmeStore::open(o));
+  for (int r = 0; r < reps; ++r) {
+    STRATA_ASSIGN_OR_RETURN(Rates s, store_once(*st, total, bufs));
+    STRATA_ASSIGN_OR_RETURN(Rates f, fio_once(dir, total, c));
+    best_store->write_gbps = std::max(best_store->write_gbps, s.write_gbps);
+    best_store->read_gbps = std::max(best_store->read_gbps, s.read_gbps);
+    best_fio->write_gbps = std::max(best_fio->write_gbps, f.write_gbps);
+    best_fio->read_gbps = std::max(best_fio->read_gbps, f.read_gbps);
+  }
+  return st->close();
+}
+
+std::string fs_type(const std::string& dir) {
+  struct statfs s{};
+  if (::statfs(dir.c_str(), &s) != 0) return "unknown";
+  switch (static_cast<unsigned long>(s.f_type)) {
+    case 0xEF53: return "ext4";
+    case 0x58465342: return "xfs";
+    case 0x01021994: return "tmpfs";
+    case 0x9123683E: return "btrfs";
+    default: {
+      char b[32];
+      std::snprintf(b, sizeof(b), "0x%lx", static_cast<unsigned long>(s.f_type));
+      return b;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace strata::bench
+
+int main(int argc, char** argv) {
+  using namespace strata;
+  using namespace strata::bench;
+  std::string dir = "/tmp/strata_nvme_bench";
+  size_t gib = 4;
+  bool quick = false;
+  int reps = 3;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--dir" && i + 1 < argc) {
+      dir = argv[++i];
+    } else if (a == "--gib" && i + 1 < argc) {
+      gib = std::strtoull(argv[++i], nullptr, 10);
+    } else if (a == "--reps" && i + 1 < argc) {
+      reps = std::atoi(argv[++i]);
+    } else if (a == "--defaults-only") {
+      quick = true;
+    } else {
+      std::fprintf(stderr, "usage: %s [--dir DIR] [--gib N>=1] [--reps R>=1] [--defaults-only]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (gib == 0 || reps < 1) {
+    std::fprintf(stderr, "--gib and --reps must be at least 1\n");
+    return 2;
+  }
+  std::filesystem::create_directories(dir);
+  const size_t total = gib << 30;
+  const offload::AioConfig d;
+  std::vector<Config> configs = {{d.block_size, d.queue_depth, d.intra_op_parallelism}};
+  if (!quick) {
+    for (size_t bs : {size_t{256} << 10, size_t{1} << 20, size_t{4} << 20})
+      for (int qd : {8, 32})
+        if (!(bs == d.block_size && qd == d.queue_depth)) configs.push_back({bs, qd, 1});
+    configs.push_back({d.block_size, d.queue_depth, 2});
+  }
+  std::vector<offload::AlignedBuffer> bufs;
+  for (size_t i = 0; i < kBuffers; ++i) {
+    auto b = offload::AlignedBuffer::create(kTensorBytes, offload::PinMode::kAuto);
+    if (!b.is_ok()) {
+      std::fprintf(stderr, "%s\n", b.status().to_string().c_str());
+      return 1;
+    }
+    std::memset(b.value().data(), static_cast<int>(i * 37 + 1), kTensorBytes);
+    bufs.push_back(std::move(b).value());
+  }
+  std::fprintf(stderr, "nvme: %zu GiB of 64 MiB tensors in %s (%s), NvmeStore vs fio, same settings, best of %d\n",
+               gib, dir.c_str(), fs_type(dir).c_str(), reps);
+  for (const Config& c : configs) {
+    Rates r, q;
+    const Status st = measure(dir, total, c, reps, bufs, &r, &q);
+    if (!st.is_ok()) {
+      std::fprintf(stderr, "%s\n", st.to_string().c_str());
+      return 1;
+    }
+    std::printf("{\"bench\": \"nvme\", \"git_sha\": \"" STRATA_GIT_SHA "\", \"where\": {\"dir\": \"%s\", \"fs\": \"%s\", "
+                "\"cpu\": \"%s\"}, \"bytes\": %zu, \"reps\": %d, \"block_size\": %zu, \"queue_depth\": %d, \"threads\": %d, "
+                "\"store_write_gbps\": %.3f, \"fio_write_gbps\": %.3f, \"write_ratio\": %.3f, "
+                "\"store_read_gbps\": %.3f, \"fio_read_gbps\": %.3f, \"read_ratio\": %.3f}\n",
+                dir.c_str(), fs_type(dir).c_str(), cpu_model().c_str(), total, reps, c.block_size, c.queue_depth, c.threads,
+                r.write_gbps, q.write_gbps, r.write_gbps / q.write_gbps, r.read_gbps, q.read_gbps,
+                r.read_gbps / q.read_gbps);
+    std::fflush(stdout);
+    std::fprintf(stderr, "bs %5zu KiB qd %3d thr %d | write %5.2f GB/s fio %5.2f ratio %5.3f | read %5.2f GB/s fio %5.2f ratio %5.3f\n",
+                 c.block_size >> 10, c.queue_depth, c.threads, r.write_gbps, q.write_gbps, r.write_gbps / q.write_gbps,
+                 r.read_gbps, q.read_gbps, r.read_gbps / q.read_gbps);
+  }
+  return 0;
+}
