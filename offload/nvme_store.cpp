@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <cctype>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -260,10 +261,14 @@ Status NvmeStore::write_index() const {
 }
 
 Status NvmeStore::close() {
+  {
+    // Refuse new puts and gets first, so nothing slips in between the wait and the cleanup.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return Status::ok();
+    closed_ = true;
+  }
   if (engine_) engine_->wait_all();
   std::lock_guard<std::mutex> lock(mu_);
-  if (closed_) return Status::ok();
-  closed_ = true;
   Status result;
   if (options_.keep_files) result = write_index();
   for (auto& [key, e] : entries_) {

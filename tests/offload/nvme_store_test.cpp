@@ -290,6 +290,17 @@ TEST(NvmeStoreFaults, TruncatedDeletedCorruptFilesAreDetected) {
   expect_holds(*st, "b", b, 70000);
 }
 
+TEST(NvmeStore, ClosedStoreRefusesWork) {
+  ScratchDir dir;
+  auto st = open_ok(opts(dir.path()));
+  AlignedBuffer a = pattern(5000, 1);
+  ASSERT_TRUE(st->put("k", a, 5000).wait().is_ok());
+  ASSERT_TRUE(st->close().is_ok());
+  EXPECT_TRUE(st->close().is_ok()) << "close is idempotent";
+  EXPECT_EQ(st->put("k", a, 5000).wait().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(st->get("k", a, 5000).wait().code(), StatusCode::kFailedPrecondition);
+}
+
 TEST(NvmeStore, KeepFilesLeavesDataAndIndex) {
   ScratchDir dir;
   NvmeStoreOptions o = opts(dir.path());
