@@ -21,7 +21,7 @@ if [ "${STRATA_TEST_SANITIZE:-1}" != "0" ]; then
 fi
 
 if [ "${STRATA_TEST_SANITIZE:-1}" != "0" ]; then
-  tsan_tests=(aio_engine_test nvme_store_test aligned_buffer_test)
+  tsan_tests=(aio_engine_test nvme_store_test aligned_buffer_test device_test)
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_SANITIZE=thread \
         -DSTRATA_CUDA=OFF -DSTRATA_BUILD_BENCH=OFF
   cmake --build build-tsan --target "${tsan_tests[@]}"

@@ -1,0 +1,239 @@
+// HostDevice: a GPU emulated on the CPU. Memory is host memory under a hard byte budget; each
+// stream is a thread running its queue in order; events carry a generation count so a wait sees
+// exactly the work recorded before it. Copies check that their device side lies inside a device
+// allocation, which catches the engine using freed or foreign memory.
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "offload/device.h"
+
+namespace strata::offload {
+namespace {
+
+constexpr size_t kAllocAlign = 256;
+
+std::string mib(size_t bytes) {
+  char b[48];
+  std::snprintf(b, sizeof(b), "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return b;
+}
+
+class HostEvent final : public Event {
+ public:
+  bool query() override {
+    std::lock_guard<std::mutex> l(mu_);
+    return completed_ >= recorded_;
+  }
+  Status synchronize() override {
+    std::unique_lock<std::mutex> l(mu_);
+    const uint64_t target = recorded_;
+    cv_.wait(l, [&] { return completed_ >= target; });
+    return Status::ok();
+  }
+  uint64_t next_generation() {
+    std::lock_guard<std::mutex> l(mu_);
+    return ++recorded_;
+  }
+  uint64_t current_generation() {
+    std::lock_guard<std::mutex> l(mu_);
+    return recorded_;
+  }
+  void complete(uint64_t generation) {
+    // Notify under the lock: a waiter that sees the event done may destroy it at once.
+    std::lock_guard<std::mutex> l(mu_);
+    if (generation > completed_) completed_ = generation;
+    cv_.notify_all();
+  }
+  void wait_for(uint64_t generation) {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return completed_ >= generation; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t recorded_ = 0, completed_ = 0;
+};
+
+class HostDeviceImpl;
+
+class HostStream final : public Stream {
+ public:
+  explicit HostStream(HostDeviceImpl* dev) : dev_(dev), thread_([this] { run(); }) {}
+  ~HostStream() override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();  // the queue is drained first
+  }
+  Status copy(void* dst, const void* src, size_t bytes, CopyKind kind) override;
+  Status launch_host(std::function<Status()> fn) override {
+    if (!fn) return invalid_argument("launch_host: empty function");
+    enqueue(std::move(fn));
+    return Status::ok();
+  }
+  Status record(Event& e) override {
+    auto* he = dynamic_cast<HostEvent*>(&e);
+    if (he == nullptr) return invalid_argument("record: the event belongs to another kind of device");
+    const uint64_t g = he->next_generation();
+    enqueue([he, g] {
+      he->complete(g);
+      return Status::ok();
+    });
+    return Status::ok();
+  }
+  Status wait(Event& e) override {
+    auto* he = dynamic_cast<HostEvent*>(&e);
+    if (he == nullptr) return invalid_argument("wait: the event belongs to another kind of device");
+    const uint64_t g = he->current_generation();
+    enqueue([he, g] {
+      he->wait_for(g);
+      return Status::ok();
+    });
+    return Status::ok();
+  }
+  Status synchronize() override {
+    std::unique_lock<std::mutex> l(mu_);
+    idle_cv_.wait(l, [&] { return queue_.empty() && !busy_; });
+    Status s = std::move(error_);
+    error_ = Status::ok();
+    return s;
+  }
+  void* native_handle() override { return nullptr; }
+
+ private:
+  void enqueue(std::function<Status()> task) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      queue_.push_back(std::move(task));
+    }
+    cv_.notify_all();
+  }
+  void run() {
+    for (;;) {
+      std::function<Status()> task;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stop_ and drained
+        task = std::move(queue_.front());
+        queue_.pop_front();
+        busy_ = true;
+      }
+      Status s;
+      try {
+        s = task();
+      } catch (const std::exception& e) {
+        s = internal_error(std::string("stream task threw: ") + e.what());
+      }
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        // Later work still runs (event records must complete, or other streams would hang);
+        // the first error is kept for synchronize().
+        if (!s.is_ok() && error_.is_ok()) error_ = std::move(s);
+        busy_ = false;
+      }
+      idle_cv_.notify_all();
+    }
+  }
+
+  HostDeviceImpl* dev_;
+  std::mutex mu_;
+  std::condition_variable cv_, idle_cv_;
+  std::deque<std::function<Status()>> queue_;
+  bool busy_ = false, stop_ = false;
+  Status error_;
+  std::thread thread_;  // last: starts after the members above exist
+};
+
+class HostDeviceImpl final : public Device {
+ public:
+  explicit HostDeviceImpl(size_t budget) : budget_(budget) {}
+  ~HostDeviceImpl() override {
+    for (auto& [p, n] : allocs_) std::free(reinterpret_cast<void*>(p));
+  }
+  std::string name() const override { return "host-emulated device (budget " + mib(budget_) + ")"; }
+  bool is_cuda() const override { return false; }
+
+  StatusOr<void*> allocate(size_t bytes) override {
+    const size_t n = (bytes == 0 ? 1 : bytes + kAllocAlign - 1) / kAllocAlign * kAllocAlign;
+    std::lock_guard<std::mutex> l(mu_);
+    if (used_ + n > budget_)
+      return out_of_memory("device allocation of " + std::to_string(bytes) + " bytes exceeds the device budget: " +
+                           std::to_string(used_) + " of " + std::to_string(budget_) + " bytes in use");
+    void* p = std::aligned_alloc(kAllocAlign, n);
+    if (p == nullptr) return out_of_memory("host memory for the emulated device ran out (" + std::to_string(n) + " bytes)");
+    allocs_[reinterpret_cast<uintptr_t>(p)] = n;
+    used_ += n;
+    if (used_ > peak_) peak_ = used_;
+    return p;
+  }
+  Status free(void* p) override {
+    if (p == nullptr) return Status::ok();
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = allocs_.find(reinterpret_cast<uintptr_t>(p));
+    if (it == allocs_.end()) return invalid_argument("free of a pointer that is not a live allocation of this device");
+    used_ -= it->second;
+    allocs_.erase(it);
+    std::free(p);
+    return Status::ok();
+  }
+  size_t budget_bytes() const override { return budget_; }
+  size_t used_bytes() const override {
+    std::lock_guard<std::mutex> l(mu_);
+    return used_;
+  }
+  size_t peak_bytes() const override {
+    std::lock_guard<std::mutex> l(mu_);
+    return peak_;
+  }
+  StatusOr<std::unique_ptr<Stream>> create_stream() override { return std::unique_ptr<Stream>(new HostStream(this)); }
+  StatusOr<std::unique_ptr<Event>> create_event() override { return std::unique_ptr<Event>(new HostEvent()); }
+
+  // OK when [p, p + n) lies inside one live allocation.
+  Status check_device_range(const void* p, size_t n, const char* what) const {
+    std::lock_guard<std::mutex> l(mu_);
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    auto it = allocs_.upper_bound(a);
+    if (it != allocs_.begin()) {
+      --it;
+      if (a >= it->first && a + n <= it->first + it->second) return Status::ok();
+    }
+    return invalid_argument(std::string("copy: the device ") + what + " range of " + std::to_string(n) +
+                            " bytes is not inside a live device allocation");
+  }
+
+ private:
+  const size_t budget_;
+  mutable std::mutex mu_;
+  std::map<uintptr_t, size_t> allocs_;  // start -> rounded size
+  size_t used_ = 0, peak_ = 0;
+};
+
+Status HostStream::copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
+  if (bytes == 0) return Status::ok();
+  if (dst == nullptr || src == nullptr) return invalid_argument("copy of " + std::to_string(bytes) + " bytes: NULL pointer");
+  if (kind != CopyKind::kHostToDevice) STRATA_RETURN_IF_ERROR(dev_->check_device_range(src, bytes, "source"));
+  if (kind != CopyKind::kDeviceToHost) STRATA_RETURN_IF_ERROR(dev_->check_device_range(dst, bytes, "destination"));
+  enqueue([dst, src, bytes] {
+    std::memmove(dst, src, bytes);
+    return Status::ok();
+  });
+  return Status::ok();
+}
+
+}  // namespace
+
+std::unique_ptr<Device> make_host_device(size_t budget_bytes) {
+  return std::unique_ptr<Device>(new HostDeviceImpl(budget_bytes));
+}
+
+}  // namespace strata::offload
