@@ -1,0 +1,165 @@
+// The placement planner: tiers per chunk, byte accounting, the plan table, refusals with advice.
+#include "src/engine/placement.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace strata::engine {
+namespace {
+
+const char* kUseNames[kNumUses] = {"bit16 params",        "param working buffers", "param staging (pinned)",
+                                   "gradient buckets",    "fp32 gradients",        "optimizer state (master, m, v)",
+                                   "optimizer staging (pinned)"};
+const char* kTierNames[kNumTiers] = {"device", "host", "nvme"};
+const char* kBudgetKeys[kNumTiers] = {"device_bytes", "host_bytes", "the free space under nvme_path"};
+
+Tier tier_of(OffloadTarget t) {
+  return t == OffloadTarget::kNone ? Tier::kDevice : t == OffloadTarget::kCpu ? Tier::kHost : Tier::kNvme;
+}
+
+size_t budget_of(const Budgets& b, int t) { return t == 0 ? b.device_bytes : t == 1 ? b.host_bytes : b.nvme_bytes; }
+
+Status validate(const ChunkLayout& layout, const PlacementConfig& c) {
+  if (c.stage < 0 || c.stage > 3) return invalid_argument("zero_optimization.stage = " + std::to_string(c.stage) + ": must be 0, 1, 2 or 3");
+  if (c.offload_param != OffloadTarget::kNone && c.stage != 3)
+    return invalid_argument("offload_param needs zero_optimization.stage = 3 (the stage that keeps parameters off the device "
+                            "between uses); stage is " + std::to_string(c.stage));
+  if (!(c.optimizer_ratio >= 0.0 && c.optimizer_ratio <= 1.0))
+    return invalid_argument("offload_optimizer.ratio = " + std::to_string(c.optimizer_ratio) + ": must be in [0, 1]");
+  if (c.optimizer_buffer_count < 1) return invalid_argument("offload_optimizer.buffer_count must be >= 1");
+  if (c.param_buffer_count < 1) return invalid_argument("offload_param.buffer_count must be >= 1");
+  if (c.live_chunks < 1) return invalid_argument("live chunks (stage3_max_live_parameters / chunk size) must be >= 1");
+  if (c.grad_buckets < 1) return invalid_argument("gradient buckets must be >= 1");
+  (void)layout;
+  return Status::ok();
+}
+
+std::string advice(int tier, const PlacementConfig& c, const Plan& p) {
+  const auto& b = p.bytes;
+  if (tier == 0) {
+    if (c.offload_optimizer == OffloadTarget::kNone || c.optimizer_ratio < 1.0)
+      return "offload_optimizer.device = \"cpu\" (ratio 1) would move the optimizer state (" +
+             format_bytes(b[0][static_cast<int>(Use::kOptimizer)]) + ") and fp32 gradients off the device";
+    if (c.offload_param == OffloadTarget::kNone)
+      return "offload_param.device = \"cpu\" with zero_optimization.stage = 3 would move the bit16 params (" +
+             format_bytes(b[0][static_cast<int>(Use::kParams16)]) + ") off the device";
+    return "lower the chunk size, the live chunks or the gradient buckets, or raise device_bytes";
+  }
+  if (tier == 1) {
+    if (c.offload_optimizer == OffloadTarget::kCpu)
+      return "offload_optimizer.device = \"nvme\" would move the optimizer state (" +
+             format_bytes(b[1][static_cast<int>(Use::kOptimizer)]) + ") to NVMe";
+    if (c.offload_param == OffloadTarget::kCpu)
+      return "offload_param.device = \"nvme\" would move the bit16 params (" +
+             format_bytes(b[1][static_cast<int>(Use::kParams16)]) + ") to NVMe";
+    return "lower buffer_count or the chunk size, or raise host_bytes";
+  }
+  return "free space under nvme_path (A/B slots need up to twice the size of what is rewritten each step)";
+}
+
+}  // namespace
+
+StatusOr<OffloadTarget> parse_offload_target(const std::string& s) {
+  if (s == "none") return OffloadTarget::kNone;
+  if (s == "cpu") return OffloadTarget::kCpu;
+  if (s == "nvme") return OffloadTarget::kNvme;
+  return invalid_argument("offload device '" + s + "': expected none, cpu or nvme");
+}
+
+std::string format_bytes(size_t bytes) {
+  char buf[48];
+  const double b = static_cast<double>(bytes);
+  if (bytes >= (size_t{1} << 30)) {
+    std::snprintf(buf, sizeof(buf), "%.2f GiB", b / (1 << 30));
+  } else if (bytes >= (size_t{1} << 20)) {
+    std::snprintf(buf, sizeof(buf), "%.1f MiB", b / (1 << 20));
+  } else if (bytes >= 1024) {
+    std::snprintf(buf, sizeof(buf), "%.1f KiB", b / 1024);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%zu B", bytes);
+  }
+  return buf;
+}
+
+size_t Plan::tier_total(Tier t) const {
+  size_t s = 0;
+  for (size_t v : bytes[static_cast<int>(t)]) s += v;
+  return s;
+}
+
+std::string Plan::table() const {
+  std::string out;
+  char line[160];
+  std::snprintf(line, sizeof(line), "%-32s %14s %14s %14s\n", "placement plan (bytes per rank)", "device", "host", "nvme");
+  out += line;
+  for (int u = 0; u < kNumUses; ++u) {
+    if (bytes[0][u] + bytes[1][u] + bytes[2][u] == 0) continue;
+    std::snprintf(line, sizeof(line), "%-32s %14s %14s %14s\n", kUseNames[u],
+                  bytes[0][u] ? format_bytes(bytes[0][u]).c_str() : "-", bytes[1][u] ? format_bytes(bytes[1][u]).c_str() : "-",
+                  bytes[2][u] ? format_bytes(bytes[2][u]).c_str() : "-");
+    out += line;
+  }
+  std::snprintf(line, sizeof(line), "%-32s %14s %14s %14s\n", "total", format_bytes(tier_total(Tier::kDevice)).c_str(),
+                format_bytes(tier_total(Tier::kHost)).c_str(), format_bytes(tier_total(Tier::kNvme)).c_str());
+  out += line;
+  std::snprintf(line, sizeof(line), "%-32s %14s %14s %14s\n", "budget", format_bytes(budgets.device_bytes).c_str(),
+                format_bytes(budgets.host_bytes).c_str(), format_bytes(budgets.nvme_bytes).c_str());
+  out += line;
+  return out;
+}
+
+StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& c, const Budgets& budgets) {
+  STRATA_RETURN_IF_ERROR(validate(layout, c));
+  Plan p;
+  p.budgets = budgets;
+  const auto& chunks = layout.chunks();
+  size_t max_chunk = 0, max_shard = 0;
+  for (const ChunkInfo& ch : chunks) {
+    max_chunk = std::max(max_chunk, ch.numel);
+    max_shard = std::max(max_shard, ch.shard_numel);
+  }
+  const size_t n = chunks.size();
+  const size_t offloaded = c.offload_optimizer == OffloadTarget::kNone
+                               ? 0
+                               : static_cast<size_t>(std::ceil(c.optimizer_ratio * static_cast<double>(n) - 1e-9));
+  auto add = [&](Tier t, Use u, size_t b) { p.bytes[static_cast<int>(t)][static_cast<int>(u)] += b; };
+  for (size_t i = 0; i < n; ++i) {
+    const ChunkInfo& ch = chunks[i];
+    ChunkPlacement cp;
+    cp.params16 = tier_of(c.offload_param);
+    cp.optimizer = i < offloaded ? tier_of(c.offload_optimizer) : Tier::kDevice;
+    cp.grad32 = cp.optimizer == Tier::kNvme ? Tier::kHost : cp.optimizer;
+    const size_t rest = c.stage == 3 ? ch.shard_numel : ch.numel;
+    add(cp.params16, Use::kParams16, rest * 2 * (cp.params16 == Tier::kNvme ? kNvmeSlotFactor : 1));
+    add(cp.optimizer, Use::kOptimizer, ch.shard_numel * 12 * (cp.optimizer == Tier::kNvme ? kNvmeSlotFactor : 1));
+    add(cp.grad32, Use::kGrad32, ch.shard_numel * 4);
+    p.chunks.push_back(cp);
+  }
+  if (n > 0) {
+    const bool gathers = c.stage == 3 && layout.world() > 1;
+    if (c.offload_param != OffloadTarget::kNone || gathers)
+      add(Tier::kDevice, Use::kParamWork, static_cast<size_t>(c.live_chunks) * max_chunk * 2);
+    if (c.offload_param == OffloadTarget::kNvme)
+      add(Tier::kHost, Use::kParamStaging, static_cast<size_t>(c.param_buffer_count) * max_chunk * 2);
+    add(Tier::kDevice, Use::kGradBuckets, static_cast<size_t>(c.grad_buckets) * max_chunk * 2);
+    if (c.offload_optimizer == OffloadTarget::kNvme && offloaded > 0)
+      add(Tier::kHost, Use::kOptStaging, static_cast<size_t>(c.optimizer_buffer_count) * max_shard * 12);
+  }
+  for (int t = 0; t < kNumTiers; ++t) {
+    const size_t need = p.tier_total(static_cast<Tier>(t));
+    const size_t have = budget_of(budgets, t);
+    if (need <= have) continue;
+    std::string parts;
+    for (int u = 0; u < kNumUses; ++u) {
+      if (p.bytes[t][u] == 0) continue;
+      parts += (parts.empty() ? "" : ", ") + std::string(kUseNames[u]) + " " + format_bytes(p.bytes[t][u]);
+    }
+    return out_of_memory("the model does not fit: the " + std::string(kTierNames[t]) + " needs " + format_bytes(need) +
+                         " (" + parts + ") but " + kBudgetKeys[t] + " is " + format_bytes(have) + ", " +
+                         format_bytes(need - have) + " short. " + advice(t, c, p) + ".\n" + p.table());
+  }
+  return p;
+}
+
+}  // namespace strata::engine

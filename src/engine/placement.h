@@ -1,0 +1,77 @@
+// The placement planner: given the chunk layout, DeepSpeed-style offload settings and the byte
+// budgets of each tier, decides where every array of every chunk lives, accounts every byte
+// (working and staging buffers included), prints the plan as a table, and refuses a plan that
+// cannot fit with a message naming the tier, what needs it, and how much is missing — before any
+// training starts.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "src/common/status.h"
+#include "src/engine/chunk_layout.h"
+
+namespace strata::engine {
+
+enum class Tier : int { kDevice = 0, kHost = 1, kNvme = 2 };
+inline constexpr int kNumTiers = 3;
+
+// DeepSpeed's offload_param.device / offload_optimizer.device.
+enum class OffloadTarget { kNone, kCpu, kNvme };
+StatusOr<OffloadTarget> parse_offload_target(const std::string& s);  // "none" | "cpu" | "nvme"
+
+// What occupies memory, per tier.
+enum class Use : int {
+  kParams16 = 0,    // bit16 parameters at rest (full chunks; the owned shard at stage 3)
+  kParamWork,       // device buffers for chunks in use when params rest elsewhere
+  kParamStaging,    // pinned host buffers between NVMe and the device for params
+  kGradBuckets,     // device bit16 gradient buckets, streamed off as they fill
+  kGrad32,          // fp32 gradient of the owned shard
+  kOptimizer,       // fp32 master, exp_avg, exp_avg_sq of the owned shard (12 bytes / element)
+  kOptStaging,      // pinned host buffers of the NVMe optimizer pipeline
+};
+inline constexpr int kNumUses = 7;
+
+struct PlacementConfig {
+  int stage = 0;                       // ZeRO stage 0..3 (stage 3 keeps only the bit16 shard at rest)
+  OffloadTarget offload_param = OffloadTarget::kNone;
+  OffloadTarget offload_optimizer = OffloadTarget::kNone;
+  double optimizer_ratio = 1.0;        // offload_optimizer.ratio: share of chunks whose optimizer is offloaded
+  int optimizer_buffer_count = 4;      // offload_optimizer.buffer_count: chunk-sized pipeline buffers (nvme)
+  int param_buffer_count = 5;          // offload_param.buffer_count: chunk-sized staging buffers (nvme)
+  int live_chunks = 2;                 // device working buffers when params are offloaded
+  int grad_buckets = 2;                // device gradient buckets
+};
+
+struct Budgets {
+  size_t device_bytes = 0;
+  size_t host_bytes = 0;
+  size_t nvme_bytes = 0;  // free space strata may use under nvme_path
+};
+
+struct ChunkPlacement {
+  Tier params16;   // where the bit16 parameters rest
+  Tier optimizer;  // where master / m / v live and the optimizer step runs
+  Tier grad32;     // where the fp32 gradient shard lives (beside the optimizer's input)
+};
+
+struct Plan {
+  std::vector<ChunkPlacement> chunks;
+  std::array<std::array<size_t, kNumUses>, kNumTiers> bytes{};  // bytes[tier][use]
+  Budgets budgets;
+  size_t tier_total(Tier t) const;
+  // The plan as a table: one row per use, one column per tier, then totals and budgets.
+  std::string table() const;
+};
+
+// NVMe tensors are kept in A/B slots (offload/nvme_store.h): an array rewritten every step may
+// need twice its size there, and the planner reserves that.
+inline constexpr size_t kNvmeSlotFactor = 2;
+
+StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& config, const Budgets& budgets);
+
+std::string format_bytes(size_t bytes);  // "1.5 GiB", "640.0 MiB", "12 B"
+
+}  // namespace strata::engine

@@ -1,0 +1,205 @@
+// The placement planner: byte accounting per tier checked against closed forms computed here from
+// the layout, for every placement (everything on the device; optimizer on cpu / nvme, whole or by
+// ratio; params on cpu / nvme); refusals that name the tier, the need, the budget and the way out.
+#include "src/engine/placement.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+namespace strata::engine {
+namespace {
+
+constexpr size_t kChunk = size_t{1} << 16;
+constexpr size_t kHuge = size_t{1} << 50;
+
+ChunkLayout layout(int world = 1) {
+  std::vector<ParamSpec> ps;
+  for (int i = 0; i < 12; ++i) ps.push_back({"p" + std::to_string(i), {250, 100 + i}});  // ~25k elements each
+  return ChunkLayout::build(ps, kChunk, world, 0).value();
+}
+
+size_t B(const Plan& p, Tier t, Use u) { return p.bytes[static_cast<int>(t)][static_cast<int>(u)]; }
+
+struct Sums {
+  size_t total = 0, owned = 0, max_chunk = 0, max_shard = 0, n = 0;
+};
+Sums sums(const ChunkLayout& l) {
+  Sums s;
+  for (const ChunkInfo& c : l.chunks()) {
+    s.total += c.numel;
+    s.owned += c.shard_numel;
+    s.max_chunk = std::max(s.max_chunk, c.numel);
+    s.max_shard = std::max(s.max_shard, c.shard_numel);
+    ++s.n;
+  }
+  return s;
+}
+
+Budgets unlimited() { return {kHuge, kHuge, kHuge}; }
+
+TEST(Placement, EverythingOnTheDevice) {
+  const ChunkLayout l = layout();
+  const Sums s = sums(l);
+  ASSERT_GT(s.n, 3u);
+  auto p = plan_placement(l, PlacementConfig{}, unlimited());
+  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+  EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kParams16), s.total * 2);
+  EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kOptimizer), s.owned * 12);
+  EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kGrad32), s.owned * 4);
+  EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kGradBuckets), 2 * s.max_chunk * 2);
+  EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kParamWork), 0u);
+  EXPECT_EQ(p.value().tier_total(Tier::kHost), 0u);
+  EXPECT_EQ(p.value().tier_total(Tier::kNvme), 0u);
+}
+
+TEST(Placement, OptimizerOnCpuAndOnNvme) {
+  const ChunkLayout l = layout();
+  const Sums s = sums(l);
+  PlacementConfig c;
+  c.offload_optimizer = OffloadTarget::kCpu;
+  auto cpu = plan_placement(l, c, unlimited()).value();
+  EXPECT_EQ(B(cpu, Tier::kHost, Use::kOptimizer), s.owned * 12);
+  EXPECT_EQ(B(cpu, Tier::kHost, Use::kGrad32), s.owned * 4);
+  EXPECT_EQ(B(cpu, Tier::kDevice, Use::kOptimizer), 0u);
+  EXPECT_EQ(cpu.tier_total(Tier::kDevice), s.total * 2 + 2 * s.max_chunk * 2);
+
+  c.offload_optimizer = OffloadTarget::kNvme;
+  c.optimizer_buffer_count = 3;
+  auto nvme = plan_placement(l, c, unlimited()).value();
+  EXPECT_EQ(B(nvme, Tier::kNvme, Use::kOptimizer), s.owned * 12 * kNvmeSlotFactor);
+  EXPECT_EQ(B(nvme, Tier::kHost, Use::kGrad32), s.owned * 4);
+  EXPECT_EQ(B(nvme, Tier::kHost, Use::kOptStaging), 3 * s.max_shard * 12);
+  for (const ChunkPlacement& cp : nvme.chunks) {
+    EXPECT_EQ(cp.optimizer, Tier::kNvme);
+    EXPECT_EQ(cp.grad32, Tier::kHost);
+  }
+}
+
+TEST(Placement, RatioSplitsChunksBetweenHostAndDevice) {
+  const ChunkLayout l = layout();
+  const Sums s = sums(l);
+  PlacementConfig c;
+  c.offload_optimizer = OffloadTarget::kCpu;
+  c.optimizer_ratio = 0.5;
+  auto p = plan_placement(l, c, unlimited()).value();
+  size_t host = 0, dev = 0, host_chunks = 0;
+  for (size_t i = 0; i < l.chunks().size(); ++i) {
+    const bool on_host = p.chunks[i].optimizer == Tier::kHost;
+    host_chunks += on_host;
+    (on_host ? host : dev) += l.chunks()[i].shard_numel * 12;
+  }
+  EXPECT_EQ(host_chunks, (s.n + 1) / 2);
+  EXPECT_EQ(B(p, Tier::kHost, Use::kOptimizer), host);
+  EXPECT_EQ(B(p, Tier::kDevice, Use::kOptimizer), dev);
+  EXPECT_EQ(host + dev, s.owned * 12);
+}
+
+TEST(Placement, ParamsOnCpuAndOnNvme) {
+  const ChunkLayout l = layout();
+  const Sums s = sums(l);
+  PlacementConfig c;
+  c.stage = 3;
+  c.offload_optimizer = OffloadTarget::kCpu;
+  c.offload_param = OffloadTarget::kCpu;
+  c.live_chunks = 3;
+  auto cpu = plan_placement(l, c, unlimited()).value();
+  EXPECT_EQ(B(cpu, Tier::kHost, Use::kParams16), s.owned * 2);  // world 1: the shard is the chunk
+  EXPECT_EQ(B(cpu, Tier::kDevice, Use::kParams16), 0u);
+  EXPECT_EQ(B(cpu, Tier::kDevice, Use::kParamWork), 3 * s.max_chunk * 2);
+  EXPECT_EQ(cpu.tier_total(Tier::kDevice), 3 * s.max_chunk * 2 + 2 * s.max_chunk * 2)
+      << "only working buffers stay on the device";
+
+  c.offload_param = OffloadTarget::kNvme;
+  c.param_buffer_count = 4;
+  auto nvme = plan_placement(l, c, unlimited()).value();
+  EXPECT_EQ(B(nvme, Tier::kNvme, Use::kParams16), s.owned * 2 * kNvmeSlotFactor);
+  EXPECT_EQ(B(nvme, Tier::kHost, Use::kParamStaging), 4 * s.max_chunk * 2);
+}
+
+TEST(Placement, ShardingDividesThePerRankState) {
+  const Sums one = sums(layout(1));
+  const ChunkLayout l4 = layout(4);
+  const Sums four = sums(l4);
+  PlacementConfig c;
+  c.stage = 3;
+  c.offload_optimizer = OffloadTarget::kCpu;
+  auto p = plan_placement(l4, c, unlimited()).value();
+  EXPECT_EQ(B(p, Tier::kHost, Use::kOptimizer), four.owned * 12);
+  EXPECT_EQ(four.owned * 4, four.total);
+  EXPECT_LE(four.total, one.total + 4 * four.n) << "padding to 4 ranks adds at most 3 elements per chunk";
+  EXPECT_EQ(B(p, Tier::kDevice, Use::kParams16), four.owned * 2);
+  EXPECT_EQ(B(p, Tier::kDevice, Use::kParamWork), 2 * four.max_chunk * 2) << "stage 3 gathers full chunks";
+}
+
+TEST(Placement, RefusalNamesTierNeedBudgetAndWayOut) {
+  const ChunkLayout l = layout();
+  const Sums s = sums(l);
+  const size_t need = s.total * 2 + s.owned * 16 + 2 * s.max_chunk * 2;
+  auto p = plan_placement(l, PlacementConfig{}, Budgets{need - 1000, kHuge, kHuge});
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_EQ(p.status().code(), StatusCode::kOutOfMemory);
+  const std::string m = p.status().message();
+  EXPECT_NE(m.find("the device needs " + format_bytes(need)), std::string::npos) << m;
+  EXPECT_NE(m.find("but device_bytes is " + format_bytes(need - 1000) + ", " + format_bytes(1000) + " short"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("offload_optimizer.device = \"cpu\""), std::string::npos) << m;
+  EXPECT_NE(m.find("placement plan (bytes per rank)"), std::string::npos) << "the plan table comes with it";
+  EXPECT_TRUE(plan_placement(l, PlacementConfig{}, Budgets{need, kHuge, kHuge}).is_ok()) << "exactly enough fits";
+
+  PlacementConfig c;
+  c.offload_optimizer = OffloadTarget::kCpu;
+  auto host = plan_placement(l, c, Budgets{kHuge, 1000, kHuge});
+  ASSERT_FALSE(host.is_ok());
+  EXPECT_NE(host.status().message().find("the host needs"), std::string::npos);
+  EXPECT_NE(host.status().message().find("offload_optimizer.device = \"nvme\""), std::string::npos) << host.status().message();
+
+  c.offload_optimizer = OffloadTarget::kNvme;
+  auto nv = plan_placement(l, c, Budgets{kHuge, kHuge, 1 << 20});
+  ASSERT_FALSE(nv.is_ok());
+  EXPECT_NE(nv.status().message().find("the free space under nvme_path is 1.0 MiB"), std::string::npos)
+      << nv.status().message();
+}
+
+TEST(Placement, BadSettingsAreNamed) {
+  const ChunkLayout l = layout();
+  auto expect = [&](PlacementConfig c, const char* needle) {
+    auto p = plan_placement(l, c, unlimited());
+    ASSERT_FALSE(p.is_ok()) << needle;
+    EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(p.status().message().find(needle), std::string::npos) << p.status().message();
+  };
+  PlacementConfig c;
+  c.offload_param = OffloadTarget::kCpu;
+  expect(c, "offload_param needs zero_optimization.stage = 3");
+  c = PlacementConfig{};
+  c.stage = 4;
+  expect(c, "zero_optimization.stage = 4");
+  c = PlacementConfig{};
+  c.optimizer_ratio = 1.5;
+  expect(c, "offload_optimizer.ratio = 1.5");
+  c.optimizer_ratio = std::nan("");
+  expect(c, "offload_optimizer.ratio");
+  c = PlacementConfig{};
+  c.optimizer_buffer_count = 0;
+  expect(c, "offload_optimizer.buffer_count must be >= 1");
+  EXPECT_EQ(parse_offload_target("nvme").value(), OffloadTarget::kNvme);
+  EXPECT_NE(parse_offload_target("disk").status().message().find("expected none, cpu or nvme"), std::string::npos);
+}
+
+TEST(Placement, TableShowsEveryUsedRow) {
+  PlacementConfig c;
+  c.stage = 3;
+  c.offload_optimizer = OffloadTarget::kNvme;
+  c.offload_param = OffloadTarget::kCpu;
+  const std::string t = plan_placement(layout(), c, unlimited()).value().table();
+  for (const char* row : {"bit16 params", "param working buffers", "gradient buckets", "fp32 gradients",
+                          "optimizer state (master, m, v)", "optimizer staging (pinned)", "total", "budget"})
+    EXPECT_NE(t.find(row), std::string::npos) << row << "\n" << t;
+  EXPECT_EQ(t.find("param staging (pinned)"), std::string::npos) << "unused rows are left out";
+}
+
+}  // namespace
+}  // namespace strata::engine
