@@ -75,6 +75,6 @@ struct Simd {
 
 extern const KernelTable kAvx512Kernels;
 const KernelTable kAvx512Kernels = {"avx512", adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry,
-                                    read_entry};
+                                    accumulate_entry, read_entry};
 
 }  // namespace strata::kernels::cpu

@@ -44,6 +44,6 @@ struct Simd {
 
 extern const KernelTable kScalarKernels;
 const KernelTable kScalarKernels = {"scalar", adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry,
-                                    read_entry};
+                                    accumulate_entry, read_entry};
 
 }  // namespace strata::kernels::cpu

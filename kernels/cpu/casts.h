@@ -11,6 +11,9 @@ namespace strata::kernels {
 
 // dst[i] = float(src[i]) * scale for i < src.count. Parallel on the calling arena.
 void cast_to_fp32(const KernelTable& k, const TensorView& src, float scale, float* dst);
+// acc[i] += float(grad[i]) * scale for i < grad.count (one rounding where the ISA has FMA).
+// Parallel on the calling arena.
+void accumulate(const KernelTable& k, float* acc, const TensorView& grad, float scale);
 // dst[i] = round(src[i]) in dtype for i < n. Parallel on the calling arena.
 void cast_from_fp32(const KernelTable& k, const float* src, size_t n, DType dtype, void* dst);
 

@@ -67,6 +67,8 @@ struct KernelTable {
   // Benchmark limit: moves exactly the bytes an Adam update of t moves (reads p, g, m, v; writes
   // p, m, v and the bit16 copy) with trivial arithmetic.
   void (*stream_mix)(const AdamTensor& t, size_t begin, size_t end);
+  // acc[i] += float(grad[i]) * scale: gradient accumulation across micro-batches.
+  void (*accumulate)(float* acc, const TensorView& grad, float scale, size_t begin, size_t end);
   // Benchmark limit of sumsq: reads the same bytes and adds them in float lanes.
   double (*stream_read)(const TensorView& t, size_t begin, size_t end);
 };

@@ -126,6 +126,32 @@ TEST_P(VectorCasts, EqualTheReferenceBitForBit) {
   }
 }
 
+TEST_P(VectorCasts, AccumulateMatchesDoubleWithinOneUlp) {
+  const Isa isa = GetParam();
+  if (!isa_supported(isa)) GTEST_SKIP() << "this CPU has no " << isa_name(isa);
+  const KernelTable& k = *kernel_table(isa).value();
+  strata::testing::Rng rng(17);
+  for (DType d : {DType::kF32, DType::kBF16, DType::kF16}) {
+    const size_t n = 100003;
+    std::vector<float> acc(n), g(n);
+    for (size_t i = 0; i < n; ++i) {
+      acc[i] = rng.uniform(-4.0f, 4.0f);
+      g[i] = rng.uniform(-300.0f, 300.0f);
+    }
+    const std::vector<unsigned char> enc = strata::testing::encode(g, d);
+    std::vector<float> start = acc;
+    accumulate(k, acc.data(), TensorView{enc.data(), d, n}, 1.0f / 128.0f);
+    for (size_t i = 0; i < n; ++i) {
+      const double gi = d == DType::kF32 ? static_cast<double>(g[i])
+                        : d == DType::kBF16 ? reference::bf16_to_float(reinterpret_cast<const uint16_t*>(enc.data())[i])
+                                            : reference::fp16_to_float(reinterpret_cast<const uint16_t*>(enc.data())[i]);
+      const double want = static_cast<double>(start[i]) + gi / 128.0;
+      ASSERT_TRUE(strata::testing::close(acc[i], want, 1e-30, std::ldexp(1.0, -23)))
+          << dtype_name(d) << " element " << i << ": " << acc[i] << " vs " << want;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllIsas, VectorCasts, ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
                          [](const auto& p) { return std::string(isa_name(p.param)); });
 
