@@ -1,0 +1,62 @@
+// The engine's JSON configuration, in the keys a DeepSpeed user already has ("zero_optimization",
+// "offload_optimizer", "offload_param", "aio", "fp16", "bf16", "optimizer", "gradient_clipping",
+// "gradient_accumulation_steps", ...) plus a "strata" section for what DeepSpeed has no key for
+// (device choice and budgets, chunk size). Unknown keys, wrong types and contradictions are
+// errors that name the key by its full path. Parsing only: the engine applies it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "offload/aio_config.h"
+#include "src/common/status.h"
+#include "src/engine/placement.h"
+
+namespace strata::engine {
+
+enum class Precision { kBF16, kFP16 };
+
+struct LossScaleConfig {   // "fp16": dynamic loss scaling unless loss_scale > 0
+  double loss_scale = 0.0;        // 0: dynamic
+  int initial_scale_power = 16;   // dynamic scale starts at 2^this
+  int loss_scale_window = 1000;   // steps without overflow before the scale doubles
+  int hysteresis = 2;             // overflows tolerated before the scale halves
+  double min_loss_scale = 1.0;
+};
+
+struct OptimizerConfig {   // "optimizer": {"type": "Adam" | "AdamW", "params": {...}}
+  bool adamw = true;
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool bias_correction = true;
+};
+
+struct EngineConfig {
+  Precision precision = Precision::kBF16;
+  LossScaleConfig loss_scale;
+  OptimizerConfig optimizer;
+  double gradient_clipping = 0.0;          // 0: off
+  int gradient_accumulation_steps = 1;
+  int64_t train_batch_size = 0;            // informational, as in DeepSpeed (0: unset)
+  int64_t train_micro_batch_size_per_gpu = 0;
+  PlacementConfig placement;               // zero_optimization.stage, offload_*.device / ratio / buffer_count
+  std::string optimizer_nvme_path, param_nvme_path;
+  bool pin_memory = true;
+  size_t prefetch_bucket_bytes = 50'000'000;   // stage3_prefetch_bucket_size (elements in DeepSpeed; see docs)
+  size_t max_live_parameters = 1'000'000'000;  // stage3_max_live_parameters
+  size_t max_reuse_distance = 1'000'000'000;   // stage3_max_reuse_distance
+  size_t reduce_bucket_size = 500'000'000;     // reduce_bucket_size
+  offload::AioConfig aio;
+  // "strata" section
+  std::string device = "auto";              // auto | host | cuda
+  size_t device_bytes = 0;                  // 0: all free GPU memory (required for host)
+  size_t host_bytes = 0;                    // 0: no limit set
+  size_t chunk_bytes = size_t{64} << 20;    // bit16 bytes per chunk
+  uint64_t seed = 0;
+};
+
+// Parses a whole config object. Missing keys keep the defaults above.
+StatusOr<EngineConfig> parse_engine_config(std::string_view json_text);
+
+}  // namespace strata::engine

@@ -1,0 +1,110 @@
+// The engine config: a DeepSpeed ZeRO-Infinity config moves over unchanged; every unknown key,
+// wrong type, out-of-range value and contradiction is refused by its full path.
+#include "src/engine/config.h"
+
+#include <gtest/gtest.h>
+
+namespace strata::engine {
+namespace {
+
+// As in DeepSpeed's ZeRO-Infinity tutorial, plus a "strata" section.
+constexpr const char* kDeepSpeedConfig = R"({
+  "train_batch_size": 32,
+  "train_micro_batch_size_per_gpu": 4,
+  "gradient_accumulation_steps": 8,
+  "gradient_clipping": 1.0,
+  "steps_per_print": 10,
+  "fp16": {"enabled": true, "loss_scale": 0, "initial_scale_power": 12, "loss_scale_window": 500,
+           "hysteresis": 2, "min_loss_scale": 1},
+  "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1}},
+  "zero_optimization": {
+    "stage": 3,
+    "contiguous_gradients": true,
+    "overlap_comm": true,
+    "reduce_bucket_size": 5e8,
+    "stage3_prefetch_bucket_size": 5e7,
+    "stage3_max_live_parameters": 1e9,
+    "stage3_max_reuse_distance": 1e9,
+    "offload_optimizer": {"device": "nvme", "nvme_path": "/local_nvme", "pin_memory": true, "buffer_count": 4,
+                          "fast_init": false},
+    "offload_param": {"device": "cpu", "pin_memory": true, "buffer_count": 5}
+  },
+  "aio": {"block_size": 1048576, "queue_depth": 8, "intra_op_parallelism": 1, "single_submit": false,
+          "overlap_events": true},
+  // strata's own section (comments are allowed)
+  "strata": {"device": "host", "device_bytes": 268435456, "host_bytes": 8589934592, "chunk_bytes": 33554432}
+})";
+
+TEST(EngineConfig, DeepSpeedConfigMovesOverUnchanged) {
+  auto r = parse_engine_config(kDeepSpeedConfig);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  const EngineConfig& c = r.value();
+  EXPECT_EQ(c.precision, Precision::kFP16);
+  EXPECT_EQ(c.loss_scale.initial_scale_power, 12);
+  EXPECT_EQ(c.loss_scale.loss_scale_window, 500);
+  EXPECT_EQ(c.gradient_accumulation_steps, 8);
+  EXPECT_DOUBLE_EQ(c.gradient_clipping, 1.0);
+  EXPECT_TRUE(c.optimizer.adamw);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 3e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.1);
+  EXPECT_EQ(c.placement.stage, 3);
+  EXPECT_EQ(c.placement.offload_optimizer, OffloadTarget::kNvme);
+  EXPECT_EQ(c.placement.offload_param, OffloadTarget::kCpu);
+  EXPECT_EQ(c.placement.optimizer_buffer_count, 4);
+  EXPECT_EQ(c.placement.param_buffer_count, 5);
+  EXPECT_EQ(c.optimizer_nvme_path, "/local_nvme");
+  EXPECT_EQ(c.reduce_bucket_size, 500'000'000u);
+  EXPECT_EQ(c.prefetch_bucket_bytes, 50'000'000u);
+  EXPECT_EQ(c.aio.queue_depth, 8);
+  EXPECT_EQ(c.device, "host");
+  EXPECT_EQ(c.device_bytes, size_t{256} << 20);
+  EXPECT_EQ(c.chunk_bytes, size_t{32} << 20);
+}
+
+TEST(EngineConfig, DefaultsFromAnEmptyObject) {
+  auto r = parse_engine_config("{}");
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r.value().precision, Precision::kBF16);
+  EXPECT_EQ(r.value().placement.stage, 0);
+  EXPECT_EQ(r.value().device, "auto");
+}
+
+void expect_error(const std::string& json, const char* needle) {
+  auto r = parse_engine_config(json);
+  ASSERT_FALSE(r.is_ok()) << json;
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status().message();
+}
+
+TEST(EngineConfig, ErrorsNameTheKeyByItsPath) {
+  expect_error(R"({"zero_optimization": {"offload_optimizer": {"device": "cpu", "nvme_pth": "/x"}}})",
+               "zero_optimization.offload_optimizer.nvme_pth: unknown key (known here: device, nvme_path");
+  expect_error(R"({"wall_clock_breakdown": true})", "wall_clock_breakdown: unknown key");
+  expect_error(R"({"zero_optimization": {"stage": 4}})", "zero_optimization.stage = 4: expected an integer in 0 .. 3");
+  expect_error(R"({"zero_optimization": {"stage": "3"}})", "zero_optimization.stage: expected an integer, got \"3\"");
+  expect_error(R"({"zero_optimization": {"offload_param": {"device": "gpu"}}})",
+               "zero_optimization.offload_param.device = \"gpu\": expected one of none, cpu, nvme");
+  expect_error(R"({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme"}}})",
+               "zero_optimization.offload_optimizer.nvme_path: required when zero_optimization.offload_optimizer.device is \"nvme\"");
+  expect_error(R"({"zero_optimization": {"stage": 2, "offload_param": {"device": "cpu"}}})",
+               "offload_param needs zero_optimization.stage = 3, not 2");
+  expect_error(R"({"zero_optimization": {"offload_optimizer": {"device": "cpu", "ratio": 1.5}}})",
+               "zero_optimization.offload_optimizer.ratio = 1.5");
+  expect_error(R"({"fp16": {"enabled": true}, "bf16": {"enabled": true}})", "both true");
+  expect_error(R"({"optimizer": {"type": "Lamb"}})", "optimizer.type = \"Lamb\": expected one of Adam, AdamW");
+  expect_error(R"({"optimizer": {"params": {"betas": [0.9]}}})", "optimizer.params.betas: expected [beta1, beta2]");
+  expect_error(R"({"optimizer": {"params": {"betas": [0.9, 1.0]}}})", "each must be in [0, 1)");
+  expect_error(R"({"gradient_accumulation_steps": 0})", "gradient_accumulation_steps = 0");
+  expect_error(R"({"gradient_accumulation_steps": 2.5})", "gradient_accumulation_steps = 2.5");
+  expect_error(R"({"aio": {"queue_depth": 0}})", "aio.queue_depth: 0");
+  expect_error(R"({"aio": {"use_gds": true}})", "aio.use_gds: unknown key");
+  expect_error(R"({"strata": {"device": "host"}})", "strata.device_bytes: required");
+  expect_error(R"({"strata": {"device": "tpu"}})", "strata.device = \"tpu\"");
+  expect_error(R"({"fp16": []})", "fp16: expected an object");
+  expect_error(R"([1])", "config: expected an object");
+  expect_error(R"({"stage": )", "config: not valid JSON");
+}
+
+}  // namespace
+}  // namespace strata::engine
