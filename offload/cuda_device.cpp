@@ -3,10 +3,10 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
-#include <map>
 #include <mutex>
 
 #include "offload/device.h"
+#include "offload/device_ledger.h"
 #include "src/common/cuda_check.h"
 
 namespace strata::offload {
@@ -106,41 +106,31 @@ class CudaStream final : public Stream {
 
 class CudaDevice final : public Device {
  public:
-  CudaDevice(int index, size_t budget, std::string desc) : index_(index), budget_(budget), desc_(std::move(desc)) {}
+  CudaDevice(int index, size_t budget, std::string desc) : index_(index), desc_(std::move(desc)), ledger_(budget) {}
   std::string name() const override { return desc_; }
   bool is_cuda() const override { return true; }
   StatusOr<void*> allocate(size_t bytes) override {
-    std::lock_guard<std::mutex> l(mu_);
-    if (used_ + bytes > budget_)
-      return out_of_memory("device allocation of " + std::to_string(bytes) + " bytes exceeds the device budget: " +
-                           std::to_string(used_) + " of " + std::to_string(budget_) + " bytes in use");
-    STRATA_CUDA_CHECK(cudaSetDevice(index_));
+    STRATA_RETURN_IF_ERROR(ledger_.reserve(bytes));
     void* p = nullptr;
-    STRATA_CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 1 : bytes));
-    sizes_[p] = bytes;
-    used_ += bytes;
-    if (used_ > peak_) peak_ = used_;
+    cudaError_t e = cudaSetDevice(index_);
+    if (e == cudaSuccess) e = cudaMalloc(&p, bytes == 0 ? 1 : bytes);
+    if (e != cudaSuccess) {
+      ledger_.unreserve(bytes);
+      return cuda_status(e, "cudaMalloc(&p, bytes)", __FILE__, __LINE__);
+    }
+    ledger_.add(p, bytes);
     return p;
   }
   Status free(void* p) override {
     if (p == nullptr) return Status::ok();
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = sizes_.find(p);
-    if (it == sizes_.end()) return invalid_argument("free of a pointer that is not a live allocation of this device");
+    STRATA_ASSIGN_OR_RETURN(size_t bytes, ledger_.remove(p));
+    (void)bytes;
     STRATA_CUDA_CHECK(cudaFree(p));
-    used_ -= it->second;
-    sizes_.erase(it);
     return Status::ok();
   }
-  size_t budget_bytes() const override { return budget_; }
-  size_t used_bytes() const override {
-    std::lock_guard<std::mutex> l(mu_);
-    return used_;
-  }
-  size_t peak_bytes() const override {
-    std::lock_guard<std::mutex> l(mu_);
-    return peak_;
-  }
+  size_t budget_bytes() const override { return ledger_.budget(); }
+  size_t used_bytes() const override { return ledger_.used(); }
+  size_t peak_bytes() const override { return ledger_.peak(); }
   StatusOr<std::unique_ptr<Stream>> create_stream() override {
     STRATA_CUDA_CHECK(cudaSetDevice(index_));
     cudaStream_t s = nullptr;
@@ -156,11 +146,8 @@ class CudaDevice final : public Device {
 
  private:
   const int index_;
-  const size_t budget_;
   const std::string desc_;
-  mutable std::mutex mu_;
-  std::map<void*, size_t> sizes_;
-  size_t used_ = 0, peak_ = 0;
+  DeviceLedger ledger_;
 };
 
 }  // namespace

@@ -7,11 +7,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <map>
 #include <mutex>
 #include <thread>
 
 #include "offload/device.h"
+#include "offload/device_ledger.h"
 
 namespace strata::offload {
 namespace {
@@ -156,66 +156,46 @@ class HostStream final : public Stream {
 
 class HostDeviceImpl final : public Device {
  public:
-  explicit HostDeviceImpl(size_t budget) : budget_(budget) {}
+  explicit HostDeviceImpl(size_t budget) : ledger_(budget) {}
   ~HostDeviceImpl() override {
-    for (auto& [p, n] : allocs_) std::free(reinterpret_cast<void*>(p));
+    for (void* p : ledger_.live()) std::free(p);
   }
-  std::string name() const override { return "host-emulated device (budget " + mib(budget_) + ")"; }
+  std::string name() const override { return "host-emulated device (budget " + mib(ledger_.budget()) + ")"; }
   bool is_cuda() const override { return false; }
 
   StatusOr<void*> allocate(size_t bytes) override {
     const size_t n = (bytes == 0 ? 1 : bytes + kAllocAlign - 1) / kAllocAlign * kAllocAlign;
-    std::lock_guard<std::mutex> l(mu_);
-    if (used_ + n > budget_)
-      return out_of_memory("device allocation of " + std::to_string(bytes) + " bytes exceeds the device budget: " +
-                           std::to_string(used_) + " of " + std::to_string(budget_) + " bytes in use");
+    STRATA_RETURN_IF_ERROR(ledger_.reserve(n));
     void* p = std::aligned_alloc(kAllocAlign, n);
-    if (p == nullptr) return out_of_memory("host memory for the emulated device ran out (" + std::to_string(n) + " bytes)");
-    allocs_[reinterpret_cast<uintptr_t>(p)] = n;
-    used_ += n;
-    if (used_ > peak_) peak_ = used_;
+    if (p == nullptr) {
+      ledger_.unreserve(n);
+      return out_of_memory("host memory for the emulated device ran out (" + std::to_string(n) + " bytes)");
+    }
+    ledger_.add(p, n);
     return p;
   }
   Status free(void* p) override {
     if (p == nullptr) return Status::ok();
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = allocs_.find(reinterpret_cast<uintptr_t>(p));
-    if (it == allocs_.end()) return invalid_argument("free of a pointer that is not a live allocation of this device");
-    used_ -= it->second;
-    allocs_.erase(it);
+    STRATA_ASSIGN_OR_RETURN(size_t bytes, ledger_.remove(p));
+    (void)bytes;
     std::free(p);
     return Status::ok();
   }
-  size_t budget_bytes() const override { return budget_; }
-  size_t used_bytes() const override {
-    std::lock_guard<std::mutex> l(mu_);
-    return used_;
-  }
-  size_t peak_bytes() const override {
-    std::lock_guard<std::mutex> l(mu_);
-    return peak_;
-  }
+  size_t budget_bytes() const override { return ledger_.budget(); }
+  size_t used_bytes() const override { return ledger_.used(); }
+  size_t peak_bytes() const override { return ledger_.peak(); }
   StatusOr<std::unique_ptr<Stream>> create_stream() override { return std::unique_ptr<Stream>(new HostStream(this)); }
   StatusOr<std::unique_ptr<Event>> create_event() override { return std::unique_ptr<Event>(new HostEvent()); }
 
   // OK when [p, p + n) lies inside one live allocation.
   Status check_device_range(const void* p, size_t n, const char* what) const {
-    std::lock_guard<std::mutex> l(mu_);
-    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    auto it = allocs_.upper_bound(a);
-    if (it != allocs_.begin()) {
-      --it;
-      if (a >= it->first && a + n <= it->first + it->second) return Status::ok();
-    }
+    if (ledger_.contains_range(p, n)) return Status::ok();
     return invalid_argument(std::string("copy: the device ") + what + " range of " + std::to_string(n) +
                             " bytes is not inside a live device allocation");
   }
 
  private:
-  const size_t budget_;
-  mutable std::mutex mu_;
-  std::map<uintptr_t, size_t> allocs_;  // start -> rounded size
-  size_t used_ = 0, peak_ = 0;
+  DeviceLedger ledger_;
 };
 
 Status HostStream::copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
