@@ -143,6 +143,22 @@ class CudaDevice final : public Device {
     STRATA_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     return std::unique_ptr<Event>(new CudaEvent(e));
   }
+  Status record_native(Event& e, void* native_stream) override {
+    auto* ce = dynamic_cast<CudaEvent*>(&e);
+    if (ce == nullptr) return invalid_argument("record_native: the event belongs to another kind of device");
+    STRATA_CUDA_CHECK(cudaEventRecord(ce->ev_, static_cast<cudaStream_t>(native_stream)));
+    return Status::ok();
+  }
+  Status wait_native(void* native_stream, Event& e) override {
+    auto* ce = dynamic_cast<CudaEvent*>(&e);
+    if (ce == nullptr) return invalid_argument("wait_native: the event belongs to another kind of device");
+    STRATA_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(native_stream), ce->ev_, 0));
+    return Status::ok();
+  }
+  Status make_current() override {
+    STRATA_CUDA_CHECK(cudaSetDevice(index_));
+    return Status::ok();
+  }
 
  private:
   const int index_;

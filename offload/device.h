@@ -62,6 +62,15 @@ class Device {
 
   virtual StatusOr<std::unique_ptr<Stream>> create_stream() = 0;
   virtual StatusOr<std::unique_ptr<Event>> create_event() = 0;
+
+  // Bridges to a caller's own streams (cudaStream_t on a CudaDevice; the host-emulated device has
+  // none and returns kInvalidArgument): record `e` at the current end of `native_stream`, or make
+  // later work on `native_stream` wait for `e`.
+  virtual Status record_native(Event& e, void* native_stream) = 0;
+  virtual Status wait_native(void* native_stream, Event& e) = 0;
+  // Makes this device current on the calling thread (cudaSetDevice), before kernels are launched
+  // from it. A no-op on the host-emulated device.
+  virtual Status make_current() = 0;
 };
 
 enum class DeviceChoice { kAuto, kHost, kCuda };

@@ -186,6 +186,13 @@ class HostDeviceImpl final : public Device {
   size_t peak_bytes() const override { return ledger_.peak(); }
   StatusOr<std::unique_ptr<Stream>> create_stream() override { return std::unique_ptr<Stream>(new HostStream(this)); }
   StatusOr<std::unique_ptr<Event>> create_event() override { return std::unique_ptr<Event>(new HostEvent()); }
+  Status record_native(Event&, void*) override {
+    return invalid_argument("the host-emulated device has no native streams: pass a NULL stream");
+  }
+  Status wait_native(void*, Event&) override {
+    return invalid_argument("the host-emulated device has no native streams: pass a NULL stream");
+  }
+  Status make_current() override { return Status::ok(); }
 
   // OK when [p, p + n) lies inside one live allocation.
   Status check_device_range(const void* p, size_t n, const char* what) const {

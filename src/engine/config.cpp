@@ -226,6 +226,8 @@ Status parse_root(Obj& root, EngineConfig* c) {
     STRATA_RETURN_IF_ERROR(st->get_count("host_bytes", &c->host_bytes, 0, kMax));
     STRATA_RETURN_IF_ERROR(st->get_count("chunk_bytes", &c->chunk_bytes, 4096, kMax));
     STRATA_RETURN_IF_ERROR(st->get_count("seed", &c->seed, 0, kMax));
+    STRATA_RETURN_IF_ERROR(st->get_count("live_chunks", &c->placement.live_chunks, 1, 1 << 20));
+    STRATA_RETURN_IF_ERROR(st->get_count("grad_buckets", &c->placement.grad_buckets, 1, 1 << 20));
     STRATA_RETURN_IF_ERROR(st->finish());
   }
   if (c->device == "host" && c->device_bytes == 0)

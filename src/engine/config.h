@@ -40,7 +40,8 @@ struct EngineConfig {
   int gradient_accumulation_steps = 1;
   int64_t train_batch_size = 0;            // informational, as in DeepSpeed (0: unset)
   int64_t train_micro_batch_size_per_gpu = 0;
-  PlacementConfig placement;               // zero_optimization.stage, offload_*.device / ratio / buffer_count
+  PlacementConfig placement;               // zero_optimization.stage, offload_*.device / ratio / buffer_count,
+                                           // strata.live_chunks, strata.grad_buckets
   std::string optimizer_nvme_path, param_nvme_path;
   bool pin_memory = true;
   size_t prefetch_bucket_bytes = 50'000'000;   // stage3_prefetch_bucket_size (elements in DeepSpeed; see docs)

@@ -10,7 +10,7 @@ namespace {
 
 const char* kUseNames[kNumUses] = {"bit16 params",        "param working buffers", "param staging (pinned)",
                                    "gradient buckets",    "fp32 gradients",        "optimizer state (master, m, v)",
-                                   "optimizer staging (pinned)"};
+                                   "optimizer staging (pinned)", "gradient staging (pinned)", "device scratch"};
 const char* kTierNames[kNumTiers] = {"device", "host", "nvme"};
 const char* kBudgetKeys[kNumTiers] = {"device_bytes", "host_bytes", "the free space under nvme_path"};
 
@@ -27,6 +27,9 @@ Status validate(const ChunkLayout& layout, const PlacementConfig& c) {
                             "between uses); stage is " + std::to_string(c.stage));
   if (!(c.optimizer_ratio >= 0.0 && c.optimizer_ratio <= 1.0))
     return invalid_argument("offload_optimizer.ratio = " + std::to_string(c.optimizer_ratio) + ": must be in [0, 1]");
+  if (c.offload_param != OffloadTarget::kNone && (c.offload_optimizer == OffloadTarget::kNone || c.optimizer_ratio < 1.0))
+    return invalid_argument("offload_param needs offload_optimizer.device \"cpu\" or \"nvme\" with ratio 1: updated "
+                            "parameters are produced where the optimizer runs, and must land where they rest");
   if (c.optimizer_buffer_count < 1) return invalid_argument("offload_optimizer.buffer_count must be >= 1");
   if (c.param_buffer_count < 1) return invalid_argument("offload_param.buffer_count must be >= 1");
   if (c.live_chunks < 1) return invalid_argument("live chunks (stage3_max_live_parameters / chunk size) must be >= 1");
@@ -140,9 +143,18 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
     const bool gathers = c.stage == 3 && layout.world() > 1;
     if (c.offload_param != OffloadTarget::kNone || gathers)
       add(Tier::kDevice, Use::kParamWork, static_cast<size_t>(c.live_chunks) * max_chunk * 2);
+    bool host_grads = false, device_optimizer = false;
+    for (const ChunkPlacement& cp : p.chunks) {
+      host_grads |= cp.grad32 == Tier::kHost;
+      device_optimizer |= cp.optimizer == Tier::kDevice;
+    }
     if (c.offload_param == OffloadTarget::kNvme)
       add(Tier::kHost, Use::kParamStaging, static_cast<size_t>(c.param_buffer_count) * max_chunk * 2);
+    else if (c.offload_param == OffloadTarget::kNone && host_grads)
+      add(Tier::kHost, Use::kParamStaging, static_cast<size_t>(kParamOutStaging) * max_chunk * 2);
     add(Tier::kDevice, Use::kGradBuckets, static_cast<size_t>(c.grad_buckets) * max_chunk * 2);
+    if (host_grads) add(Tier::kHost, Use::kGradStaging, static_cast<size_t>(c.grad_buckets) * max_chunk * 2);
+    if (device_optimizer) add(Tier::kDevice, Use::kScratch, norm_scratch_bytes(max_shard));
     if (c.offload_optimizer == OffloadTarget::kNvme && offloaded > 0)
       add(Tier::kHost, Use::kOptStaging, static_cast<size_t>(c.optimizer_buffer_count) * max_shard * 12);
   }

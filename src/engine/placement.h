@@ -26,13 +26,23 @@ StatusOr<OffloadTarget> parse_offload_target(const std::string& s);  // "none" |
 enum class Use : int {
   kParams16 = 0,    // bit16 parameters at rest (full chunks; the owned shard at stage 3)
   kParamWork,       // device buffers for chunks in use when params rest elsewhere
-  kParamStaging,    // pinned host buffers between NVMe and the device for params
+  kParamStaging,    // pinned host buffers for params: NVMe <-> device, or host optimizer -> device
   kGradBuckets,     // device bit16 gradient buckets, streamed off as they fill
   kGrad32,          // fp32 gradient of the owned shard
   kOptimizer,       // fp32 master, exp_avg, exp_avg_sq of the owned shard (12 bytes / element)
   kOptStaging,      // pinned host buffers of the NVMe optimizer pipeline
+  kGradStaging,     // pinned host buffers gradient buckets land in before fp32 accumulation
+  kScratch,         // device scratch: partial sums of the gradient norm of device-resident chunks
 };
-inline constexpr int kNumUses = 7;
+inline constexpr int kNumUses = 9;
+
+// Partial-sum block of the CUDA gradient norm (kernels/cuda/grad_kernels.cu): the device scratch
+// holds one double per block of the largest shard plus the result.
+inline constexpr size_t kNormBlockElems = size_t{1} << 16;
+inline size_t norm_scratch_bytes(size_t shard_numel) { return ((shard_numel + kNormBlockElems - 1) / kNormBlockElems + 1) * 8; }
+// Pinned buffers that carry updated bit16 params from a host optimizer to device-resident params
+// (double-buffered: one is copied while the next is written).
+inline constexpr int kParamOutStaging = 2;
 
 struct PlacementConfig {
   int stage = 0;                       // ZeRO stage 0..3 (stage 3 keeps only the bit16 shard at rest)

@@ -50,6 +50,7 @@ TEST(Placement, EverythingOnTheDevice) {
   EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kGrad32), s.owned * 4);
   EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kGradBuckets), 2 * s.max_chunk * 2);
   EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kParamWork), 0u);
+  EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kScratch), ((s.max_chunk + kNormBlockElems - 1) / kNormBlockElems + 1) * 8);
   EXPECT_EQ(p.value().tier_total(Tier::kHost), 0u);
   EXPECT_EQ(p.value().tier_total(Tier::kNvme), 0u);
 }
@@ -63,7 +64,11 @@ TEST(Placement, OptimizerOnCpuAndOnNvme) {
   EXPECT_EQ(B(cpu, Tier::kHost, Use::kOptimizer), s.owned * 12);
   EXPECT_EQ(B(cpu, Tier::kHost, Use::kGrad32), s.owned * 4);
   EXPECT_EQ(B(cpu, Tier::kDevice, Use::kOptimizer), 0u);
-  EXPECT_EQ(cpu.tier_total(Tier::kDevice), s.total * 2 + 2 * s.max_chunk * 2);
+  EXPECT_EQ(cpu.tier_total(Tier::kDevice), s.total * 2 + 2 * s.max_chunk * 2) << "no device scratch without a device optimizer";
+  EXPECT_EQ(B(cpu, Tier::kHost, Use::kGradStaging), 2 * s.max_chunk * 2) << "one landing buffer per gradient bucket";
+  EXPECT_EQ(B(cpu, Tier::kHost, Use::kParamStaging), kParamOutStaging * s.max_chunk * 2)
+      << "updated bit16 params travel from the host optimizer to the device";
+  EXPECT_EQ(cpu.tier_total(Tier::kHost), s.owned * 16 + 2 * s.max_chunk * 2 + kParamOutStaging * s.max_chunk * 2);
 
   c.offload_optimizer = OffloadTarget::kNvme;
   c.optimizer_buffer_count = 3;
@@ -110,6 +115,7 @@ TEST(Placement, ParamsOnCpuAndOnNvme) {
   EXPECT_EQ(B(cpu, Tier::kDevice, Use::kParamWork), 3 * s.max_chunk * 2);
   EXPECT_EQ(cpu.tier_total(Tier::kDevice), 3 * s.max_chunk * 2 + 2 * s.max_chunk * 2)
       << "only working buffers stay on the device";
+  EXPECT_EQ(B(cpu, Tier::kHost, Use::kParamStaging), 0u) << "the host optimizer writes the resting params directly";
 
   c.offload_param = OffloadTarget::kNvme;
   c.param_buffer_count = 4;
@@ -136,7 +142,7 @@ TEST(Placement, ShardingDividesThePerRankState) {
 TEST(Placement, RefusalNamesTierNeedBudgetAndWayOut) {
   const ChunkLayout l = layout();
   const Sums s = sums(l);
-  const size_t need = s.total * 2 + s.owned * 16 + 2 * s.max_chunk * 2;
+  const size_t need = s.total * 2 + s.owned * 16 + 2 * s.max_chunk * 2 + norm_scratch_bytes(s.max_shard);
   auto p = plan_placement(l, PlacementConfig{}, Budgets{need - 1000, kHuge, kHuge});
   ASSERT_FALSE(p.is_ok());
   EXPECT_EQ(p.status().code(), StatusCode::kOutOfMemory);
@@ -174,6 +180,11 @@ TEST(Placement, BadSettingsAreNamed) {
   PlacementConfig c;
   c.offload_param = OffloadTarget::kCpu;
   expect(c, "offload_param needs zero_optimization.stage = 3");
+  c.stage = 3;
+  expect(c, "offload_param needs offload_optimizer.device \"cpu\" or \"nvme\" with ratio 1");
+  c.offload_optimizer = OffloadTarget::kCpu;
+  c.optimizer_ratio = 0.5;
+  expect(c, "offload_param needs offload_optimizer.device");
   c = PlacementConfig{};
   c.stage = 4;
   expect(c, "zero_optimization.stage = 4");
@@ -196,7 +207,8 @@ TEST(Placement, TableShowsEveryUsedRow) {
   c.offload_param = OffloadTarget::kCpu;
   const std::string t = plan_placement(layout(), c, unlimited()).value().table();
   for (const char* row : {"bit16 params", "param working buffers", "gradient buckets", "fp32 gradients",
-                          "optimizer state (master, m, v)", "optimizer staging (pinned)", "total", "budget"})
+                          "optimizer state (master, m, v)", "optimizer staging (pinned)", "gradient staging (pinned)", "total",
+                          "budget"})
     EXPECT_NE(t.find(row), std::string::npos) << row << "\n" << t;
   EXPECT_EQ(t.find("param staging (pinned)"), std::string::npos) << "unused rows are left out";
 }

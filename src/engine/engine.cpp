@@ -1,0 +1,421 @@
+// Engine: creation, parameter registration, prepare (layout, plan, allocation, initial values),
+// accessors. Fetch / grad live in engine_params.cpp, the optimizer step in engine_step.cpp.
+#include "src/engine/engine.h"
+
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "kernels/cpu/casts.h"
+#include "kernels/cpu/isa.h"
+#include "src/engine/engine_impl.h"
+
+namespace strata::engine {
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// splitmix64: the stream of strata's own initialisation.
+uint64_t mix(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// N(0, 0.02^2) values for `name`, from the seed and the name only (not the registration order).
+void seeded_init(uint64_t seed, const std::string& name, float* out, size_t n) {
+  uint64_t state = seed ^ 0xcbf29ce484222325ull;
+  for (unsigned char ch : name) state = (state ^ ch) * 0x100000001b3ull;
+  for (size_t i = 0; i < n; i += 2) {
+    const double u1 = (static_cast<double>(mix(state) >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    const double u2 = static_cast<double>(mix(state) >> 11) * 0x1.0p-53;
+    const double r = std::sqrt(-2.0 * std::log(u1)) * 0.02;
+    out[i] = static_cast<float>(r * std::cos(2.0 * M_PI * u2));
+    if (i + 1 < n) out[i + 1] = static_cast<float>(r * std::sin(2.0 * M_PI * u2));
+  }
+}
+
+size_t free_bytes_under(const std::string& dir) {
+  struct statvfs s {};
+  if (::statvfs(dir.c_str(), &s) != 0) return 0;
+  return static_cast<size_t>(s.f_bavail) * s.f_frsize;
+}
+
+size_t physical_memory() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
+}
+
+}  // namespace
+
+Engine::Impl::Impl(const EngineConfig& c, EngineOptions o)
+    : cfg(c),
+      opts(std::move(o)),
+      dtype(c.precision == Precision::kFP16 ? DType::kF16 : DType::kBF16),
+      scaler(c.loss_scale, c.precision == Precision::kFP16) {}
+
+void Engine::Impl::log(const std::string& line) const {
+  if (opts.log) {
+    opts.log(line);
+  } else {
+    std::fprintf(stderr, "strata: %s\n", line.c_str());
+  }
+}
+
+StatusOr<uint32_t> Engine::Impl::param_index(const std::string& name, const char* call) const {
+  if (!prepared) return failed_precondition(std::string(call) + " of '" + name + "' before prepare");
+  const ParamSlot* s = find(name);
+  if (s == nullptr) return not_found(std::string(call) + " of unknown param '" + name + "': it was never registered");
+  return static_cast<uint32_t>(s - layout->params().data());
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Engine::~Engine() {
+  if (impl_) (void)impl_->free_all();
+}
+
+StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, EngineOptions options) {
+  auto impl = std::make_unique<Impl>(config, std::move(options));
+  STRATA_ASSIGN_OR_RETURN(offload::DeviceChoice choice, offload::parse_device_choice(config.device));
+  Impl* p = impl.get();
+  STRATA_ASSIGN_OR_RETURN(impl->dev, offload::open_device(choice, config.device_bytes, [p](const std::string& l) { p->log(l); }));
+  STRATA_ASSIGN_OR_RETURN(impl->ops, make_device_ops(*impl->dev));
+  STRATA_ASSIGN_OR_RETURN(impl->h2d, impl->dev->create_stream());
+  STRATA_ASSIGN_OR_RETURN(impl->d2h, impl->dev->create_stream());
+  STRATA_ASSIGN_OR_RETURN(impl->compute, impl->dev->create_stream());
+  STRATA_ASSIGN_OR_RETURN(impl->user_ready, impl->dev->create_event());
+  STRATA_ASSIGN_OR_RETURN(impl->copy_done, impl->dev->create_event());
+  STRATA_ASSIGN_OR_RETURN(impl->k, kernels::kernel_table(kernels::best_isa()));
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+Status Engine::register_param(const std::string& name, const std::vector<int64_t>& shape, DType init_dtype,
+                              const void* init) {
+  Impl& m = *impl_;
+  if (m.prepared)
+    return failed_precondition("register of '" + name +
+                               "' after prepare (the first fetch or step built the layout): register every param first");
+  if (name.empty()) return invalid_argument("register: the param name is empty");
+  if (auto it = m.pending_index.find(name); it != m.pending_index.end())
+    return Status(StatusCode::kAlreadyExists, "register of '" + name + "': already registered with shape " +
+                                                  shape_string(m.pending[it->second].spec.shape));
+  if (shape.size() > 8) return invalid_argument("register of '" + name + "': " + std::to_string(shape.size()) + " dimensions, at most 8");
+  size_t numel = 1;
+  for (int64_t d : shape) {
+    if (d < 1) return invalid_argument("register of '" + name + "': shape " + shape_string(shape) + " has a dimension < 1");
+    if (numel > (size_t{1} << 40) / static_cast<size_t>(d))
+      return invalid_argument("register of '" + name + "': shape " + shape_string(shape) + " is too large");
+    numel *= static_cast<size_t>(d);
+  }
+  if (init_dtype != DType::kF32 && init_dtype != DType::kBF16 && init_dtype != DType::kF16)
+    return invalid_argument("register of '" + name + "': unknown init dtype");
+  Impl::Pending p{ParamSpec{name, shape}, init_dtype, {}};
+  if (init != nullptr) {
+    const size_t bytes = numel * dtype_size(init_dtype);
+    p.init.resize(bytes);
+    std::memcpy(p.init.data(), init, bytes);
+  }
+  m.pending_index.emplace(name, static_cast<uint32_t>(m.pending.size()));
+  m.pending.push_back(std::move(p));
+  return Status::ok();
+}
+
+bool Engine::prepared() const { return impl_->prepared; }
+
+Status Engine::prepare() {
+  Impl& m = *impl_;
+  if (m.prepared) return Status::ok();
+  if (m.pending.empty()) return failed_precondition("prepare: no param was registered");
+  std::vector<ParamSpec> specs;
+  for (const auto& p : m.pending) specs.push_back(p.spec);
+  STRATA_ASSIGN_OR_RETURN(ChunkLayout l, ChunkLayout::build(specs, m.cfg.chunk_bytes / 2, 1, 0));
+  m.layout = std::make_unique<ChunkLayout>(std::move(l));
+
+  Budgets b;
+  b.device_bytes = m.dev->budget_bytes() - m.dev->used_bytes();
+  b.host_bytes = m.cfg.host_bytes ? m.cfg.host_bytes : physical_memory();
+  std::vector<std::string> dirs;
+  if (m.cfg.placement.offload_optimizer == OffloadTarget::kNvme) dirs.push_back(m.cfg.optimizer_nvme_path);
+  if (m.cfg.placement.offload_param == OffloadTarget::kNvme) dirs.push_back(m.cfg.param_nvme_path);
+  b.nvme_bytes = dirs.empty() ? 0 : SIZE_MAX;
+  for (const auto& d : dirs) b.nvme_bytes = std::min(b.nvme_bytes, free_bytes_under(d));
+  STRATA_ASSIGN_OR_RETURN(m.plan, plan_placement(*m.layout, m.cfg.placement, b));
+  m.log("device: " + m.dev->name());
+  m.log(std::to_string(m.layout->params().size()) + " params, " + std::to_string(m.layout->param_numel()) +
+        " elements in " + std::to_string(m.layout->chunks().size()) + " chunks\n" + m.plan.table());
+
+  for (const std::string& d : dirs) {
+    if (m.stores.count(d)) continue;
+    offload::NvmeStoreOptions o;
+    o.dir = d;
+    o.aio = m.cfg.aio;
+    STRATA_ASSIGN_OR_RETURN(m.stores[d], offload::NvmeStore::open(o));
+  }
+  if (m.cfg.placement.offload_optimizer == OffloadTarget::kNvme) m.opt_store = m.stores[m.cfg.optimizer_nvme_path].get();
+  if (m.cfg.placement.offload_param == OffloadTarget::kNvme) m.param_store = m.stores[m.cfg.param_nvme_path].get();
+
+  Status s = m.allocate_all();
+  if (s.is_ok()) s = m.write_initial_values();
+  if (!s.is_ok()) {
+    (void)m.free_all();
+    m.chunks.clear();
+    m.layout.reset();
+    return s;
+  }
+  m.params.assign(m.layout->params().size(), ParamState{});
+  m.pending.clear();
+  m.prepared = true;
+  for (int t = 0; t < kNumTiers; ++t) m.st.tier_bytes[t] = m.plan.tier_total(static_cast<Tier>(t));
+  return Status::ok();
+}
+
+Status Engine::Impl::allocate_all() {
+  const offload::PinMode pin = cfg.pin_memory ? offload::PinMode::kAuto : offload::PinMode::kNone;
+  size_t max_chunk = 0, max_shard = 0;
+  const auto& infos = layout->chunks();
+  chunks.resize(infos.size());
+  bool host_grads = false, device_opt = false;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    ChunkState& c = chunks[i];
+    c.at = plan.chunks[i];
+    c.numel = infos[i].numel;
+    c.shard = infos[i].shard_numel;
+    c.shard_begin = layout->shard_begin(static_cast<uint32_t>(i), layout->rank());
+    c.rest_numel = cfg.placement.stage == 3 ? c.shard : c.numel;
+    c.params = infos[i].params;
+    max_chunk = std::max(max_chunk, c.numel);
+    max_shard = std::max(max_shard, c.shard);
+    if (c.at.params16 == Tier::kDevice) {
+      STRATA_ASSIGN_OR_RETURN(c.p16_dev, dev->allocate(c.rest_numel * 2));
+    } else if (c.at.params16 == Tier::kHost) {
+      STRATA_ASSIGN_OR_RETURN(c.p16_host, offload::AlignedBuffer::create(c.rest_numel * 2, pin));
+    }
+    for (int a = 0; a < 3; ++a) {
+      if (c.at.optimizer == Tier::kDevice) {
+        STRATA_ASSIGN_OR_RETURN(c.opt_dev[a], dev->allocate(c.shard * 4));
+      } else if (c.at.optimizer == Tier::kHost) {
+        STRATA_ASSIGN_OR_RETURN(c.opt_host[a], offload::AlignedBuffer::create(c.shard * 4, pin));
+      }
+    }
+    if (c.at.grad32 == Tier::kDevice) {
+      STRATA_ASSIGN_OR_RETURN(c.grad_dev, dev->allocate(c.shard * 4));
+      device_opt = true;
+    } else {
+      STRATA_ASSIGN_OR_RETURN(c.grad_host, offload::AlignedBuffer::create(c.shard * 4, pin));
+      std::memset(c.grad_host.data(), 0, c.shard * 4);
+      host_grads = true;
+    }
+  }
+  const PlacementConfig& pc = cfg.placement;
+  if (pc.offload_param != OffloadTarget::kNone) {
+    work.resize(static_cast<size_t>(pc.live_chunks));
+    for (WorkBuffer& w : work) {
+      STRATA_ASSIGN_OR_RETURN(w.dev, dev->allocate(max_chunk * 2));
+      STRATA_ASSIGN_OR_RETURN(w.ready, dev->create_event());
+    }
+  }
+  buckets.resize(static_cast<size_t>(pc.grad_buckets));
+  for (Bucket& bk : buckets) {
+    STRATA_ASSIGN_OR_RETURN(bk.dev, dev->allocate(max_chunk * 2));
+    STRATA_ASSIGN_OR_RETURN(bk.done, dev->create_event());
+    if (host_grads) {
+      STRATA_ASSIGN_OR_RETURN(bk.landing, offload::AlignedBuffer::create(max_chunk * 2, pin));
+    }
+  }
+  const int staging = pc.offload_param == OffloadTarget::kNvme ? pc.param_buffer_count
+                      : (pc.offload_param == OffloadTarget::kNone && host_grads) ? kParamOutStaging
+                                                                                 : 0;
+  param_staging.resize(static_cast<size_t>(staging));
+  for (Staging& sb : param_staging) {
+    STRATA_ASSIGN_OR_RETURN(sb.buf, offload::AlignedBuffer::create(max_chunk * 2, pin));
+    STRATA_ASSIGN_OR_RETURN(sb.copied, dev->create_event());
+  }
+  if (opt_store != nullptr) {
+    for (auto& b : opt_staging) {
+      STRATA_ASSIGN_OR_RETURN(b, offload::AlignedBuffer::create(max_shard * 4, pin));
+    }
+  }
+  if (device_opt) {
+    STRATA_ASSIGN_OR_RETURN(scratch, dev->allocate(norm_scratch_bytes(max_shard)));
+  }
+  return Status::ok();
+}
+
+Status Engine::Impl::free_all() {
+  Status first = synchronize_streams();
+  auto keep = [&first](Status s) {
+    if (first.is_ok() && !s.is_ok()) first = std::move(s);
+  };
+  if (dev) {
+    for (ChunkState& c : chunks) {
+      keep(dev->free(c.p16_dev));
+      for (void*& p : c.opt_dev) keep(dev->free(std::exchange(p, nullptr)));
+      keep(dev->free(c.grad_dev));
+      c.p16_dev = c.grad_dev = nullptr;
+    }
+    for (WorkBuffer& w : work) keep(dev->free(std::exchange(w.dev, nullptr)));
+    for (Bucket& b : buckets) keep(dev->free(std::exchange(b.dev, nullptr)));
+    keep(dev->free(std::exchange(scratch, nullptr)));
+  }
+  work.clear();
+  buckets.clear();
+  param_staging.clear();
+  for (auto& [dir, s] : stores) keep(s->close());
+  stores.clear();
+  opt_store = param_store = nullptr;
+  return first;
+}
+
+Status Engine::Impl::synchronize_streams() {
+  Status first;
+  for (offload::Stream* s : {h2d.get(), d2h.get(), compute.get()}) {
+    if (s == nullptr) continue;
+    Status r = s->synchronize();
+    if (first.is_ok() && !r.is_ok()) first = std::move(r);
+  }
+  return first;
+}
+
+Status Engine::Impl::nvme_put(offload::NvmeStore* s, const std::string& name, const offload::AlignedBuffer& b, size_t bytes) {
+  STRATA_RETURN_IF_ERROR(s->put(name, b, bytes).wait());
+  st.bytes_nvme_write += bytes;
+  return Status::ok();
+}
+
+Status Engine::Impl::nvme_get(offload::NvmeStore* s, const std::string& name, offload::AlignedBuffer& b, size_t bytes) {
+  STRATA_RETURN_IF_ERROR(s->get(name, b, bytes).wait());
+  st.bytes_nvme_read += bytes;
+  return Status::ok();
+}
+
+// Each chunk's initial fp32 values are assembled on the host, then written to the tier of each
+// array: master (m, v zero) and the bit16 copy rounded from the master.
+Status Engine::Impl::write_initial_values() {
+  std::vector<float> full, tmp;
+  std::vector<uint8_t> bit16;
+  for (size_t ci = 0; ci < chunks.size(); ++ci) {
+    ChunkState& c = chunks[ci];
+    full.assign(c.numel, 0.0f);
+    for (uint32_t pi : c.params) {
+      const ParamSlot& slot = layout->params()[pi];
+      const Pending& p = pending[pending_index.at(slot.name)];
+      float* dst = full.data() + slot.offset;
+      if (p.init.empty()) {
+        seeded_init(cfg.seed, slot.name, dst, slot.numel);
+      } else {
+        kernels::cast_to_fp32(*k, kernels::TensorView{p.init.data(), p.dtype, slot.numel}, 1.0f, dst);
+      }
+    }
+    // Widening the rounded value keeps master == bit16 exactly where the caller gave bit16.
+    const float* shard = full.data() + c.shard_begin;
+    bit16.resize(c.rest_numel * 2);
+    const float* rest = cfg.placement.stage == 3 ? shard : full.data();
+    kernels::cast_from_fp32(*k, rest, c.rest_numel, dtype, bit16.data());
+
+    // bit16 params at rest
+    if (c.at.params16 == Tier::kDevice) {
+      STRATA_RETURN_IF_ERROR(compute->copy(c.p16_dev, bit16.data(), bit16.size(), offload::CopyKind::kHostToDevice));
+      STRATA_RETURN_IF_ERROR(compute->synchronize());
+    } else if (c.at.params16 == Tier::kHost) {
+      std::memcpy(c.p16_host.data(), bit16.data(), bit16.size());
+    } else {
+      offload::AlignedBuffer& sb = param_staging[0].buf;
+      std::memcpy(sb.data(), bit16.data(), bit16.size());
+      STRATA_RETURN_IF_ERROR(nvme_put(param_store, key(ci, "p16"), sb, bit16.size()));
+    }
+    // master, exp_avg, exp_avg_sq
+    const size_t bytes = c.shard * 4;
+    if (c.at.optimizer == Tier::kDevice) {
+      STRATA_RETURN_IF_ERROR(compute->copy(c.opt_dev[0], shard, bytes, offload::CopyKind::kHostToDevice));
+      STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.opt_dev[1], bytes));
+      STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.opt_dev[2], bytes));
+      STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.grad_dev, bytes));
+      STRATA_RETURN_IF_ERROR(compute->synchronize());
+    } else {
+      offload::AlignedBuffer* dst = c.at.optimizer == Tier::kHost ? c.opt_host : opt_staging;
+      std::memcpy(dst[0].data(), shard, bytes);
+      std::memset(dst[1].data(), 0, bytes);
+      std::memset(dst[2].data(), 0, bytes);
+      if (c.at.optimizer == Tier::kNvme) {
+        static const char* kNames[3] = {"master", "exp_avg", "exp_avg_sq"};
+        for (int a = 0; a < 3; ++a) STRATA_RETURN_IF_ERROR(nvme_put(opt_store, key(ci, kNames[a]), dst[a], bytes));
+      }
+    }
+  }
+  // Initialisation traffic is not training traffic.
+  st.bytes_nvme_write = 0;
+  return Status::ok();
+}
+
+std::string Engine::plan_table() const { return impl_->prepared ? impl_->plan.table() : std::string(); }
+
+StatusOr<void*> Engine::fetch(const std::string& name, void* native_stream) {
+  if (!impl_->prepared) STRATA_RETURN_IF_ERROR(prepare());
+  return impl_->fetch(name, native_stream);
+}
+
+Status Engine::release(const std::string& name) { return impl_->release(name); }
+
+Status Engine::grad(const std::string& name, const void* g, DType dtype, size_t numel, void* native_stream) {
+  return impl_->grad(name, g, dtype, numel, native_stream);
+}
+
+StatusOr<StepResult> Engine::step(double lr) {
+  if (!impl_->prepared) STRATA_RETURN_IF_ERROR(prepare());
+  return impl_->step(lr);
+}
+
+Status Engine::synchronize() {
+  STRATA_RETURN_IF_ERROR(impl_->drain_all());
+  return impl_->synchronize_streams();
+}
+
+Status Engine::read_master(const std::string& name, float* dst, size_t numel) {
+  Impl& m = *impl_;
+  STRATA_ASSIGN_OR_RETURN(uint32_t pi, m.param_index(name, "read_master"));
+  const ParamSlot& slot = m.layout->params()[pi];
+  if (dst == nullptr) return invalid_argument("read_master of '" + name + "': dst is NULL");
+  if (numel != slot.numel)
+    return invalid_argument("read_master of '" + name + "': room for " + std::to_string(numel) + " elements, the param has " +
+                            std::to_string(slot.numel));
+  STRATA_RETURN_IF_ERROR(synchronize());
+  ChunkState& c = m.chunks[slot.chunk];
+  const size_t off = slot.offset - c.shard_begin, bytes = slot.numel * 4;
+  if (c.at.optimizer == Tier::kHost) {
+    std::memcpy(dst, c.opt_host[0].bytes() + off * 4, bytes);
+  } else if (c.at.optimizer == Tier::kDevice) {
+    STRATA_RETURN_IF_ERROR(m.compute->copy(dst, static_cast<const uint8_t*>(c.opt_dev[0]) + off * 4, bytes,
+                                           offload::CopyKind::kDeviceToHost));
+    STRATA_RETURN_IF_ERROR(m.compute->synchronize());
+  } else {
+    STRATA_RETURN_IF_ERROR(m.opt_store->get(Impl::key(slot.chunk, "master"), m.opt_staging[0], c.shard * 4).wait());
+    std::memcpy(dst, m.opt_staging[0].bytes() + off * 4, bytes);
+  }
+  return Status::ok();
+}
+
+double Engine::loss_scale() const { return impl_->scaler.scale(); }
+DType Engine::param_dtype() const { return impl_->dtype; }
+const EngineConfig& Engine::config() const { return impl_->cfg; }
+std::string Engine::device_name() const { return impl_->dev->name(); }
+
+EngineStats Engine::stats() const {
+  EngineStats s = impl_->st;
+  s.device_peak_bytes = impl_->dev->peak_bytes();
+  s.loss_scale = impl_->scaler.scale();
+  return s;
+}
+
+}  // namespace strata::engine

@@ -1,0 +1,112 @@
+// The training engine: owns the model state of registered parameters and decides where each piece
+// lives (device, pinned host, NVMe) from the config and the budgets; hands bit16 parameters to the
+// host program on the device (fetch / release), takes gradients back (grad), and runs the optimizer
+// step (overflow check, dynamic loss scaling, global-norm clipping, Adam on the fp32 master state,
+// bit16 params refreshed where they rest).
+//
+// Life cycle: create -> register every parameter -> prepare (explicit, or implied by the first
+// fetch: builds the chunk layout, plans and prints the placement, allocates, writes the initial
+// values) -> per micro-batch: fetch / release / grad ... then step -> destroy.
+//
+// One thread at a time per engine. Every call is synchronous unless it says otherwise; errors name
+// the parameter and the rule that was broken, and leave the engine usable.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "src/common/dtype.h"
+#include "src/common/status.h"
+#include "src/engine/config.h"
+#include "src/engine/placement.h"
+
+namespace strata::engine {
+
+struct EngineOptions {
+  // Receives the device choice, the placement plan and warnings, one message per call. Empty:
+  // lines go to stderr prefixed "strata: ".
+  std::function<void(const std::string&)> log;
+};
+
+struct StepResult {
+  bool boundary = false;    // this call ended an accumulation cycle (gradient_accumulation_steps)
+  bool applied = false;     // the optimizer ran (false: not a boundary, or skipped on overflow)
+  bool overflow = false;    // the gradients held inf / NaN: the step was skipped
+  double grad_norm = 0.0;   // global L2 norm of the unscaled, averaged gradients (before clipping)
+  double clip_coef = 1.0;   // factor applied by gradient_clipping
+  double loss_scale = 1.0;  // the scale for the next micro-batch's loss
+  int64_t optimizer_step = 0;  // optimizer steps applied so far
+};
+
+struct EngineStats {
+  std::array<size_t, kNumTiers> tier_bytes{};  // bytes the plan holds on device / host / nvme
+  size_t device_peak_bytes = 0;                // the device arena's high-water mark
+  size_t bytes_h2d = 0, bytes_d2h = 0;         // over the host <-> device link
+  size_t bytes_nvme_read = 0, bytes_nvme_write = 0;
+  double stall_fetch_s = 0;     // host blocked in fetch waiting for params (copies, NVMe reads)
+  double stall_grad_s = 0;      // host blocked in grad / step waiting for gradient copies
+  double step_s = 0;            // time in optimizer steps (boundary calls of step)
+  double step_adam_s = 0;       //   of which Adam on host-resident state
+  double step_nvme_s = 0;       //   of which NVMe reads and writes of the optimizer state / params
+  int64_t micro_steps = 0, optimizer_steps = 0, skipped_steps = 0;
+  double loss_scale = 1.0;
+  double last_grad_norm = 0.0;
+};
+
+class Engine {
+ public:
+  // Parses nothing: `config` is already parsed (parse_engine_config). Opens the device and logs
+  // which one it uses.
+  static StatusOr<std::unique_ptr<Engine>> create(const EngineConfig& config, EngineOptions options = {});
+  ~Engine();
+
+  // Registers a parameter. `init` (host memory, [numel] of init_dtype: fp32, bf16 or fp16) is
+  // copied; nullptr asks strata to initialise it: N(0, 0.02^2) drawn from strata.seed and the name.
+  // Only before prepare.
+  Status register_param(const std::string& name, const std::vector<int64_t>& shape, DType init_dtype,
+                        const void* init);
+  // Builds the layout, plans (refusing a plan that does not fit), logs the plan, allocates every
+  // tier and writes the initial values. Idempotent.
+  Status prepare();
+  bool prepared() const;
+  // The plan table (after prepare).
+  std::string plan_table() const;
+
+  // A device pointer to the param's full bit16 values, valid until its release. native_stream
+  // nullptr: returns when the values are on the device. Otherwise (a cudaStream_t) returns at once
+  // and makes native_stream wait for them. Fetching again before release nests.
+  StatusOr<void*> fetch(const std::string& name, void* native_stream = nullptr);
+  Status release(const std::string& name);
+  // Hands over the gradient of a param fetched in this micro-batch: [numel] of the engine's bit16
+  // dtype at `grad` (device memory; on the host-emulated device, host memory). native_stream
+  // nullptr: the buffer may be reused when this returns. Otherwise the copy waits for the work so
+  // far on native_stream and native_stream waits for the copy. Gradients add up across the
+  // micro-batches of one accumulation cycle.
+  Status grad(const std::string& name, const void* grad, DType dtype, size_t numel, void* native_stream = nullptr);
+  // Ends a micro-batch; every gradient_accumulation_steps calls, runs the optimizer step with
+  // learning rate `lr` (< 0: the config's). No param may be fetched.
+  StatusOr<StepResult> step(double lr = -1.0);
+  // Waits for all outstanding copies and device work.
+  Status synchronize();
+
+  // The fp32 master values of a param (after prepare), into host memory dst[numel].
+  Status read_master(const std::string& name, float* dst, size_t numel);
+  double loss_scale() const;
+  DType param_dtype() const;
+  EngineStats stats() const;
+  const EngineConfig& config() const;
+  std::string device_name() const;
+
+  struct Impl;
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace strata::engine

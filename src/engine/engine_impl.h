@@ -1,0 +1,162 @@
+// Engine::Impl: the engine's state, shared by engine.cpp (create, register, prepare), 
+// engine_params.cpp (fetch, release, gradient buckets) and engine_step.cpp (the optimizer step).
+// Internal to src/engine.
+#pragma once
+
+#include <oneapi/tbb/task_arena.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels/cpu/kernel_types.h"
+#include "offload/aligned_buffer.h"
+#include "offload/device.h"
+#include "offload/nvme_store.h"
+#include "src/engine/chunk_layout.h"
+#include "src/engine/device_ops.h"
+#include "src/engine/engine.h"
+#include "src/engine/loss_scaler.h"
+
+namespace strata::engine {
+
+// One chunk's arrays. World size 1 for now: the owned shard is the whole chunk, but every array of
+// the optimizer side is sized and indexed by the shard so that sharding only changes ownership.
+struct ChunkState {
+  ChunkPlacement at;
+  size_t numel = 0;        // the chunk, padded
+  size_t shard = 0;        // owned shard, elements
+  size_t shard_begin = 0;  // owned shard's first element in the chunk
+  size_t rest_numel = 0;   // bit16 elements kept at rest (the chunk, or the shard at stage 3)
+  // bit16 params at rest: device (p16_dev), host (p16_host) or NVMe (key "c<i>.p16").
+  void* p16_dev = nullptr;
+  offload::AlignedBuffer p16_host;
+  // fp32 master, exp_avg, exp_avg_sq of the shard: device, host, or NVMe keys "c<i>.master" ...
+  void* opt_dev[3] = {nullptr, nullptr, nullptr};
+  offload::AlignedBuffer opt_host[3];
+  // fp32 gradient of the shard, on the optimizer's side (device or host).
+  void* grad_dev = nullptr;
+  offload::AlignedBuffer grad_host;
+  std::vector<uint32_t> params;  // indices, in layout order
+  int work = -1;    // working buffer holding the chunk (offloaded params), -1 if none
+  int bucket = -1;  // gradient bucket open for this chunk in the current micro-batch, -1 if none
+  size_t grads_in_micro = 0;  // its params' gradients handed over since the last step call
+};
+
+struct ParamState {
+  int fetches = 0;               // outstanding fetches (fetch nests, release undoes one)
+  bool fetched_in_micro = false; // fetched at least once since the last step call
+  bool grad_in_micro = false;    // its gradient was handed over since the last step call
+};
+
+// A device buffer holding one chunk's bit16 params while in use (when params rest off the device).
+struct WorkBuffer {
+  void* dev = nullptr;
+  int chunk = -1;   // -1: empty
+  int pins = 0;     // outstanding fetches of params in it
+  uint64_t last_use = 0;
+  std::unique_ptr<offload::Event> ready;  // the copy that filled it
+};
+
+// A device bit16 gradient bucket: gradients of one chunk are copied in as they arrive; when the
+// chunk's last gradient of the micro-batch arrived (or the bucket is needed) it is flushed: copied
+// to its pinned landing buffer (host-side fp32 gradient) or accumulated on the device.
+struct Bucket {
+  enum class State { kFree, kOpen, kInFlight } state = State::kFree;
+  void* dev = nullptr;
+  offload::AlignedBuffer landing;  // pinned host landing buffer (host-side gradients only)
+  int chunk = -1;
+  std::vector<uint32_t> params;    // params whose gradient is in the bucket
+  uint64_t opened = 0;
+  std::unique_ptr<offload::Event> done;  // the flush finished
+};
+
+// A pinned bit16 buffer between a host optimizer or NVMe and the device, with the event of the
+// last copy that read it.
+struct Staging {
+  offload::AlignedBuffer buf;
+  std::unique_ptr<offload::Event> copied;
+  bool pending = false;
+};
+
+using Clock = std::chrono::steady_clock;
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct Engine::Impl {
+  Impl(const EngineConfig& c, EngineOptions o);
+
+  EngineConfig cfg;
+  EngineOptions opts;
+  DType dtype = DType::kBF16;
+  LossScaler scaler;
+  std::unique_ptr<offload::Device> dev;
+  std::unique_ptr<DeviceOps> ops;
+  std::unique_ptr<offload::Stream> h2d, d2h, compute;
+  std::unique_ptr<offload::Event> user_ready, copy_done;
+  const kernels::KernelTable* k = nullptr;
+  tbb::task_arena arena;
+
+  struct Pending {
+    ParamSpec spec;
+    DType dtype;
+    std::vector<uint8_t> init;  // empty: strata initialises
+  };
+  std::vector<Pending> pending;
+  std::unordered_map<std::string, uint32_t> pending_index;
+
+  bool prepared = false;
+  std::unique_ptr<ChunkLayout> layout;
+  Plan plan;
+  std::vector<ChunkState> chunks;
+  std::vector<ParamState> params;
+  std::vector<WorkBuffer> work;
+  std::vector<Bucket> buckets;
+  std::vector<Staging> param_staging;
+  size_t next_staging = 0;
+  offload::AlignedBuffer opt_staging[3];
+  void* scratch = nullptr;
+  std::map<std::string, std::unique_ptr<offload::NvmeStore>> stores;  // by directory
+  offload::NvmeStore* opt_store = nullptr;
+  offload::NvmeStore* param_store = nullptr;
+
+  EngineStats st;
+  uint64_t clock = 0;
+  int64_t micro = 0;
+  int64_t opt_step = 0;
+
+  void log(const std::string& line) const;
+  size_t bit16_bytes(size_t n) const { return n * 2; }
+  static std::string key(size_t chunk, const char* what) { return "c" + std::to_string(chunk) + "." + what; }
+  const ParamSlot* find(const std::string& name) const { return layout->find(name); }
+  StatusOr<uint32_t> param_index(const std::string& name, const char* call) const;
+
+  // engine.cpp
+  Status allocate_all();
+  Status write_initial_values();
+  Status nvme_put(offload::NvmeStore* s, const std::string& k, const offload::AlignedBuffer& b, size_t bytes);
+  Status nvme_get(offload::NvmeStore* s, const std::string& k, offload::AlignedBuffer& b, size_t bytes);
+  Status free_all();
+  Status synchronize_streams();
+
+  // engine_params.cpp
+  StatusOr<void*> fetch(const std::string& name, void* native_stream);
+  Status release(const std::string& name);
+  Status grad(const std::string& name, const void* g, DType dtype, size_t numel, void* native_stream);
+  Status flush(int b);             // open -> in flight
+  Status drain(int b);             // in flight -> free (waits, accumulates host-side)
+  Status drain_all();
+  StatusOr<int> acquire_bucket(uint32_t chunk);
+  StatusOr<Staging*> take_staging();
+  Status wait_timed(offload::Event& e, double* counter);
+
+  // engine_step.cpp
+  StatusOr<StepResult> step(double lr);
+  Status zero_grads();
+};
+
+}  // namespace strata::engine

@@ -1,0 +1,244 @@
+// Engine: fetch and release of bit16 params on the device, and the gradient hand-off through
+// device buckets that are flushed (copied to the host, or accumulated on the device) as they fill.
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/casts.h"
+#include "src/engine/engine_impl.h"
+
+namespace strata::engine {
+
+Status Engine::Impl::wait_timed(offload::Event& e, double* counter) {
+  if (e.query()) return e.synchronize();
+  const Clock::time_point t0 = Clock::now();
+  Status s = e.synchronize();
+  *counter += seconds_since(t0);
+  return s;
+}
+
+StatusOr<Staging*> Engine::Impl::take_staging() {
+  Staging& s = param_staging[next_staging];
+  next_staging = (next_staging + 1) % param_staging.size();
+  if (s.pending) {
+    STRATA_RETURN_IF_ERROR(wait_timed(*s.copied, &st.stall_fetch_s));
+    s.pending = false;
+  }
+  return &s;
+}
+
+StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream) {
+  STRATA_ASSIGN_OR_RETURN(uint32_t pi, param_index(name, "fetch"));
+  const ParamSlot& slot = layout->params()[pi];
+  ChunkState& c = chunks[slot.chunk];
+  uint8_t* base = nullptr;
+  offload::Event* ready = nullptr;
+  if (c.at.params16 == Tier::kDevice) {
+    base = static_cast<uint8_t*>(c.p16_dev);  // refreshed by the last step, which finished
+  } else {
+    if (c.work < 0) {
+      // A working buffer: an empty one, else the least recently used one with no fetched params.
+      int pick = -1;
+      for (size_t w = 0; w < work.size(); ++w) {
+        if (work[w].pins > 0) continue;
+        if (pick < 0) {
+          pick = static_cast<int>(w);
+          continue;
+        }
+        const bool empty = work[w].chunk < 0, pick_empty = work[static_cast<size_t>(pick)].chunk < 0;
+        if ((empty && !pick_empty) || (empty == pick_empty && work[w].last_use < work[static_cast<size_t>(pick)].last_use))
+          pick = static_cast<int>(w);
+      }
+      if (pick < 0) {
+        std::string held;
+        for (const WorkBuffer& w : work) {
+          for (uint32_t q : chunks[w.chunk].params)
+            if (params[q].fetches > 0) held += (held.empty() ? "'" : ", '") + layout->params()[q].name + "'";
+        }
+        return failed_precondition("fetch of '" + name + "': all " + std::to_string(work.size()) +
+                                   " device working buffers (strata.live_chunks) hold fetched params (" + held +
+                                   "); release params before fetching more, or raise strata.live_chunks");
+      }
+      WorkBuffer& w = work[static_cast<size_t>(pick)];
+      if (w.chunk >= 0) chunks[static_cast<size_t>(w.chunk)].work = -1;
+      w.chunk = -1;
+      const size_t bytes = c.rest_numel * 2;
+      if (c.at.params16 == Tier::kHost) {
+        STRATA_RETURN_IF_ERROR(h2d->copy(w.dev, c.p16_host.data(), bytes, offload::CopyKind::kHostToDevice));
+      } else {
+        STRATA_ASSIGN_OR_RETURN(Staging * sb, take_staging());
+        const Clock::time_point t0 = Clock::now();
+        Status r = nvme_get(param_store, key(slot.chunk, "p16"), sb->buf, bytes);
+        st.stall_fetch_s += seconds_since(t0);
+        STRATA_RETURN_IF_ERROR(r);
+        STRATA_RETURN_IF_ERROR(h2d->copy(w.dev, sb->buf.data(), bytes, offload::CopyKind::kHostToDevice));
+        STRATA_RETURN_IF_ERROR(h2d->record(*sb->copied));
+        sb->pending = true;
+      }
+      STRATA_RETURN_IF_ERROR(h2d->record(*w.ready));
+      st.bytes_h2d += bytes;
+      w.chunk = static_cast<int>(slot.chunk);
+      c.work = pick;
+    }
+    WorkBuffer& w = work[static_cast<size_t>(c.work)];
+    w.last_use = ++clock;
+    base = static_cast<uint8_t*>(w.dev);
+    ready = w.ready.get();
+  }
+  if (ready != nullptr) {
+    if (native_stream != nullptr) {
+      STRATA_RETURN_IF_ERROR(dev->wait_native(native_stream, *ready));
+    } else {
+      STRATA_RETURN_IF_ERROR(wait_timed(*ready, &st.stall_fetch_s));
+    }
+  } else if (native_stream != nullptr && !dev->is_cuda()) {
+    return invalid_argument("fetch of '" + name + "': the host-emulated device has no native streams: pass a NULL stream");
+  }
+  if (c.work >= 0) ++work[static_cast<size_t>(c.work)].pins;
+  ++params[pi].fetches;
+  params[pi].fetched_in_micro = true;
+  return static_cast<void*>(base + slot.offset * 2);
+}
+
+Status Engine::Impl::release(const std::string& name) {
+  STRATA_ASSIGN_OR_RETURN(uint32_t pi, param_index(name, "release"));
+  if (params[pi].fetches == 0)
+    return failed_precondition("release of '" + name + "': not fetched (every release must match one fetch; double release?)");
+  --params[pi].fetches;
+  const ChunkState& c = chunks[layout->params()[pi].chunk];
+  if (c.work >= 0) --work[static_cast<size_t>(c.work)].pins;
+  return Status::ok();
+}
+
+StatusOr<int> Engine::Impl::acquire_bucket(uint32_t chunk) {
+  for (;;) {
+    // Finished flushes free their buckets without waiting.
+    for (size_t b = 0; b < buckets.size(); ++b)
+      if (buckets[b].state == Bucket::State::kInFlight && buckets[b].done->query()) STRATA_RETURN_IF_ERROR(drain(static_cast<int>(b)));
+    for (size_t b = 0; b < buckets.size(); ++b) {
+      Bucket& bk = buckets[b];
+      if (bk.state != Bucket::State::kFree) continue;
+      bk.state = Bucket::State::kOpen;
+      bk.chunk = static_cast<int>(chunk);
+      bk.params.clear();
+      bk.opened = ++clock;
+      chunks[chunk].bucket = static_cast<int>(b);
+      return static_cast<int>(b);
+    }
+    // None free: wait for the oldest flush, or flush the oldest open bucket early.
+    int oldest_flight = -1, oldest_open = -1;
+    for (size_t b = 0; b < buckets.size(); ++b) {
+      const Bucket& bk = buckets[b];
+      int& o = bk.state == Bucket::State::kInFlight ? oldest_flight : oldest_open;
+      if (o < 0 || bk.opened < buckets[static_cast<size_t>(o)].opened) o = static_cast<int>(b);
+    }
+    if (oldest_flight >= 0) {
+      STRATA_RETURN_IF_ERROR(drain(oldest_flight));
+    } else {
+      STRATA_RETURN_IF_ERROR(flush(oldest_open));
+    }
+  }
+}
+
+Status Engine::Impl::flush(int b) {
+  Bucket& bk = buckets[static_cast<size_t>(b)];
+  ChunkState& c = chunks[static_cast<size_t>(bk.chunk)];
+  c.bucket = -1;
+  if (c.at.grad32 == Tier::kDevice) {
+    for (uint32_t pi : bk.params) {
+      const ParamSlot& slot = layout->params()[pi];
+      const kernels::TensorView g{static_cast<const uint8_t*>(bk.dev) + slot.offset * 2, dtype, slot.numel};
+      STRATA_RETURN_IF_ERROR(
+          ops->accumulate(*compute, static_cast<float*>(c.grad_dev) + (slot.offset - c.shard_begin), g, 1.0f));
+    }
+    STRATA_RETURN_IF_ERROR(compute->record(*bk.done));
+  } else {
+    // One copy of the bucket's span, from its first to its last received element.
+    size_t lo = SIZE_MAX, hi = 0;
+    for (uint32_t pi : bk.params) {
+      const ParamSlot& slot = layout->params()[pi];
+      lo = std::min(lo, slot.offset);
+      hi = std::max(hi, slot.offset + slot.numel);
+    }
+    STRATA_RETURN_IF_ERROR(compute->record(*copy_done));
+    STRATA_RETURN_IF_ERROR(d2h->wait(*copy_done));
+    STRATA_RETURN_IF_ERROR(d2h->copy(bk.landing.bytes() + lo * 2, static_cast<const uint8_t*>(bk.dev) + lo * 2,
+                                     (hi - lo) * 2, offload::CopyKind::kDeviceToHost));
+    STRATA_RETURN_IF_ERROR(d2h->record(*bk.done));
+    st.bytes_d2h += (hi - lo) * 2;
+  }
+  bk.state = Bucket::State::kInFlight;
+  return Status::ok();
+}
+
+Status Engine::Impl::drain(int b) {
+  Bucket& bk = buckets[static_cast<size_t>(b)];
+  STRATA_RETURN_IF_ERROR(wait_timed(*bk.done, &st.stall_grad_s));
+  ChunkState& c = chunks[static_cast<size_t>(bk.chunk)];
+  if (c.at.grad32 != Tier::kDevice) {
+    float* acc = static_cast<float*>(c.grad_host.data());
+    arena.execute([&] {
+      for (uint32_t pi : bk.params) {
+        const ParamSlot& slot = layout->params()[pi];
+        kernels::accumulate(*k, acc + (slot.offset - c.shard_begin),
+                            kernels::TensorView{bk.landing.bytes() + slot.offset * 2, dtype, slot.numel}, 1.0f);
+      }
+    });
+  }
+  bk.state = Bucket::State::kFree;
+  bk.chunk = -1;
+  bk.params.clear();
+  return Status::ok();
+}
+
+Status Engine::Impl::drain_all() {
+  for (size_t b = 0; b < buckets.size(); ++b)
+    if (buckets[b].state == Bucket::State::kOpen) STRATA_RETURN_IF_ERROR(flush(static_cast<int>(b)));
+  for (size_t b = 0; b < buckets.size(); ++b)
+    if (buckets[b].state == Bucket::State::kInFlight) STRATA_RETURN_IF_ERROR(drain(static_cast<int>(b)));
+  return Status::ok();
+}
+
+Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, size_t numel, void* native_stream) {
+  STRATA_ASSIGN_OR_RETURN(uint32_t pi, param_index(name, "grad"));
+  const ParamSlot& slot = layout->params()[pi];
+  if (g == nullptr) return invalid_argument("grad of '" + name + "': the gradient pointer is NULL");
+  if (gdtype != dtype)
+    return invalid_argument("grad of '" + name + "': dtype " + std::string(dtype_name(gdtype)) + ", the engine trains in " +
+                            std::string(dtype_name(dtype)) + " and takes gradients in it");
+  if (numel != slot.numel)
+    return invalid_argument("grad of '" + name + "': " + std::to_string(numel) + " elements given, the param has " +
+                            std::to_string(slot.numel));
+  ParamState& ps = params[pi];
+  if (!ps.fetched_in_micro)
+    return failed_precondition("grad of '" + name + "' before fetch: a gradient is taken only for a param fetched in the same micro-batch");
+  if (ps.grad_in_micro)
+    return failed_precondition("grad of '" + name + "': given twice in one micro-batch (accumulation across micro-batches is strata's; call step between them)");
+  if (native_stream != nullptr && !dev->is_cuda())
+    return invalid_argument("grad of '" + name + "': the host-emulated device has no native streams: pass a NULL stream");
+
+  ChunkState& c = chunks[slot.chunk];
+  int b = c.bucket;
+  if (b < 0) {
+    STRATA_ASSIGN_OR_RETURN(b, acquire_bucket(slot.chunk));
+  }
+  Bucket& bk = buckets[static_cast<size_t>(b)];
+  if (native_stream != nullptr) {
+    STRATA_RETURN_IF_ERROR(dev->record_native(*user_ready, native_stream));
+    STRATA_RETURN_IF_ERROR(compute->wait(*user_ready));
+  }
+  // On the emulated device the caller's gradient is ordinary host memory.
+  const auto kind = dev->is_cuda() ? offload::CopyKind::kDeviceToDevice : offload::CopyKind::kHostToDevice;
+  STRATA_RETURN_IF_ERROR(compute->copy(static_cast<uint8_t*>(bk.dev) + slot.offset * 2, g, numel * 2, kind));
+  STRATA_RETURN_IF_ERROR(compute->record(*copy_done));
+  if (native_stream != nullptr) {
+    STRATA_RETURN_IF_ERROR(dev->wait_native(native_stream, *copy_done));
+  } else {
+    STRATA_RETURN_IF_ERROR(wait_timed(*copy_done, &st.stall_grad_s));
+  }
+  bk.params.push_back(pi);
+  ps.grad_in_micro = true;
+  if (++c.grads_in_micro == c.params.size()) STRATA_RETURN_IF_ERROR(flush(b));
+  return Status::ok();
+}
+
+}  // namespace strata::engine
