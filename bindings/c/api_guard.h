@@ -6,6 +6,7 @@
 #include <new>
 #include <string>
 
+#include "src/common/dtype.h"
 #include "src/common/status.h"
 #include "strata.h"
 
@@ -40,6 +41,9 @@ int raw_enum(const E& e) {
   std::memcpy(&v, &e, sizeof(v));
   return v;
 }
+
+// A strata_dtype_t from a caller; the error names `what` and the accepted values.
+StatusOr<DType> to_dtype(const strata_dtype_t& field, const std::string& what);
 
 // "<name> is NULL" as INVALID_ARGUMENT.
 inline Status null_arg(const char* name) { return invalid_argument(std::string(name) + " is NULL"); }

@@ -14,18 +14,6 @@ struct strata_cpu_adam {
 namespace strata::capi {
 namespace {
 
-StatusOr<DType> to_dtype(const strata_dtype_t& field, const std::string& what) {
-  const int d = raw_enum(field);
-  switch (d) {
-    case STRATA_DTYPE_FP32: return DType::kF32;
-    case STRATA_DTYPE_BF16: return DType::kBF16;
-    case STRATA_DTYPE_FP16: return DType::kF16;
-    default: break;
-  }
-  return invalid_argument(what + " = " + std::to_string(d) +
-                          " is not a strata_dtype_t (FP32 = 0, BF16 = 1, FP16 = 2)");
-}
-
 Status convert_tensors(const strata_adam_tensor_t* tensors, size_t n, std::vector<kernels::AdamTensor>* out) {
   out->resize(n);
   for (size_t i = 0; i < n; ++i) {

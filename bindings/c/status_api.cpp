@@ -53,6 +53,17 @@ Status check_struct(const char* name, size_t struct_size, size_t known_size, con
   return Status::ok();
 }
 
+StatusOr<DType> to_dtype(const strata_dtype_t& field, const std::string& what) {
+  const int d = raw_enum(field);
+  switch (d) {
+    case STRATA_DTYPE_FP32: return DType::kF32;
+    case STRATA_DTYPE_BF16: return DType::kBF16;
+    case STRATA_DTYPE_FP16: return DType::kF16;
+    default: break;
+  }
+  return invalid_argument(what + " = " + std::to_string(d) + " is not a strata_dtype_t (FP32 = 0, BF16 = 1, FP16 = 2)");
+}
+
 }  // namespace strata::capi
 
 extern "C" {

@@ -20,7 +20,9 @@
  *  6. Each function says whether it is synchronous (all work finished when it returns) and what
  *     may be called concurrently. Unless stated, distinct handles may be used from different
  *     threads at once and one handle from one thread at a time.
- *  7. Using a handle after destroy is undefined behaviour, as with free().
+ *  7. Using a strata_cpu_adam_t after destroy is undefined behaviour, as with free(). An engine
+ *     handle is checked on every call: after strata_engine_destroy it is refused with
+ *     STRATA_ERR_FAILED_PRECONDITION ("the engine was destroyed") rather than touched.
  * The ABI follows the soname (libstrata.so.<major>); symbols are versioned STRATA_<major>.
  */
 #ifndef STRATA_H_
@@ -165,6 +167,133 @@ STRATA_API strata_status_t strata_cpu_adam_set_step(strata_cpu_adam_t* adam, int
 
 /* The SIMD instruction set the optimizer's kernels use: "avx512", "avx2" or "scalar". */
 STRATA_API strata_status_t strata_cpu_adam_get_isa(const strata_cpu_adam_t* adam, const char** isa);
+
+/* ---- training engine ------------------------------------------------------------------------- */
+/* strata owns the model state of the parameters registered with it: bit16 working params, fp32
+ * gradients, fp32 master weights and Adam moments, each placed on the device, in pinned host
+ * memory or on NVMe by the placement plan (see docs/config.md). The host program runs forward and
+ * backward only: it fetches a param's bit16 values on the device when a layer needs them, releases
+ * them after, hands over the gradient, and calls step after every micro-batch.
+ *
+ * Life cycle: create -> register every param -> (prepare) -> per micro-batch: fetch / release /
+ * grad ..., step -> destroy. prepare builds the layout, plans, prints the plan and allocates; the
+ * first fetch or step does it implicitly. A plan that does not fit is refused there with
+ * STRATA_ERR_OUT_OF_MEMORY and a message saying which tier is short, by how much, and what to
+ * change.
+ *
+ * Device pointers: on a CUDA device, fetched params and handed-over gradients are GPU memory and
+ * `stream` arguments are cudaStream_t (NULL: synchronous with the host). On the host-emulated
+ * device (config "strata": {"device": "host"}) they are ordinary host memory and `stream` must be
+ * NULL. One thread at a time per engine; distinct engines are independent. */
+typedef struct strata_engine strata_engine_t;
+
+/* Receives log lines (device choice, placement plan, skipped steps); NULL lines never. */
+typedef void (*strata_log_fn)(void* user, const char* line);
+
+typedef struct strata_engine_options {
+  size_t struct_size;      /* sizeof(strata_engine_options_t), set by the INIT macro */
+  const char* config_json; /* the JSON config (DeepSpeed keys + "strata" section); required */
+  strata_log_fn log;       /* NULL: lines go to stderr prefixed "strata: " */
+  void* log_user;          /* passed to log */
+  uint64_t reserved[8];    /* must be zero */
+} strata_engine_options_t;
+#define STRATA_ENGINE_OPTIONS_INIT \
+  { sizeof(strata_engine_options_t), NULL, NULL, NULL, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+
+typedef struct strata_engine_step_args {
+  size_t struct_size; /* sizeof(strata_engine_step_args_t), set by the INIT macro */
+  double lr;          /* learning rate of this step; < 0 (default -1): the config's optimizer.params.lr */
+  uint64_t reserved[8]; /* must be zero */
+} strata_engine_step_args_t;
+#define STRATA_ENGINE_STEP_ARGS_INIT \
+  { sizeof(strata_engine_step_args_t), -1.0, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+
+typedef struct strata_engine_step_result {
+  size_t struct_size;     /* sizeof(strata_engine_step_result_t): set it (the INIT macro) before the call */
+  int boundary;           /* 1: this call ended an accumulation cycle (gradient_accumulation_steps) */
+  int applied;            /* 1: the optimizer ran */
+  int overflow;           /* 1: the gradients held inf / NaN and the step was skipped */
+  double grad_norm;       /* global L2 norm of the averaged, unscaled gradients (before clipping) */
+  double clip_coef;       /* factor gradient_clipping applied (1: none) */
+  double loss_scale;      /* multiply the next micro-batch's loss by this (1 with bf16) */
+  int64_t optimizer_step; /* optimizer steps applied so far */
+  uint64_t reserved[8];
+} strata_engine_step_result_t;
+#define STRATA_ENGINE_STEP_RESULT_INIT \
+  { sizeof(strata_engine_step_result_t), 0, 0, 0, 0.0, 1.0, 1.0, 0, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+
+typedef struct strata_engine_stats {
+  size_t struct_size;        /* sizeof(strata_engine_stats_t): set it (the INIT macro) before the call */
+  uint64_t device_bytes;     /* bytes the plan holds on each tier */
+  uint64_t host_bytes;
+  uint64_t nvme_bytes;
+  uint64_t device_peak_bytes;  /* high-water mark of the device arena */
+  uint64_t bytes_h2d;          /* moved host -> device and device -> host */
+  uint64_t bytes_d2h;
+  uint64_t bytes_nvme_read;    /* read from and written to NVMe during training */
+  uint64_t bytes_nvme_write;
+  double stall_fetch_seconds;  /* the host blocked in fetch waiting for params */
+  double stall_grad_seconds;   /* the host blocked waiting for gradient copies */
+  double step_seconds;         /* in optimizer steps, of which: */
+  double step_adam_seconds;    /*   Adam on host-resident state */
+  double step_nvme_seconds;    /*   NVMe reads and writes */
+  int64_t micro_steps, optimizer_steps, skipped_steps;
+  double loss_scale;
+  double last_grad_norm;
+  uint64_t reserved[8];
+} strata_engine_stats_t;
+#define STRATA_ENGINE_STATS_INIT \
+  { sizeof(strata_engine_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, \
+    { 0, 0, 0, 0, 0, 0, 0, 0 } }
+
+/* Parses the config, opens the device (a GPU when usable and not forbidden, else the emulated
+ * one; "device": "cuda" without a usable GPU is an error that says why) and logs which. *out
+ * receives the handle (NULL on error), owned by the caller. Synchronous; thread-safe. */
+STRATA_API strata_status_t strata_engine_create(const strata_engine_options_t* options, strata_engine_t** out);
+/* Waits for outstanding work, frees every tier (NVMe files included) and marks the handle dead:
+ * later calls with it fail with STRATA_ERR_FAILED_PRECONDITION. NULL is a no-op. Returns the first
+ * error met while tearing down (the handle is dead either way). */
+STRATA_API strata_status_t strata_engine_destroy(strata_engine_t* engine);
+/* Registers a parameter of `ndim` (0..8) dimensions, each >= 1. init: host memory holding its
+ * values as init_dtype ([product of shape] elements, copied during the call), or NULL for strata's
+ * own N(0, 0.02^2) initialisation from "strata": {"seed"} and the name. Before prepare only;
+ * a name registered twice is STRATA_ERR_ALREADY_EXISTS. */
+STRATA_API strata_status_t strata_engine_register_param(strata_engine_t* engine, const char* name, const int64_t* shape,
+                                                        int ndim, strata_dtype_t init_dtype, const void* init);
+/* Builds the layout, plans, logs the plan table and allocates every tier, writing the initial
+ * values. Idempotent. Synchronous. */
+STRATA_API strata_status_t strata_engine_prepare(strata_engine_t* engine);
+/* Copies the plan table (after prepare) as a NUL-terminated string into buf[capacity]; *length
+ * receives its length without the NUL. A too-small buffer fails with INVALID_ARGUMENT, *length set. */
+STRATA_API strata_status_t strata_engine_plan(strata_engine_t* engine, char* buf, size_t capacity, size_t* length);
+/* *device_ptr receives the param's full bit16 values on the device, valid until the matching
+ * release. stream NULL: the values are there when this returns. Otherwise (CUDA) returns at once
+ * and `stream` waits for them. Nested fetches need as many releases. Fails with NOT_FOUND for an
+ * unregistered name, FAILED_PRECONDITION when every working buffer holds fetched params. */
+STRATA_API strata_status_t strata_engine_fetch(strata_engine_t* engine, const char* name, void* stream, void** device_ptr);
+/* Undoes one fetch. FAILED_PRECONDITION when the param is not fetched (double release). */
+STRATA_API strata_status_t strata_engine_release(strata_engine_t* engine, const char* name);
+/* Hands over the gradient of `name`: numel elements of dtype (the engine's bit16 dtype) at grad,
+ * for a param fetched in this micro-batch, once per micro-batch. Gradients add up over the
+ * micro-batches of an accumulation cycle; a bucket moves off the device when its chunk's gradients
+ * are complete. stream NULL: grad may be reused on return; otherwise the copy follows the work on
+ * `stream` so far, and later work on `stream` follows the copy. */
+STRATA_API strata_status_t strata_engine_grad(strata_engine_t* engine, const char* name, const void* grad,
+                                              strata_dtype_t dtype, size_t numel, void* stream);
+/* Ends a micro-batch. Every gradient_accumulation_steps calls: overflow check, loss-scale update,
+ * global-norm clipping, Adam on every chunk where its state lives, bit16 params refreshed where
+ * they rest; synchronous. No param may be fetched. args may be NULL (defaults); result may be
+ * NULL. */
+STRATA_API strata_status_t strata_engine_step(strata_engine_t* engine, const strata_engine_step_args_t* args,
+                                              strata_engine_step_result_t* result);
+/* Waits until every copy and device operation strata started has finished. */
+STRATA_API strata_status_t strata_engine_synchronize(strata_engine_t* engine);
+/* The fp32 master values of `name` into host memory dst[numel] (numel must equal the param's). */
+STRATA_API strata_status_t strata_engine_read_param(strata_engine_t* engine, const char* name, float* dst, size_t numel);
+/* The loss scale to multiply the next micro-batch's loss by (1 with bf16). */
+STRATA_API strata_status_t strata_engine_loss_scale(strata_engine_t* engine, double* scale);
+/* Counters since create (bytes, stall and step times, steps). */
+STRATA_API strata_status_t strata_engine_get_stats(strata_engine_t* engine, strata_engine_stats_t* stats);
 
 #ifdef __cplusplus
 } /* extern "C" */

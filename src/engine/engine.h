@@ -54,6 +54,8 @@ struct EngineStats {
   double step_adam_s = 0;       //   of which Adam on host-resident state
   double step_nvme_s = 0;       //   of which NVMe reads and writes of the optimizer state / params
   int64_t micro_steps = 0, optimizer_steps = 0, skipped_steps = 0;
+  int64_t bucket_flushes = 0;   // gradient buckets moved off the device
+  int64_t early_flushes = 0;    //   of which before their chunk's gradients were complete (raise grad_buckets)
   double loss_scale = 1.0;
   double last_grad_norm = 0.0;
 };

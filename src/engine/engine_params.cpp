@@ -134,6 +134,7 @@ StatusOr<int> Engine::Impl::acquire_bucket(uint32_t chunk) {
     if (oldest_flight >= 0) {
       STRATA_RETURN_IF_ERROR(drain(oldest_flight));
     } else {
+      ++st.early_flushes;
       STRATA_RETURN_IF_ERROR(flush(oldest_open));
     }
   }
@@ -143,6 +144,7 @@ Status Engine::Impl::flush(int b) {
   Bucket& bk = buckets[static_cast<size_t>(b)];
   ChunkState& c = chunks[static_cast<size_t>(bk.chunk)];
   c.bucket = -1;
+  ++st.bucket_flushes;
   if (c.at.grad32 == Tier::kDevice) {
     for (uint32_t pi : bk.params) {
       const ParamSlot& slot = layout->params()[pi];
