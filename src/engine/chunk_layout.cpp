@@ -21,12 +21,11 @@ StatusOr<ChunkLayout> ChunkLayout::build(std::span<const ParamSpec> params, size
   l.world_ = world;
   l.rank_ = rank;
   const size_t w = static_cast<size_t>(world);
-  // Chunks keep their nominal size (equal buffers can be pooled), except the last, which shrinks
-  // to what it holds.
-  auto close_chunk = [&](bool last) {
+  // A closed chunk shrinks to what it holds (aligned): padding would cost memory on every tier and
+  // bandwidth on every transfer. Buffers that carry chunks are sized for the largest one.
+  auto close_chunk = [&](bool) {
     ChunkInfo& c = l.chunks_.back();
-    if (last) c.numel = round_up(c.numel_used, kParamAlignElems);
-    c.numel = round_up(std::max(c.numel, c.numel_used), w);
+    c.numel = round_up(round_up(c.numel_used, kParamAlignElems), w);
     c.shard_numel = c.numel / w;
     l.total_numel_ += c.numel;
   };

@@ -1,7 +1,8 @@
 // ChunkLayout: how registered parameters are packed into chunks, the unit of placement, transfer
 // and sharding. Parameters go in registration order; each starts at a 64-element boundary inside
 // its chunk; one that does not fit in the current chunk starts the next; one larger than a chunk
-// gets a chunk of its own size; the last chunk shrinks to what it holds. Every chunk is padded to a multiple of the world size and split
+// gets a chunk of its own size; every chunk shrinks to what it holds (aligned to kParamAlignElems).
+// Every chunk is padded to a multiple of the world size and split
 // into `world` equal shards; rank r owns shard r. Pure arithmetic, no memory.
 #pragma once
 

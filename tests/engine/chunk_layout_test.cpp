@@ -61,8 +61,11 @@ void check_invariants(const ChunkLayout& l, const std::vector<ParamSpec>& ps, si
     EXPECT_EQ(ch.shard_numel * w, ch.numel);
     EXPECT_GE(ch.numel, ch.numel_used);
     EXPECT_FALSE(ch.params.empty());
+    const size_t aligned = (ch.numel_used + 63) / 64 * 64;
+    EXPECT_EQ(ch.numel, (aligned + w - 1) / w * w) << "a chunk shrinks to what it holds, aligned, padded to the world";
     if (c + 1 < l.chunks().size()) {
-      EXPECT_GE(ch.numel, chunk_elems) << "only the last chunk may shrink";
+      const ParamSlot& next = l.params()[l.chunks()[c + 1].params.front()];
+      EXPECT_GT(aligned + next.numel, std::max(chunk_elems, ch.numel_used)) << "chunk " << c << " closed though " << next.name << " fit";
     }
     // The shards partition the chunk: consecutive, equal, covering [0, numel).
     for (int r = 0; r < l.world(); ++r) EXPECT_EQ(l.shard_begin(static_cast<uint32_t>(c), r), ch.shard_numel * r);
@@ -94,15 +97,15 @@ INSTANTIATE_TEST_SUITE_P(WorldsAndChunkSizes, Layouts,
                          ::testing::Combine(::testing::Values(1, 2, 3, 4, 8),
                                             ::testing::Values(size_t{64}, size_t{4096}, size_t{1} << 16)));
 
-TEST(ChunkLayout, OversizedParameterGetsItsOwnChunkAndTheLastChunkShrinks) {
+TEST(ChunkLayout, OversizedParameterGetsItsOwnChunkAndChunksShrink) {
   std::vector<ParamSpec> ps = {{"a", {100}}, {"big", {10000}}, {"b", {10}}};
   auto l = ChunkLayout::build(ps, 1024, 4, 1).value();
   ASSERT_EQ(l.chunks().size(), 3u);
-  EXPECT_EQ(l.chunks()[0].numel, 1024u);  // nominal size
-  EXPECT_EQ(l.chunks()[1].numel, 10000u);
+  EXPECT_EQ(l.chunks()[0].numel, 128u);  // 100 elements, aligned to 64
+  EXPECT_EQ(l.chunks()[1].numel, 10048u);  // its own size, aligned to 64
   EXPECT_EQ(l.find("big")->chunk, 1u);
   EXPECT_EQ(l.chunks()[2].numel, 64u);  // 10 elements, aligned, padded to 4 ranks
-  EXPECT_EQ(l.owned_numel(), (1024u + 10000u + 64u) / 4);
+  EXPECT_EQ(l.owned_numel(), (128u + 10048u + 64u) / 4);
   EXPECT_EQ(l.find("nope"), nullptr);
 }
 
