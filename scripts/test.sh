@@ -3,6 +3,8 @@
 # CUDA sources compiled when nvcc is present, runs the whole suite; then rebuilds the host code
 # with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/) and runs the suite again, and
 # runs the threaded I/O tests (offload/) under ThreadSanitizer (build-tsan/).
+# The engine and kernel tests are not run under ThreadSanitizer: oneTBB is not instrumented, so
+# TSan cannot see its synchronisation and reports its work splitting as races.
 # STRATA_TEST_SANITIZE=0 skips the sanitizer passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
