@@ -4,6 +4,7 @@
 // Work on one stream runs in order; streams run concurrently; events order work across streams.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -85,7 +86,9 @@ StatusOr<DeviceChoice> parse_device_choice(const std::string& s);
 StatusOr<std::unique_ptr<Device>> open_device(DeviceChoice choice, size_t budget_bytes,
                                               const std::function<void(const std::string&)>& log = {});
 
-std::unique_ptr<Device> make_host_device(size_t budget_bytes);
+// copy_delay (a test seam): every copy sleeps this long before it moves data, so a consumer that
+// does not wait for the copy's event reads stale memory.
+std::unique_ptr<Device> make_host_device(size_t budget_bytes, std::chrono::microseconds copy_delay = std::chrono::microseconds(0));
 #if defined(STRATA_HAVE_CUDA)
 StatusOr<std::unique_ptr<Device>> make_cuda_device(int index, size_t budget_bytes);
 #endif

@@ -2,6 +2,7 @@
 // stream is a thread running its queue in order; events carry a generation count so a wait sees
 // exactly the work recorded before it. Copies check that their device side lies inside a device
 // allocation, which catches the engine using freed or foreign memory.
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -156,7 +157,7 @@ class HostStream final : public Stream {
 
 class HostDeviceImpl final : public Device {
  public:
-  explicit HostDeviceImpl(size_t budget) : ledger_(budget) {}
+  HostDeviceImpl(size_t budget, std::chrono::microseconds copy_delay) : ledger_(budget), copy_delay_(copy_delay) {}
   ~HostDeviceImpl() override {
     for (void* p : ledger_.live()) std::free(p);
   }
@@ -200,9 +201,11 @@ class HostDeviceImpl final : public Device {
     return invalid_argument(std::string("copy: the device ") + what + " range of " + std::to_string(n) +
                             " bytes is not inside a live device allocation");
   }
+  std::chrono::microseconds copy_delay() const { return copy_delay_; }
 
  private:
   DeviceLedger ledger_;
+  const std::chrono::microseconds copy_delay_;
 };
 
 Status HostStream::copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
@@ -210,7 +213,8 @@ Status HostStream::copy(void* dst, const void* src, size_t bytes, CopyKind kind)
   if (dst == nullptr || src == nullptr) return invalid_argument("copy of " + std::to_string(bytes) + " bytes: NULL pointer");
   if (kind != CopyKind::kHostToDevice) STRATA_RETURN_IF_ERROR(dev_->check_device_range(src, bytes, "source"));
   if (kind != CopyKind::kDeviceToHost) STRATA_RETURN_IF_ERROR(dev_->check_device_range(dst, bytes, "destination"));
-  enqueue([dst, src, bytes] {
+  enqueue([dst, src, bytes, delay = dev_->copy_delay()] {
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);
     std::memmove(dst, src, bytes);
     return Status::ok();
   });
@@ -219,8 +223,8 @@ Status HostStream::copy(void* dst, const void* src, size_t bytes, CopyKind kind)
 
 }  // namespace
 
-std::unique_ptr<Device> make_host_device(size_t budget_bytes) {
-  return std::unique_ptr<Device>(new HostDeviceImpl(budget_bytes));
+std::unique_ptr<Device> make_host_device(size_t budget_bytes, std::chrono::microseconds copy_delay) {
+  return std::unique_ptr<Device>(new HostDeviceImpl(budget_bytes, copy_delay));
 }
 
 }  // namespace strata::offload

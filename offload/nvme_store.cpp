@@ -124,7 +124,7 @@ Status NvmeStore::prepare_slot(const std::string& key, Slot& slot, int index, ui
   return Status::ok();
 }
 
-IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t bytes) {
+IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done) {
   const uint64_t padded = align_up(bytes == 0 ? 1 : bytes);
   if (key.empty()) return IoHandle::finished(invalid_argument("put: the key is empty"));
   if (buf.capacity() < padded)
@@ -152,7 +152,8 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
   const uint64_t sum = options_.checksum ? XXH3_64bits(buf.data(), bytes) : 0;
   const Slot& slot = e->slots[target];
   return engine_->submit(IoOp::kWrite, slot.fd, slot.path, buf.data(), 0, padded, direct_,
-                         [this, e, target, bytes, sum, key](Status s) {
+                         [this, e, target, bytes, sum, key, on_io_done = std::move(on_io_done)](Status s) {
+                           if (on_io_done) on_io_done();
                            std::lock_guard<std::mutex> lock(mu_);
                            e->writing = false;
                            if (!s.is_ok()) return std::move(s).annotate("put of " + quoted(key) + " (previous content kept)");
@@ -163,7 +164,7 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
                          });
 }
 
-IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes) {
+IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done) {
   Entry* e = nullptr;
   Slot slot;
   uint64_t sum = 0;
@@ -202,7 +203,9 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
   const bool check = options_.checksum;
   void* data = buf.data();
   return engine_->submit(IoOp::kRead, slot.fd, slot.path, data, 0, padded, direct_,
-                         [this, e, check, sum, data, bytes, key, path = slot.path](Status s) {
+                         [this, e, check, sum, data, bytes, key, path = slot.path,
+                          on_io_done = std::move(on_io_done)](Status s) {
+                           if (on_io_done) on_io_done();
                            {
                              std::lock_guard<std::mutex> lock(mu_);
                              --e->reading;

@@ -141,7 +141,7 @@ Status parse_zero(Obj& z, EngineConfig* c) {
   STRATA_ASSIGN_OR_RETURN(auto op, z.sub("offload_param"));
   if (op) STRATA_RETURN_IF_ERROR(parse_offload(*op, false, c));
   constexpr long long kMax = 1LL << 50;
-  STRATA_RETURN_IF_ERROR(z.get_count("stage3_prefetch_bucket_size", &c->prefetch_bucket_bytes, 0, kMax));
+  STRATA_RETURN_IF_ERROR(z.get_count("stage3_prefetch_bucket_size", &c->prefetch_bucket_size, 0, kMax));
   STRATA_RETURN_IF_ERROR(z.get_count("stage3_max_live_parameters", &c->max_live_parameters, 0, kMax));
   STRATA_RETURN_IF_ERROR(z.get_count("stage3_max_reuse_distance", &c->max_reuse_distance, 0, kMax));
   STRATA_RETURN_IF_ERROR(z.get_count("reduce_bucket_size", &c->reduce_bucket_size, 1, kMax));
@@ -228,6 +228,9 @@ Status parse_root(Obj& root, EngineConfig* c) {
     STRATA_RETURN_IF_ERROR(st->get_count("seed", &c->seed, 0, kMax));
     STRATA_RETURN_IF_ERROR(st->get_count("live_chunks", &c->placement.live_chunks, 1, 1 << 20));
     STRATA_RETURN_IF_ERROR(st->get_count("grad_buckets", &c->placement.grad_buckets, 1, 1 << 20));
+    STRATA_RETURN_IF_ERROR(st->get_bool("overlap", &c->overlap));
+    STRATA_RETURN_IF_ERROR(st->get_string("trace", &c->trace_path, {}));
+    STRATA_RETURN_IF_ERROR(st->get_bool("step_summary", &c->step_summary));
     STRATA_RETURN_IF_ERROR(st->finish());
   }
   if (c->device == "host" && c->device_bytes == 0)

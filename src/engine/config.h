@@ -44,7 +44,10 @@ struct EngineConfig {
                                            // strata.live_chunks, strata.grad_buckets
   std::string optimizer_nvme_path, param_nvme_path;
   bool pin_memory = true;
-  size_t prefetch_bucket_bytes = 50'000'000;   // stage3_prefetch_bucket_size (elements in DeepSpeed; see docs)
+  // Prefetch limits, in elements as in DeepSpeed: how far ahead of the fetch trace to load, how
+  // many elements may sit in device working buffers at once, and how soon a chunk must be needed
+  // again to be kept rather than evicted for a prefetch.
+  size_t prefetch_bucket_size = 50'000'000;    // stage3_prefetch_bucket_size
   size_t max_live_parameters = 1'000'000'000;  // stage3_max_live_parameters
   size_t max_reuse_distance = 1'000'000'000;   // stage3_max_reuse_distance
   size_t reduce_bucket_size = 500'000'000;     // reduce_bucket_size
@@ -55,6 +58,9 @@ struct EngineConfig {
   size_t host_bytes = 0;                    // 0: no limit set
   size_t chunk_bytes = size_t{64} << 20;    // bit16 bytes per chunk
   uint64_t seed = 0;
+  bool overlap = true;                      // prefetch + pipelined NVMe step (false: synchronous paths)
+  std::string trace_path;                   // Chrome trace-event JSON written here ("" : off)
+  bool step_summary = false;                // log one summary line per optimizer step
 };
 
 // Parses a whole config object. Missing keys keep the defaults above.

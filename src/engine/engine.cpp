@@ -83,14 +83,28 @@ StatusOr<uint32_t> Engine::Impl::param_index(const std::string& name, const char
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Engine::~Engine() {
-  if (impl_) (void)impl_->free_all();
+  if (!impl_) return;
+  (void)impl_->free_all();
+  if (impl_->tracer) {
+    if (Status s = impl_->tracer->write(); !s.is_ok()) impl_->log(s.to_string());
+  }
+}
+
+Status Engine::write_trace() {
+  if (!impl_->tracer) return failed_precondition("write_trace: tracing is off (set strata.trace to a file path)");
+  return impl_->tracer->write();
 }
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, EngineOptions options) {
   auto impl = std::make_unique<Impl>(config, std::move(options));
   STRATA_ASSIGN_OR_RETURN(offload::DeviceChoice choice, offload::parse_device_choice(config.device));
   Impl* p = impl.get();
-  STRATA_ASSIGN_OR_RETURN(impl->dev, offload::open_device(choice, config.device_bytes, [p](const std::string& l) { p->log(l); }));
+  if (impl->opts.device_factory) {
+    impl->dev = impl->opts.device_factory();
+    if (!impl->dev) return invalid_argument("EngineOptions::device_factory returned no device");
+  } else {
+    STRATA_ASSIGN_OR_RETURN(impl->dev, offload::open_device(choice, config.device_bytes, [p](const std::string& l) { p->log(l); }));
+  }
   STRATA_ASSIGN_OR_RETURN(impl->ops, make_device_ops(*impl->dev));
   STRATA_ASSIGN_OR_RETURN(impl->h2d, impl->dev->create_stream());
   STRATA_ASSIGN_OR_RETURN(impl->d2h, impl->dev->create_stream());
@@ -98,6 +112,11 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
   STRATA_ASSIGN_OR_RETURN(impl->user_ready, impl->dev->create_event());
   STRATA_ASSIGN_OR_RETURN(impl->copy_done, impl->dev->create_event());
   STRATA_ASSIGN_OR_RETURN(impl->k, kernels::kernel_table(kernels::best_isa()));
+  if (!config.trace_path.empty()) {
+    // Fail now, not after hours of training, if the trace cannot be written there.
+    impl->tracer = std::make_unique<Tracer>(config.trace_path);
+    STRATA_RETURN_IF_ERROR(impl->tracer->write());
+  }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
@@ -175,6 +194,11 @@ Status Engine::prepare() {
     return s;
   }
   m.params.assign(m.layout->params().size(), ParamState{});
+  if (!m.work.empty() && m.cfg.overlap) {
+    std::vector<size_t> elems;
+    for (const ChunkState& c : m.chunks) elems.push_back(c.rest_numel);
+    m.sched = std::make_unique<offload::PrefetchScheduler>(std::move(elems));
+  }
   m.pending.clear();
   m.prepared = true;
   for (int t = 0; t < kNumTiers; ++t) m.st.tier_bytes[t] = m.plan.tier_total(static_cast<Tier>(t));
@@ -243,9 +267,11 @@ Status Engine::Impl::allocate_all() {
     STRATA_ASSIGN_OR_RETURN(sb.copied, dev->create_event());
   }
   if (opt_store != nullptr) {
-    for (auto& b : opt_staging) {
-      STRATA_ASSIGN_OR_RETURN(b, offload::AlignedBuffer::create(max_shard * 4, pin));
-    }
+    opt_sets.resize(static_cast<size_t>(pc.optimizer_buffer_count));
+    for (OptSet& set : opt_sets)
+      for (auto& b : set.a) {
+        STRATA_ASSIGN_OR_RETURN(b, offload::AlignedBuffer::create(max_shard * 4, pin));
+      }
   }
   if (device_opt) {
     STRATA_ASSIGN_OR_RETURN(scratch, dev->allocate(norm_scratch_bytes(max_shard)));
@@ -254,7 +280,8 @@ Status Engine::Impl::allocate_all() {
 }
 
 Status Engine::Impl::free_all() {
-  Status first = synchronize_streams();
+  Status first = quiesce_opt_sets();
+  if (Status s = synchronize_streams(); first.is_ok() && !s.is_ok()) first = std::move(s);
   auto keep = [&first](Status s) {
     if (first.is_ok() && !s.is_ok()) first = std::move(s);
   };
@@ -272,6 +299,7 @@ Status Engine::Impl::free_all() {
   work.clear();
   buckets.clear();
   param_staging.clear();
+  opt_sets.clear();
   for (auto& [dir, s] : stores) keep(s->close());
   stores.clear();
   opt_store = param_store = nullptr;
@@ -344,7 +372,7 @@ Status Engine::Impl::write_initial_values() {
       STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.grad_dev, bytes));
       STRATA_RETURN_IF_ERROR(compute->synchronize());
     } else {
-      offload::AlignedBuffer* dst = c.at.optimizer == Tier::kHost ? c.opt_host : opt_staging;
+      offload::AlignedBuffer* dst = c.at.optimizer == Tier::kHost ? c.opt_host : opt_sets[0].a;
       std::memcpy(dst[0].data(), shard, bytes);
       std::memset(dst[1].data(), 0, bytes);
       std::memset(dst[2].data(), 0, bytes);
@@ -361,20 +389,36 @@ Status Engine::Impl::write_initial_values() {
 
 std::string Engine::plan_table() const { return impl_->prepared ? impl_->plan.table() : std::string(); }
 
+// The public calls mark the host program's time between them on the timeline.
 StatusOr<void*> Engine::fetch(const std::string& name, void* native_stream) {
+  impl_->call_begin("forward / backward");
   if (!impl_->prepared) STRATA_RETURN_IF_ERROR(prepare());
-  return impl_->fetch(name, native_stream);
+  auto r = impl_->fetch(name, native_stream);
+  impl_->call_end();
+  return r;
 }
 
-Status Engine::release(const std::string& name) { return impl_->release(name); }
+Status Engine::release(const std::string& name) {
+  impl_->call_begin("forward / backward");
+  Status s = impl_->release(name);
+  impl_->call_end();
+  return s;
+}
 
 Status Engine::grad(const std::string& name, const void* g, DType dtype, size_t numel, void* native_stream) {
-  return impl_->grad(name, g, dtype, numel, native_stream);
+  impl_->call_begin("backward");
+  Status s = impl_->grad(name, g, dtype, numel, native_stream);
+  impl_->call_end();
+  return s;
 }
 
 StatusOr<StepResult> Engine::step(double lr) {
+  impl_->call_begin("forward / backward");
   if (!impl_->prepared) STRATA_RETURN_IF_ERROR(prepare());
-  return impl_->step(lr);
+  auto r = impl_->step(lr);
+  if (r.is_ok()) STRATA_RETURN_IF_ERROR(impl_->after_step(r.value()));
+  impl_->call_end();
+  return r;
 }
 
 Status Engine::synchronize() {
@@ -400,8 +444,8 @@ Status Engine::read_master(const std::string& name, float* dst, size_t numel) {
                                            offload::CopyKind::kDeviceToHost));
     STRATA_RETURN_IF_ERROR(m.compute->synchronize());
   } else {
-    STRATA_RETURN_IF_ERROR(m.opt_store->get(Impl::key(slot.chunk, "master"), m.opt_staging[0], c.shard * 4).wait());
-    std::memcpy(dst, m.opt_staging[0].bytes() + off * 4, bytes);
+    STRATA_RETURN_IF_ERROR(m.opt_store->get(Impl::key(slot.chunk, "master"), m.opt_sets[0].a[0], c.shard * 4).wait());
+    std::memcpy(dst, m.opt_sets[0].a[0].bytes() + off * 4, bytes);
   }
   return Status::ok();
 }

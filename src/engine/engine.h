@@ -22,6 +22,7 @@
 
 #include "src/common/dtype.h"
 #include "src/common/status.h"
+#include "offload/device.h"
 #include "src/engine/config.h"
 #include "src/engine/placement.h"
 
@@ -31,6 +32,9 @@ struct EngineOptions {
   // Receives the device choice, the placement plan and warnings, one message per call. Empty:
   // lines go to stderr prefixed "strata: ".
   std::function<void(const std::string&)> log;
+  // Test seam: the device to train on instead of the one the config chooses (e.g. a host-emulated
+  // device whose copies are slowed down).
+  std::function<std::unique_ptr<offload::Device>()> device_factory;
 };
 
 struct StepResult {
@@ -56,6 +60,10 @@ struct EngineStats {
   int64_t micro_steps = 0, optimizer_steps = 0, skipped_steps = 0;
   int64_t bucket_flushes = 0;   // gradient buckets moved off the device
   int64_t early_flushes = 0;    //   of which before their chunk's gradients were complete (raise grad_buckets)
+  int64_t prefetches = 0;       // chunk loads started ahead of need (following the recorded fetch order)
+  int64_t prefetch_hits = 0;    //   of which were fetched before being evicted
+  int64_t demand_loads = 0;     // chunk loads started by a fetch that found its chunk absent
+  int64_t order_changes = 0;    // micro-batches whose fetch order left the recorded one
   double loss_scale = 1.0;
   double last_grad_norm = 0.0;
 };
@@ -95,6 +103,8 @@ class Engine {
   StatusOr<StepResult> step(double lr = -1.0);
   // Waits for all outstanding copies and device work.
   Status synchronize();
+  // Writes the timeline so far to strata.trace (also done by the destructor).
+  Status write_trace();
 
   // The fp32 master values of a param (after prepare), into host memory dst[numel].
   Status read_master(const std::string& name, float* dst, size_t numel);

@@ -12,14 +12,17 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/cpu/adam.h"
 #include "kernels/cpu/kernel_types.h"
 #include "offload/aligned_buffer.h"
 #include "offload/device.h"
 #include "offload/nvme_store.h"
+#include "offload/prefetch_scheduler.h"
 #include "src/engine/chunk_layout.h"
 #include "src/engine/device_ops.h"
 #include "src/engine/engine.h"
 #include "src/engine/loss_scaler.h"
+#include "src/engine/trace.h"
 
 namespace strata::engine {
 
@@ -59,6 +62,8 @@ struct WorkBuffer {
   int pins = 0;     // outstanding fetches of params in it
   uint64_t last_use = 0;
   std::unique_ptr<offload::Event> ready;  // the copy that filled it
+  struct Staging* loading = nullptr;      // NVMe read in flight into this staging buffer; H2D follows
+  bool prefetched = false;                // filled ahead of need and not fetched yet
 };
 
 // A device bit16 gradient bucket: gradients of one chunk are copied in as they arrive; when the
@@ -79,7 +84,19 @@ struct Bucket {
 struct Staging {
   offload::AlignedBuffer buf;
   std::unique_ptr<offload::Event> copied;
-  bool pending = false;
+  bool pending = false;   // a copy reading it may still run
+  offload::IoHandle io;   // an NVMe read into it or write from it (valid while in flight)
+  int loading_work = -1;  // the working buffer whose NVMe load reads into it, -1 if none
+};
+
+// One buffer set of the NVMe optimizer pipeline: master, exp_avg, exp_avg_sq of one chunk's
+// shard ([shard] fp32 each), read ahead of Adam and written back behind it.
+struct OptSet {
+  enum class State { kFree, kReading, kReady, kWriting } state = State::kFree;
+  offload::AlignedBuffer a[3];
+  offload::IoHandle io[3];
+  int chunk = -1;
+  uint64_t issued = 0;  // order of the last read / write issued, to wait for the oldest
 };
 
 using Clock = std::chrono::steady_clock;
@@ -118,18 +135,30 @@ struct Engine::Impl {
   std::vector<Bucket> buckets;
   std::vector<Staging> param_staging;
   size_t next_staging = 0;
-  offload::AlignedBuffer opt_staging[3];
+  std::vector<OptSet> opt_sets;  // offload_optimizer.buffer_count sets (NVMe optimizer only)
   void* scratch = nullptr;
   std::map<std::string, std::unique_ptr<offload::NvmeStore>> stores;  // by directory
   offload::NvmeStore* opt_store = nullptr;
   offload::NvmeStore* param_store = nullptr;
 
+  std::unique_ptr<offload::PrefetchScheduler> sched;  // offloaded params with overlap only
+  void* last_native = nullptr;  // the caller's stream of the last fetch: reused buffers wait for it
+  std::unique_ptr<Tracer> tracer;
+  Clock::time_point last_return{};  // when the last engine call returned (host-program lane)
   EngineStats st;
   uint64_t clock = 0;
   int64_t micro = 0;
   int64_t opt_step = 0;
 
   void log(const std::string& line) const;
+  void trace_span(TraceLane lane, std::string name, Clock::time_point b, Clock::time_point e) {
+    if (tracer) tracer->span(lane, std::move(name), b, e);
+  }
+  // A copy on stream s, timed on `lane` when tracing (timestamps from host functions around it).
+  Status traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src, size_t bytes,
+                     offload::CopyKind kind);
+  void call_begin(const char* what);  // host-program span since the last call returned
+  void call_end() { last_return = Clock::now(); }
   size_t bit16_bytes(size_t n) const { return n * 2; }
   static std::string key(size_t chunk, const char* what) { return "c" + std::to_string(chunk) + "." + what; }
   const ParamSlot* find(const std::string& name) const { return layout->find(name); }
@@ -151,12 +180,39 @@ struct Engine::Impl {
   Status drain(int b);             // in flight -> free (waits, accumulates host-side)
   Status drain_all();
   StatusOr<int> acquire_bucket(uint32_t chunk);
-  StatusOr<Staging*> take_staging();
+  StatusOr<Staging*> take_staging(double* stall);  // the next staging buffer, once idle
   Status wait_timed(offload::Event& e, double* counter);
+
+  // prefetch.cpp: working buffers for offloaded params, filled on demand or ahead of need.
+  Status ensure_loaded(uint32_t ci, const std::string& name);  // ci in a working buffer, its copy queued
+  int pick_work(uint32_t ci, bool for_prefetch);
+  Status load(int w, uint32_t ci, bool for_prefetch);   // false status only on errors; may start NVMe read
+  Status finish_load(WorkBuffer& w);                    // NVMe read done -> queue the H2D copy
+  Status pump_loads();                                  // queue H2D for NVMe reads that finished
+  Status prefetch();                                    // follow the trace ahead of the caller
+  Staging* idle_staging(bool take);                     // the next staging buffer if idle, else nullptr
+  void on_pass_end();                                   // a micro-batch ended (step)
+  size_t resident_elems() const;
+  size_t effective_next_use(uint32_t ci) const;
 
   // engine_step.cpp
   StatusOr<StepResult> step(double lr);
   Status zero_grads();
+  Status retire_loads();                      // working buffers emptied, their loads finished
+  Status after_step(const StepResult& r);     // prefetch for the next micro-batch, summary line
+  Clock::time_point created_at = Clock::now(), summary_at{};
+  EngineStats summary_st;                     // stats at the last summary
+  // optimizer_pipeline.cpp: Adam over every chunk where its state lives; the NVMe-resident
+  // chunks stream through opt_sets (read ahead, write behind; one set at a time without overlap).
+  std::vector<uint32_t> opt_order() const;  // chunks in the order the step updates them
+  Status start_opt_reads();                 // reads ahead before the norm is known (safe: read only)
+  Status update_chunks(const kernels::AdamCoeffs& coeffs);
+  Status adam_chunk(uint32_t ci, offload::AlignedBuffer* state, const kernels::AdamCoeffs& coeffs);
+  StatusOr<int> free_opt_set(bool block);
+  Status read_opt_set(int s, uint32_t ci);
+  Status wait_opt_set(int s);              // the set's reads or writes finished
+  Status quiesce_opt_sets();               // every set idle (used on errors and skipped steps)
+  uint64_t opt_issue = 0;
 };
 
 }  // namespace strata::engine

@@ -16,12 +16,20 @@ Status Engine::Impl::wait_timed(offload::Event& e, double* counter) {
   return s;
 }
 
-StatusOr<Staging*> Engine::Impl::take_staging() {
+StatusOr<Staging*> Engine::Impl::take_staging(double* stall) {
   Staging& s = param_staging[next_staging];
   next_staging = (next_staging + 1) % param_staging.size();
+  if (s.loading_work >= 0) STRATA_RETURN_IF_ERROR(finish_load(work[static_cast<size_t>(s.loading_work)]));
   if (s.pending) {
-    STRATA_RETURN_IF_ERROR(wait_timed(*s.copied, &st.stall_fetch_s));
+    STRATA_RETURN_IF_ERROR(wait_timed(*s.copied, stall));
     s.pending = false;
+  }
+  if (s.io.valid()) {
+    const Clock::time_point t0 = Clock::now();
+    Status r = s.io.wait();
+    s.io = offload::IoHandle();
+    *stall += seconds_since(t0);
+    STRATA_RETURN_IF_ERROR(r);
   }
   return &s;
 }
@@ -35,50 +43,8 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
   if (c.at.params16 == Tier::kDevice) {
     base = static_cast<uint8_t*>(c.p16_dev);  // refreshed by the last step, which finished
   } else {
-    if (c.work < 0) {
-      // A working buffer: an empty one, else the least recently used one with no fetched params.
-      int pick = -1;
-      for (size_t w = 0; w < work.size(); ++w) {
-        if (work[w].pins > 0) continue;
-        if (pick < 0) {
-          pick = static_cast<int>(w);
-          continue;
-        }
-        const bool empty = work[w].chunk < 0, pick_empty = work[static_cast<size_t>(pick)].chunk < 0;
-        if ((empty && !pick_empty) || (empty == pick_empty && work[w].last_use < work[static_cast<size_t>(pick)].last_use))
-          pick = static_cast<int>(w);
-      }
-      if (pick < 0) {
-        std::string held;
-        for (const WorkBuffer& w : work) {
-          for (uint32_t q : chunks[w.chunk].params)
-            if (params[q].fetches > 0) held += (held.empty() ? "'" : ", '") + layout->params()[q].name + "'";
-        }
-        return failed_precondition("fetch of '" + name + "': all " + std::to_string(work.size()) +
-                                   " device working buffers (strata.live_chunks) hold fetched params (" + held +
-                                   "); release params before fetching more, or raise strata.live_chunks");
-      }
-      WorkBuffer& w = work[static_cast<size_t>(pick)];
-      if (w.chunk >= 0) chunks[static_cast<size_t>(w.chunk)].work = -1;
-      w.chunk = -1;
-      const size_t bytes = c.rest_numel * 2;
-      if (c.at.params16 == Tier::kHost) {
-        STRATA_RETURN_IF_ERROR(h2d->copy(w.dev, c.p16_host.data(), bytes, offload::CopyKind::kHostToDevice));
-      } else {
-        STRATA_ASSIGN_OR_RETURN(Staging * sb, take_staging());
-        const Clock::time_point t0 = Clock::now();
-        Status r = nvme_get(param_store, key(slot.chunk, "p16"), sb->buf, bytes);
-        st.stall_fetch_s += seconds_since(t0);
-        STRATA_RETURN_IF_ERROR(r);
-        STRATA_RETURN_IF_ERROR(h2d->copy(w.dev, sb->buf.data(), bytes, offload::CopyKind::kHostToDevice));
-        STRATA_RETURN_IF_ERROR(h2d->record(*sb->copied));
-        sb->pending = true;
-      }
-      STRATA_RETURN_IF_ERROR(h2d->record(*w.ready));
-      st.bytes_h2d += bytes;
-      w.chunk = static_cast<int>(slot.chunk);
-      c.work = pick;
-    }
+    if (native_stream != nullptr) last_native = native_stream;
+    STRATA_RETURN_IF_ERROR(ensure_loaded(slot.chunk, name));
     WorkBuffer& w = work[static_cast<size_t>(c.work)];
     w.last_use = ++clock;
     base = static_cast<uint8_t*>(w.dev);
@@ -88,7 +54,9 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
     if (native_stream != nullptr) {
       STRATA_RETURN_IF_ERROR(dev->wait_native(native_stream, *ready));
     } else {
+      const Clock::time_point t0 = Clock::now();
       STRATA_RETURN_IF_ERROR(wait_timed(*ready, &st.stall_fetch_s));
+      if (tracer && seconds_since(t0) > 1e-5) trace_span(TraceLane::kEngine, "fetch stall " + name, t0, Clock::now());
     }
   } else if (native_stream != nullptr && !dev->is_cuda()) {
     return invalid_argument("fetch of '" + name + "': the host-emulated device has no native streams: pass a NULL stream");
@@ -96,6 +64,7 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
   if (c.work >= 0) ++work[static_cast<size_t>(c.work)].pins;
   ++params[pi].fetches;
   params[pi].fetched_in_micro = true;
+  STRATA_RETURN_IF_ERROR(prefetch());
   return static_cast<void*>(base + slot.offset * 2);
 }
 
@@ -105,7 +74,7 @@ Status Engine::Impl::release(const std::string& name) {
     return failed_precondition("release of '" + name + "': not fetched (every release must match one fetch; double release?)");
   --params[pi].fetches;
   const ChunkState& c = chunks[layout->params()[pi].chunk];
-  if (c.work >= 0) --work[static_cast<size_t>(c.work)].pins;
+  if (c.work >= 0 && --work[static_cast<size_t>(c.work)].pins == 0) return prefetch();
   return Status::ok();
 }
 

@@ -1,20 +1,15 @@
 // Engine: the optimizer step. At the end of each accumulation cycle: gather the gradients
 // (drain the buckets), compute the global norm and the overflow flag over every chunk, update the
 // loss scale, then chunk by chunk run Adam where the optimizer state lives (device, host, or host
-// after an NVMe read) and put the updated bit16 params where they rest. Synchronous in this
-// version: the overlapped pipeline replaces the loop over chunks without changing its results.
+// after an NVMe read; optimizer_pipeline.cpp) and put the updated bit16 params where they rest.
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
-#include "kernels/cpu/adam.h"
 #include "kernels/cpu/grad_norm.h"
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
-namespace {
-const char* const kOptKeys[3] = {"master", "exp_avg", "exp_avg_sq"};
-}
-
 Status Engine::Impl::zero_grads() {
   for (ChunkState& c : chunks) {
     if (c.grad_dev != nullptr) {
@@ -42,6 +37,7 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
 
   ++micro;
   ++st.micro_steps;
+  on_pass_end();
   for (ParamState& p : params) p.fetched_in_micro = p.grad_in_micro = false;
   for (ChunkState& c : chunks) c.grads_in_micro = 0;
   StepResult r;
@@ -54,8 +50,14 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   }
   r.boundary = true;
   const Clock::time_point t0 = Clock::now();
-  STRATA_RETURN_IF_ERROR(drain_all());
-  STRATA_RETURN_IF_ERROR(compute->synchronize());
+  // Optimizer state on NVMe is read ahead while the last gradients land and the norm is computed.
+  Status ahead = start_opt_reads();
+  if (ahead.is_ok()) ahead = drain_all();
+  if (ahead.is_ok()) ahead = compute->synchronize();
+  if (!ahead.is_ok()) {
+    (void)quiesce_opt_sets();
+    return ahead;
+  }
 
   // Global norm and overflow over every chunk's fp32 gradient: host chunks in one deterministic
   // multi-tensor pass, device chunks one by one.
@@ -83,6 +85,7 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
     scaler.update(true);
     ++st.skipped_steps;
     st.last_grad_norm = r.grad_norm;
+    STRATA_RETURN_IF_ERROR(quiesce_opt_sets());
     STRATA_RETURN_IF_ERROR(zero_grads());
     r.loss_scale = scaler.scale();
     log("step " + std::to_string(opt_step + 1) + ": gradient overflow (inf / NaN), step skipped, loss scale now " +
@@ -98,67 +101,18 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   const kernels::AdamCoeffs coeffs = kernels::make_adam_coeffs(
       cfg.optimizer.adamw ? kernels::AdamMode::kAdamW : kernels::AdamMode::kAdam, cfg.optimizer.bias_correction, opt_step, h);
 
-  for (size_t ci = 0; ci < chunks.size(); ++ci) {
-    ChunkState& c = chunks[ci];
-    const size_t rest_off = cfg.placement.stage == 3 ? 0 : c.shard_begin;  // the shard's place in the resting array
-    if (c.at.optimizer == Tier::kDevice) {
-      kernels::AdamTensor t;
-      t.params = static_cast<float*>(c.opt_dev[0]);
-      t.exp_avg = static_cast<float*>(c.opt_dev[1]);
-      t.exp_avg_sq = static_cast<float*>(c.opt_dev[2]);
-      t.grads = c.grad_dev;
-      t.grad_dtype = DType::kF32;
-      t.params_out = static_cast<uint8_t*>(c.p16_dev) + rest_off * 2;
-      t.out_dtype = dtype;
-      t.count = c.shard;
-      STRATA_RETURN_IF_ERROR(ops->adam(*compute, coeffs, t));
-      continue;
-    }
-    offload::AlignedBuffer* state = c.at.optimizer == Tier::kHost ? c.opt_host : opt_staging;
-    if (c.at.optimizer == Tier::kNvme) {
-      const Clock::time_point tn = Clock::now();
-      for (int a = 0; a < 3; ++a) STRATA_RETURN_IF_ERROR(nvme_get(opt_store, key(ci, kOptKeys[a]), state[a], c.shard * 4));
-      st.step_nvme_s += seconds_since(tn);
-    }
-    Staging* sb = nullptr;
-    void* out = nullptr;
-    if (c.at.params16 == Tier::kHost) {
-      out = c.p16_host.bytes() + rest_off * 2;
-    } else {
-      STRATA_ASSIGN_OR_RETURN(sb, take_staging());
-      out = sb->buf.data();
-    }
-    kernels::AdamTensor t;
-    t.params = static_cast<float*>(state[0].data());
-    t.exp_avg = static_cast<float*>(state[1].data());
-    t.exp_avg_sq = static_cast<float*>(state[2].data());
-    t.grads = c.grad_host.data();
-    t.grad_dtype = DType::kF32;
-    t.params_out = out;
-    t.out_dtype = dtype;
-    t.count = c.shard;
-    const Clock::time_point ta = Clock::now();
-    arena.execute([&] { kernels::adam_update(*k, coeffs, {&t, 1}); });
-    st.step_adam_s += seconds_since(ta);
-    if (c.at.params16 == Tier::kDevice) {
-      STRATA_RETURN_IF_ERROR(h2d->copy(static_cast<uint8_t*>(c.p16_dev) + rest_off * 2, out, c.shard * 2,
-                                       offload::CopyKind::kHostToDevice));
-      STRATA_RETURN_IF_ERROR(h2d->record(*sb->copied));
-      sb->pending = true;
-      st.bytes_h2d += c.shard * 2;
-    }
-    const Clock::time_point tn = Clock::now();
-    if (c.at.params16 == Tier::kNvme) STRATA_RETURN_IF_ERROR(nvme_put(param_store, key(ci, "p16"), sb->buf, c.rest_numel * 2));
-    if (c.at.optimizer == Tier::kNvme)
-      for (int a = 0; a < 3; ++a) STRATA_RETURN_IF_ERROR(nvme_put(opt_store, key(ci, kOptKeys[a]), state[a], c.shard * 4));
-    st.step_nvme_s += seconds_since(tn);
+  // Loads of working buffers must not race the update of what they read; the copies are stale after it.
+  if (Status q = retire_loads(); !q.is_ok()) {
+    (void)quiesce_opt_sets();
+    return q;
+  }
+  if (Status u = update_chunks(coeffs); !u.is_ok()) {
+    (void)quiesce_opt_sets();
+    return u;
   }
   STRATA_RETURN_IF_ERROR(zero_grads());
   STRATA_RETURN_IF_ERROR(h2d->synchronize());
   for (Staging& s : param_staging) s.pending = false;
-  // Working copies of offloaded params are stale now.
-  for (WorkBuffer& w : work) w.chunk = -1;
-  for (ChunkState& c : chunks) c.work = -1;
   scaler.update(false);
   ++st.optimizer_steps;
   st.last_grad_norm = r.grad_norm;
@@ -166,7 +120,59 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   r.loss_scale = scaler.scale();
   r.optimizer_step = opt_step;
   st.step_s += seconds_since(t0);
+  trace_span(TraceLane::kEngine, "optimizer step", t0, Clock::now());
   return r;
+}
+
+Status Engine::Impl::retire_loads() {
+  Status first;
+  for (WorkBuffer& w : work) {
+    if (w.loading != nullptr) {
+      Status r = w.loading->io.wait();
+      if (first.is_ok() && !r.is_ok()) first = std::move(r);
+      w.loading->io = offload::IoHandle();
+      w.loading->loading_work = -1;
+      w.loading = nullptr;
+    }
+    w.chunk = -1;
+    w.prefetched = false;
+  }
+  for (ChunkState& c : chunks) c.work = -1;
+  if (Status r = h2d->synchronize(); first.is_ok() && !r.is_ok()) first = std::move(r);
+  for (Staging& s : param_staging) s.pending = false;
+  return first;
+}
+
+// After every step call: start loading the next micro-batch's first chunks, and at the end of an
+// optimizer step write the summary line and the trace.
+Status Engine::Impl::after_step(const StepResult& r) {
+  STRATA_RETURN_IF_ERROR(prefetch());
+  if (!r.boundary) return Status::ok();
+  const Clock::time_point now = Clock::now();
+  if (summary_at.time_since_epoch().count() == 0) summary_at = created_at;
+  const double wall = std::chrono::duration<double>(now - summary_at).count();
+  const EngineStats& a = summary_st;
+  const double stall = (st.stall_fetch_s - a.stall_fetch_s) + (st.stall_grad_s - a.stall_grad_s) + (st.step_nvme_s - a.step_nvme_s);
+  if (cfg.step_summary) {
+    char line[512];
+    auto mb = [](size_t b) { return static_cast<double>(b) / 1e6; };
+    std::snprintf(line, sizeof(line),
+                  "step %lld%s: %.1f ms (optimizer %.1f ms: Adam %.1f, NVMe wait %.1f), stall %.1f ms, overlap %.0f%%, "
+                  "H2D %.1f MB, D2H %.1f MB, NVMe read %.1f MB, write %.1f MB, prefetch %lld (hits %lld), "
+                  "on demand %lld, grad norm %.4g, loss scale %g",
+                  static_cast<long long>(opt_step), r.overflow ? " (skipped: overflow)" : "", wall * 1e3,
+                  (st.step_s - a.step_s) * 1e3, (st.step_adam_s - a.step_adam_s) * 1e3, (st.step_nvme_s - a.step_nvme_s) * 1e3,
+                  stall * 1e3, wall > 0 ? 100.0 * (1.0 - stall / wall) : 100.0, mb(st.bytes_h2d - a.bytes_h2d),
+                  mb(st.bytes_d2h - a.bytes_d2h), mb(st.bytes_nvme_read - a.bytes_nvme_read),
+                  mb(st.bytes_nvme_write - a.bytes_nvme_write), static_cast<long long>(st.prefetches - a.prefetches),
+                  static_cast<long long>(st.prefetch_hits - a.prefetch_hits),
+                  static_cast<long long>(st.demand_loads - a.demand_loads), r.grad_norm, r.loss_scale);
+    log(line);
+  }
+  if (tracer) trace_span(TraceLane::kEngine, "training step " + std::to_string(opt_step), summary_at, now);
+  summary_at = now;
+  summary_st = st;
+  return Status::ok();
 }
 
 }  // namespace strata::engine

@@ -55,7 +55,7 @@ TEST(EngineConfig, DeepSpeedConfigMovesOverUnchanged) {
   EXPECT_EQ(c.placement.param_buffer_count, 5);
   EXPECT_EQ(c.optimizer_nvme_path, "/local_nvme");
   EXPECT_EQ(c.reduce_bucket_size, 500'000'000u);
-  EXPECT_EQ(c.prefetch_bucket_bytes, 50'000'000u);
+  EXPECT_EQ(c.prefetch_bucket_size, 50'000'000u);
   EXPECT_EQ(c.aio.queue_depth, 8);
   EXPECT_EQ(c.device, "host");
   EXPECT_EQ(c.device_bytes, size_t{256} << 20);

@@ -12,41 +12,30 @@
 
 #include "kernels/reference/adam_ref.h"
 #include "src/engine/engine.h"
+#include "tests/engine/engine_harness.h"
 #include "tests/engine/mlp_model.h"
 #include "tests/offload/scratch_dir.h"
 
 namespace strata::engine {
 namespace {
 
+using harness::config_json;
+using harness::EngineRun;
+using harness::kAccum;
+using harness::kClip;
+using harness::kLr;
+using harness::kSteps;
+using harness::kWeightDecay;
 using testing::Mlp;
 using testing::MlpShape;
+using harness::RunOptions;
+using harness::train_engine;
 
-constexpr int kSteps = 6, kAccum = 2;
-constexpr double kLr = 5e-3, kWeightDecay = 0.01, kClip = 0.09;
 // The in-memory run keeps its master in double, the engine in fp32; a bit16 param whose master sits
 // on a rounding boundary can round differently, so agreement is within a tolerance: the largest
 // difference measured over these steps is 1.2e-5 with bf16 and 1.3e-5 with fp16 (the Adam step
 // size is lr = 5e-3, so that is 0.25% of one step).
 constexpr double kTolerance = 5e-5;
-
-// The engine as the model's ParamAccess.
-class EngineAccess final : public testing::ParamAccess {
- public:
-  explicit EngineAccess(Engine& e) : e_(e) {}
-  const uint16_t* fetch(const std::string& n) override {
-    auto p = e_.fetch(n);
-    EXPECT_TRUE(p.is_ok()) << p.status().to_string();
-    return p.is_ok() ? static_cast<const uint16_t*>(p.value()) : nullptr;
-  }
-  void release(const std::string& n) override { EXPECT_TRUE(e_.release(n).is_ok()); }
-  void grad(const std::string& n, const uint16_t* g, size_t count) override {
-    Status s = e_.grad(n, g, e_.param_dtype(), count);
-    EXPECT_TRUE(s.is_ok()) << s.to_string();
-  }
-
- private:
-  Engine& e_;
-};
 
 // Plain in-memory training: the independent reference.
 class Reference final : public testing::ParamAccess {
@@ -110,63 +99,6 @@ class Reference final : public testing::ParamAccess {
   double scale_;
   std::map<std::string, T> t_;
 };
-
-struct EngineRun {
-  std::map<std::string, std::vector<float>> master;
-  std::vector<StepResult> steps;
-  EngineStats stats;
-  size_t device_budget = 0;
-};
-
-std::string config_json(const std::string& zero, size_t device_bytes, const std::string& fp16 = "") {
-  return std::string("{") + "\"train_micro_batch_size_per_gpu\": 16, \"gradient_accumulation_steps\": " +
-         std::to_string(kAccum) + ", \"gradient_clipping\": " + std::to_string(kClip) + "," +
-         (fp16.empty() ? "\"bf16\": {\"enabled\": true}," : fp16 + ",") +
-         "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": " + std::to_string(kLr) +
-         ", \"weight_decay\": " + std::to_string(kWeightDecay) + "}}," + "\"zero_optimization\": {" + zero + "}," +
-         "\"strata\": {\"device\": \"host\", \"device_bytes\": " + std::to_string(device_bytes) +
-         ", \"chunk_bytes\": 8192}}";
-}
-
-// Trains through the engine; `poison_step` >= 0 injects an inf gradient in that micro-batch.
-EngineRun train_engine(const std::string& json, const Mlp& mlp, int poison_micro = -1) {
-  EngineRun run;
-  auto cfg = parse_engine_config(json);
-  EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string() << "\n" << json;
-  if (!cfg.is_ok()) return run;
-  EngineOptions opts;
-  opts.log = [](const std::string&) {};
-  auto e = Engine::create(cfg.value(), opts);
-  EXPECT_TRUE(e.is_ok()) << e.status().to_string();
-  if (!e.is_ok()) return run;
-  Engine& eng = *e.value();
-  for (const auto& l : mlp.layers()) {
-    const auto w = mlp.init(l, true, 1), b = mlp.init(l, false, 1);
-    EXPECT_TRUE(eng.register_param(l.w, {l.fan_out, l.fan_in}, DType::kF32, w.data()).is_ok());
-    EXPECT_TRUE(eng.register_param(l.b, {l.fan_out}, DType::kF32, b.data()).is_ok());
-  }
-  Status p = eng.prepare();
-  EXPECT_TRUE(p.is_ok()) << p.to_string();
-  if (!p.is_ok()) return run;
-  EngineAccess a(eng);
-  std::vector<float> x, y;
-  for (int micro = 0; micro < kSteps * kAccum; ++micro) {
-    mlp.batch(100 + static_cast<uint32_t>(micro), &x, &y);
-    mlp.train_micro(a, x, y, eng.param_dtype(), eng.loss_scale(), micro == poison_micro ? 3 : -1);
-    auto r = eng.step();
-    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
-    if (r.is_ok() && r.value().boundary) run.steps.push_back(r.value());
-  }
-  for (const auto& l : mlp.layers())
-    for (const std::string& n : {l.w, l.b}) {
-      std::vector<float> v(static_cast<size_t>(n == l.w ? l.fan_in * l.fan_out : l.fan_out));
-      EXPECT_TRUE(eng.read_master(n, v.data(), v.size()).is_ok());
-      run.master[n] = std::move(v);
-    }
-  run.stats = eng.stats();
-  run.device_budget = eng.config().device_bytes;
-  return run;
-}
 
 struct RefRun {
   Reference ref;
@@ -317,7 +249,7 @@ TEST(EngineFp16, OverflowSkipsTheStepAndHalvesTheScale) {
   const std::string fp16 = "\"fp16\": {\"enabled\": true, \"initial_scale_power\": 12, \"hysteresis\": 1}";
   constexpr int kPoisonMicro = 5;  // the second micro-batch of optimizer step 3
   const EngineRun run = train_engine(config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", 112 << 10, fp16),
-                               mlp, kPoisonMicro);
+                               mlp, RunOptions{kPoisonMicro, {}, nullptr, {}, 0, kSteps * kAccum, nullptr});
   RefRun ref = train_reference(mlp, DType::kF16, 4096.0, kPoisonMicro);
   ASSERT_EQ(run.steps.size(), static_cast<size_t>(kSteps));
   for (int s = 0; s < kSteps; ++s) {

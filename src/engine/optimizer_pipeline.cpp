@@ -1,0 +1,210 @@
+// Engine: the update half of the optimizer step. Every chunk gets Adam where its state lives:
+// device kernels, host Adam in place, or — for state on NVMe — a pipeline over
+// offload_optimizer.buffer_count buffer sets: reads of the next chunks run while Adam updates
+// this one and the previous ones are written back. Chunks go in descending order, the order in
+// which backward completes them. Results do not depend on the order or on the overlap: each
+// chunk's update reads only its own state and gradient.
+#include <algorithm>
+#include <cstring>
+
+#include "src/engine/engine_impl.h"
+
+namespace strata::engine {
+namespace {
+const char* const kOptKeys[3] = {"master", "exp_avg", "exp_avg_sq"};
+}
+
+std::vector<uint32_t> Engine::Impl::opt_order() const {
+  std::vector<uint32_t> order(chunks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<uint32_t>(order.size() - 1 - i);
+  return order;
+}
+
+Status Engine::Impl::wait_opt_set(int s) {
+  OptSet& set = opt_sets[static_cast<size_t>(s)];
+  if (set.state != OptSet::State::kReading && set.state != OptSet::State::kWriting) return Status::ok();
+  const Clock::time_point t0 = Clock::now();
+  Status first;
+  for (offload::IoHandle& h : set.io) {
+    if (!h.valid()) continue;
+    Status r = h.wait();
+    if (first.is_ok() && !r.is_ok()) first = std::move(r);
+    h = offload::IoHandle();
+  }
+  st.step_nvme_s += seconds_since(t0);
+  if (set.state == OptSet::State::kReading && first.is_ok()) {
+    set.state = OptSet::State::kReady;
+  } else {
+    set.state = OptSet::State::kFree;
+    set.chunk = -1;
+  }
+  return first;
+}
+
+StatusOr<int> Engine::Impl::free_opt_set(bool block) {
+  int oldest = -1;
+  for (size_t s = 0; s < opt_sets.size(); ++s) {
+    OptSet& set = opt_sets[s];
+    if (set.state == OptSet::State::kWriting &&
+        std::all_of(std::begin(set.io), std::end(set.io), [](const offload::IoHandle& h) { return !h.valid() || h.done(); }))
+      STRATA_RETURN_IF_ERROR(wait_opt_set(static_cast<int>(s)));
+    if (set.state == OptSet::State::kFree) return static_cast<int>(s);
+    if (set.state == OptSet::State::kWriting && (oldest < 0 || set.issued < opt_sets[static_cast<size_t>(oldest)].issued))
+      oldest = static_cast<int>(s);
+  }
+  if (!block || oldest < 0) return -1;
+  STRATA_RETURN_IF_ERROR(wait_opt_set(oldest));
+  return oldest;
+}
+
+Status Engine::Impl::read_opt_set(int s, uint32_t ci) {
+  OptSet& set = opt_sets[static_cast<size_t>(s)];
+  const size_t bytes = chunks[ci].shard * 4;
+  set.chunk = static_cast<int>(ci);
+  set.state = OptSet::State::kReading;
+  set.issued = ++opt_issue;
+  for (int a = 0; a < 3; ++a) {
+    set.io[a] = opt_store->get(key(ci, kOptKeys[a]), set.a[a], bytes);
+    st.bytes_nvme_read += bytes;
+  }
+  return Status::ok();
+}
+
+Status Engine::Impl::start_opt_reads() {
+  if (opt_store == nullptr || !cfg.overlap) return Status::ok();
+  for (uint32_t ci : opt_order()) {
+    if (chunks[ci].at.optimizer != Tier::kNvme) continue;
+    bool have = false;
+    for (const OptSet& set : opt_sets) have |= set.chunk == static_cast<int>(ci) && set.state != OptSet::State::kWriting;
+    if (have) continue;
+    STRATA_ASSIGN_OR_RETURN(int s, free_opt_set(false));
+    if (s < 0) break;
+    STRATA_RETURN_IF_ERROR(read_opt_set(s, ci));
+  }
+  return Status::ok();
+}
+
+Status Engine::Impl::quiesce_opt_sets() {
+  Status first;
+  for (size_t s = 0; s < opt_sets.size(); ++s) {
+    Status r = wait_opt_set(static_cast<int>(s));
+    if (first.is_ok() && !r.is_ok()) first = std::move(r);
+    opt_sets[s].state = OptSet::State::kFree;
+    opt_sets[s].chunk = -1;
+  }
+  for (Staging& sb : param_staging) {
+    if (!sb.io.valid()) continue;
+    Status r = sb.io.wait();
+    if (first.is_ok() && !r.is_ok()) first = std::move(r);
+    sb.io = offload::IoHandle();
+  }
+  return first;
+}
+
+// Adam on one chunk whose fp32 state is in host memory (`state`: master, exp_avg, exp_avg_sq),
+// then the updated bit16 values to where the params rest.
+Status Engine::Impl::adam_chunk(uint32_t ci, offload::AlignedBuffer* state, const kernels::AdamCoeffs& coeffs) {
+  ChunkState& c = chunks[ci];
+  const size_t rest_off = cfg.placement.stage == 3 ? 0 : c.shard_begin;  // the shard's place in the resting array
+  Staging* sb = nullptr;
+  void* out = nullptr;
+  if (c.at.params16 == Tier::kHost) {
+    out = c.p16_host.bytes() + rest_off * 2;
+  } else {
+    STRATA_ASSIGN_OR_RETURN(sb, take_staging(&st.step_nvme_s));
+    out = sb->buf.data();
+  }
+  kernels::AdamTensor t;
+  t.params = static_cast<float*>(state[0].data());
+  t.exp_avg = static_cast<float*>(state[1].data());
+  t.exp_avg_sq = static_cast<float*>(state[2].data());
+  t.grads = c.grad_host.data();
+  t.grad_dtype = DType::kF32;
+  t.params_out = out;
+  t.out_dtype = dtype;
+  t.count = c.shard;
+  const Clock::time_point ta = Clock::now();
+  arena.execute([&] { kernels::adam_update(*k, coeffs, {&t, 1}); });
+  st.step_adam_s += seconds_since(ta);
+  trace_span(TraceLane::kAdam, "adam c" + std::to_string(ci), ta, Clock::now());
+  if (c.at.params16 == Tier::kDevice) {
+    STRATA_RETURN_IF_ERROR(h2d->copy(static_cast<uint8_t*>(c.p16_dev) + rest_off * 2, out, c.shard * 2,
+                                     offload::CopyKind::kHostToDevice));
+    STRATA_RETURN_IF_ERROR(h2d->record(*sb->copied));
+    sb->pending = true;
+    st.bytes_h2d += c.shard * 2;
+  } else if (c.at.params16 == Tier::kNvme) {
+    sb->io = param_store->put(key(ci, "p16"), sb->buf, c.rest_numel * 2);
+    st.bytes_nvme_write += c.rest_numel * 2;
+    if (!cfg.overlap) {
+      const Clock::time_point tn = Clock::now();
+      Status r = sb->io.wait();
+      sb->io = offload::IoHandle();
+      st.step_nvme_s += seconds_since(tn);
+      STRATA_RETURN_IF_ERROR(r);
+    }
+  }
+  return Status::ok();
+}
+
+Status Engine::Impl::update_chunks(const kernels::AdamCoeffs& coeffs) {
+  const std::vector<uint32_t> order = opt_order();
+  std::vector<uint32_t> nvme;  // the NVMe-resident chunks, in update order
+  for (uint32_t ci : order)
+    if (chunks[ci].at.optimizer == Tier::kNvme) nvme.push_back(ci);
+  const size_t depth = cfg.overlap ? opt_sets.size() : 1;  // chunks read ahead, this one included
+  size_t next_read = 0, done = 0;
+  auto set_of = [&](uint32_t ci) {
+    for (size_t s = 0; s < opt_sets.size(); ++s)
+      if (opt_sets[s].chunk == static_cast<int>(ci) && opt_sets[s].state != OptSet::State::kWriting) return static_cast<int>(s);
+    return -1;
+  };
+  // Reads started before the norm was known count as issued.
+  while (next_read < nvme.size() && set_of(nvme[next_read]) >= 0) ++next_read;
+
+  for (uint32_t ci : order) {
+    ChunkState& c = chunks[ci];
+    if (c.at.optimizer == Tier::kDevice) {
+      kernels::AdamTensor t;
+      t.params = static_cast<float*>(c.opt_dev[0]);
+      t.exp_avg = static_cast<float*>(c.opt_dev[1]);
+      t.exp_avg_sq = static_cast<float*>(c.opt_dev[2]);
+      t.grads = c.grad_dev;
+      t.grad_dtype = DType::kF32;
+      t.params_out = static_cast<uint8_t*>(c.p16_dev) + (cfg.placement.stage == 3 ? 0 : c.shard_begin) * 2;
+      t.out_dtype = dtype;
+      t.count = c.shard;
+      STRATA_RETURN_IF_ERROR(ops->adam(*compute, coeffs, t));
+      continue;
+    }
+    if (c.at.optimizer == Tier::kHost) {
+      STRATA_RETURN_IF_ERROR(adam_chunk(ci, c.opt_host, coeffs));
+      continue;
+    }
+    // Keep `depth` chunks read ahead, waiting for a write-back only for the chunk needed now.
+    while (next_read < nvme.size() && next_read < done + depth) {
+      STRATA_ASSIGN_OR_RETURN(int s, free_opt_set(next_read == done));
+      if (s < 0) break;
+      STRATA_RETURN_IF_ERROR(read_opt_set(s, nvme[next_read]));
+      ++next_read;
+    }
+    const int s = set_of(ci);
+    if (s < 0) return internal_error("optimizer pipeline: chunk " + std::to_string(ci) + " was not read");
+    OptSet& set = opt_sets[static_cast<size_t>(s)];
+    const Clock::time_point tr = Clock::now();
+    STRATA_RETURN_IF_ERROR(wait_opt_set(s));
+    trace_span(TraceLane::kNvmeRead, "wait read c" + std::to_string(ci), tr, Clock::now());
+    STRATA_RETURN_IF_ERROR(adam_chunk(ci, set.a, coeffs));
+    set.state = OptSet::State::kWriting;
+    set.issued = ++opt_issue;
+    for (int a = 0; a < 3; ++a) {
+      set.io[a] = opt_store->put(key(ci, kOptKeys[a]), set.a[a], c.shard * 4);
+      st.bytes_nvme_write += c.shard * 4;
+    }
+    if (!cfg.overlap) STRATA_RETURN_IF_ERROR(wait_opt_set(s));
+    ++done;
+  }
+  return quiesce_opt_sets();
+}
+
+}  // namespace strata::engine

@@ -1,0 +1,227 @@
+// Engine: working buffers for params that rest off the device. A fetch finds its chunk in a
+// buffer (loaded ahead by prefetch, or earlier) or loads it on demand: host -> H2D, or NVMe ->
+// pinned staging (libaio) -> H2D. Prefetch follows the fetch order recorded in the first
+// micro-batch (offload::PrefetchScheduler): after every fetch and release it starts loads of the
+// next chunks within stage3_prefetch_bucket_size elements, into buffers whose chunks are needed
+// later than the new one (never one in use or in flight), within stage3_max_live_parameters.
+// The buffers are allocated once at prepare, so the device budget cannot be exceeded.
+#include <algorithm>
+
+#include "src/engine/engine_impl.h"
+
+namespace strata::engine {
+
+Status Engine::Impl::traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src,
+                                 size_t bytes, offload::CopyKind kind) {
+  if (!tracer) return s.copy(dst, src, bytes, kind);
+  auto t0 = std::make_shared<Clock::time_point>();
+  STRATA_RETURN_IF_ERROR(s.launch_host([t0] {
+    *t0 = Clock::now();
+    return Status::ok();
+  }));
+  STRATA_RETURN_IF_ERROR(s.copy(dst, src, bytes, kind));
+  return s.launch_host([this, t0, lane, name = std::move(name)] {
+    trace_span(lane, name, *t0, Clock::now());
+    return Status::ok();
+  });
+}
+
+void Engine::Impl::call_begin(const char* what) {
+  const Clock::time_point now = Clock::now();
+  if (tracer && last_return.time_since_epoch().count() != 0) trace_span(TraceLane::kHost, what, last_return, now);
+}
+
+size_t Engine::Impl::resident_elems() const {
+  size_t n = 0;
+  for (const WorkBuffer& w : work)
+    if (w.chunk >= 0) n += chunks[static_cast<size_t>(w.chunk)].rest_numel;
+  return n;
+}
+
+// A chunk reused further away than stage3_max_reuse_distance counts as not reused.
+size_t Engine::Impl::effective_next_use(uint32_t ci) const {
+  if (!sched) return offload::PrefetchScheduler::kNever;
+  const size_t d = sched->next_use(ci);
+  return d > cfg.max_reuse_distance ? offload::PrefetchScheduler::kNever : d;
+}
+
+Staging* Engine::Impl::idle_staging(bool take) {
+  Staging& s = param_staging[next_staging];
+  if (s.loading_work >= 0 || s.io.valid()) return nullptr;
+  if (s.pending) {
+    if (!s.copied->query()) return nullptr;
+    s.pending = false;
+  }
+  if (take) next_staging = (next_staging + 1) % param_staging.size();
+  return &s;
+}
+
+int Engine::Impl::pick_work(uint32_t ci, bool for_prefetch) {
+  const bool follow = sched && sched->following();
+  const size_t need = for_prefetch ? effective_next_use(ci) : 0;
+  int pick = -1;
+  size_t pick_next = 0;
+  for (size_t i = 0; i < work.size(); ++i) {
+    WorkBuffer& w = work[i];
+    if (w.pins > 0) continue;
+    const bool busy = w.loading != nullptr || (w.chunk >= 0 && !w.ready->query());
+    if (for_prefetch && busy) continue;
+    if (w.chunk < 0) return static_cast<int>(i);  // empty: nothing to lose
+    const size_t next = follow ? effective_next_use(static_cast<uint32_t>(w.chunk)) : 0;
+    if (for_prefetch && !(next > need)) continue;  // keep what is needed before the new chunk
+    bool better = pick < 0;
+    if (!better) {
+      const WorkBuffer& p = work[static_cast<size_t>(pick)];
+      const bool p_busy = p.loading != nullptr || !p.ready->query();
+      if (busy != p_busy) {
+        better = !busy;
+      } else if (next != pick_next) {
+        better = next > pick_next;  // needed last (Belady)
+      } else {
+        better = w.last_use < p.last_use;  // least recently used
+      }
+    }
+    if (better) {
+      pick = static_cast<int>(i);
+      pick_next = next;
+    }
+  }
+  return pick;
+}
+
+Status Engine::Impl::finish_load(WorkBuffer& w) {
+  if (w.loading == nullptr) return Status::ok();
+  Staging* sb = w.loading;
+  const Clock::time_point t0 = Clock::now();
+  Status r = sb->io.wait();
+  st.stall_fetch_s += seconds_since(t0);
+  sb->io = offload::IoHandle();
+  sb->loading_work = -1;
+  w.loading = nullptr;
+  if (!r.is_ok()) {
+    chunks[static_cast<size_t>(w.chunk)].work = -1;
+    w.chunk = -1;
+    return r;
+  }
+  const size_t bytes = chunks[static_cast<size_t>(w.chunk)].rest_numel * 2;
+  STRATA_RETURN_IF_ERROR(traced_copy(*h2d, TraceLane::kH2D, "h2d c" + std::to_string(w.chunk), w.dev, sb->buf.data(),
+                                     bytes, offload::CopyKind::kHostToDevice));
+  STRATA_RETURN_IF_ERROR(h2d->record(*sb->copied));
+  sb->pending = true;
+  STRATA_RETURN_IF_ERROR(h2d->record(*w.ready));
+  st.bytes_h2d += bytes;
+  return Status::ok();
+}
+
+Status Engine::Impl::pump_loads() {
+  for (WorkBuffer& w : work)
+    if (w.loading != nullptr && w.loading->io.done()) STRATA_RETURN_IF_ERROR(finish_load(w));
+  return Status::ok();
+}
+
+Status Engine::Impl::load(int wi, uint32_t ci, bool for_prefetch) {
+  WorkBuffer& w = work[static_cast<size_t>(wi)];
+  ChunkState& c = chunks[ci];
+  if (w.loading != nullptr) {  // an unneeded load in flight: let it land, then drop it
+    Staging* sb = w.loading;
+    Status r = sb->io.wait();
+    sb->io = offload::IoHandle();
+    sb->loading_work = -1;
+    w.loading = nullptr;
+    (void)r;  // its data is not used
+  }
+  if (w.chunk >= 0) chunks[static_cast<size_t>(w.chunk)].work = -1;
+  w.chunk = -1;
+  w.prefetched = false;
+  // On a GPU the caller's kernels may still read the buffer's old chunk.
+  if (last_native != nullptr) {
+    STRATA_RETURN_IF_ERROR(dev->record_native(*user_ready, last_native));
+    STRATA_RETURN_IF_ERROR(h2d->wait(*user_ready));
+  }
+  const size_t bytes = c.rest_numel * 2;
+  w.chunk = static_cast<int>(ci);
+  c.work = wi;
+  w.prefetched = for_prefetch;
+  if (c.at.params16 == Tier::kHost) {
+    STRATA_RETURN_IF_ERROR(traced_copy(*h2d, TraceLane::kH2D, "h2d c" + std::to_string(ci), w.dev, c.p16_host.data(),
+                                       bytes, offload::CopyKind::kHostToDevice));
+    STRATA_RETURN_IF_ERROR(h2d->record(*w.ready));
+    st.bytes_h2d += bytes;
+    return Status::ok();
+  }
+  Staging* sb = nullptr;
+  if (for_prefetch) {
+    sb = idle_staging(true);
+    if (sb == nullptr) return internal_error("prefetch of chunk " + std::to_string(ci) + ": no idle staging buffer");
+  } else {
+    STRATA_ASSIGN_OR_RETURN(sb, take_staging(&st.stall_fetch_s));
+  }
+  std::function<void()> traced;
+  if (tracer) {
+    traced = [this, t0 = Clock::now(), ci] { trace_span(TraceLane::kNvmeRead, "read c" + std::to_string(ci) + ".p16", t0, Clock::now()); };
+  }
+  sb->io = param_store->get(key(ci, "p16"), sb->buf, bytes, std::move(traced));
+  sb->loading_work = wi;
+  w.loading = sb;
+  st.bytes_nvme_read += bytes;
+  if (!for_prefetch || !cfg.overlap) return finish_load(w);
+  return Status::ok();
+}
+
+Status Engine::Impl::ensure_loaded(uint32_t ci, const std::string& name) {
+  ChunkState& c = chunks[ci];
+  if (sched) {
+    if (sched->on_fetch(ci) == offload::PrefetchScheduler::Seen::kOrderChanged) {
+      ++st.order_changes;
+      if (st.order_changes == 1)
+        log("fetch order changed (" + sched->last_change() +
+            "): fetching on demand for the rest of this micro-batch and recording the new order (logged once; "
+            "stats count further changes)");
+    }
+  }
+  if (c.work >= 0) {
+    WorkBuffer& w = work[static_cast<size_t>(c.work)];
+    if (w.prefetched) {
+      ++st.prefetch_hits;
+      w.prefetched = false;
+    }
+    return finish_load(w);
+  }
+  const int pick = pick_work(ci, false);
+  if (pick < 0) {
+    std::string held;
+    for (const WorkBuffer& w : work) {
+      for (uint32_t q : chunks[static_cast<size_t>(w.chunk)].params)
+        if (params[q].fetches > 0) held += (held.empty() ? "'" : ", '") + layout->params()[q].name + "'";
+    }
+    return failed_precondition("fetch of '" + name + "': all " + std::to_string(work.size()) +
+                               " device working buffers (strata.live_chunks) hold fetched params (" + held +
+                               "); release params before fetching more, or raise strata.live_chunks");
+  }
+  ++st.demand_loads;
+  return load(pick, ci, false);
+}
+
+Status Engine::Impl::prefetch() {
+  if (!cfg.overlap || !sched || !sched->following() || work.empty()) return Status::ok();
+  STRATA_RETURN_IF_ERROR(pump_loads());
+  for (uint32_t ci : sched->upcoming(cfg.prefetch_bucket_size)) {
+    const ChunkState& c = chunks[ci];
+    if (c.work >= 0) continue;
+    if (c.at.params16 == Tier::kNvme && idle_staging(false) == nullptr) break;
+    const int w = pick_work(ci, true);
+    if (w < 0) break;
+    const int old = work[static_cast<size_t>(w)].chunk;
+    const size_t freed = old >= 0 ? chunks[static_cast<size_t>(old)].rest_numel : 0;
+    if (resident_elems() - freed + c.rest_numel > cfg.max_live_parameters) break;
+    ++st.prefetches;
+    STRATA_RETURN_IF_ERROR(load(w, ci, true));
+  }
+  return Status::ok();
+}
+
+void Engine::Impl::on_pass_end() {
+  if (sched) sched->end_pass();
+}
+
+}  // namespace strata::engine

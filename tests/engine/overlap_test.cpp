@@ -1,0 +1,130 @@
+// Overlap must not change results: trace-driven prefetch of offloaded params and the pipelined
+// NVMe optimizer step train the MLP to exactly the masters of the synchronous paths
+// (strata.overlap = false), with copies slowed down, with a fetch order that changes mid-training,
+// and with every pipeline depth; the device budget holds throughout.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+#include "offload/device.h"
+#include "tests/engine/engine_harness.h"
+#include "tests/offload/scratch_dir.h"
+
+namespace strata::engine {
+namespace {
+
+using harness::config_json;
+using harness::EngineRun;
+using testing::Mlp;
+using testing::MlpShape;
+using harness::RunOptions;
+using harness::train_engine;
+
+constexpr size_t kBudget = 32 << 10;  // below the model's bit16 params
+const std::string kOff = ", \"overlap\": false";
+
+std::string params_on(const std::string& tier, const std::string& dir) {
+  const std::string path = tier == "nvme" ? ", \"nvme_path\": \"" + dir + "\"" : "";
+  return "\"stage\": 3, \"offload_optimizer\": {\"device\": \"" + tier + "\"" + path +
+         "}, \"offload_param\": {\"device\": \"" + tier + "\"" + path + "}";
+}
+
+void expect_same_masters(const EngineRun& a, const EngineRun& b, const std::string& what) {
+  ASSERT_EQ(a.master.size(), b.master.size()) << what;
+  ASSERT_FALSE(a.master.empty()) << what;
+  for (const auto& [n, v] : a.master) EXPECT_EQ(v, b.master.at(n)) << what << ": " << n;
+}
+
+class Prefetch : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Prefetch, OnAndOffTrainTheSameWeightsWithinTheBudget) {
+  const Mlp mlp{MlpShape{}};
+  ASSERT_LT(kBudget, mlp.numel() * 2);
+  strata::testing::ScratchDir d1, d2;
+  const EngineRun off = train_engine(config_json(params_on(GetParam(), d1.path()), kBudget, "", kOff), mlp);
+  const EngineRun on = train_engine(config_json(params_on(GetParam(), d2.path()), kBudget), mlp);
+  expect_same_masters(on, off, std::string("params on ") + GetParam());
+  EXPECT_EQ(off.stats.prefetches, 0);
+  EXPECT_GT(on.stats.prefetches, 0);
+  EXPECT_GT(on.stats.prefetch_hits, on.stats.prefetches / 2) << "most prefetched chunks are used before eviction";
+  EXPECT_LT(on.stats.demand_loads, off.stats.demand_loads / 2) << "most fetches find their chunk loaded";
+  EXPECT_EQ(on.stats.order_changes, 0);
+  EXPECT_LE(on.stats.device_peak_bytes, kBudget);
+  EXPECT_LE(off.stats.device_peak_bytes, kBudget);
+}
+
+INSTANTIATE_TEST_SUITE_P(ParamsOnCpuAndNvme, Prefetch, ::testing::Values("cpu", "nvme"));
+
+// Every copy sleeps before it moves data: a fetch that returned before its copy finished would
+// hand out the previous chunk's values, and the weights would differ.
+TEST(PrefetchSeam, SlowCopiesAreWaitedFor) {
+  const Mlp mlp{MlpShape{}};
+  const std::string zero = params_on("cpu", "");
+  const EngineRun off = train_engine(config_json(zero, kBudget, "", kOff), mlp);
+  RunOptions o;
+  o.device = [] { return offload::make_host_device(kBudget, std::chrono::microseconds(2000)); };
+  const EngineRun slow = train_engine(config_json(zero, kBudget), mlp, o);
+  expect_same_masters(slow, off, "copies delayed by 2 ms");
+  EXPECT_GT(slow.stats.prefetches, 0);
+  EXPECT_GT(slow.stats.stall_fetch_s, 0.0) << "the delays were waited for";
+}
+
+// From micro-batch 5 on, every other micro-batch first fetches the output layer out of order.
+TEST(PrefetchSeam, AChangedFetchOrderIsLoggedOnceAndTrainsTheSameWeights) {
+  const Mlp mlp{MlpShape{}};
+  const std::string zero = params_on("cpu", "");
+  const EngineRun off = train_engine(config_json(zero, kBudget, "", kOff), mlp);
+  std::vector<std::string> log;
+  RunOptions o;
+  o.log = &log;
+  const std::string last = mlp.layers().back().w;
+  o.before_micro = [&](int micro, Engine& e) {
+    if (micro < 5 || micro % 2 == 0) return;
+    auto p = e.fetch(last);
+    ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+    ASSERT_TRUE(e.release(last).is_ok());
+  };
+  const EngineRun changed = train_engine(config_json(zero, kBudget), mlp, o);
+  expect_same_masters(changed, off, "fetch order changed");
+  EXPECT_GE(changed.stats.order_changes, 3);
+  int logged = 0;
+  for (const std::string& l : log) logged += l.find("fetch order changed") != std::string::npos;
+  EXPECT_EQ(logged, 1);
+  EXPECT_GT(changed.stats.prefetch_hits, 0);
+  EXPECT_LE(changed.stats.device_peak_bytes, kBudget);
+}
+
+// The NVMe optimizer pipeline at every depth, with and without overlap, against the synchronous
+// path; with params on the device, on the host and on NVMe (written through the same pipeline).
+class Pipeline : public ::testing::TestWithParam<std::tuple<int, const char*>> {};
+
+TEST_P(Pipeline, MatchesTheSynchronousStep) {
+  const auto [buffers, params] = GetParam();
+  const Mlp mlp{MlpShape{}};
+  strata::testing::ScratchDir d1, d2;
+  auto zero = [&](const std::string& dir) {
+    const std::string path = "\"nvme_path\": \"" + dir + "\"";
+    const std::string opt = "\"offload_optimizer\": {\"device\": \"nvme\", \"buffer_count\": " + std::to_string(buffers) +
+                            ", " + path + "}";
+    const std::string p = params;
+    if (p == "device") return "\"stage\": 2, " + opt;
+    return "\"stage\": 3, " + opt + ", \"offload_param\": {\"device\": \"" + p + "\"" + (p == "nvme" ? ", " + path : "") + "}";
+  };
+  const size_t budget = std::string(params) == "device" ? size_t{112} << 10 : kBudget;
+  const EngineRun sync = train_engine(config_json(zero(d1.path()), budget, "", kOff), mlp);
+  const EngineRun piped = train_engine(config_json(zero(d2.path()), budget), mlp);
+  expect_same_masters(piped, sync, std::to_string(buffers) + " buffers, params on " + params);
+  // (Params read from NVMe by prefetch may be read more often than on demand.)
+  if (std::string(params) != "nvme") {
+    EXPECT_EQ(piped.stats.bytes_nvme_read, sync.stats.bytes_nvme_read);
+  }
+  EXPECT_EQ(piped.stats.bytes_nvme_write, sync.stats.bytes_nvme_write);
+  EXPECT_GE(piped.stats.bytes_nvme_write, mlp.numel() * 12 * harness::kSteps);
+}
+
+INSTANTIATE_TEST_SUITE_P(Depths, Pipeline,
+                         ::testing::Combine(::testing::Values(1, 2, 4), ::testing::Values("device", "cpu", "nvme")));
+
+}  // namespace
+}  // namespace strata::engine
