@@ -6,7 +6,11 @@
 // the optimizer step (of which Adam and NVMe). One JSON object per line on stdout, a table on
 // stderr.
 //
-//   strata_bench_engine_step [--hidden N] [--layers N] [--batch N] [--steps N] [--nvme-dir DIR]
+// Each offloaded placement runs twice: synchronous (strata.overlap false: fetch waits for its
+// copy, the NVMe step waits per array) and overlapped (prefetch + pipelined step). --trace FILE
+// writes the Chrome-trace timeline of the last overlapped run.
+//
+//   strata_bench_engine_step [--hidden N] [--layers N] [--batch N] [--steps N] [--nvme-dir DIR] [--trace FILE]
 #include <oneapi/tbb/task_arena.h>
 
 #include <cstdio>
@@ -188,11 +192,12 @@ void report(const std::string& name, const Timing& t, const Timing& base, size_t
       "{\"bench\": \"engine_step\", \"config\": \"%s\", \"params\": %zu, \"device_budget\": %zu, \"step_s\": %.5f, "
       "\"compute_s\": %.5f, \"engine_calls_s\": %.5f, \"stall_s\": %.5f, \"optimizer_s\": %.5f, \"adam_s\": %.5f, "
       "\"nvme_s\": %.5f, \"h2d_MB\": %.2f, \"d2h_MB\": %.2f, \"nvme_MB\": %.2f, \"overhead_s\": %.5f, "
-      "\"vs_in_memory\": %.3f, \"loss_first\": %.5f, \"loss_last\": %.5f, \"where\": %s, \"git\": \"%s\"}\n",
+      "\"stall_pct\": %.2f, \"vs_in_memory\": %.3f, \"loss_first\": %.5f, \"loss_last\": %.5f, \"where\": %s, \"git\": \"%s\"}\n",
       name.c_str(), params, budget, t.step, t.compute, t.calls, t.stall, t.optimizer, t.adam, t.nvme, t.h2d_mb, t.d2h_mb,
-      t.nvme_mb, t.step - t.compute, t.step / base.step, t.first_loss, t.last_loss, where_json(kernels::kernel_table(kernels::best_isa()).value()->name).c_str(), STRATA_GIT_SHA);
-  std::fprintf(stderr, "%-26s %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %7.3fx  %.4f -> %.4f\n",
-               name.c_str(), t.step * 1e3, t.compute * 1e3, t.calls * 1e3, t.stall * 1e3, t.optimizer * 1e3, t.adam * 1e3,
+      t.nvme_mb, t.step - t.compute, 100.0 * t.stall / t.step, t.step / base.step, t.first_loss, t.last_loss, where_json(kernels::kernel_table(kernels::best_isa()).value()->name).c_str(), STRATA_GIT_SHA);
+  std::fprintf(stderr, "%-32s %8.1f %8.1f %8.1f %8.1f %6.1f%% %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %7.3fx  %.4f -> %.4f\n",
+               name.c_str(), t.step * 1e3, t.compute * 1e3, t.calls * 1e3, t.stall * 1e3, 100.0 * t.stall / t.step,
+               t.optimizer * 1e3, t.adam * 1e3,
                t.nvme * 1e3, (t.step - t.compute) * 1e3, t.h2d_mb, t.nvme_mb, t.step / base.step, t.first_loss, t.last_loss);
 }
 
@@ -208,7 +213,7 @@ int main(int argc, char** argv) {
   s.hidden_layers = 15;
   s.batch = 8;
   int steps = 5;
-  std::string nvme_dir;
+  std::string nvme_dir, trace;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> const char* {
@@ -228,8 +233,10 @@ int main(int argc, char** argv) {
       steps = std::atoi(next());
     } else if (a == "--nvme-dir") {
       nvme_dir = next();
+    } else if (a == "--trace") {
+      trace = next();
     } else {
-      std::fprintf(stderr, "usage: %s [--hidden N] [--layers N] [--batch N] [--steps N] [--nvme-dir DIR]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--hidden N] [--layers N] [--batch N] [--steps N] [--nvme-dir DIR] [--trace FILE]\n", argv[0]);
       return 2;
     }
   }
@@ -248,15 +255,15 @@ int main(int argc, char** argv) {
                s.hidden, s.hidden, s.hidden_layers + 2, s.batch, static_cast<double>(params) / 1e6,
                static_cast<double>(params) * 2 / 1e6, static_cast<double>(budget) / 1e6,
                static_cast<double>(params) * 2 / static_cast<double>(budget));
-  std::fprintf(stderr, "%-26s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s  %s\n", "config (ms, MB per step)", "step",
-               "compute", "calls", "stall", "optim", "adam", "nvme", "overhead", "h2d MB", "nvme MB", "vs mem", "loss");
+  std::fprintf(stderr, "%-32s %8s %8s %8s %8s %7s %8s %8s %8s %8s %8s %8s %8s  %s\n", "config (ms, MB per step)", "step",
+               "compute", "calls", "stall", "stall%", "optim", "adam", "nvme", "overhead", "h2d MB", "nvme MB", "vs mem", "loss");
   const bench::Timing base = bench::run_baseline(mlp, steps);
   bench::report("in-memory", base, base, params, 0);
   const std::string common = "\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, "
                              "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 1e-3}}, ";
-  auto json = [&](const std::string& zero) {
+  auto json = [&](const std::string& zero, const std::string& extra) {
     return "{" + common + "\"zero_optimization\": {" + zero + "}, \"strata\": {\"device\": \"host\", \"device_bytes\": " +
-           std::to_string(budget) + ", \"chunk_bytes\": " + std::to_string(chunk_bytes) + "}}";
+           std::to_string(budget) + ", \"chunk_bytes\": " + std::to_string(chunk_bytes) + extra + "}}";
   };
   std::vector<std::pair<std::string, std::string>> configs = {
       {"params+optimizer cpu", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"}};
@@ -266,10 +273,14 @@ int main(int argc, char** argv) {
     configs.push_back({"params+optimizer nvme", "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"" + nvme_dir +
                                                 "\"}, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + nvme_dir + "\"}"});
   }
-  for (const auto& [name, zero] : configs) {
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const auto& [name, zero] = configs[i];
     std::string plan;
-    const bench::Timing t = bench::run_engine(mlp, json(zero), steps, &plan);
-    bench::report(name, t, base, params, budget);
+    const bench::Timing sync = bench::run_engine(mlp, json(zero, ", \"overlap\": false"), steps, &plan);
+    bench::report(name + ", sync", sync, base, params, budget);
+    const std::string tr = i + 1 == configs.size() && !trace.empty() ? ", \"trace\": \"" + trace + "\"" : "";
+    const bench::Timing t = bench::run_engine(mlp, json(zero, tr), steps, &plan);
+    bench::report(name + ", overlapped", t, base, params, budget);
   }
   return 0;
 }

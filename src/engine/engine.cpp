@@ -423,6 +423,7 @@ StatusOr<StepResult> Engine::step(double lr) {
 
 Status Engine::synchronize() {
   STRATA_RETURN_IF_ERROR(impl_->drain_all());
+  STRATA_RETURN_IF_ERROR(impl_->quiesce_opt_sets());
   return impl_->synchronize_streams();
 }
 

@@ -101,7 +101,7 @@ class Engine {
   // Ends a micro-batch; every gradient_accumulation_steps calls, runs the optimizer step with
   // learning rate `lr` (< 0: the config's). No param may be fetched.
   StatusOr<StepResult> step(double lr = -1.0);
-  // Waits for all outstanding copies and device work.
+  // Waits for all outstanding copies, device work and NVMe write-backs of the last step.
   Status synchronize();
   // Writes the timeline so far to strata.trace (also done by the destructor).
   Status write_trace();

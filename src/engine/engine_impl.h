@@ -87,6 +87,7 @@ struct Staging {
   bool pending = false;   // a copy reading it may still run
   offload::IoHandle io;   // an NVMe read into it or write from it (valid while in flight)
   int loading_work = -1;  // the working buffer whose NVMe load reads into it, -1 if none
+  int put_chunk = -1;     // the chunk whose bit16 params it is writing to NVMe, -1 if none
 };
 
 // One buffer set of the NVMe optimizer pipeline: master, exp_avg, exp_avg_sq of one chunk's
@@ -157,6 +158,11 @@ struct Engine::Impl {
   // A copy on stream s, timed on `lane` when tracing (timestamps from host functions around it).
   Status traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src, size_t bytes,
                      offload::CopyKind kind);
+  // A completion callback for NvmeStore that draws the I/O on `lane` (empty when not tracing).
+  std::function<void()> io_span(TraceLane lane, std::string name) {
+    if (!tracer) return {};
+    return [this, lane, name = std::move(name), t0 = Clock::now()] { trace_span(lane, name, t0, Clock::now()); };
+  }
   void call_begin(const char* what);  // host-program span since the last call returned
   void call_end() { last_return = Clock::now(); }
   size_t bit16_bytes(size_t n) const { return n * 2; }
@@ -211,7 +217,10 @@ struct Engine::Impl {
   StatusOr<int> free_opt_set(bool block);
   Status read_opt_set(int s, uint32_t ci);
   Status wait_opt_set(int s);              // the set's reads or writes finished
-  Status quiesce_opt_sets();               // every set idle (used on errors and skipped steps)
+  Status quiesce_opt_sets();               // every set idle: waits for reads and write-backs
+  Status reap_opt_sets();                  // frees sets whose write-back finished, without waiting
+  bool writing(uint32_t ci) const;         // a write-back of chunk ci is in flight
+  bool boundary_micro() const { return (micro + 1) % cfg.gradient_accumulation_steps == 0; }
   uint64_t opt_issue = 0;
 };
 

@@ -28,6 +28,7 @@ StatusOr<Staging*> Engine::Impl::take_staging(double* stall) {
     const Clock::time_point t0 = Clock::now();
     Status r = s.io.wait();
     s.io = offload::IoHandle();
+    s.put_chunk = -1;
     *stall += seconds_since(t0);
     STRATA_RETURN_IF_ERROR(r);
   }
@@ -65,6 +66,7 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
   ++params[pi].fetches;
   params[pi].fetched_in_micro = true;
   STRATA_RETURN_IF_ERROR(prefetch());
+  if (opt_store != nullptr && boundary_micro()) STRATA_RETURN_IF_ERROR(start_opt_reads());
   return static_cast<void*>(base + slot.offset * 2);
 }
 
@@ -132,8 +134,9 @@ Status Engine::Impl::flush(int b) {
     }
     STRATA_RETURN_IF_ERROR(compute->record(*copy_done));
     STRATA_RETURN_IF_ERROR(d2h->wait(*copy_done));
-    STRATA_RETURN_IF_ERROR(d2h->copy(bk.landing.bytes() + lo * 2, static_cast<const uint8_t*>(bk.dev) + lo * 2,
-                                     (hi - lo) * 2, offload::CopyKind::kDeviceToHost));
+    STRATA_RETURN_IF_ERROR(traced_copy(*d2h, TraceLane::kD2H, "d2h grads c" + std::to_string(bk.chunk),
+                                       bk.landing.bytes() + lo * 2, static_cast<const uint8_t*>(bk.dev) + lo * 2,
+                                       (hi - lo) * 2, offload::CopyKind::kDeviceToHost));
     STRATA_RETURN_IF_ERROR(d2h->record(*bk.done));
     st.bytes_d2h += (hi - lo) * 2;
   }
@@ -147,6 +150,7 @@ Status Engine::Impl::drain(int b) {
   ChunkState& c = chunks[static_cast<size_t>(bk.chunk)];
   if (c.at.grad32 != Tier::kDevice) {
     float* acc = static_cast<float*>(c.grad_host.data());
+    const Clock::time_point t0 = Clock::now();
     arena.execute([&] {
       for (uint32_t pi : bk.params) {
         const ParamSlot& slot = layout->params()[pi];
@@ -154,6 +158,7 @@ Status Engine::Impl::drain(int b) {
                             kernels::TensorView{bk.landing.bytes() + slot.offset * 2, dtype, slot.numel}, 1.0f);
       }
     });
+    trace_span(TraceLane::kAdam, "accumulate grads c" + std::to_string(bk.chunk), t0, Clock::now());
   }
   bk.state = Bucket::State::kFree;
   bk.chunk = -1;
@@ -199,7 +204,8 @@ Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, 
   }
   // On the emulated device the caller's gradient is ordinary host memory.
   const auto kind = dev->is_cuda() ? offload::CopyKind::kDeviceToDevice : offload::CopyKind::kHostToDevice;
-  STRATA_RETURN_IF_ERROR(compute->copy(static_cast<uint8_t*>(bk.dev) + slot.offset * 2, g, numel * 2, kind));
+  STRATA_RETURN_IF_ERROR(traced_copy(*compute, TraceLane::kCompute, "grad " + name, static_cast<uint8_t*>(bk.dev) + slot.offset * 2,
+                                     g, numel * 2, kind));
   STRATA_RETURN_IF_ERROR(compute->record(*copy_done));
   if (native_stream != nullptr) {
     STRATA_RETURN_IF_ERROR(dev->wait_native(native_stream, *copy_done));
@@ -208,6 +214,7 @@ Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, 
   }
   bk.params.push_back(pi);
   ps.grad_in_micro = true;
+  if (opt_store != nullptr && boundary_micro()) STRATA_RETURN_IF_ERROR(start_opt_reads());
   if (++c.grads_in_micro == c.params.size()) STRATA_RETURN_IF_ERROR(flush(b));
   return Status::ok();
 }

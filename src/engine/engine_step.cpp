@@ -85,7 +85,7 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
     scaler.update(true);
     ++st.skipped_steps;
     st.last_grad_norm = r.grad_norm;
-    STRATA_RETURN_IF_ERROR(quiesce_opt_sets());
+    // Reads already done stay valid: the state did not change.
     STRATA_RETURN_IF_ERROR(zero_grads());
     r.loss_scale = scaler.scale();
     log("step " + std::to_string(opt_step + 1) + ": gradient overflow (inf / NaN), step skipped, loss scale now " +

@@ -1,7 +1,9 @@
 // Engine: the update half of the optimizer step. Every chunk gets Adam where its state lives:
 // device kernels, host Adam in place, or — for state on NVMe — a pipeline over
 // offload_optimizer.buffer_count buffer sets: reads of the next chunks run while Adam updates
-// this one and the previous ones are written back. Chunks go in descending order, the order in
+// this one and the previous ones are written back. With overlap, reads start during the
+// forward / backward of the micro-batch that ends the accumulation cycle (the state does not
+// change before the step), and the last write-backs finish during the next one. Chunks go in descending order, the order in
 // which backward completes them. Results do not depend on the order or on the overlap: each
 // chunk's update reads only its own state and gradient.
 #include <algorithm>
@@ -57,26 +59,50 @@ StatusOr<int> Engine::Impl::free_opt_set(bool block) {
   return oldest;
 }
 
+Status Engine::Impl::reap_opt_sets() {
+  for (size_t s = 0; s < opt_sets.size(); ++s) {
+    const OptSet& set = opt_sets[s];
+    if (set.state == OptSet::State::kWriting &&
+        std::all_of(std::begin(set.io), std::end(set.io), [](const offload::IoHandle& h) { return !h.valid() || h.done(); }))
+      STRATA_RETURN_IF_ERROR(wait_opt_set(static_cast<int>(s)));
+  }
+  return Status::ok();
+}
+
+bool Engine::Impl::writing(uint32_t ci) const {
+  for (const OptSet& set : opt_sets)
+    if (set.state == OptSet::State::kWriting && set.chunk == static_cast<int>(ci)) return true;
+  return false;
+}
+
 Status Engine::Impl::read_opt_set(int s, uint32_t ci) {
+  // The chunk's write-back of the previous step must land before it is read again.
+  for (size_t o = 0; o < opt_sets.size(); ++o)
+    if (opt_sets[o].state == OptSet::State::kWriting && opt_sets[o].chunk == static_cast<int>(ci))
+      STRATA_RETURN_IF_ERROR(wait_opt_set(static_cast<int>(o)));
   OptSet& set = opt_sets[static_cast<size_t>(s)];
   const size_t bytes = chunks[ci].shard * 4;
   set.chunk = static_cast<int>(ci);
   set.state = OptSet::State::kReading;
   set.issued = ++opt_issue;
   for (int a = 0; a < 3; ++a) {
-    set.io[a] = opt_store->get(key(ci, kOptKeys[a]), set.a[a], bytes);
+    set.io[a] = opt_store->get(key(ci, kOptKeys[a]), set.a[a], bytes, io_span(TraceLane::kNvmeRead, "read " + key(ci, kOptKeys[a])));
     st.bytes_nvme_read += bytes;
   }
   return Status::ok();
 }
 
+// Never blocks: reads only into free sets, in update order, and stops at a chunk whose
+// write-back is still in flight.
 Status Engine::Impl::start_opt_reads() {
   if (opt_store == nullptr || !cfg.overlap) return Status::ok();
+  STRATA_RETURN_IF_ERROR(reap_opt_sets());
   for (uint32_t ci : opt_order()) {
     if (chunks[ci].at.optimizer != Tier::kNvme) continue;
     bool have = false;
     for (const OptSet& set : opt_sets) have |= set.chunk == static_cast<int>(ci) && set.state != OptSet::State::kWriting;
     if (have) continue;
+    if (writing(ci)) break;
     STRATA_ASSIGN_OR_RETURN(int s, free_opt_set(false));
     if (s < 0) break;
     STRATA_RETURN_IF_ERROR(read_opt_set(s, ci));
@@ -97,6 +123,7 @@ Status Engine::Impl::quiesce_opt_sets() {
     Status r = sb.io.wait();
     if (first.is_ok() && !r.is_ok()) first = std::move(r);
     sb.io = offload::IoHandle();
+    sb.put_chunk = -1;
   }
   return first;
 }
@@ -134,7 +161,8 @@ Status Engine::Impl::adam_chunk(uint32_t ci, offload::AlignedBuffer* state, cons
     sb->pending = true;
     st.bytes_h2d += c.shard * 2;
   } else if (c.at.params16 == Tier::kNvme) {
-    sb->io = param_store->put(key(ci, "p16"), sb->buf, c.rest_numel * 2);
+    sb->io = param_store->put(key(ci, "p16"), sb->buf, c.rest_numel * 2, io_span(TraceLane::kNvmeWrite, "write " + key(ci, "p16")));
+    sb->put_chunk = static_cast<int>(ci);
     st.bytes_nvme_write += c.rest_numel * 2;
     if (!cfg.overlap) {
       const Clock::time_point tn = Clock::now();
@@ -198,13 +226,15 @@ Status Engine::Impl::update_chunks(const kernels::AdamCoeffs& coeffs) {
     set.state = OptSet::State::kWriting;
     set.issued = ++opt_issue;
     for (int a = 0; a < 3; ++a) {
-      set.io[a] = opt_store->put(key(ci, kOptKeys[a]), set.a[a], c.shard * 4);
+      set.io[a] = opt_store->put(key(ci, kOptKeys[a]), set.a[a], c.shard * 4, io_span(TraceLane::kNvmeWrite, "write " + key(ci, kOptKeys[a])));
       st.bytes_nvme_write += c.shard * 4;
     }
     if (!cfg.overlap) STRATA_RETURN_IF_ERROR(wait_opt_set(s));
     ++done;
   }
-  return quiesce_opt_sets();
+  // With overlap the last write-backs land during the next forward (write-behind); whoever reads
+  // the state next (the next step's reads, read_master, save) waits for them.
+  return cfg.overlap ? Status::ok() : quiesce_opt_sets();
 }
 
 }  // namespace strata::engine

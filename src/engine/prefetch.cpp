@@ -156,11 +156,17 @@ Status Engine::Impl::load(int wi, uint32_t ci, bool for_prefetch) {
   } else {
     STRATA_ASSIGN_OR_RETURN(sb, take_staging(&st.stall_fetch_s));
   }
-  std::function<void()> traced;
-  if (tracer) {
-    traced = [this, t0 = Clock::now(), ci] { trace_span(TraceLane::kNvmeRead, "read c" + std::to_string(ci) + ".p16", t0, Clock::now()); };
+  // The step's write-back of these params must land before they are read.
+  for (Staging& o : param_staging) {
+    if (o.put_chunk != static_cast<int>(ci) || !o.io.valid()) continue;
+    const Clock::time_point t0 = Clock::now();
+    Status r = o.io.wait();
+    st.stall_fetch_s += seconds_since(t0);
+    o.io = offload::IoHandle();
+    o.put_chunk = -1;
+    STRATA_RETURN_IF_ERROR(r);
   }
-  sb->io = param_store->get(key(ci, "p16"), sb->buf, bytes, std::move(traced));
+  sb->io = param_store->get(key(ci, "p16"), sb->buf, bytes, io_span(TraceLane::kNvmeRead, "read " + key(ci, "p16")));
   sb->loading_work = wi;
   w.loading = sb;
   st.bytes_nvme_read += bytes;
