@@ -226,7 +226,36 @@ STRATA_API strata_status_t strata_engine_get_stats(strata_engine_t* engine, stra
     stats->skipped_steps = s.skipped_steps;
     stats->loss_scale = s.loss_scale;
     stats->last_grad_norm = s.last_grad_norm;
+    stats->prefetches = s.prefetches;
+    stats->prefetch_hits = s.prefetch_hits;
+    stats->demand_loads = s.demand_loads;
+    stats->order_changes = s.order_changes;
     return Status::ok();
+  });
+}
+
+STRATA_API strata_status_t strata_engine_save(strata_engine_t* engine, const char* dir, const char* tag) {
+  return guard(__func__, [&]() -> Status {
+    STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
+    if (dir == nullptr) return null_arg("dir");
+    return e->save(dir, tag == nullptr ? "" : tag);
+  });
+}
+
+STRATA_API strata_status_t strata_engine_load(strata_engine_t* engine, const char* dir, const char* tag) {
+  return guard(__func__, [&]() -> Status {
+    STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
+    if (dir == nullptr) return null_arg("dir");
+    return e->load(dir, tag == nullptr ? "" : tag);
+  });
+}
+
+STRATA_API strata_status_t strata_engine_export_weights(strata_engine_t* engine, const char* dir, strata_dtype_t dtype) {
+  return guard(__func__, [&]() -> Status {
+    STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
+    if (dir == nullptr) return null_arg("dir");
+    STRATA_ASSIGN_OR_RETURN(strata::DType d, strata::capi::to_dtype(dtype, "export dtype"));
+    return e->export_weights(dir, d);
   });
 }
 

@@ -240,11 +240,15 @@ typedef struct strata_engine_stats {
   int64_t micro_steps, optimizer_steps, skipped_steps;
   double loss_scale;
   double last_grad_norm;
-  uint64_t reserved[8];
+  int64_t prefetches;          /* chunk loads started ahead of need, following the recorded fetch order */
+  int64_t prefetch_hits;       /*   of which were fetched before being evicted */
+  int64_t demand_loads;        /* chunk loads started by a fetch that found its chunk absent */
+  int64_t order_changes;       /* micro-batches whose fetch order left the recorded one */
+  uint64_t reserved[4];
 } strata_engine_stats_t;
 #define STRATA_ENGINE_STATS_INIT \
-  { sizeof(strata_engine_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, \
-    { 0, 0, 0, 0, 0, 0, 0, 0 } }
+  { sizeof(strata_engine_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0, \
+    { 0, 0, 0, 0 } }
 
 /* Parses the config, opens the device (a GPU when usable and not forbidden, else the emulated
  * one; "device": "cuda" without a usable GPU is an error that says why) and logs which. *out
@@ -292,8 +296,24 @@ STRATA_API strata_status_t strata_engine_synchronize(strata_engine_t* engine);
 STRATA_API strata_status_t strata_engine_read_param(strata_engine_t* engine, const char* name, float* dst, size_t numel);
 /* The loss scale to multiply the next micro-batch's loss by (1 with bf16). */
 STRATA_API strata_status_t strata_engine_loss_scale(strata_engine_t* engine, double* scale);
-/* Counters since create (bytes, stall and step times, steps). */
+/* Counters since create (bytes, stall and step times, steps, prefetch). */
 STRATA_API strata_status_t strata_engine_get_stats(strata_engine_t* engine, strata_engine_stats_t* stats);
+
+/* Writes a checkpoint <dir>/<tag> (tag NULL or "": "step<N>"): fp32 masters, Adam moments, bit16
+ * params, step counters, loss-scaler state, the param layout, with a checksum per array. Written
+ * to <dir>/<tag>.tmp, fsync'd, renamed into place (replacing an older <dir>/<tag> atomically),
+ * then <dir>/latest names it: a crash at any moment leaves the previous checkpoint loadable.
+ * Only at the end of an accumulation cycle with no param fetched. Synchronous. Format:
+ * docs/checkpoint.md. */
+STRATA_API strata_status_t strata_engine_save(strata_engine_t* engine, const char* dir, const char* tag);
+/* Loads <dir>/<tag>; tag NULL or "": `dir` itself if it is a checkpoint, else the one <dir>/latest
+ * names. Every registered param must be in it with the same shape (chunk size and placement may
+ * differ), the bit16 dtype must match, and every checksum must verify — checked before anything
+ * changes; a refused load leaves the engine as it was. Synchronous. */
+STRATA_API strata_status_t strata_engine_load(strata_engine_t* engine, const char* dir, const char* tag);
+/* Writes the consolidated weights (dtype STRATA_DTYPE_FP32, _BF16 or _FP16, rounded from the fp32
+ * masters) as <dir>/index.json + <dir>/weights.bin, published atomically. Synchronous. */
+STRATA_API strata_status_t strata_engine_export_weights(strata_engine_t* engine, const char* dir, strata_dtype_t dtype);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -377,8 +377,7 @@ Status Engine::Impl::write_initial_values() {
       std::memset(dst[1].data(), 0, bytes);
       std::memset(dst[2].data(), 0, bytes);
       if (c.at.optimizer == Tier::kNvme) {
-        static const char* kNames[3] = {"master", "exp_avg", "exp_avg_sq"};
-        for (int a = 0; a < 3; ++a) STRATA_RETURN_IF_ERROR(nvme_put(opt_store, key(ci, kNames[a]), dst[a], bytes));
+        for (int a = 0; a < 3; ++a) STRATA_RETURN_IF_ERROR(nvme_put(opt_store, key(ci, kOptArrayKeys[a]), dst[a], bytes));
       }
     }
   }
@@ -436,19 +435,39 @@ Status Engine::read_master(const std::string& name, float* dst, size_t numel) {
     return invalid_argument("read_master of '" + name + "': room for " + std::to_string(numel) + " elements, the param has " +
                             std::to_string(slot.numel));
   STRATA_RETURN_IF_ERROR(synchronize());
-  ChunkState& c = m.chunks[slot.chunk];
+  return m.read_master_into(slot, dst);
+}
+
+// Needs the engine idle (synchronize).
+Status Engine::Impl::read_master_into(const ParamSlot& slot, float* dst) {
+  ChunkState& c = chunks[slot.chunk];
   const size_t off = slot.offset - c.shard_begin, bytes = slot.numel * 4;
   if (c.at.optimizer == Tier::kHost) {
     std::memcpy(dst, c.opt_host[0].bytes() + off * 4, bytes);
   } else if (c.at.optimizer == Tier::kDevice) {
-    STRATA_RETURN_IF_ERROR(m.compute->copy(dst, static_cast<const uint8_t*>(c.opt_dev[0]) + off * 4, bytes,
-                                           offload::CopyKind::kDeviceToHost));
-    STRATA_RETURN_IF_ERROR(m.compute->synchronize());
+    STRATA_RETURN_IF_ERROR(compute->copy(dst, static_cast<const uint8_t*>(c.opt_dev[0]) + off * 4, bytes,
+                                         offload::CopyKind::kDeviceToHost));
+    STRATA_RETURN_IF_ERROR(compute->synchronize());
   } else {
-    STRATA_RETURN_IF_ERROR(m.opt_store->get(Impl::key(slot.chunk, "master"), m.opt_sets[0].a[0], c.shard * 4).wait());
-    std::memcpy(dst, m.opt_sets[0].a[0].bytes() + off * 4, bytes);
+    STRATA_RETURN_IF_ERROR(opt_store->get(key(slot.chunk, "master"), opt_sets[0].a[0], c.shard * 4).wait());
+    std::memcpy(dst, opt_sets[0].a[0].bytes() + off * 4, bytes);
   }
   return Status::ok();
+}
+
+Status Engine::save(const std::string& dir, const std::string& tag) {
+  if (!impl_->prepared) return failed_precondition("save before prepare: nothing to save yet");
+  return impl_->save(dir, tag);
+}
+
+Status Engine::load(const std::string& dir, const std::string& tag) {
+  if (!impl_->prepared) STRATA_RETURN_IF_ERROR(prepare());
+  return impl_->load(dir, tag);
+}
+
+Status Engine::export_weights(const std::string& dir, DType dtype) {
+  if (!impl_->prepared) return failed_precondition("export before prepare: nothing to export yet");
+  return impl_->export_weights(dir, dtype);
 }
 
 double Engine::loss_scale() const { return impl_->scaler.scale(); }

@@ -35,6 +35,9 @@ struct EngineOptions {
   // Test seam: the device to train on instead of the one the config chooses (e.g. a host-emulated
   // device whose copies are slowed down).
   std::function<std::unique_ptr<offload::Device>()> device_factory;
+  // Test seam: called at each point of a checkpoint save ("chunk 3 written", "manifest written",
+  // "published", "latest updated").
+  std::function<void(const std::string&)> checkpoint_hook;
 };
 
 struct StepResult {
@@ -64,6 +67,7 @@ struct EngineStats {
   int64_t prefetch_hits = 0;    //   of which were fetched before being evicted
   int64_t demand_loads = 0;     // chunk loads started by a fetch that found its chunk absent
   int64_t order_changes = 0;    // micro-batches whose fetch order left the recorded one
+  size_t bytes_checkpoint = 0;  // written by save
   double loss_scale = 1.0;
   double last_grad_norm = 0.0;
 };
@@ -105,6 +109,20 @@ class Engine {
   Status synchronize();
   // Writes the timeline so far to strata.trace (also done by the destructor).
   Status write_trace();
+
+  // Checkpoints (format: docs/checkpoint.md). save writes <dir>/<tag> (tag "" : "step<N>") with
+  // every fp32 master, moment and bit16 param, the step counters and the loss-scaler state: into
+  // a temporary directory, fsync'd, renamed into place, then <dir>/latest names it. A crash at any
+  // moment leaves the previous checkpoint loadable. Only at the end of an accumulation cycle,
+  // with no param fetched. Synchronous.
+  Status save(const std::string& dir, const std::string& tag = "");
+  // Loads <dir>/<tag>, or with tag "" the checkpoint `dir` itself or the one <dir>/latest names.
+  // Every registered param must be in it with the same shape (chunk size and placement may
+  // differ) and the bit16 dtype must match; every checksum is verified before anything changes.
+  Status load(const std::string& dir, const std::string& tag = "");
+  // Writes the consolidated weights (fp32, bf16 or fp16, from the fp32 masters) to `dir`:
+  // index.json + weights.bin, readable without strata (docs/checkpoint.md).
+  Status export_weights(const std::string& dir, DType dtype);
 
   // The fp32 master values of a param (after prepare), into host memory dst[numel].
   Status read_master(const std::string& name, float* dst, size_t numel);

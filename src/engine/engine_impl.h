@@ -100,6 +100,9 @@ struct OptSet {
   uint64_t issued = 0;  // order of the last read / write issued, to wait for the oldest
 };
 
+// NVMe keys of the optimizer arrays: "c<i>.master" ...
+inline constexpr const char* kOptArrayKeys[3] = {"master", "exp_avg", "exp_avg_sq"};
+
 using Clock = std::chrono::steady_clock;
 inline double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -188,6 +191,16 @@ struct Engine::Impl {
   StatusOr<int> acquire_bucket(uint32_t chunk);
   StatusOr<Staging*> take_staging(double* stall);  // the next staging buffer, once idle
   Status wait_timed(offload::Event& e, double* counter);
+
+  // checkpoint.cpp
+  Status save(const std::string& root, const std::string& tag);
+  Status load(const std::string& root, const std::string& tag);
+  Status export_weights(const std::string& out_dir, DType out_dtype);
+  Status quiet_for_io(const char* call);  // no param fetched; every copy and I/O finished
+  Status pull_chunk(uint32_t ci, float* const opt[3], uint16_t* p16);
+  Status push_chunk(uint32_t ci, const float* const opt[3], const uint16_t* p16);
+  void hook(const std::string& point) const;
+  Status read_master_into(const ParamSlot& slot, float* dst);  // engine idle
 
   // prefetch.cpp: working buffers for offloaded params, filled on demand or ahead of need.
   Status ensure_loaded(uint32_t ci, const std::string& name);  // ci in a working buffer, its copy queued

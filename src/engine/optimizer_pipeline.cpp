@@ -12,9 +12,6 @@
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
-namespace {
-const char* const kOptKeys[3] = {"master", "exp_avg", "exp_avg_sq"};
-}
 
 std::vector<uint32_t> Engine::Impl::opt_order() const {
   std::vector<uint32_t> order(chunks.size());
@@ -86,7 +83,7 @@ Status Engine::Impl::read_opt_set(int s, uint32_t ci) {
   set.state = OptSet::State::kReading;
   set.issued = ++opt_issue;
   for (int a = 0; a < 3; ++a) {
-    set.io[a] = opt_store->get(key(ci, kOptKeys[a]), set.a[a], bytes, io_span(TraceLane::kNvmeRead, "read " + key(ci, kOptKeys[a])));
+    set.io[a] = opt_store->get(key(ci, kOptArrayKeys[a]), set.a[a], bytes, io_span(TraceLane::kNvmeRead, "read " + key(ci, kOptArrayKeys[a])));
     st.bytes_nvme_read += bytes;
   }
   return Status::ok();
@@ -226,7 +223,7 @@ Status Engine::Impl::update_chunks(const kernels::AdamCoeffs& coeffs) {
     set.state = OptSet::State::kWriting;
     set.issued = ++opt_issue;
     for (int a = 0; a < 3; ++a) {
-      set.io[a] = opt_store->put(key(ci, kOptKeys[a]), set.a[a], c.shard * 4, io_span(TraceLane::kNvmeWrite, "write " + key(ci, kOptKeys[a])));
+      set.io[a] = opt_store->put(key(ci, kOptArrayKeys[a]), set.a[a], c.shard * 4, io_span(TraceLane::kNvmeWrite, "write " + key(ci, kOptArrayKeys[a])));
       st.bytes_nvme_write += c.shard * 4;
     }
     if (!cfg.overlap) STRATA_RETURN_IF_ERROR(wait_opt_set(s));

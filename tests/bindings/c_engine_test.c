@@ -225,11 +225,59 @@ static void test_adam_closed_form(void) {
   EXPECT_OK(strata_engine_destroy(e));
 }
 
+/* One optimizer step of param "p" with gradient g. */
+static void train_step(strata_engine_t* e, const uint16_t* g, size_t n) {
+  void* dp = NULL;
+  EXPECT_OK(strata_engine_fetch(e, "p", NULL, &dp));
+  EXPECT_OK(strata_engine_grad(e, "p", g, STRATA_DTYPE_BF16, n, NULL));
+  EXPECT_OK(strata_engine_release(e, "p"));
+  EXPECT_OK(strata_engine_step(e, NULL, NULL));
+}
+
+/* Save after one step, load into a second engine, one more step on each: the same masters. */
+static void test_checkpoint_round_trip(void) {
+  enum { kN = 200 };
+  char root[] = "/tmp/strata_c_ckpt_XXXXXX";
+  CHECK(mkdtemp(root) != NULL, "mkdtemp");
+  float init[kN], a[kN], b[kN];
+  uint16_t g[kN];
+  for (int i = 0; i < kN; ++i) {
+    init[i] = (float)i / kN;
+    g[i] = to_bf16((i % 5 - 2) * 0.25f);
+  }
+  const int64_t shape[1] = {kN};
+  strata_engine_t* e = make_engine(kConfig);
+  strata_engine_t* f = make_engine(kConfig);
+  EXPECT_OK(strata_engine_register_param(e, "p", shape, 1, STRATA_DTYPE_FP32, init));
+  EXPECT_OK(strata_engine_register_param(f, "p", shape, 1, STRATA_DTYPE_FP32, NULL));
+  train_step(e, g, kN);
+  EXPECT_ERROR(strata_engine_save(e, NULL, NULL), STRATA_ERR_INVALID_ARGUMENT, "dir");
+  EXPECT_ERROR(strata_engine_save(e, root, "bad/tag"), STRATA_ERR_INVALID_ARGUMENT, "tag \"bad/tag\"");
+  EXPECT_OK(strata_engine_save(e, root, NULL));
+  EXPECT_ERROR(strata_engine_load(f, root, "step9"), STRATA_ERR_NOT_FOUND, "step9");
+  EXPECT_OK(strata_engine_load(f, root, NULL));
+  train_step(e, g, kN);
+  train_step(f, g, kN);
+  EXPECT_OK(strata_engine_read_param(e, "p", a, kN));
+  EXPECT_OK(strata_engine_read_param(f, "p", b, kN));
+  CHECK(memcmp(a, b, sizeof(a)) == 0, "the resumed engine trained to other weights");
+  char out[512];
+  snprintf(out, sizeof(out), "%s/weights", root);
+  EXPECT_OK(strata_engine_export_weights(f, out, STRATA_DTYPE_FP32));
+  EXPECT_ERROR(strata_engine_export_weights(f, out, (strata_dtype_t)42), STRATA_ERR_INVALID_ARGUMENT, "export dtype");
+  EXPECT_OK(strata_engine_destroy(e));
+  EXPECT_OK(strata_engine_destroy(f));
+  char cmd[600];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+  CHECK(system(cmd) == 0, "%s", cmd);
+}
+
 int main(void) {
   test_create_errors();
   test_misuse();
   test_plan_refused_and_buffers_exhausted();
   test_adam_closed_form();
+  test_checkpoint_round_trip();
   printf("%d checks passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

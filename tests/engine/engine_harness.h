@@ -68,6 +68,7 @@ struct RunOptions {
   std::function<void(int micro, Engine&)> before_micro;
   int micro_begin = 0, micro_end = kSteps * kAccum;  // micro-batches to run
   Engine* engine = nullptr;  // train this engine (already prepared) instead of a new one
+  std::function<void(const std::string&)> checkpoint_hook;  // EngineOptions::checkpoint_hook
 };
 
 // An engine for `cfg` with the MLP's params registered (its seeded initial values) and prepared.
@@ -77,6 +78,7 @@ inline StatusOr<std::unique_ptr<Engine>> make_engine(const EngineConfig& cfg, co
     if (log != nullptr) log->push_back(l);
   };
   opts.device_factory = o.device;
+  opts.checkpoint_hook = o.checkpoint_hook;
   STRATA_ASSIGN_OR_RETURN(auto e, Engine::create(cfg, opts));
   for (const auto& l : mlp.layers()) {
     const auto w = mlp.init(l, true, 1), b = mlp.init(l, false, 1);

@@ -248,8 +248,10 @@ TEST(EngineFp16, OverflowSkipsTheStepAndHalvesTheScale) {
   const Mlp mlp{MlpShape{}};
   const std::string fp16 = "\"fp16\": {\"enabled\": true, \"initial_scale_power\": 12, \"hysteresis\": 1}";
   constexpr int kPoisonMicro = 5;  // the second micro-batch of optimizer step 3
+  RunOptions poison;
+  poison.poison_micro = kPoisonMicro;
   const EngineRun run = train_engine(config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", 112 << 10, fp16),
-                               mlp, RunOptions{kPoisonMicro, {}, nullptr, {}, 0, kSteps * kAccum, nullptr});
+                               mlp, poison);
   RefRun ref = train_reference(mlp, DType::kF16, 4096.0, kPoisonMicro);
   ASSERT_EQ(run.steps.size(), static_cast<size_t>(kSteps));
   for (int s = 0; s < kSteps; ++s) {

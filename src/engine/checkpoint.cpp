@@ -1,0 +1,240 @@
+// Engine: checkpoint save / load and the consolidated-weights export (formats in
+// checkpoint_format.h). Save writes a new directory, fsyncs every file and publishes it by rename,
+// then points <root>/latest at it. Load verifies the manifest against the registered params and
+// every chunk's checksums before it changes anything, then copies param by param, so a
+// checkpoint loads into any chunk size or placement.
+#include <unistd.h>
+
+#include <cstring>
+#include <unordered_map>
+
+#include "src/common/fs.h"
+#include "src/engine/checkpoint_format.h"
+#include "src/engine/engine_impl.h"
+
+namespace strata::engine {
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+Status check_tag(const std::string& tag) {
+  if (tag.empty() || tag == "." || tag == ".." || tag == "latest" || tag.find('/') != std::string::npos ||
+      tag.find(".tmp") != std::string::npos)
+    return invalid_argument("save: tag \"" + tag + "\" is not usable as a directory name (no '/', not 'latest', no '.tmp')");
+  return Status::ok();
+}
+
+}  // namespace
+
+Status Engine::Impl::quiet_for_io(const char* call) {
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].fetches > 0)
+      return failed_precondition(std::string(call) + " while '" + layout->params()[i].name + "' is fetched: release every param first");
+  STRATA_RETURN_IF_ERROR(drain_all());
+  STRATA_RETURN_IF_ERROR(quiesce_opt_sets());
+  STRATA_RETURN_IF_ERROR(retire_loads());
+  return synchronize_streams();
+}
+
+// Chunk ci's shard into host memory: master, exp_avg, exp_avg_sq (fp32) and the bit16 params.
+Status Engine::Impl::pull_chunk(uint32_t ci, float* const opt[3], uint16_t* p16) {
+  ChunkState& c = chunks[ci];
+  const size_t bytes = c.shard * 4;
+  for (int a = 0; a < 3; ++a) {
+    if (c.at.optimizer == Tier::kHost) {
+      std::memcpy(opt[a], c.opt_host[a].data(), bytes);
+    } else if (c.at.optimizer == Tier::kDevice) {
+      STRATA_RETURN_IF_ERROR(compute->copy(opt[a], c.opt_dev[a], bytes, offload::CopyKind::kDeviceToHost));
+    } else {
+      STRATA_RETURN_IF_ERROR(nvme_get(opt_store, key(ci, kOptArrayKeys[a]), opt_sets[0].a[a], bytes));
+      std::memcpy(opt[a], opt_sets[0].a[a].data(), bytes);
+    }
+  }
+  const size_t rest_off = cfg.placement.stage == 3 ? 0 : c.shard_begin;
+  if (c.at.params16 == Tier::kDevice) {
+    STRATA_RETURN_IF_ERROR(compute->copy(p16, static_cast<const uint8_t*>(c.p16_dev) + rest_off * 2, c.shard * 2,
+                                         offload::CopyKind::kDeviceToHost));
+  } else if (c.at.params16 == Tier::kHost) {
+    std::memcpy(p16, c.p16_host.bytes() + rest_off * 2, c.shard * 2);
+  } else {
+    STRATA_RETURN_IF_ERROR(nvme_get(param_store, key(ci, "p16"), param_staging[0].buf, c.rest_numel * 2));
+    std::memcpy(p16, param_staging[0].buf.bytes() + rest_off * 2, c.shard * 2);
+  }
+  return compute->synchronize();
+}
+
+Status Engine::Impl::push_chunk(uint32_t ci, const float* const opt[3], const uint16_t* p16) {
+  ChunkState& c = chunks[ci];
+  const size_t bytes = c.shard * 4;
+  for (int a = 0; a < 3; ++a) {
+    if (c.at.optimizer == Tier::kHost) {
+      std::memcpy(c.opt_host[a].data(), opt[a], bytes);
+    } else if (c.at.optimizer == Tier::kDevice) {
+      STRATA_RETURN_IF_ERROR(compute->copy(c.opt_dev[a], opt[a], bytes, offload::CopyKind::kHostToDevice));
+      STRATA_RETURN_IF_ERROR(compute->synchronize());
+    } else {
+      std::memcpy(opt_sets[0].a[a].data(), opt[a], bytes);
+      STRATA_RETURN_IF_ERROR(nvme_put(opt_store, key(ci, kOptArrayKeys[a]), opt_sets[0].a[a], bytes));
+    }
+  }
+  const size_t rest_off = cfg.placement.stage == 3 ? 0 : c.shard_begin;
+  if (c.at.params16 == Tier::kDevice) {
+    STRATA_RETURN_IF_ERROR(compute->copy(static_cast<uint8_t*>(c.p16_dev) + rest_off * 2, p16, c.shard * 2,
+                                         offload::CopyKind::kHostToDevice));
+  } else if (c.at.params16 == Tier::kHost) {
+    std::memcpy(c.p16_host.bytes() + rest_off * 2, p16, c.shard * 2);
+  } else {
+    std::memcpy(param_staging[0].buf.bytes() + rest_off * 2, p16, c.shard * 2);
+    STRATA_RETURN_IF_ERROR(nvme_put(param_store, key(ci, "p16"), param_staging[0].buf, c.rest_numel * 2));
+  }
+  return compute->synchronize();
+}
+
+void Engine::Impl::hook(const std::string& point) const {
+  if (opts.checkpoint_hook) opts.checkpoint_hook(point);
+}
+
+Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {
+  if (root.empty()) return invalid_argument("save: the checkpoint directory is empty");
+  if (micro % cfg.gradient_accumulation_steps != 0)
+    return failed_precondition("save in the middle of an accumulation cycle (" + std::to_string(micro % cfg.gradient_accumulation_steps) +
+                               " of " + std::to_string(cfg.gradient_accumulation_steps) +
+                               " micro-batches done): their gradients are not saved; save after the step that ends the cycle");
+  const std::string tag = tag_arg.empty() ? "step" + std::to_string(opt_step) : tag_arg;
+  STRATA_RETURN_IF_ERROR(check_tag(tag));
+  STRATA_RETURN_IF_ERROR(quiet_for_io("save"));
+  const Clock::time_point t0 = Clock::now();
+  STRATA_RETURN_IF_ERROR(fs::make_dir(root));
+  const std::string final_dir = root + "/" + tag, tmp = final_dir + ".tmp";
+  STRATA_RETURN_IF_ERROR(fs::remove_tree(tmp));  // left by a save that died
+  STRATA_RETURN_IF_ERROR(fs::make_dir(tmp));
+  auto fail = [&](Status s) {
+    (void)fs::remove_tree(tmp);
+    return std::move(s).annotate("save to " + final_dir + " (the previous checkpoint is untouched)");
+  };
+
+  ckpt::Manifest m;
+  m.optimizer_step = opt_step;
+  m.micro_steps = micro;
+  m.scaler = scaler.state();
+  m.dtype = dtype;
+  m.seed = cfg.seed;
+  m.stage = cfg.placement.stage;
+  m.world_size = 1;
+  m.strata_version = STRATA_VERSION_STRING;
+  for (const ParamSlot& p : layout->params())
+    m.params.push_back(ckpt::ParamEntry{p.name, p.shape, p.chunk, p.offset, p.numel});
+  std::vector<uint8_t> file;
+  for (uint32_t ci = 0; ci < chunks.size(); ++ci) {
+    const ChunkState& c = chunks[ci];
+    ckpt::ChunkEntry ce;
+    ce.file = "chunk" + std::to_string(ci) + ".bin";
+    ce.numel = c.shard;
+    ce.shard_begin = c.shard_begin;
+    uint64_t off = 0;
+    for (int a = 0; a < ckpt::kNumArrays; ++a) {
+      ce.arrays[a].offset = off;
+      ce.arrays[a].bytes = c.shard * (a == ckpt::kParams16 ? 2 : 4);
+      off += ce.arrays[a].bytes;
+    }
+    file.assign(off, 0);
+    float* const opt[3] = {reinterpret_cast<float*>(file.data()), reinterpret_cast<float*>(file.data() + ce.arrays[1].offset),
+                           reinterpret_cast<float*>(file.data() + ce.arrays[2].offset)};
+    if (Status s = pull_chunk(ci, opt, reinterpret_cast<uint16_t*>(file.data() + ce.arrays[3].offset)); !s.is_ok()) return fail(s);
+    for (int a = 0; a < ckpt::kNumArrays; ++a) ce.arrays[a].xxh3 = ckpt::checksum(file.data() + ce.arrays[a].offset, ce.arrays[a].bytes);
+    if (Status s = fs::write_file(tmp + "/" + ce.file, file.data(), file.size()); !s.is_ok()) return fail(s);
+    st.bytes_checkpoint += file.size();
+    m.chunks.push_back(ce);
+    hook("chunk " + std::to_string(ci) + " written");
+  }
+  if (Status s = fs::write_file(tmp + "/manifest.json", m.to_json()); !s.is_ok()) return fail(s);
+  hook("manifest written");
+  if (Status s = ckpt::publish_dir(tmp, final_dir); !s.is_ok()) return fail(s);
+  hook("published");
+  STRATA_RETURN_IF_ERROR(fs::write_file_atomic(root + "/latest", tag + "\n").annotate("save: updating " + root + "/latest"));
+  hook("latest updated");
+  log("checkpoint " + final_dir + " saved (step " + std::to_string(opt_step) + ", " + std::to_string(chunks.size()) +
+      " chunks) in " + std::to_string(seconds_since(t0)) + " s");
+  return Status::ok();
+}
+
+Status Engine::Impl::load(const std::string& root, const std::string& tag) {
+  STRATA_ASSIGN_OR_RETURN(std::string dir, ckpt::resolve(root, tag));
+  STRATA_ASSIGN_OR_RETURN(ckpt::Manifest m, ckpt::read_manifest(dir));
+  const std::string where = "load of " + dir + ": ";
+  if (m.world_size != 1)
+    return Status(StatusCode::kUnsupported, where + "written by " + std::to_string(m.world_size) + " ranks; this engine has 1");
+  if (m.dtype != dtype)
+    return failed_precondition(where + "the params were trained in " + std::string(dtype_name(m.dtype)) + ", this engine trains in " +
+                               std::string(dtype_name(dtype)) + " (fp16 / bf16 in the config)");
+  std::unordered_map<std::string, const ckpt::ParamEntry*> by_name;
+  for (const ckpt::ParamEntry& p : m.params) by_name.emplace(p.name, &p);
+  for (const ParamSlot& p : layout->params()) {
+    auto it = by_name.find(p.name);
+    if (it == by_name.end()) return not_found(where + "param '" + p.name + "' is registered but not in the checkpoint");
+    if (it->second->shape != p.shape)
+      return failed_precondition(where + "param '" + p.name + "' has shape " + shape_str(it->second->shape) +
+                                 " in the checkpoint, " + shape_str(p.shape) + " registered");
+  }
+  if (m.params.size() != layout->params().size()) {
+    for (const ckpt::ParamEntry& p : m.params)
+      if (find(p.name) == nullptr) return not_found(where + "param '" + p.name + "' is in the checkpoint but not registered");
+  }
+  STRATA_RETURN_IF_ERROR(quiet_for_io("load"));
+  // Nothing changes until every chunk file checked out.
+  STRATA_RETURN_IF_ERROR(ckpt::verify(dir, m).annotate(where + "refused, the engine is unchanged"));
+
+  std::vector<float> opt_buf[3];
+  std::vector<uint16_t> p16;
+  size_t have = SIZE_MAX;
+  std::vector<uint8_t> data;
+  for (uint32_t ci = 0; ci < chunks.size(); ++ci) {
+    const ChunkState& c = chunks[ci];
+    for (auto& b : opt_buf) b.assign(c.shard, 0.0f);
+    p16.assign(c.shard, 0);
+    for (uint32_t pi : c.params) {
+      const ParamSlot& slot = layout->params()[pi];
+      const ckpt::ParamEntry& pe = *by_name.at(slot.name);
+      if (pe.chunk != have) {
+        auto d = ckpt::read_chunk(dir, m, pe.chunk);
+        if (!d.is_ok())
+          return std::move(d).status().annotate(where + "the files changed after they were verified; the engine is partly loaded, load again");
+        data = std::move(d).value();
+        have = pe.chunk;
+      }
+      const ckpt::ChunkEntry& ce = m.chunks[pe.chunk];
+      const size_t src = pe.offset - ce.shard_begin, dst = slot.offset - c.shard_begin;
+      for (int a = 0; a < 3; ++a)
+        std::memcpy(opt_buf[a].data() + dst, data.data() + ce.arrays[a].offset + src * 4, slot.numel * 4);
+      std::memcpy(p16.data() + dst, data.data() + ce.arrays[ckpt::kParams16].offset + src * 2, slot.numel * 2);
+    }
+    const float* const opt[3] = {opt_buf[0].data(), opt_buf[1].data(), opt_buf[2].data()};
+    STRATA_RETURN_IF_ERROR(push_chunk(ci, opt, p16.data()));
+  }
+  STRATA_RETURN_IF_ERROR(zero_grads());
+  for (ParamState& p : params) p.fetched_in_micro = p.grad_in_micro = false;
+  for (ChunkState& c : chunks) c.grads_in_micro = 0;
+  opt_step = m.optimizer_step;
+  micro = m.micro_steps;
+  scaler.restore(m.scaler);
+  log("checkpoint " + dir + " loaded (step " + std::to_string(opt_step) + ")");
+  return Status::ok();
+}
+
+Status Engine::Impl::export_weights(const std::string& out_dir, DType out_dtype) {
+  STRATA_RETURN_IF_ERROR(quiet_for_io("export"));
+  STRATA_ASSIGN_OR_RETURN(ckpt::WeightsWriter w, ckpt::WeightsWriter::begin(out_dir, out_dtype));
+  std::vector<float> v;
+  for (const ParamSlot& p : layout->params()) {
+    v.resize(p.numel);
+    STRATA_RETURN_IF_ERROR(read_master_into(p, v.data()));
+    STRATA_RETURN_IF_ERROR(w.add(p.name, p.shape, v.data(), p.numel));
+  }
+  return w.finish();
+}
+
+}  // namespace strata::engine

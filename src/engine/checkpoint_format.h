@@ -1,0 +1,106 @@
+// The checkpoint and weights-export formats, readable without an engine (the `strata checkpoint`
+// CLI uses them too).
+//
+// Checkpoint (version 1): <root>/<tag>/ holds
+//   manifest.json  format, version, step counters, loss-scaler state, precision, seed, stage,
+//                  world size; every param (name, shape, chunk, offset in the chunk, numel); every
+//                  chunk (its file, shard size, and per array: byte offset, length, xxh3-64)
+//   chunk<i>.bin   the chunk's shard: fp32 master, fp32 exp_avg, fp32 exp_avg_sq, bit16 params,
+//                  back to back, little-endian
+// and <root>/latest names the newest complete tag. Every file is fsync'd and a checkpoint appears
+// only by renaming its finished directory into place, so a crash leaves the previous one intact.
+//
+// Weights export (version 1): <out>/index.json lists every param (name, shape, dtype, byte offset
+// and length in weights.bin, xxh3-64); <out>/weights.bin holds the values, row-major, each param
+// at a 64-byte aligned offset.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "src/common/dtype.h"
+#include "src/common/status.h"
+#include "src/engine/loss_scaler.h"
+
+namespace strata::engine::ckpt {
+
+inline constexpr const char* kFormat = "strata-checkpoint";
+inline constexpr const char* kWeightsFormat = "strata-weights";
+inline constexpr int kVersion = 1;
+
+enum Array : int { kMaster = 0, kExpAvg, kExpAvgSq, kParams16, kNumArrays };
+const char* array_name(int a);
+
+uint64_t checksum(const void* data, size_t bytes);  // xxh3-64
+
+struct ArrayEntry {
+  uint64_t offset = 0, bytes = 0, xxh3 = 0;
+};
+struct ChunkEntry {
+  std::string file;
+  uint64_t numel = 0;        // elements of the shard in the file
+  uint64_t shard_begin = 0;  // the shard's first element in the chunk
+  ArrayEntry arrays[kNumArrays];
+  uint64_t file_bytes() const { return arrays[kParams16].offset + arrays[kParams16].bytes; }
+};
+struct ParamEntry {
+  std::string name;
+  std::vector<int64_t> shape;
+  uint32_t chunk = 0;
+  uint64_t offset = 0;  // first element in its chunk
+  uint64_t numel = 0;
+};
+struct Manifest {
+  int64_t optimizer_step = 0, micro_steps = 0;
+  LossScaler::State scaler{1.0, 0, -1, 1};
+  DType dtype = DType::kBF16;  // the bit16 params' dtype
+  uint64_t seed = 0;
+  int stage = 0, world_size = 1;
+  std::string strata_version;
+  std::vector<ParamEntry> params;
+  std::vector<ChunkEntry> chunks;
+
+  std::string to_json() const;
+  // `where` names the file in errors.
+  static StatusOr<Manifest> parse(const std::string& text, const std::string& where);
+};
+
+// A checkpoint directory from `dir` and `tag`: tag empty and dir holding manifest.json -> dir;
+// tag empty -> dir/<contents of dir/latest>; else dir/tag. Errors say what is missing.
+StatusOr<std::string> resolve(const std::string& dir, const std::string& tag);
+StatusOr<Manifest> read_manifest(const std::string& ckpt_dir);
+// Chunk i's file, whole, after checking its length and every array's checksum.
+StatusOr<std::vector<uint8_t>> read_chunk(const std::string& ckpt_dir, const Manifest& m, size_t i);
+// Reads and checks every chunk file.
+Status verify(const std::string& ckpt_dir, const Manifest& m);
+
+// Writes an export: add every param in order, then finish() publishes <out> (atomically: a
+// temporary directory renamed into place, replacing an older export).
+class WeightsWriter {
+ public:
+  static StatusOr<WeightsWriter> begin(const std::string& out_dir, DType dtype);
+  Status add(const std::string& name, const std::vector<int64_t>& shape, const float* values, size_t numel);
+  Status finish();
+  ~WeightsWriter();
+  WeightsWriter(WeightsWriter&&) noexcept;
+  WeightsWriter& operator=(WeightsWriter&&) = delete;
+
+ private:
+  WeightsWriter() = default;
+  std::string out_, tmp_;
+  DType dtype_ = DType::kF32;
+  int fd_ = -1;
+  uint64_t offset_ = 0;
+  std::string index_;  // params so far, JSON
+  bool finished_ = false;
+};
+
+// The consolidated weights of a checkpoint, without an engine.
+Status export_checkpoint(const std::string& ckpt_dir, const std::string& out_dir, DType dtype);
+
+// Publishes the finished directory `tmp` as `final`: renamed into place, or atomically exchanged
+// with an existing `final` whose old content is then removed. Both fsync'd.
+Status publish_dir(const std::string& tmp, const std::string& final_dir);
+
+}  // namespace strata::engine::ckpt
