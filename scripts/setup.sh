@@ -12,4 +12,4 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build
 echo "== main job: bench/engine_step (JSON on stdout, table on stderr) =="
 mkdir -p build/nvme
-./build/bench/strata_bench_engine_step --steps 20 --nvme-dir "$PWD/build/nvme" "$@"
+./build/bench/strata_bench_engine_step --steps 20 --nvme-dir "$PWD/build/nvme" --trace "$PWD/build/engine_trace.json" "$@"

@@ -218,7 +218,7 @@ Status Engine::Impl::update_chunks(const kernels::AdamCoeffs& coeffs) {
     OptSet& set = opt_sets[static_cast<size_t>(s)];
     const Clock::time_point tr = Clock::now();
     STRATA_RETURN_IF_ERROR(wait_opt_set(s));
-    trace_span(TraceLane::kNvmeRead, "wait read c" + std::to_string(ci), tr, Clock::now());
+    if (seconds_since(tr) > 1e-5) trace_span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr, Clock::now());
     STRATA_RETURN_IF_ERROR(adam_chunk(ci, set.a, coeffs));
     set.state = OptSet::State::kWriting;
     set.issued = ++opt_issue;

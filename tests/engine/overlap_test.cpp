@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "offload/device.h"
@@ -125,6 +128,51 @@ TEST_P(Pipeline, MatchesTheSynchronousStep) {
 
 INSTANTIATE_TEST_SUITE_P(Depths, Pipeline,
                          ::testing::Combine(::testing::Values(1, 2, 4), ::testing::Values("device", "cpu", "nvme")));
+
+// The timeline: valid Chrome trace JSON with spans on the lanes the run used, and one summary
+// line per optimizer step; an unwritable trace path fails at create.
+TEST(Timeline, TraceFileAndStepSummaries) {
+  const Mlp mlp{MlpShape{}};
+  strata::testing::ScratchDir dir;
+  const std::string trace = dir.path() + "/trace.json";
+  std::vector<std::string> log;
+  RunOptions o;
+  o.log = &log;
+  const std::string zero = "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + dir.path() +
+                           "\"}, \"offload_param\": {\"device\": \"cpu\"}";
+  (void)train_engine(config_json(zero, kBudget, "", ", \"trace\": \"" + trace + "\", \"step_summary\": true"), mlp, o);
+  std::ifstream in(trace);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << "not JSON";
+  std::map<int, std::string> lanes;
+  std::map<std::string, int> spans;
+  for (const auto& e : j.at("traceEvents")) {
+    if (e.at("ph") == "M" && e.at("name") == "thread_name") lanes[e.at("tid").get<int>()] = e.at("args").at("name");
+  }
+  for (const auto& e : j.at("traceEvents")) {
+    if (e.at("ph") != "X") continue;
+    EXPECT_GE(e.at("dur").get<double>(), 0.0);
+    ++spans[lanes.at(e.at("tid").get<int>())];
+  }
+  for (const char* lane : {"host program (forward / backward)", "compute stream", "H2D copies", "D2H copies", "NVMe read",
+                           "NVMe write", "CPU Adam", "engine (stalls, step)"})
+    EXPECT_GT(spans[lane], 0) << lane;
+  EXPECT_EQ(spans["NVMe write"], spans["NVMe read"]) << "every optimizer array read is written back";
+  EXPECT_EQ(spans["NVMe write"] % (3 * harness::kSteps), 0) << "three arrays per chunk per step";
+  int summaries = 0;
+  for (const std::string& l : log) {
+    if (l.rfind("step ", 0) != 0 || l.find("overlap") == std::string::npos) continue;
+    ++summaries;
+    EXPECT_NE(l.find("NVMe read"), std::string::npos) << l;
+  }
+  EXPECT_EQ(summaries, harness::kSteps);
+
+  auto cfg = parse_engine_config(config_json(zero, kBudget, "", ", \"trace\": \"/nonexistent/dir/t.json\""));
+  ASSERT_TRUE(cfg.is_ok());
+  auto e = Engine::create(cfg.value());
+  ASSERT_FALSE(e.is_ok());
+  EXPECT_NE(e.status().to_string().find("/nonexistent/dir/t.json"), std::string::npos) << e.status().to_string();
+}
 
 }  // namespace
 }  // namespace strata::engine
