@@ -35,7 +35,7 @@ using testing::Mlp;
 using testing::MlpShape;
 
 struct Timing {
-  double step = 0, compute = 0, calls = 0, stall = 0, optimizer = 0, adam = 0, nvme = 0;
+  double step = 0, compute = 0, calls = 0, stall = 0, stall_fetch = 0, optimizer = 0, adam = 0, nvme = 0;
   double h2d_mb = 0, d2h_mb = 0, nvme_mb = 0;
   double first_loss = 0, last_loss = 0;
 };
@@ -169,7 +169,8 @@ Timing run_engine(const Mlp& mlp, const std::string& json, int steps, std::strin
     t.step = m + o;
     t.calls = a.calls;
     t.compute = m - a.calls;
-    t.stall = (after.stall_fetch_s - before.stall_fetch_s) + (after.stall_grad_s - before.stall_grad_s);
+    t.stall_fetch = after.stall_fetch_s - before.stall_fetch_s;
+    t.stall = t.stall_fetch + (after.stall_grad_s - before.stall_grad_s);
     t.optimizer = o;
     t.adam = after.step_adam_s - before.step_adam_s;
     t.nvme = after.step_nvme_s - before.step_nvme_s;
@@ -190,10 +191,10 @@ Timing run_engine(const Mlp& mlp, const std::string& json, int steps, std::strin
 void report(const std::string& name, const Timing& t, const Timing& base, size_t params, size_t budget) {
   std::printf(
       "{\"bench\": \"engine_step\", \"config\": \"%s\", \"params\": %zu, \"device_budget\": %zu, \"step_s\": %.5f, "
-      "\"compute_s\": %.5f, \"engine_calls_s\": %.5f, \"stall_s\": %.5f, \"optimizer_s\": %.5f, \"adam_s\": %.5f, "
+      "\"compute_s\": %.5f, \"engine_calls_s\": %.5f, \"stall_s\": %.5f, \"stall_fetch_s\": %.5f, \"optimizer_s\": %.5f, \"adam_s\": %.5f, "
       "\"nvme_s\": %.5f, \"h2d_MB\": %.2f, \"d2h_MB\": %.2f, \"nvme_MB\": %.2f, \"overhead_s\": %.5f, "
       "\"stall_pct\": %.2f, \"vs_in_memory\": %.3f, \"loss_first\": %.5f, \"loss_last\": %.5f, \"where\": %s, \"git\": \"%s\"}\n",
-      name.c_str(), params, budget, t.step, t.compute, t.calls, t.stall, t.optimizer, t.adam, t.nvme, t.h2d_mb, t.d2h_mb,
+      name.c_str(), params, budget, t.step, t.compute, t.calls, t.stall, t.stall_fetch, t.optimizer, t.adam, t.nvme, t.h2d_mb, t.d2h_mb,
       t.nvme_mb, t.step - t.compute, 100.0 * t.stall / t.step, t.step / base.step, t.first_loss, t.last_loss, where_json(kernels::kernel_table(kernels::best_isa()).value()->name).c_str(), STRATA_GIT_SHA);
   std::fprintf(stderr, "%-32s %8.1f %8.1f %8.1f %8.1f %6.1f%% %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %7.3fx  %.4f -> %.4f\n",
                name.c_str(), t.step * 1e3, t.compute * 1e3, t.calls * 1e3, t.stall * 1e3, 100.0 * t.stall / t.step,

@@ -88,6 +88,7 @@ struct Staging {
   offload::IoHandle io;   // an NVMe read into it or write from it (valid while in flight)
   int loading_work = -1;  // the working buffer whose NVMe load reads into it, -1 if none
   int put_chunk = -1;     // the chunk whose bit16 params it is writing to NVMe, -1 if none
+  int staged_chunk = -1;  // the chunk whose bit16 params it holds or is reading (prefetch), -1 if none
 };
 
 // One buffer set of the NVMe optimizer pipeline: master, exp_avg, exp_avg_sq of one chunk's
@@ -209,7 +210,10 @@ struct Engine::Impl {
   Status finish_load(WorkBuffer& w);                    // NVMe read done -> queue the H2D copy
   Status pump_loads();                                  // queue H2D for NVMe reads that finished
   Status prefetch();                                    // follow the trace ahead of the caller
-  Staging* idle_staging(bool take);                     // the next staging buffer if idle, else nullptr
+  Staging* idle_staging();                              // a staging buffer nothing uses, else nullptr
+  Staging* staged(uint32_t ci);                         // the staging buffer holding / reading chunk ci
+  Status start_read(Staging& sb, uint32_t ci);          // NVMe read of chunk ci's bit16 params into sb
+  void drop_staging(Staging& sb);                       // forgets a staged read (waits for it first)
   void on_pass_end();                                   // a micro-batch ended (step)
   size_t resident_elems() const;
   size_t effective_next_use(uint32_t ci) const;

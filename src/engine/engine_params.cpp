@@ -20,6 +20,7 @@ StatusOr<Staging*> Engine::Impl::take_staging(double* stall) {
   Staging& s = param_staging[next_staging];
   next_staging = (next_staging + 1) % param_staging.size();
   if (s.loading_work >= 0) STRATA_RETURN_IF_ERROR(finish_load(work[static_cast<size_t>(s.loading_work)]));
+  if (s.staged_chunk >= 0) drop_staging(s);
   if (s.pending) {
     STRATA_RETURN_IF_ERROR(wait_timed(*s.copied, stall));
     s.pending = false;

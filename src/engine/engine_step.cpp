@@ -127,15 +127,19 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
 Status Engine::Impl::retire_loads() {
   Status first;
   for (WorkBuffer& w : work) {
-    if (w.loading != nullptr) {
-      Status r = w.loading->io.wait();
-      if (first.is_ok() && !r.is_ok()) first = std::move(r);
-      w.loading->io = offload::IoHandle();
-      w.loading->loading_work = -1;
-      w.loading = nullptr;
-    }
+    w.loading = nullptr;
     w.chunk = -1;
     w.prefetched = false;
+  }
+  // Reads into staging (for working buffers or staged ahead) hold values the step is about to change.
+  for (Staging& s : param_staging) {
+    if (s.loading_work < 0 && s.staged_chunk < 0) continue;
+    if (s.io.valid()) {
+      Status r = s.io.wait();
+      if (first.is_ok() && !r.is_ok()) first = std::move(r);
+    }
+    s.io = offload::IoHandle();
+    s.loading_work = s.staged_chunk = -1;
   }
   for (ChunkState& c : chunks) c.work = -1;
   if (Status r = h2d->synchronize(); first.is_ok() && !r.is_ok()) first = std::move(r);

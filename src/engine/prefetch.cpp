@@ -45,15 +45,46 @@ size_t Engine::Impl::effective_next_use(uint32_t ci) const {
   return d > cfg.max_reuse_distance ? offload::PrefetchScheduler::kNever : d;
 }
 
-Staging* Engine::Impl::idle_staging(bool take) {
-  Staging& s = param_staging[next_staging];
-  if (s.loading_work >= 0 || s.io.valid()) return nullptr;
-  if (s.pending) {
-    if (!s.copied->query()) return nullptr;
-    s.pending = false;
+Staging* Engine::Impl::idle_staging() {
+  for (Staging& s : param_staging) {
+    if (s.loading_work >= 0 || s.staged_chunk >= 0 || s.io.valid()) continue;
+    if (s.pending) {
+      if (!s.copied->query()) continue;
+      s.pending = false;
+    }
+    return &s;
   }
-  if (take) next_staging = (next_staging + 1) % param_staging.size();
-  return &s;
+  return nullptr;
+}
+
+Staging* Engine::Impl::staged(uint32_t ci) {
+  for (Staging& s : param_staging)
+    if (s.staged_chunk == static_cast<int>(ci)) return &s;
+  return nullptr;
+}
+
+void Engine::Impl::drop_staging(Staging& sb) {
+  if (sb.io.valid()) (void)sb.io.wait();  // its data is not used; an error shows on the next read
+  sb.io = offload::IoHandle();
+  sb.staged_chunk = -1;
+}
+
+Status Engine::Impl::start_read(Staging& sb, uint32_t ci) {
+  // The step's write-back of these params must land before they are read.
+  for (Staging& o : param_staging) {
+    if (o.put_chunk != static_cast<int>(ci) || !o.io.valid()) continue;
+    const Clock::time_point t0 = Clock::now();
+    Status r = o.io.wait();
+    st.stall_fetch_s += seconds_since(t0);
+    o.io = offload::IoHandle();
+    o.put_chunk = -1;
+    STRATA_RETURN_IF_ERROR(r);
+  }
+  const size_t bytes = chunks[ci].rest_numel * 2;
+  sb.io = param_store->get(key(ci, "p16"), sb.buf, bytes, io_span(TraceLane::kNvmeRead, "read " + key(ci, "p16")));
+  sb.staged_chunk = static_cast<int>(ci);
+  st.bytes_nvme_read += bytes;
+  return Status::ok();
 }
 
 int Engine::Impl::pick_work(uint32_t ci, bool for_prefetch) {
@@ -93,10 +124,11 @@ Status Engine::Impl::finish_load(WorkBuffer& w) {
   if (w.loading == nullptr) return Status::ok();
   Staging* sb = w.loading;
   const Clock::time_point t0 = Clock::now();
-  Status r = sb->io.wait();
+  Status r = sb->io.valid() ? sb->io.wait() : Status::ok();
   st.stall_fetch_s += seconds_since(t0);
   sb->io = offload::IoHandle();
   sb->loading_work = -1;
+  sb->staged_chunk = -1;
   w.loading = nullptr;
   if (!r.is_ok()) {
     chunks[static_cast<size_t>(w.chunk)].work = -1;
@@ -115,7 +147,7 @@ Status Engine::Impl::finish_load(WorkBuffer& w) {
 
 Status Engine::Impl::pump_loads() {
   for (WorkBuffer& w : work)
-    if (w.loading != nullptr && w.loading->io.done()) STRATA_RETURN_IF_ERROR(finish_load(w));
+    if (w.loading != nullptr && (!w.loading->io.valid() || w.loading->io.done())) STRATA_RETURN_IF_ERROR(finish_load(w));
   return Status::ok();
 }
 
@@ -123,12 +155,9 @@ Status Engine::Impl::load(int wi, uint32_t ci, bool for_prefetch) {
   WorkBuffer& w = work[static_cast<size_t>(wi)];
   ChunkState& c = chunks[ci];
   if (w.loading != nullptr) {  // an unneeded load in flight: let it land, then drop it
-    Staging* sb = w.loading;
-    Status r = sb->io.wait();
-    sb->io = offload::IoHandle();
-    sb->loading_work = -1;
+    w.loading->loading_work = -1;
+    drop_staging(*w.loading);
     w.loading = nullptr;
-    (void)r;  // its data is not used
   }
   if (w.chunk >= 0) chunks[static_cast<size_t>(w.chunk)].work = -1;
   w.chunk = -1;
@@ -149,27 +178,19 @@ Status Engine::Impl::load(int wi, uint32_t ci, bool for_prefetch) {
     st.bytes_h2d += bytes;
     return Status::ok();
   }
-  Staging* sb = nullptr;
-  if (for_prefetch) {
-    sb = idle_staging(true);
-    if (sb == nullptr) return internal_error("prefetch of chunk " + std::to_string(ci) + ": no idle staging buffer");
-  } else {
-    STRATA_ASSIGN_OR_RETURN(sb, take_staging(&st.stall_fetch_s));
+  // A read already staged by prefetch, else one started now.
+  Staging* sb = staged(ci);
+  if (sb == nullptr) {
+    if (for_prefetch) {
+      sb = idle_staging();
+      if (sb == nullptr) return internal_error("prefetch of chunk " + std::to_string(ci) + ": no idle staging buffer");
+    } else {
+      STRATA_ASSIGN_OR_RETURN(sb, take_staging(&st.stall_fetch_s));
+    }
+    STRATA_RETURN_IF_ERROR(start_read(*sb, ci));
   }
-  // The step's write-back of these params must land before they are read.
-  for (Staging& o : param_staging) {
-    if (o.put_chunk != static_cast<int>(ci) || !o.io.valid()) continue;
-    const Clock::time_point t0 = Clock::now();
-    Status r = o.io.wait();
-    st.stall_fetch_s += seconds_since(t0);
-    o.io = offload::IoHandle();
-    o.put_chunk = -1;
-    STRATA_RETURN_IF_ERROR(r);
-  }
-  sb->io = param_store->get(key(ci, "p16"), sb->buf, bytes, io_span(TraceLane::kNvmeRead, "read " + key(ci, "p16")));
   sb->loading_work = wi;
   w.loading = sb;
-  st.bytes_nvme_read += bytes;
   if (!for_prefetch || !cfg.overlap) return finish_load(w);
   return Status::ok();
 }
@@ -208,20 +229,32 @@ Status Engine::Impl::ensure_loaded(uint32_t ci, const std::string& name) {
   return load(pick, ci, false);
 }
 
+// Two levels: chunks that can get a device buffer are loaded into it (H2D, after an NVMe read
+// for NVMe-resident ones); NVMe-resident chunks further ahead are read into free pinned staging
+// buffers (offload_param.buffer_count) so that their H2D can start as soon as a buffer frees up.
 Status Engine::Impl::prefetch() {
   if (!cfg.overlap || !sched || !sched->following() || work.empty()) return Status::ok();
   STRATA_RETURN_IF_ERROR(pump_loads());
+  bool device_full = false;
   for (uint32_t ci : sched->upcoming(cfg.prefetch_bucket_size)) {
     const ChunkState& c = chunks[ci];
     if (c.work >= 0) continue;
-    if (c.at.params16 == Tier::kNvme && idle_staging(false) == nullptr) break;
-    const int w = pick_work(ci, true);
-    if (w < 0) break;
-    const int old = work[static_cast<size_t>(w)].chunk;
-    const size_t freed = old >= 0 ? chunks[static_cast<size_t>(old)].rest_numel : 0;
-    if (resident_elems() - freed + c.rest_numel > cfg.max_live_parameters) break;
-    ++st.prefetches;
-    STRATA_RETURN_IF_ERROR(load(w, ci, true));
+    const bool nvme = c.at.params16 == Tier::kNvme;
+    if (!device_full) {
+      const int w = nvme && staged(ci) == nullptr && idle_staging() == nullptr ? -1 : pick_work(ci, true);
+      const int old = w >= 0 ? work[static_cast<size_t>(w)].chunk : -1;
+      const size_t freed = old >= 0 ? chunks[static_cast<size_t>(old)].rest_numel : 0;
+      if (w >= 0 && resident_elems() - freed + c.rest_numel <= cfg.max_live_parameters) {
+        ++st.prefetches;
+        STRATA_RETURN_IF_ERROR(load(w, ci, true));
+        continue;
+      }
+      device_full = true;  // later chunks are needed later still: no buffer for them either
+    }
+    if (!nvme || staged(ci) != nullptr) continue;
+    Staging* sb = idle_staging();
+    if (sb == nullptr) break;
+    STRATA_RETURN_IF_ERROR(start_read(*sb, ci));
   }
   return Status::ok();
 }
