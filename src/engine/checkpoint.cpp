@@ -15,12 +15,6 @@
 namespace strata::engine {
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
 Status check_tag(const std::string& tag) {
   if (tag.empty() || tag == "." || tag == ".." || tag == "latest" || tag.find('/') != std::string::npos ||
       tag.find(".tmp") != std::string::npos)
@@ -177,8 +171,8 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
     auto it = by_name.find(p.name);
     if (it == by_name.end()) return not_found(where + "param '" + p.name + "' is registered but not in the checkpoint");
     if (it->second->shape != p.shape)
-      return failed_precondition(where + "param '" + p.name + "' has shape " + shape_str(it->second->shape) +
-                                 " in the checkpoint, " + shape_str(p.shape) + " registered");
+      return failed_precondition(where + "param '" + p.name + "' has shape " + shape_string(it->second->shape) +
+                                 " in the checkpoint, " + shape_string(p.shape) + " registered");
   }
   if (m.params.size() != layout->params().size()) {
     for (const ckpt::ParamEntry& p : m.params)

@@ -101,6 +101,9 @@ struct OptSet {
   uint64_t issued = 0;  // order of the last read / write issued, to wait for the oldest
 };
 
+// "[64, 32]"
+std::string shape_string(const std::vector<int64_t>& shape);
+
 // NVMe keys of the optimizer arrays: "c<i>.master" ...
 inline constexpr const char* kOptArrayKeys[3] = {"master", "exp_avg", "exp_avg_sq"};
 
