@@ -180,7 +180,7 @@ Status Engine::prepare() {
     offload::NvmeStoreOptions o;
     o.dir = d;
     o.aio = m.cfg.aio;
-    STRATA_ASSIGN_OR_RETURN(m.stores[d], offload::NvmeStore::open(o));
+    STRATA_ASSIGN_OR_RETURN(m.stores[d], offload::NvmeStore::open(o, m.opts.io_sys));
   }
   if (m.cfg.placement.offload_optimizer == OffloadTarget::kNvme) m.opt_store = m.stores[m.cfg.optimizer_nvme_path].get();
   if (m.cfg.placement.offload_param == OffloadTarget::kNvme) m.param_store = m.stores[m.cfg.param_nvme_path].get();

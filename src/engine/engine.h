@@ -23,6 +23,7 @@
 #include "src/common/dtype.h"
 #include "src/common/status.h"
 #include "offload/device.h"
+#include "offload/io_sys.h"
 #include "src/engine/config.h"
 #include "src/engine/placement.h"
 
@@ -38,6 +39,8 @@ struct EngineOptions {
   // Test seam: called at each point of a checkpoint save ("chunk 3 written", "manifest written",
   // "published", "latest updated").
   std::function<void(const std::string&)> checkpoint_hook;
+  // Test seam: the system calls of the NVMe tier (a fault-injecting IoSys); nullptr: the real ones.
+  offload::IoSys* io_sys = nullptr;
 };
 
 struct StepResult {

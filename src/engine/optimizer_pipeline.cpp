@@ -118,9 +118,19 @@ Status Engine::Impl::quiesce_opt_sets() {
   for (Staging& sb : param_staging) {
     if (!sb.io.valid()) continue;
     Status r = sb.io.wait();
-    if (first.is_ok() && !r.is_ok()) first = std::move(r);
     sb.io = offload::IoHandle();
     sb.put_chunk = -1;
+    if (r.is_ok()) continue;  // a finished read stays staged for its working buffer
+    // A failed read must not be copied to the device: forget it, and its buffer's chunk.
+    if (sb.loading_work >= 0) {
+      WorkBuffer& w = work[static_cast<size_t>(sb.loading_work)];
+      if (w.chunk >= 0) chunks[static_cast<size_t>(w.chunk)].work = -1;
+      w.chunk = -1;
+      w.loading = nullptr;
+      w.prefetched = false;
+    }
+    sb.loading_work = sb.staged_chunk = -1;
+    if (first.is_ok()) first = std::move(r);
   }
   return first;
 }

@@ -69,6 +69,7 @@ struct RunOptions {
   int micro_begin = 0, micro_end = kSteps * kAccum;  // micro-batches to run
   Engine* engine = nullptr;  // train this engine (already prepared) instead of a new one
   std::function<void(const std::string&)> checkpoint_hook;  // EngineOptions::checkpoint_hook
+  offload::IoSys* io_sys = nullptr;                          // EngineOptions::io_sys
 };
 
 // An engine for `cfg` with the MLP's params registered (its seeded initial values) and prepared.
@@ -79,6 +80,7 @@ inline StatusOr<std::unique_ptr<Engine>> make_engine(const EngineConfig& cfg, co
   };
   opts.device_factory = o.device;
   opts.checkpoint_hook = o.checkpoint_hook;
+  opts.io_sys = o.io_sys;
   STRATA_ASSIGN_OR_RETURN(auto e, Engine::create(cfg, opts));
   for (const auto& l : mlp.layers()) {
     const auto w = mlp.init(l, true, 1), b = mlp.init(l, false, 1);
