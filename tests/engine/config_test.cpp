@@ -68,6 +68,23 @@ TEST(EngineConfig, DefaultsFromAnEmptyObject) {
   EXPECT_EQ(r.value().precision, Precision::kBF16);
   EXPECT_EQ(r.value().placement.stage, 0);
   EXPECT_EQ(r.value().device, "auto");
+  EXPECT_TRUE(r.value().overlap);
+  EXPECT_EQ(r.value().trace_path, "");
+  EXPECT_FALSE(r.value().step_summary);
+}
+
+TEST(EngineConfig, OverlapTraceAndSummaryKeys) {
+  auto r = parse_engine_config(
+      R"({"strata": {"overlap": false, "trace": "/tmp/t.json", "step_summary": true},
+          "zero_optimization": {"stage3_prefetch_bucket_size": 1e6, "stage3_max_live_parameters": 3e6,
+                                "stage3_max_reuse_distance": 0}})");
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_FALSE(r.value().overlap);
+  EXPECT_EQ(r.value().trace_path, "/tmp/t.json");
+  EXPECT_TRUE(r.value().step_summary);
+  EXPECT_EQ(r.value().prefetch_bucket_size, 1'000'000u);
+  EXPECT_EQ(r.value().max_live_parameters, 3'000'000u);
+  EXPECT_EQ(r.value().max_reuse_distance, 0u);
 }
 
 void expect_error(const std::string& json, const char* needle) {
@@ -102,6 +119,8 @@ TEST(EngineConfig, ErrorsNameTheKeyByItsPath) {
   expect_error(R"({"strata": {"device": "host"}})", "strata.device_bytes: required");
   expect_error(R"({"strata": {"device": "tpu"}})", "strata.device = \"tpu\"");
   expect_error(R"({"fp16": []})", "fp16: expected an object");
+  expect_error(R"({"strata": {"overlap": "yes"}})", "strata.overlap: expected true or false");
+  expect_error(R"({"strata": {"trace": 1}})", "strata.trace: expected a string");
   expect_error(R"([1])", "config: expected an object");
   expect_error(R"({"stage": )", "config: not valid JSON");
 }
