@@ -1,0 +1,82 @@
+// The GPT-style reference model of `strata train`: token + position embedding, pre-LayerNorm
+// blocks (causal multi-head attention, GELU MLP, residuals), final LayerNorm, LM head tied to the
+// token embedding, mean cross-entropy. Forward and backward of one micro-batch on the CPU path
+// (kernels/cpu/gpt_ops.h: fp32 activations, oneDNN matmuls). The model holds no parameters: it
+// fetches each block's bit16 params from a ParamSource (the engine, or memory), computes in fp32,
+// hands each param's fp32 gradient back as soon as backward produced it, and releases — so the
+// whole state never has to be in one place. Activation checkpointing keeps only each block's
+// input and recomputes the block in backward.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "src/common/dtype.h"
+#include "src/common/status.h"
+
+namespace strata::train {
+
+struct GptShape {
+  int layers = 2, heads = 2, channels = 64, vocab = 256, max_seq = 64;
+  size_t num_params() const;
+  Status validate() const;  // channels % heads == 0, everything >= 1
+};
+
+// "gpt2-124m" (12 x 768, 12 heads), "gpt2-350m" (24 x 1024, 16), "gpt-1.3b" (24 x 2048, 32), with
+// max_seq 1024 and the byte vocabulary (256); "tiny" (2 x 64, 2, max_seq 64) for tests. The error
+// lists the names.
+StatusOr<GptShape> gpt_preset(const std::string& name);
+
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  size_t numel() const;
+};
+// Every param in registration order: wte, wpe, then per block h<i>.{ln1.w, ln1.b, qkv.w, qkv.b,
+// proj.w, proj.b, ln2.w, ln2.b, fc.w, fc.b, fcproj.w, fcproj.b}, then lnf.w, lnf.b.
+std::vector<ParamInfo> gpt_params(const GptShape& s);
+// GPT-2's initialisation for `p`, from `seed` and the param's name: weights N(0, 0.02), the
+// residual projections (proj.w, fcproj.w) N(0, 0.02 / sqrt(2 * layers)), LayerNorm weights 1,
+// biases 0.
+void gpt_init(const GptShape& s, const ParamInfo& p, uint64_t seed, float* out);
+
+// Where the model gets its params and leaves its gradients.
+class ParamSource {
+ public:
+  virtual ~ParamSource() = default;
+  // The param's values ([numel] of dtype()), valid until release.
+  virtual StatusOr<const void*> fetch(const std::string& name) = 0;
+  virtual Status release(const std::string& name) = 0;
+  // The param's gradient of this micro-batch, [numel] fp32 (already multiplied by the loss scale).
+  virtual Status grad(const std::string& name, const float* g, size_t numel) = 0;
+  virtual DType dtype() const = 0;  // kBF16, kF16 or kF32
+};
+
+class GptModel {
+ public:
+  // B sequences of T tokens per micro-batch (T <= max_seq).
+  static StatusOr<std::unique_ptr<GptModel>> create(const GptShape& s, int B, int T, bool checkpointing);
+  ~GptModel();
+
+  // inputs, targets: [B, T] token ids < vocab. Forward, mean loss, backward of loss * loss_scale
+  // handing every param's gradient to `src` once. Returns the mean loss.
+  StatusOr<double> train_micro(ParamSource& src, const int32_t* inputs, const int32_t* targets, float loss_scale);
+  // Forward only: the mean loss.
+  StatusOr<double> eval_loss(ParamSource& src, const int32_t* inputs, const int32_t* targets);
+
+  const GptShape& shape() const;
+  // Floating-point operations of one train_micro (forward + backward, matmuls and attention;
+  // recomputation not counted), for TFLOPS figures.
+  double flops_per_micro() const;
+  size_t activation_bytes() const;
+
+  struct Impl;
+
+ private:
+  explicit GptModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace strata::train
