@@ -1,4 +1,5 @@
-// strata: the command-line tool. This version has the checkpoint commands; training joins later.
+// strata: the command-line tool.
+//   strata train [options]            (train_cmd.cpp; `strata train --help`)
 //   strata checkpoint info   DIR [--tag TAG]
 //   strata checkpoint verify DIR [--tag TAG]
 //   strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16]
@@ -17,7 +18,8 @@ namespace ckpt = strata::engine::ckpt;
 
 int usage() {
   std::fprintf(stderr,
-               "usage: strata checkpoint info DIR [--tag TAG]\n"
+               "usage: strata train [options]   (strata train --help)\n"
+               "       strata checkpoint info DIR [--tag TAG]\n"
                "       strata checkpoint verify DIR [--tag TAG]\n"
                "       strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16]\n");
   return 2;
@@ -87,9 +89,12 @@ int checkpoint(const std::vector<std::string>& args) {
 
 }  // namespace
 
+int train_command(const std::vector<std::string>& args);  // train_cmd.cpp
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) return usage();
   if (args[0] == "checkpoint") return checkpoint({args.begin() + 1, args.end()});
+  if (args[0] == "train") return train_command({args.begin() + 1, args.end()});
   return usage();
 }

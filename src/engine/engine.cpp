@@ -471,6 +471,7 @@ Status Engine::export_weights(const std::string& dir, DType dtype) {
 }
 
 double Engine::loss_scale() const { return impl_->scaler.scale(); }
+int64_t Engine::optimizer_step() const { return impl_->opt_step; }
 DType Engine::param_dtype() const { return impl_->dtype; }
 const EngineConfig& Engine::config() const { return impl_->cfg; }
 std::string Engine::device_name() const { return impl_->dev->name(); }

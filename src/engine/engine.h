@@ -130,6 +130,7 @@ class Engine {
   // The fp32 master values of a param (after prepare), into host memory dst[numel].
   Status read_master(const std::string& name, float* dst, size_t numel);
   double loss_scale() const;
+  int64_t optimizer_step() const;  // optimizer steps applied (restored by load)
   DType param_dtype() const;
   EngineStats stats() const;
   const EngineConfig& config() const;

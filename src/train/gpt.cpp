@@ -142,28 +142,11 @@ struct GptModel::Impl {
     kernels::cast_to_fp32(*k, kernels::TensorView{v, src.dtype(), p.numel()}, 1.0f, dst.data());
     return src.release(name);
   }
+  // The CPU path computes from fp32 copies, so each part is fetched, cast and released in turn:
+  // the block never needs more than one chunk on the device at a time.
   Status load_block(ParamSource& src, int l) {
-    // Fetch every part first (the block is resident together), then cast and release.
-    const void* v[12];
-    for (int part = 0; part < 12; ++part) {
-      auto r = src.fetch(block_name(l, part));
-      if (!r.is_ok()) {
-        for (int q = 0; q < part; ++q) (void)src.release(block_name(l, q));
-        return r.status();
-      }
-      v[part] = r.value();
-    }
-    for (int part = 0; part < 12; ++part) {
-      const ParamInfo& p = infos[index.at(block_name(l, part))];
-      blk[part].resize(p.numel());
-      kernels::cast_to_fp32(*k, kernels::TensorView{v[part], src.dtype(), p.numel()}, 1.0f, blk[part].data());
-    }
-    Status first;
-    for (int part = 0; part < 12; ++part) {
-      Status r = src.release(block_name(l, part));
-      if (first.is_ok() && !r.is_ok()) first = std::move(r);
-    }
-    return first;
+    for (int part = 0; part < 12; ++part) STRATA_RETURN_IF_ERROR(load(src, block_name(l, part), blk[part]));
+    return Status::ok();
   }
 
   Status block_forward(const float* x, BlockActs& a, float* out) {

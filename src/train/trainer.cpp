@@ -1,0 +1,161 @@
+// The training loop over the engine.
+#include "src/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "kernels/cpu/casts.h"
+#include "kernels/cpu/isa.h"
+
+namespace strata::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The engine as the model's ParamSource: fp32 gradients are rounded to the engine's bit16 dtype.
+class EngineSource final : public ParamSource {
+ public:
+  EngineSource(engine::Engine& e, const kernels::KernelTable& k) : e_(e), k_(k) {}
+  StatusOr<const void*> fetch(const std::string& name) override {
+    STRATA_ASSIGN_OR_RETURN(void* p, e_.fetch(name));
+    return static_cast<const void*>(p);
+  }
+  Status release(const std::string& name) override { return e_.release(name); }
+  Status grad(const std::string& name, const float* g, size_t n) override {
+    buf_.resize(n);
+    kernels::cast_from_fp32(k_, g, n, e_.param_dtype(), buf_.data());
+    return e_.grad(name, buf_.data(), e_.param_dtype(), n);
+  }
+  DType dtype() const override { return e_.param_dtype(); }
+
+ private:
+  engine::Engine& e_;
+  const kernels::KernelTable& k_;
+  std::vector<uint16_t> buf_;
+};
+
+std::string mb(size_t bytes) {
+  char b[32];
+  std::snprintf(b, sizeof(b), "%.1f MB", static_cast<double>(bytes) / 1e6);
+  return b;
+}
+
+}  // namespace
+
+double lr_at(const TrainOptions& o, int64_t step) {
+  if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / o.warmup;
+  const double span = std::max<double>(1.0, static_cast<double>(o.steps - o.warmup));
+  const double progress = std::min(1.0, static_cast<double>(step - o.warmup) / span);
+  const double min_lr = o.lr * o.min_lr_ratio;
+  return min_lr + 0.5 * (o.lr - min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const TrainOptions& o,
+                                    const std::function<void(const std::string&)>& print, engine::EngineOptions eopts) {
+  // Everything that can be refused is refused before any work.
+  STRATA_RETURN_IF_ERROR(o.shape.validate());
+  if (o.shape.vocab != 256) return invalid_argument("the byte-level data needs vocab 256, not " + std::to_string(o.shape.vocab));
+  if (o.batch < 1 || o.seq < 1 || o.steps < 1) return invalid_argument("batch, sequence length and steps must be >= 1");
+  if (o.seq > o.shape.max_seq)
+    return invalid_argument("sequence length " + std::to_string(o.seq) + " exceeds the model's max_seq " +
+                            std::to_string(o.shape.max_seq));
+  if (o.lr <= 0 || o.warmup < 0) return invalid_argument("lr must be > 0 and warm-up >= 0");
+  STRATA_ASSIGN_OR_RETURN(ByteDataset data, ByteDataset::open(o.data_path, o.val_fraction, o.seq, cfg.seed + 1));
+  STRATA_ASSIGN_OR_RETURN(auto model, GptModel::create(o.shape, o.batch, o.seq, o.checkpointing));
+  STRATA_ASSIGN_OR_RETURN(const kernels::KernelTable* k, kernels::kernel_table(kernels::best_isa()));
+
+  if (!eopts.log) eopts.log = print;
+  STRATA_ASSIGN_OR_RETURN(auto eng, engine::Engine::create(cfg, eopts));
+  std::vector<float> init;
+  for (const ParamInfo& p : gpt_params(o.shape)) {
+    init.resize(p.numel());
+    gpt_init(o.shape, p, cfg.seed, init.data());
+    STRATA_RETURN_IF_ERROR(eng->register_param(p.name, p.shape, DType::kF32, init.data()));
+  }
+  STRATA_RETURN_IF_ERROR(eng->prepare());
+  if (!o.resume_dir.empty()) STRATA_RETURN_IF_ERROR(eng->load(o.resume_dir));
+  const int gas = cfg.gradient_accumulation_steps;
+  int64_t step = eng->optimizer_step();
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "model: %d layers, %d heads, %d channels, %.2f M params (bit16 %s); batch %d x %d tokens x %d micro-batches; "
+                "data %s (%zu train / %zu validation bytes); activations %s%s",
+                o.shape.layers, o.shape.heads, o.shape.channels, static_cast<double>(o.shape.num_params()) / 1e6,
+                mb(o.shape.num_params() * 2).c_str(), o.batch, o.seq, gas, data.path().c_str(), data.train_bytes(),
+                data.val_bytes(), mb(model->activation_bytes()).c_str(), o.checkpointing ? " (checkpointed)" : "");
+  print(line);
+  if (step > 0) print("resumed at step " + std::to_string(step));
+
+  EngineSource src(*eng, *k);
+  const size_t tokens = static_cast<size_t>(o.batch) * static_cast<size_t>(o.seq);
+  std::vector<int32_t> in(tokens), tgt(tokens);
+  auto validate = [&]() -> StatusOr<double> {
+    double sum = 0;
+    for (int v = 0; v < o.val_batches; ++v) {
+      data.val_batch(v, o.batch, in.data(), tgt.data());
+      STRATA_ASSIGN_OR_RETURN(double l, model->eval_loss(src, in.data(), tgt.data()));
+      sum += l;
+    }
+    // Eval fetches count as a micro-batch for the engine's prefetch trace; none of them is a gradient.
+    return sum / o.val_batches;
+  };
+
+  TrainSummary sum;
+  const Clock::time_point t_start = Clock::now();
+  bool first = true;
+  double last_val = NAN;
+  double trained_tokens = 0, flops = 0;
+  while (step < o.steps) {
+    const Clock::time_point t0 = Clock::now();
+    const engine::EngineStats before = eng->stats();
+    const double lr = lr_at(o, step);
+    double loss = 0;
+    engine::StepResult r;
+    for (int micro = 0; micro < gas; ++micro) {
+      data.train_batch(step * gas + micro, o.batch, in.data(), tgt.data());
+      STRATA_ASSIGN_OR_RETURN(double l, model->train_micro(src, in.data(), tgt.data(), static_cast<float>(eng->loss_scale())));
+      loss += l / gas;
+      STRATA_ASSIGN_OR_RETURN(r, eng->step(lr));
+    }
+    step = r.optimizer_step;
+    if (!r.applied) step = eng->optimizer_step();
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    const engine::EngineStats after = eng->stats();
+    const double stall = (after.stall_fetch_s - before.stall_fetch_s) + (after.stall_grad_s - before.stall_grad_s) +
+                         (after.step_nvme_s - before.step_nvme_s);
+    const double tps = static_cast<double>(tokens) * gas / secs;
+    const double tflops = model->flops_per_micro() * gas / secs / 1e12;
+    trained_tokens += static_cast<double>(tokens) * gas;
+    flops += model->flops_per_micro() * gas;
+    if (first) sum.first_loss = loss;
+    first = false;
+    sum.last_loss = loss;
+    std::snprintf(line, sizeof(line),
+                  "step %4lld/%lld | loss %.4f | lr %.2e | %7.0f tok/s | %.3f TFLOPS | %6.0f ms | stall %4.1f%% | H2D %s D2H %s "
+                  "NVMe %s%s",
+                  static_cast<long long>(step), static_cast<long long>(o.steps), loss, lr, tps, tflops, secs * 1e3,
+                  100.0 * stall / secs, mb(after.bytes_h2d - before.bytes_h2d).c_str(),
+                  mb(after.bytes_d2h - before.bytes_d2h).c_str(),
+                  mb(after.bytes_nvme_read - before.bytes_nvme_read + after.bytes_nvme_write - before.bytes_nvme_write).c_str(),
+                  r.overflow ? " | overflow: step skipped" : "");
+    print(line);
+    const bool last = step >= o.steps;
+    if ((o.val_every > 0 && step % o.val_every == 0) || last) {
+      STRATA_ASSIGN_OR_RETURN(last_val, validate());
+      std::snprintf(line, sizeof(line), "step %4lld: validation loss %.4f", static_cast<long long>(step), last_val);
+      print(line);
+    }
+    if (!o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || last))
+      STRATA_RETURN_IF_ERROR(eng->save(o.save_dir));
+  }
+  sum.steps = step;
+  sum.val_loss = last_val;
+  sum.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
+  sum.tokens_per_s = trained_tokens / sum.seconds;
+  sum.tflops = flops / sum.seconds / 1e12;
+  sum.stats = eng->stats();
+  return sum;
+}
+
+}  // namespace strata::train

@@ -1,0 +1,50 @@
+// The training loop of `strata train`: the GPT model of gpt.h trained through the engine on
+// byte-level data — params registered with GPT-2's initialisation, a warm-up + cosine learning
+// rate, gradient accumulation and loss scaling by the engine, validation at intervals,
+// checkpoints and resume. Reports one progress line per optimizer step and a summary.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "src/engine/engine.h"
+#include "src/train/data.h"
+#include "src/train/gpt.h"
+
+namespace strata::train {
+
+struct TrainOptions {
+  GptShape shape;
+  int batch = 4;                 // sequences per micro-batch
+  int seq = 64;                  // tokens per sequence
+  int64_t steps = 50;            // optimizer steps to reach (a resumed run continues up to it)
+  double lr = 3e-3;              // peak learning rate
+  double min_lr_ratio = 0.1;     // cosine decays to lr * this at the last step
+  int warmup = 10;               // linear warm-up steps
+  int val_every = 25;            // validation loss every this many steps (0: only at the end)
+  int val_batches = 4;
+  bool checkpointing = false;    // activation checkpointing (recompute each block in backward)
+  std::string data_path;         // byte-level text
+  double val_fraction = 0.1;
+  std::string save_dir;          // checkpoints here (""; none)
+  int save_every = 0;            // and every this many steps (0: only at the end)
+  std::string resume_dir;        // load this checkpoint (a directory with `latest`, or one checkpoint) first
+};
+
+struct TrainSummary {
+  int64_t steps = 0;             // optimizer steps at the end
+  double first_loss = 0, last_loss = 0, val_loss = 0;
+  double seconds = 0, tokens_per_s = 0, tflops = 0;
+  engine::EngineStats stats;
+};
+
+// The learning rate of optimizer step `step` (0-based).
+double lr_at(const TrainOptions& o, int64_t step);
+
+// Checks everything that can be checked before any work (shape, data, sizes) — errors are one
+// line naming the problem — then trains. `print` receives progress lines.
+StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const TrainOptions& o,
+                                    const std::function<void(const std::string&)>& print,
+                                    engine::EngineOptions eopts = {});
+
+}  // namespace strata::train
