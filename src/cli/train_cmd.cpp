@@ -33,6 +33,7 @@ const char* const kHelp =
     "  --checkpointing         activation checkpointing (recompute each block in backward)\n"
     "  --val-every N           validation loss every N steps (default 25; always at the end)\n"
     "  --save DIR --save-every N --resume DIR   checkpoints\n"
+    "  --stop-after N          stop after N steps of this run (the schedule stays that of --steps; resume later)\n"
     "  --trace FILE            Chrome-trace timeline of the run\n"
     "  --seed N                initialisation and data seed\n";
 
@@ -112,6 +113,7 @@ int train_command(const std::vector<std::string>& args) {
     else if (a == "--batch") integer(1, &o.batch);
     else if (a == "--seq") integer(1, &o.seq);
     else if (a == "--steps") integer(1, &o.steps);
+    else if (a == "--stop-after") integer(1, &o.stop_after);
     else if (a == "--warmup") integer(0, &o.warmup);
     else if (a == "--val-every") integer(0, &o.val_every);
     else if (a == "--save-every") integer(0, &o.save_every);

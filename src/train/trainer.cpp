@@ -67,6 +67,9 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
 
   if (!eopts.log) eopts.log = print;
   STRATA_ASSIGN_OR_RETURN(auto eng, engine::Engine::create(cfg, eopts));
+  if (eng->device_name().rfind("host-emulated", 0) != 0)
+    return Status(StatusCode::kUnsupported, "the GPT model's CUDA compute path is not built yet; train on the host-emulated device "
+                                            "(--device host --device-memory SIZE), chosen device: " + eng->device_name());
   std::vector<float> init;
   for (const ParamInfo& p : gpt_params(o.shape)) {
     init.resize(p.numel());
@@ -106,7 +109,8 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
   bool first = true;
   double last_val = NAN;
   double trained_tokens = 0, flops = 0;
-  while (step < o.steps) {
+  const int64_t stop = o.stop_after > 0 ? std::min(o.steps, step + o.stop_after) : o.steps;
+  while (step < stop) {
     const Clock::time_point t0 = Clock::now();
     const engine::EngineStats before = eng->stats();
     const double lr = lr_at(o, step);
@@ -131,6 +135,7 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     if (first) sum.first_loss = loss;
     first = false;
     sum.last_loss = loss;
+    sum.losses.push_back(loss);
     std::snprintf(line, sizeof(line),
                   "step %4lld/%lld | loss %.4f | lr %.2e | %7.0f tok/s | %.3f TFLOPS | %6.0f ms | stall %4.1f%% | H2D %s D2H %s "
                   "NVMe %s%s",
@@ -140,7 +145,7 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
                   mb(after.bytes_nvme_read - before.bytes_nvme_read + after.bytes_nvme_write - before.bytes_nvme_write).c_str(),
                   r.overflow ? " | overflow: step skipped" : "");
     print(line);
-    const bool last = step >= o.steps;
+    const bool last = step >= stop;
     if ((o.val_every > 0 && step % o.val_every == 0) || last) {
       STRATA_ASSIGN_OR_RETURN(last_val, validate());
       std::snprintf(line, sizeof(line), "step %4lld: validation loss %.4f", static_cast<long long>(step), last_val);

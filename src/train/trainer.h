@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "src/engine/engine.h"
 #include "src/train/data.h"
@@ -29,11 +30,13 @@ struct TrainOptions {
   std::string save_dir;          // checkpoints here (""; none)
   int save_every = 0;            // and every this many steps (0: only at the end)
   std::string resume_dir;        // load this checkpoint (a directory with `latest`, or one checkpoint) first
+  int64_t stop_after = 0;        // stop after this many steps of this run (0: at `steps`); the schedule stays that of `steps`
 };
 
 struct TrainSummary {
   int64_t steps = 0;             // optimizer steps at the end
   double first_loss = 0, last_loss = 0, val_loss = 0;
+  std::vector<double> losses;    // the training loss of every optimizer step of this run
   double seconds = 0, tokens_per_s = 0, tflops = 0;
   engine::EngineStats stats;
 };

@@ -237,7 +237,8 @@ static void train_step(strata_engine_t* e, const uint16_t* g, size_t n) {
 /* Save after one step, load into a second engine, one more step on each: the same masters. */
 static void test_checkpoint_round_trip(void) {
   enum { kN = 200 };
-  char root[] = "/tmp/strata_c_ckpt_XXXXXX";
+  char root[64] = "/tmp/strata_c_ckpt_";
+  memset(root + strlen(root), 'X', 6); /* mkdtemp's template: six X */
   CHECK(mkdtemp(root) != NULL, "mkdtemp");
   float init[kN], a[kN], b[kN];
   uint16_t g[kN];
