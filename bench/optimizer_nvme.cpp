@@ -26,6 +26,7 @@
 
 #include "bench_util.h"
 #include "fio.h"
+#include "store_rates.h"
 #include "kernels/cpu/adam.h"
 #include "kernels/cpu/isa.h"
 #include "offload/nvme_store.h"
@@ -117,43 +118,12 @@ StepTimes run_engine(const std::string& dir, size_t params, size_t chunk_elems, 
   return per[per.size() / 2];
 }
 
-// The NvmeStore alone on the same arrays (chunks x 3 of chunk_elems fp32), 12 requests in flight:
-// all read, then all written; best of 2.
+// The NvmeStore alone on the same arrays (chunks x 3 of chunk_elems fp32).
 Rates store_alone(const std::string& dir, size_t params, size_t chunk_elems) {
-  offload::NvmeStoreOptions o;
-  o.dir = dir + "/store_alone";
-  std::filesystem::create_directories(o.dir);
-  auto st = check(offload::NvmeStore::open(o));
   std::vector<size_t> sizes;
   for (size_t done = 0; done < params; done += chunk_elems)
     for (int a = 0; a < 3; ++a) sizes.push_back(std::min(chunk_elems, params - done) * 4);
-  constexpr size_t kInFlight = 12;
-  std::vector<offload::AlignedBuffer> bufs;
-  for (size_t i = 0; i < kInFlight; ++i) bufs.push_back(check(offload::AlignedBuffer::create(chunk_elems * 4, offload::PinMode::kAuto)));
-  double total = 0;
-  for (size_t b : sizes) total += static_cast<double>(b);
-  auto pass = [&](bool write) {
-    std::vector<offload::IoHandle> h(kInFlight);
-    return seconds([&] {
-      for (size_t i = 0; i < sizes.size(); ++i) {
-        if (h[i % kInFlight].valid()) check(h[i % kInFlight].wait());
-        const std::string k = "a" + std::to_string(i);
-        h[i % kInFlight] = write ? st->put(k, bufs[i % kInFlight], sizes[i]) : st->get(k, bufs[i % kInFlight], sizes[i]);
-      }
-      for (auto& x : h)
-        if (x.valid()) check(x.wait());
-    });
-  };
-  (void)pass(true);
-  (void)pass(true);  // both slot files of every key exist, as in the engine's steady state
-  Rates r;
-  for (int rep = 0; rep < 2; ++rep) {
-    r.read_gbps = std::max(r.read_gbps, total / pass(false) / 1e9);
-    r.write_gbps = std::max(r.write_gbps, total / pass(true) / 1e9);
-  }
-  check(st->close());
-  std::filesystem::remove_all(o.dir);
-  return r;
+  return check(store_rates(dir, sizes));
 }
 
 }  // namespace

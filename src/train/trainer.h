@@ -37,6 +37,11 @@ struct TrainSummary {
   int64_t steps = 0;             // optimizer steps at the end
   double first_loss = 0, last_loss = 0, val_loss = 0;
   std::vector<double> losses;    // the training loss of every optimizer step of this run
+  struct Step {                  // and its time and traffic
+    double seconds = 0, stall_seconds = 0;
+    size_t h2d = 0, d2h = 0, nvme_read = 0, nvme_write = 0;
+  };
+  std::vector<Step> step_records;
   double seconds = 0, tokens_per_s = 0, tflops = 0;
   engine::EngineStats stats;
 };

@@ -1,0 +1,170 @@
+// bench/train: `strata train`'s step on the GPT reference model for several placements, each
+// beside its analytical bound measured in the same run:
+//   bound = max(compute, host<->device traffic / copy bandwidth, NVMe reads / store read rate +
+//               NVMe writes / store write rate)
+// compute = the same model's step with everything on the device (no offload, same kernels);
+// copy bandwidth = memcpy of 64 MiB buffers (the emulated device's copies are memcpy);
+// store rates = the NvmeStore alone on the run's own optimizer-state arrays. Also the matmul
+// rate (oneDNN, the model's largest matmul) and the TFLOPS it implies. Target: <= 1.25x the bound.
+// One JSON object per placement on stdout, a table on stderr.
+//
+//   strata_bench_train --nvme-dir DIR [--layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "kernels/cpu/gpt_ops.h"
+#include "kernels/cpu/isa.h"
+#include "store_rates.h"
+#include "src/train/trainer.h"
+
+namespace strata::bench {
+namespace {
+
+template <class T>
+T check(StatusOr<T> s) {
+  if (!s.is_ok()) {
+    std::fprintf(stderr, "train bench: %s\n", s.status().to_string().c_str());
+    std::exit(1);
+  }
+  return std::move(s).value();
+}
+
+double memcpy_gbps() {
+  const size_t n = size_t{64} << 20;
+  Buffer a = alloc_buffer(n), b = alloc_buffer(n);
+  std::memset(a.get(), 1, n);
+  std::memset(b.get(), 2, n);
+  std::vector<double> t;
+  for (int r = 0; r < 5; ++r) t.push_back(seconds([&] { std::memcpy(b.get(), a.get(), n); }));
+  return static_cast<double>(n) / best(t) / 1e9;
+}
+
+// GFLOP/s of oneDNN on [N, C] x [C, 4C] (the MLP's first matmul).
+double matmul_gflops(int N, int C) {
+  std::vector<float> x(static_cast<size_t>(N) * C, 0.5f), w(static_cast<size_t>(4) * C * C, 0.25f), out(static_cast<size_t>(N) * 4 * C);
+  std::vector<double> t;
+  for (int r = 0; r < 5; ++r)
+    t.push_back(seconds([&] { (void)kernels::gpt::matmul_forward(out.data(), x.data(), w.data(), nullptr, N, C, 4 * C); }));
+  return 2.0 * N * C * 4.0 * C / best(t) / 1e9;
+}
+
+struct Result {
+  train::TrainSummary::Step step;  // the median step
+  double tokens_per_s = 0, loss_first = 0, loss_last = 0;
+};
+
+Result run(const std::string& json, const train::TrainOptions& o) {
+  auto cfg = check(engine::parse_engine_config(json));
+  engine::EngineOptions e;
+  e.log = [](const std::string&) {};
+  const train::TrainSummary s = check(run_training(cfg, o, [](const std::string&) {}, e));
+  std::vector<train::TrainSummary::Step> steps(s.step_records.begin() + 1, s.step_records.end());  // after a warm-up step
+  std::sort(steps.begin(), steps.end(), [](const auto& a, const auto& b) { return a.seconds < b.seconds; });
+  Result r;
+  r.step = steps[steps.size() / 2];
+  r.tokens_per_s = static_cast<double>(o.batch) * o.seq / r.step.seconds;
+  r.loss_first = s.losses.front();
+  r.loss_last = s.losses.back();
+  return r;
+}
+
+}  // namespace
+}  // namespace strata::bench
+
+int main(int argc, char** argv) {
+  using namespace strata;
+  using namespace strata::bench;
+  train::TrainOptions o;
+  o.shape = train::GptShape{6, 4, 256, 256, 64};
+  o.batch = 8;
+  o.seq = 64;
+  o.steps = 6;
+  o.warmup = 2;
+  o.val_every = 0;
+  o.val_batches = 1;
+  std::string dir;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    const int v = std::atoi(argv[i + 1]);
+    if (a == "--nvme-dir") dir = argv[i + 1];
+    else if (a == "--layers") o.shape.layers = v;
+    else if (a == "--channels") o.shape.channels = v;
+    else if (a == "--heads") o.shape.heads = v;
+    else if (a == "--batch") o.batch = v;
+    else if (a == "--seq") o.seq = o.shape.max_seq = v;
+    else if (a == "--steps") o.steps = v + 1;
+    else {
+      std::fprintf(stderr, "usage: %s --nvme-dir DIR [--layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (dir.empty() || (argc % 2) == 0) {
+    std::fprintf(stderr, "usage: %s --nvme-dir DIR [--layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]\n", argv[0]);
+    return 2;
+  }
+  std::filesystem::create_directories(dir);
+  o.data_path = dir + "/corpus.txt";
+  if (Status s = train::write_default_corpus(o.data_path, size_t{1} << 20); !s.is_ok()) return 1;
+  const size_t params = o.shape.num_params();
+  // Chunks as large as the largest param (fc.w: 4C x C); device: 2 working chunks + 2 buckets.
+  const size_t chunk = static_cast<size_t>(4) * o.shape.channels * o.shape.channels * 2;
+  const size_t budget = 4 * chunk + (64 << 10);
+  const auto model = check(train::GptModel::create(o.shape, o.batch, o.seq, false));
+  const double gflops = matmul_gflops(o.batch * o.seq, o.shape.channels);
+  const double copy = memcpy_gbps();
+  std::vector<size_t> arrays;
+  {  // the optimizer-state arrays of this model's chunks: 3 per chunk of at most `chunk / 2` params
+    size_t left = params;
+    while (left > 0) {
+      const size_t n = std::min(left, chunk / 2);
+      for (int a = 0; a < 3; ++a) arrays.push_back(n * 4);
+      left -= n;
+    }
+  }
+  const Rates store = check(store_rates(dir, arrays));
+  std::fprintf(stderr,
+               "train bench: %d layers x %d channels, %.2f M params (bf16 %.1f MB), batch %d x %d; device budget %.1f MB (%.1fx "
+               "smaller than the bf16 params)\n  oneDNN matmul %.1f GFLOP/s, memcpy %.1f GB/s, NvmeStore read %.2f / write %.2f GB/s\n",
+               o.shape.layers, o.shape.channels, params / 1e6, params * 2 / 1e6, o.batch, o.seq, budget / 1e6,
+               params * 2.0 / static_cast<double>(budget), gflops, copy, store.read_gbps, store.write_gbps);
+  auto json = [&](const std::string& zero, size_t dev) {
+    return "{\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, \"zero_optimization\": {" + zero +
+           "}, \"strata\": {\"device\": \"host\", \"device_bytes\": " + std::to_string(dev) + ", \"chunk_bytes\": " +
+           std::to_string(chunk) + "}}";
+  };
+  const std::string path = "\"nvme_path\": \"" + dir + "\"";
+  const Result base = run(json("\"stage\": 0", params * 40), o);
+  const double flops = model->flops_per_micro();
+  std::fprintf(stderr, "%-28s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS", "stall ms",
+               "copy ms", "nvme ms", "bound ms", "ratio", "loss");
+  const std::vector<std::pair<std::string, std::string>> placements = {
+      {"in memory (all on device)", ""},
+      {"params+optimizer cpu", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"},
+      {"params cpu, optimizer nvme", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}"},
+      {"params+optimizer nvme", "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", " + path +
+                                    "}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}"}};
+  for (const auto& [name, zero] : placements) {
+    const Result r = zero.empty() ? base : run(json(zero, budget), o);
+    const double t_copy = static_cast<double>(r.step.h2d + r.step.d2h) / (copy * 1e9);
+    const double t_nvme = r.step.nvme_read / (store.read_gbps * 1e9) + r.step.nvme_write / (store.write_gbps * 1e9);
+    const double bound = std::max({base.step.seconds, t_copy, t_nvme});
+    std::printf("{\"bench\": \"train\", \"placement\": \"%s\", \"params\": %zu, \"batch\": %d, \"seq\": %d, \"device_budget\": %zu, "
+                "\"step_s\": %.5f, \"tokens_per_s\": %.1f, \"tflops\": %.4f, \"stall_s\": %.5f, \"h2d_bytes\": %zu, \"d2h_bytes\": %zu, "
+                "\"nvme_read_bytes\": %zu, \"nvme_write_bytes\": %zu, \"compute_s\": %.5f, \"copy_s\": %.5f, \"nvme_s\": %.5f, "
+                "\"bound_s\": %.5f, \"vs_bound\": %.3f, \"matmul_gflops\": %.1f, \"memcpy_gbps\": %.2f, \"store_read_gbps\": %.3f, "
+                "\"store_write_gbps\": %.3f, \"loss_first\": %.4f, \"loss_last\": %.4f, \"where\": %s, \"git\": \"%s\"}\n",
+                name.c_str(), params, o.batch, o.seq, zero.empty() ? params * 40 : budget, r.step.seconds, r.tokens_per_s,
+                flops / r.step.seconds / 1e12, r.step.stall_seconds, r.step.h2d, r.step.d2h, r.step.nvme_read, r.step.nvme_write,
+                base.step.seconds, t_copy, t_nvme, bound, r.step.seconds / bound, gflops, copy, store.read_gbps, store.write_gbps,
+                r.loss_first, r.loss_last, where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(), STRATA_GIT_SHA);
+    std::fprintf(stderr, "%-28s %9.1f %9.0f %9.4f %9.1f %9.1f %9.1f %9.1f %6.2fx %.3f->%.3f\n", name.c_str(), r.step.seconds * 1e3,
+                 r.tokens_per_s, flops / r.step.seconds / 1e12, r.step.stall_seconds * 1e3, t_copy * 1e3, t_nvme * 1e3, bound * 1e3,
+                 r.step.seconds / bound, r.loss_first, r.loss_last);
+  }
+  return 0;
+}
