@@ -177,6 +177,20 @@ STRATA_API strata_status_t strata_engine_step(strata_engine_t* engine, const str
   });
 }
 
+STRATA_API strata_status_t strata_engine_begin_eval(strata_engine_t* engine) {
+  return guard(__func__, [&]() -> Status {
+    STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
+    return e->begin_eval();
+  });
+}
+
+STRATA_API strata_status_t strata_engine_end_eval(strata_engine_t* engine) {
+  return guard(__func__, [&]() -> Status {
+    STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
+    return e->end_eval();
+  });
+}
+
 STRATA_API strata_status_t strata_engine_synchronize(strata_engine_t* engine) {
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));

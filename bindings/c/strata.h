@@ -284,6 +284,11 @@ STRATA_API strata_status_t strata_engine_release(strata_engine_t* engine, const 
  * `stream` so far, and later work on `stream` follows the copy. */
 STRATA_API strata_status_t strata_engine_grad(strata_engine_t* engine, const char* name, const void* grad,
                                               strata_dtype_t dtype, size_t numel, void* stream);
+/* Bracket one evaluation pass (forward only: fetch / release; grad and step are refused inside).
+ * Prefetch records the fetch order of evaluation passes apart from training micro-batches, so
+ * interleaved validation keeps both prefetched. No param may be fetched at either call. */
+STRATA_API strata_status_t strata_engine_begin_eval(strata_engine_t* engine);
+STRATA_API strata_status_t strata_engine_end_eval(strata_engine_t* engine);
 /* Ends a micro-batch. Every gradient_accumulation_steps calls: overflow check, loss-scale update,
  * global-norm clipping, Adam on every chunk where its state lives, bit16 params refreshed where
  * they rest; synchronous. No param may be fetched. args may be NULL (defaults); result may be

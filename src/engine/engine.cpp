@@ -197,7 +197,8 @@ Status Engine::prepare() {
   if (!m.work.empty() && m.cfg.overlap) {
     std::vector<size_t> elems;
     for (const ChunkState& c : m.chunks) elems.push_back(c.rest_numel);
-    m.sched = std::make_unique<offload::PrefetchScheduler>(std::move(elems));
+    m.train_sched = std::make_unique<offload::PrefetchScheduler>(elems);
+    m.eval_sched = std::make_unique<offload::PrefetchScheduler>(std::move(elems));
   }
   m.pending.clear();
   m.prepared = true;
@@ -395,6 +396,28 @@ StatusOr<void*> Engine::fetch(const std::string& name, void* native_stream) {
   auto r = impl_->fetch(name, native_stream);
   impl_->call_end();
   return r;
+}
+
+Status Engine::begin_eval() {
+  Impl& m = *impl_;
+  if (!m.prepared) STRATA_RETURN_IF_ERROR(prepare());
+  if (m.in_eval) return failed_precondition("begin_eval: an evaluation pass is already open (end_eval first)");
+  for (size_t i = 0; i < m.params.size(); ++i)
+    if (m.params[i].fetches > 0)
+      return failed_precondition("begin_eval while '" + m.layout->params()[i].name + "' is fetched: release every param first");
+  m.in_eval = true;
+  return Status::ok();
+}
+
+Status Engine::end_eval() {
+  Impl& m = *impl_;
+  if (!m.in_eval) return failed_precondition("end_eval without begin_eval");
+  for (size_t i = 0; i < m.params.size(); ++i)
+    if (m.params[i].fetches > 0)
+      return failed_precondition("end_eval while '" + m.layout->params()[i].name + "' is fetched: release every param first");
+  if (m.eval_sched) m.eval_sched->end_pass();
+  m.in_eval = false;
+  return Status::ok();
 }
 
 Status Engine::release(const std::string& name) {

@@ -105,6 +105,11 @@ class Engine {
   // far on native_stream and native_stream waits for the copy. Gradients add up across the
   // micro-batches of one accumulation cycle.
   Status grad(const std::string& name, const void* grad, DType dtype, size_t numel, void* native_stream = nullptr);
+  // Brackets one evaluation pass (forward only: fetch / release, no grad, no step). Prefetch
+  // records and follows the fetch order of evaluation passes apart from training micro-batches,
+  // so interleaved validation does not look like a changed order. No param may be fetched.
+  Status begin_eval();
+  Status end_eval();
   // Ends a micro-batch; every gradient_accumulation_steps calls, runs the optimizer step with
   // learning rate `lr` (< 0: the config's). No param may be fetched.
   StatusOr<StepResult> step(double lr = -1.0);

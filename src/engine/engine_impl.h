@@ -149,7 +149,11 @@ struct Engine::Impl {
   offload::NvmeStore* opt_store = nullptr;
   offload::NvmeStore* param_store = nullptr;
 
-  std::unique_ptr<offload::PrefetchScheduler> sched;  // offloaded params with overlap only
+  // Offloaded params with overlap only: one recorded fetch order for training micro-batches, one
+  // for evaluation passes (begin_eval / end_eval), so that evaluation does not disturb training's.
+  std::unique_ptr<offload::PrefetchScheduler> train_sched, eval_sched;
+  bool in_eval = false;
+  offload::PrefetchScheduler* sched() const { return in_eval ? eval_sched.get() : train_sched.get(); }
   void* last_native = nullptr;  // the caller's stream of the last fetch: reused buffers wait for it
   std::unique_ptr<Tracer> tracer;
   Clock::time_point last_return{};  // when the last engine call returned (host-program lane)

@@ -65,7 +65,7 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
   }
   if (c.work >= 0) ++work[static_cast<size_t>(c.work)].pins;
   ++params[pi].fetches;
-  params[pi].fetched_in_micro = true;
+  if (!in_eval) params[pi].fetched_in_micro = true;  // an evaluation fetch does not allow a gradient
   STRATA_RETURN_IF_ERROR(prefetch());
   if (opt_store != nullptr && boundary_micro()) STRATA_RETURN_IF_ERROR(start_opt_reads());
   return static_cast<void*>(base + slot.offset * 2);
@@ -186,6 +186,7 @@ Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, 
     return invalid_argument("grad of '" + name + "': " + std::to_string(numel) + " elements given, the param has " +
                             std::to_string(slot.numel));
   ParamState& ps = params[pi];
+  if (in_eval) return failed_precondition("grad of '" + name + "' during an evaluation pass (begin_eval): end_eval first");
   if (!ps.fetched_in_micro)
     return failed_precondition("grad of '" + name + "' before fetch: a gradient is taken only for a param fetched in the same micro-batch");
   if (ps.grad_in_micro)

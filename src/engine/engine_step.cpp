@@ -23,6 +23,7 @@ Status Engine::Impl::zero_grads() {
 
 StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   STRATA_RETURN_IF_ERROR(dev->make_current());
+  if (in_eval) return failed_precondition("step during an evaluation pass (begin_eval): end_eval first");
   for (size_t i = 0; i < params.size(); ++i)
     if (params[i].fetches > 0)
       return failed_precondition("step while '" + layout->params()[i].name + "' is fetched: release every param before step");

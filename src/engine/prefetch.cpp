@@ -40,8 +40,8 @@ size_t Engine::Impl::resident_elems() const {
 
 // A chunk reused further away than stage3_max_reuse_distance counts as not reused.
 size_t Engine::Impl::effective_next_use(uint32_t ci) const {
-  if (!sched) return offload::PrefetchScheduler::kNever;
-  const size_t d = sched->next_use(ci);
+  if (!sched()) return offload::PrefetchScheduler::kNever;
+  const size_t d = sched()->next_use(ci);
   return d > cfg.max_reuse_distance ? offload::PrefetchScheduler::kNever : d;
 }
 
@@ -88,7 +88,7 @@ Status Engine::Impl::start_read(Staging& sb, uint32_t ci) {
 }
 
 int Engine::Impl::pick_work(uint32_t ci, bool for_prefetch) {
-  const bool follow = sched && sched->following();
+  const bool follow = sched() != nullptr && sched()->following();
   const size_t need = for_prefetch ? effective_next_use(ci) : 0;
   int pick = -1;
   size_t pick_next = 0;
@@ -197,11 +197,11 @@ Status Engine::Impl::load(int wi, uint32_t ci, bool for_prefetch) {
 
 Status Engine::Impl::ensure_loaded(uint32_t ci, const std::string& name) {
   ChunkState& c = chunks[ci];
-  if (sched) {
-    if (sched->on_fetch(ci) == offload::PrefetchScheduler::Seen::kOrderChanged) {
+  if (sched() != nullptr) {
+    if (sched()->on_fetch(ci) == offload::PrefetchScheduler::Seen::kOrderChanged) {
       ++st.order_changes;
       if (st.order_changes == 1)
-        log("fetch order changed (" + sched->last_change() +
+        log("fetch order changed (" + sched()->last_change() +
             "): fetching on demand for the rest of this micro-batch and recording the new order (logged once; "
             "stats count further changes)");
     }
@@ -233,10 +233,10 @@ Status Engine::Impl::ensure_loaded(uint32_t ci, const std::string& name) {
 // for NVMe-resident ones); NVMe-resident chunks further ahead are read into free pinned staging
 // buffers (offload_param.buffer_count) so that their H2D can start as soon as a buffer frees up.
 Status Engine::Impl::prefetch() {
-  if (!cfg.overlap || !sched || !sched->following() || work.empty()) return Status::ok();
+  if (!cfg.overlap || sched() == nullptr || !sched()->following() || work.empty()) return Status::ok();
   STRATA_RETURN_IF_ERROR(pump_loads());
   bool device_full = false;
-  for (uint32_t ci : sched->upcoming(cfg.prefetch_bucket_size)) {
+  for (uint32_t ci : sched()->upcoming(cfg.prefetch_bucket_size)) {
     const ChunkState& c = chunks[ci];
     if (c.work >= 0) continue;
     const bool nvme = c.at.params16 == Tier::kNvme;
@@ -260,7 +260,7 @@ Status Engine::Impl::prefetch() {
 }
 
 void Engine::Impl::on_pass_end() {
-  if (sched) sched->end_pass();
+  if (train_sched) train_sched->end_pass();
 }
 
 }  // namespace strata::engine

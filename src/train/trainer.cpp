@@ -97,10 +97,13 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     double sum = 0;
     for (int v = 0; v < o.val_batches; ++v) {
       data.val_batch(v, o.batch, in.data(), tgt.data());
-      STRATA_ASSIGN_OR_RETURN(double l, model->eval_loss(src, in.data(), tgt.data()));
-      sum += l;
+      STRATA_RETURN_IF_ERROR(eng->begin_eval());
+      auto l = model->eval_loss(src, in.data(), tgt.data());
+      Status ended = eng->end_eval();
+      if (!l.is_ok()) return l.status();
+      STRATA_RETURN_IF_ERROR(ended);
+      sum += l.value();
     }
-    // Eval fetches count as a micro-batch for the engine's prefetch trace; none of them is a gradient.
     return sum / o.val_batches;
   };
 

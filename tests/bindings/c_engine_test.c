@@ -252,6 +252,14 @@ static void test_checkpoint_round_trip(void) {
   EXPECT_OK(strata_engine_register_param(e, "p", shape, 1, STRATA_DTYPE_FP32, init));
   EXPECT_OK(strata_engine_register_param(f, "p", shape, 1, STRATA_DTYPE_FP32, NULL));
   train_step(e, g, kN);
+  /* An evaluation pass: fetch / release only. */
+  EXPECT_ERROR(strata_engine_end_eval(e), STRATA_ERR_FAILED_PRECONDITION, "end_eval without begin_eval");
+  EXPECT_OK(strata_engine_begin_eval(e));
+  void* ev = NULL;
+  EXPECT_OK(strata_engine_fetch(e, "p", NULL, &ev));
+  EXPECT_ERROR(strata_engine_grad(e, "p", g, STRATA_DTYPE_BF16, kN, NULL), STRATA_ERR_FAILED_PRECONDITION, "evaluation pass");
+  EXPECT_OK(strata_engine_release(e, "p"));
+  EXPECT_OK(strata_engine_end_eval(e));
   EXPECT_ERROR(strata_engine_save(e, NULL, NULL), STRATA_ERR_INVALID_ARGUMENT, "dir");
   EXPECT_ERROR(strata_engine_save(e, root, "bad/tag"), STRATA_ERR_INVALID_ARGUMENT, "tag \"bad/tag\"");
   EXPECT_OK(strata_engine_save(e, root, NULL));

@@ -98,6 +98,38 @@ TEST(PrefetchSeam, AChangedFetchOrderIsLoggedOnceAndTrainsTheSameWeights) {
   EXPECT_LE(changed.stats.device_peak_bytes, kBudget);
 }
 
+// Evaluation passes (forward only) between training micro-batches keep their own fetch order: no
+// order change, prefetch hits in both; and an evaluation pass takes no gradient and no step.
+TEST(PrefetchSeam, EvaluationPassesDoNotDisturbTheTrainingOrder) {
+  const Mlp mlp{MlpShape{}};
+  const std::string zero = params_on("cpu", "");
+  const EngineRun off = train_engine(config_json(zero, kBudget, "", kOff), mlp);
+  RunOptions o;
+  std::vector<std::string> log;
+  o.log = &log;
+  int evals = 0;
+  o.before_micro = [&](int micro, Engine& e) {
+    if (micro % 2 != 0) return;  // an evaluation pass before every other micro-batch
+    ASSERT_TRUE(e.begin_eval().is_ok());
+    EXPECT_EQ(e.begin_eval().code(), StatusCode::kFailedPrecondition);
+    for (const auto& l : mlp.layers()) {
+      ASSERT_TRUE(e.fetch(l.w).is_ok());
+      ASSERT_TRUE(e.release(l.w).is_ok());
+    }
+    const std::vector<uint16_t> g(static_cast<size_t>(mlp.layers()[0].fan_in) * mlp.layers()[0].fan_out, 0);
+    EXPECT_EQ(e.grad(mlp.layers()[0].w, g.data(), e.param_dtype(), g.size()).code(), StatusCode::kFailedPrecondition);
+    EXPECT_EQ(e.step().status().code(), StatusCode::kFailedPrecondition);
+    ASSERT_TRUE(e.end_eval().is_ok());
+    ++evals;
+  };
+  const EngineRun run = train_engine(config_json(zero, kBudget), mlp, o);
+  expect_same_masters(run, off, "with evaluation passes");
+  EXPECT_EQ(evals, harness::kSteps * harness::kAccum / 2);
+  EXPECT_EQ(run.stats.order_changes, 0);
+  for (const std::string& l : log) EXPECT_EQ(l.find("fetch order changed"), std::string::npos) << l;
+  EXPECT_GT(run.stats.prefetch_hits, 0);
+}
+
 // The NVMe optimizer pipeline at every depth, with and without overlap, against the synchronous
 // path; with params on the device, on the host and on NVMe (written through the same pipeline).
 class Pipeline : public ::testing::TestWithParam<std::tuple<int, const char*>> {};
