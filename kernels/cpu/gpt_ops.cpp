@@ -235,8 +235,9 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 void gelu_forward(float* out, const float* x, size_t n) {
   tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 4096), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t i = r.begin(); i < r.end(); ++i) {
+      // 0.5 x (1 + tanh(u)) = x * sigmoid(2u): one exp, and no cancellation where tanh(u) ~ -1.
       const float v = x[i];
-      out[i] = 0.5f * v * (1.0f + std::tanh(kGeluC * (v + 0.044715f * v * v * v)));
+      out[i] = v / (1.0f + std::exp(-2.0f * kGeluC * (v + 0.044715f * v * v * v)));
     }
   });
 }
@@ -244,10 +245,11 @@ void gelu_forward(float* out, const float* x, size_t n) {
 void gelu_backward(float* dx, const float* dout, const float* x, size_t n) {
   tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 4096), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t i = r.begin(); i < r.end(); ++i) {
+      // With s = sigmoid(2u): gelu = x s, d gelu / dx = s + x s (1 - s) 2 u'.
       const float v = x[i];
-      const float th = std::tanh(kGeluC * (v + 0.044715f * v * v * v));
+      const float sg = 1.0f / (1.0f + std::exp(-2.0f * kGeluC * (v + 0.044715f * v * v * v)));
       const float du = kGeluC * (1.0f + 3.0f * 0.044715f * v * v);
-      dx[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * du);
+      dx[i] = dout[i] * (sg + v * sg * (1.0f - sg) * 2.0f * du);
     }
   });
 }
