@@ -20,6 +20,7 @@
 
 #include "kernels/reference/half.h"
 #include "src/engine/checkpoint_format.h"
+#include "tests/common/run_command.h"
 #include "tests/engine/engine_harness.h"
 #include "tests/offload/scratch_dir.h"
 
@@ -450,15 +451,7 @@ TEST(CheckpointCli, VerifiesAndExports) {
   ASSERT_TRUE(e);
   (void)train_range(*e, json, mlp, 0, 2 * kAccum);
   ASSERT_TRUE(e->save(root.path()).is_ok());
-  auto run = [](const std::string& args, int* rc) {
-    FILE* p = ::popen((std::string(STRATA_CLI) + " " + args + " 2>&1").c_str(), "r");
-    std::string out;
-    char b[1024];
-    while (p != nullptr && std::fgets(b, sizeof(b), p) != nullptr) out += b;
-    const int st = p != nullptr ? ::pclose(p) : -1;
-    *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return out;
-  };
+  auto run = [](const std::string& args, int* rc) { return strata::testing::run_command(std::string(STRATA_CLI) + " " + args, rc); };
   int rc = 0;
   std::string out = run("checkpoint verify " + root.path(), &rc);
   EXPECT_EQ(rc, 0) << out;

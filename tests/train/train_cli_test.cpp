@@ -1,24 +1,17 @@
 // `strata train` from the command line: a short run succeeds and prints progress and a summary;
 // bad input gives one line naming the problem and exit 1 (2 for usage) before any work.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <fstream>
 #include <string>
 
+#include "tests/common/run_command.h"
 #include "tests/offload/scratch_dir.h"
 
 namespace {
 
 std::string run(const std::string& args, int* rc) {
-  FILE* p = ::popen((std::string(STRATA_CLI) + " train " + args + " 2>&1").c_str(), "r");
-  std::string out;
-  char b[4096];
-  while (p != nullptr && std::fgets(b, sizeof(b), p) != nullptr) out += b;
-  const int st = p != nullptr ? ::pclose(p) : -1;
-  *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
+  return strata::testing::run_command(std::string(STRATA_CLI) + " train " + args, rc);
 }
 
 TEST(TrainCli, AShortRunAndItsErrors) {
