@@ -6,7 +6,8 @@ set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config git
           libtbb-dev libdnnl-dev libaio-dev libgtest-dev libgmock-dev libbenchmark-dev
-          libxxhash-dev nlohmann-json3-dev fio)
+          libxxhash-dev nlohmann-json3-dev fio
+          ocl-icd-opencl-dev)  # oneDNN's CMake config asks for OpenCL (Debian builds it with the OCL GPU runtime)
 
 missing=()
 for p in "${packages[@]}"; do
