@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/casts.h"
 #include "kernels/cpu/isa.h"
+#include "src/common/fs.h"
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
@@ -169,7 +170,15 @@ Status Engine::prepare() {
   if (m.cfg.placement.offload_optimizer == OffloadTarget::kNvme) dirs.push_back(m.cfg.optimizer_nvme_path);
   if (m.cfg.placement.offload_param == OffloadTarget::kNvme) dirs.push_back(m.cfg.param_nvme_path);
   b.nvme_bytes = dirs.empty() ? 0 : SIZE_MAX;
-  for (const auto& d : dirs) b.nvme_bytes = std::min(b.nvme_bytes, free_bytes_under(d));
+  for (const auto& d : dirs) {
+    // Created like DeepSpeed's swap folders (with their parents), so its free space can be read.
+    for (size_t slash = d.find('/', 1); ; slash = d.find('/', slash + 1)) {
+      const std::string part = d.substr(0, slash);
+      if (!part.empty() && !fs::exists(part)) STRATA_RETURN_IF_ERROR(fs::make_dir(part).annotate("nvme_path"));
+      if (slash == std::string::npos) break;
+    }
+    b.nvme_bytes = std::min(b.nvme_bytes, free_bytes_under(d));
+  }
   STRATA_ASSIGN_OR_RETURN(m.plan, plan_placement(*m.layout, m.cfg.placement, b));
   m.log("device: " + m.dev->name());
   m.log(std::to_string(m.layout->params().size()) + " params, " + std::to_string(m.layout->param_numel()) +

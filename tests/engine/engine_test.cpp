@@ -5,11 +5,14 @@
 #include "src/engine/engine.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 
 #include "kernels/reference/half.h"
 #include "offload/device.h"
+#include "src/common/fs.h"
+#include "tests/offload/scratch_dir.h"
 
 namespace strata::engine {
 namespace {
@@ -68,6 +71,30 @@ TEST(Engine, AskingForCudaWithoutAGpuSaysSo) {
   auto e = Engine::create(cfg.value());
   ASSERT_FALSE(e.is_ok());
   EXPECT_NE(e.status().message().find("CUDA"), std::string::npos) << e.status().message();
+}
+
+TEST(Engine, NvmePathIsCreatedWithItsParentsAndAFileInTheWayIsNamed) {
+  strata::testing::ScratchDir dir;
+  const std::string nested = dir.path() + "/a/b/swap";
+  auto e = make("", "\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
+                        nested + "\"}}, ");
+  const std::vector<float> init(3000, 0.5f);
+  ASSERT_TRUE(e->register_param("w", {3000}, DType::kF32, init.data()).is_ok());
+  Status s = e->prepare();
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  struct stat st {};
+  ASSERT_EQ(::stat(nested.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(master(*e, "w", 3000), init) << "the state went through the new directory";
+
+  // A regular file where a directory of the path should be: refused, naming the path.
+  ASSERT_TRUE(fs::write_file(dir.path() + "/file", "x").is_ok());
+  auto f = make("", "\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
+                        dir.path() + "/file/swap\"}}, ");
+  ASSERT_TRUE(f->register_param("w", {3000}, DType::kF32, init.data()).is_ok());
+  Status bad = f->prepare();
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.message().find(dir.path() + "/file/swap"), std::string::npos) << bad.to_string();
 }
 
 // Hands `grads` (bf16) for the listed params in that order, each fetched first.
