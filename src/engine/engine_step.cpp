@@ -5,19 +5,34 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <utility>
+#include <vector>
+
+#include <tbb/parallel_for.h>
 
 #include "kernels/cpu/grad_norm.h"
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
 Status Engine::Impl::zero_grads() {
+  std::vector<ChunkState*> host;
   for (ChunkState& c : chunks) {
     if (c.grad_dev != nullptr) {
       STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.grad_dev, c.shard * 4));
     } else {
-      std::memset(c.grad_host.data(), 0, c.shard * 4);
+      host.push_back(&c);
     }
   }
+  // Host gradients in pieces over all threads: one thread's memset of 1.2 G fp32 gradients was
+  // ~450 ms of a 1.2 s step on a 16-core GPU machine (trace of gpt-1.3b, params + optimizer cpu).
+  constexpr size_t kPiece = size_t{1} << 20;  // elements
+  std::vector<std::pair<float*, size_t>> pieces;
+  for (ChunkState* c : host)
+    for (size_t off = 0; off < c->shard; off += kPiece) 
+      pieces.emplace_back(static_cast<float*>(c->grad_host.data()) + off, std::min(kPiece, c->shard - off));
+  arena.execute([&] {
+    tbb::parallel_for(size_t{0}, pieces.size(), [&](size_t i) { std::memset(pieces[i].first, 0, pieces[i].second * 4); });
+  });
   return compute->synchronize();
 }
 
