@@ -1,14 +1,18 @@
 // bench/train: `strata train`'s step on the GPT reference model for several placements, each
 // beside its analytical bound measured in the same run:
 //   bound = max(compute, host<->device traffic / copy bandwidth, NVMe reads / store read rate +
-//               NVMe writes / store write rate)
+//               NVMe writes / store write rate, params / CPU Adam rate)
 // compute = the same model's step with everything on the device (no offload, same kernels);
-// copy bandwidth = memcpy of 64 MiB buffers (the emulated device's copies are memcpy);
-// store rates = the NvmeStore alone on the run's own optimizer-state arrays. Also the matmul
+// copy bandwidth = memcpy of 64 MiB buffers (the emulated device's copies are memcpy), or on a
+// GPU (--device cuda) pinned host -> device cudaMemcpy of 256 MiB;
+// store rates = the NvmeStore alone on the run's own optimizer-state arrays; and, for the
+// placements whose optimizer runs on the host, CPU Adam over every param at the rate CpuAdam
+// reaches here on 32 M params (all threads, fp32 gradients, bf16 output). Also the matmul
 // rate (oneDNN, the model's largest matmul) and the TFLOPS it implies. Target: <= 1.25x the bound.
 // One JSON object per placement on stdout, a table on stderr.
 //
-//   strata_bench_train --nvme-dir DIR [--layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]
+//   strata_bench_train --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T]
+//                      [--steps S] [--device host|cuda] [--checkpointing 1]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -17,10 +21,15 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "kernels/cpu/adam.h"
 #include "kernels/cpu/gpt_ops.h"
 #include "kernels/cpu/isa.h"
 #include "store_rates.h"
 #include "src/train/trainer.h"
+
+#if defined(STRATA_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
 
 namespace strata::bench {
 namespace {
@@ -53,6 +62,35 @@ double matmul_gflops(int N, int C) {
   return 2.0 * N * C * 4.0 * C / best(t) / 1e9;
 }
 
+// GB/s of pinned host -> device copies (0 without CUDA or on failure).
+double h2d_gbps() {
+#if defined(STRATA_HAVE_CUDA)
+  const size_t n = size_t{256} << 20;
+  void *h = nullptr, *d = nullptr;
+  if (cudaMallocHost(&h, n) != cudaSuccess || cudaMalloc(&d, n) != cudaSuccess) return 0;
+  std::memset(h, 1, n);
+  std::vector<double> t;
+  for (int r = 0; r < 5; ++r) t.push_back(seconds([&] { (void)cudaMemcpy(d, h, n, cudaMemcpyHostToDevice); }));
+  cudaFree(d);
+  cudaFreeHost(h);
+  return static_cast<double>(n) / best(t) / 1e9;
+#else
+  return 0;
+#endif
+}
+
+// Params per second of CpuAdam over 32 M params (fp32 master / m / v / gradients, bf16 out).
+double cpu_adam_rate() {
+  const size_t n = size_t{32} << 20;
+  std::vector<float> p(n, 0.5f), m(n, 0.0f), v(n, 0.0f), g(n, 1e-3f);
+  std::vector<uint16_t> out(n);
+  auto adam = check(kernels::CpuAdam::create(kernels::CpuAdamOptions{}));
+  const kernels::AdamTensor t{p.data(), m.data(), v.data(), g.data(), DType::kF32, out.data(), DType::kBF16, n};
+  std::vector<double> times;
+  for (int r = 0; r < 4; ++r) times.push_back(seconds([&] { (void)adam->step(kernels::AdamHyper{}, {&t, 1}); }));
+  return static_cast<double>(n) / best(times);
+}
+
 struct Result {
   train::TrainSummary::Step step;  // the median step
   double tokens_per_s = 0, loss_first = 0, loss_last = 0;
@@ -76,6 +114,10 @@ Result run(const std::string& json, const train::TrainOptions& o) {
 }  // namespace
 }  // namespace strata::bench
 
+constexpr const char* kUsage =
+    "usage: %s --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]\n"
+    "          [--device host|cuda] [--checkpointing 1]\n";
+
 int main(int argc, char** argv) {
   using namespace strata;
   using namespace strata::bench;
@@ -87,26 +129,30 @@ int main(int argc, char** argv) {
   o.warmup = 2;
   o.val_every = 0;
   o.val_batches = 1;
-  std::string dir;
+  std::string dir, device = "host";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
     if (a == "--nvme-dir") dir = argv[i + 1];
+    else if (a == "--preset") o.shape = check(train::gpt_preset(argv[i + 1]));
+    else if (a == "--device") device = argv[i + 1];
+    else if (a == "--checkpointing") o.checkpointing = v != 0;
     else if (a == "--layers") o.shape.layers = v;
     else if (a == "--channels") o.shape.channels = v;
     else if (a == "--heads") o.shape.heads = v;
     else if (a == "--batch") o.batch = v;
-    else if (a == "--seq") o.seq = o.shape.max_seq = v;
+    else if (a == "--seq") o.seq = v, o.shape.max_seq = std::max(o.shape.max_seq, v);
     else if (a == "--steps") o.steps = v + 1;
     else {
-      std::fprintf(stderr, "usage: %s --nvme-dir DIR [--layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]\n", argv[0]);
+      std::fprintf(stderr, kUsage, argv[0]);
       return 2;
     }
   }
-  if (dir.empty() || (argc % 2) == 0) {
-    std::fprintf(stderr, "usage: %s --nvme-dir DIR [--layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]\n", argv[0]);
+  if (dir.empty() || (argc % 2) == 0 || (device != "host" && device != "cuda")) {
+    std::fprintf(stderr, kUsage, argv[0]);
     return 2;
   }
+  o.lr = train::default_lr(o.shape);
   std::filesystem::create_directories(dir);
   o.data_path = dir + "/corpus.txt";
   if (Status s = train::write_default_corpus(o.data_path, size_t{1} << 20); !s.is_ok()) return 1;
@@ -114,9 +160,10 @@ int main(int argc, char** argv) {
   // Chunks as large as the largest param (fc.w: 4C x C); device: 2 working chunks + 2 buckets.
   const size_t chunk = static_cast<size_t>(4) * o.shape.channels * o.shape.channels * 2;
   const size_t budget = 4 * chunk + (64 << 10);
-  const auto model = check(train::GptModel::create(o.shape, o.batch, o.seq, false));
-  const double gflops = matmul_gflops(o.batch * o.seq, o.shape.channels);
-  const double copy = memcpy_gbps();
+  const bool gpu = device == "cuda";
+  const double flops = train::gpt_flops(o.shape, o.batch, o.seq);
+  const double gflops = gpu ? 0 : matmul_gflops(o.batch * o.seq, o.shape.channels);
+  const double copy = gpu ? h2d_gbps() : memcpy_gbps();
   std::vector<size_t> arrays;
   {  // the optimizer-state arrays of this model's chunks: 3 per chunk of at most `chunk / 2` params
     size_t left = params;
@@ -127,21 +174,25 @@ int main(int argc, char** argv) {
     }
   }
   const Rates store = check(store_rates(dir, arrays));
+  const double adam_rate = cpu_adam_rate();
   std::fprintf(stderr,
                "train bench: %d layers x %d channels, %.2f M params (bf16 %.1f MB), batch %d x %d; device budget %.1f MB (%.1fx "
-               "smaller than the bf16 params)\n  oneDNN matmul %.1f GFLOP/s, memcpy %.1f GB/s, NvmeStore read %.2f / write %.2f GB/s\n",
+               "smaller than the bf16 params), %s device\n  oneDNN matmul %.1f GFLOP/s, %s %.1f GB/s, NvmeStore read %.2f / write "
+               "%.2f GB/s, CPU Adam %.2f G params/s\n",
                o.shape.layers, o.shape.channels, params / 1e6, params * 2 / 1e6, o.batch, o.seq, budget / 1e6,
-               params * 2.0 / static_cast<double>(budget), gflops, copy, store.read_gbps, store.write_gbps);
+               params * 2.0 / static_cast<double>(budget), device.c_str(), gflops, gpu ? "pinned H2D" : "memcpy", copy,
+               store.read_gbps, store.write_gbps, adam_rate / 1e9);
   auto json = [&](const std::string& zero, size_t dev) {
     return "{\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, \"zero_optimization\": {" + zero +
-           "}, \"strata\": {\"device\": \"host\", \"device_bytes\": " + std::to_string(dev) + ", \"chunk_bytes\": " +
+           "}, \"strata\": {\"device\": \"" + device + "\", \"device_bytes\": " + std::to_string(dev) + ", \"chunk_bytes\": " +
            std::to_string(chunk) + "}}";
   };
   const std::string path = "\"nvme_path\": \"" + dir + "\"";
-  const Result base = run(json("\"stage\": 0", params * 40), o);
-  const double flops = model->flops_per_micro();
-  std::fprintf(stderr, "%-28s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS", "stall ms",
-               "copy ms", "nvme ms", "bound ms", "ratio", "loss");
+  // In memory: every state on the device (on a GPU, params + grads + fp32 master/m/v: 16 bytes per param).
+  const size_t all_on_device = gpu ? params * 20 : params * 40;
+  const Result base = run(json("\"stage\": 0", all_on_device), o);
+  std::fprintf(stderr, "%-28s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS", "stall ms",
+               "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "loss");
   const std::vector<std::pair<std::string, std::string>> placements = {
       {"in memory (all on device)", ""},
       {"params+optimizer cpu", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"},
@@ -152,18 +203,22 @@ int main(int argc, char** argv) {
     const Result r = zero.empty() ? base : run(json(zero, budget), o);
     const double t_copy = static_cast<double>(r.step.h2d + r.step.d2h) / (copy * 1e9);
     const double t_nvme = r.step.nvme_read / (store.read_gbps * 1e9) + r.step.nvme_write / (store.write_gbps * 1e9);
-    const double bound = std::max({base.step.seconds, t_copy, t_nvme});
+    // The host runs Adam for every offloaded placement (on the emulated device the all-on-device
+    // run's Adam is host work too, inside its compute time).
+    const double t_adam = zero.empty() ? 0.0 : static_cast<double>(params) / adam_rate;
+    const double bound = std::max({base.step.seconds, t_copy, t_nvme, t_adam});
     std::printf("{\"bench\": \"train\", \"placement\": \"%s\", \"params\": %zu, \"batch\": %d, \"seq\": %d, \"device_budget\": %zu, "
                 "\"step_s\": %.5f, \"tokens_per_s\": %.1f, \"tflops\": %.4f, \"stall_s\": %.5f, \"h2d_bytes\": %zu, \"d2h_bytes\": %zu, "
                 "\"nvme_read_bytes\": %zu, \"nvme_write_bytes\": %zu, \"compute_s\": %.5f, \"copy_s\": %.5f, \"nvme_s\": %.5f, "
-                "\"bound_s\": %.5f, \"vs_bound\": %.3f, \"matmul_gflops\": %.1f, \"memcpy_gbps\": %.2f, \"store_read_gbps\": %.3f, "
+                "\"adam_s\": %.5f, \"bound_s\": %.5f, \"vs_bound\": %.3f, \"matmul_gflops\": %.1f, \"memcpy_gbps\": %.2f, \"store_read_gbps\": %.3f, "
                 "\"store_write_gbps\": %.3f, \"loss_first\": %.4f, \"loss_last\": %.4f, \"where\": %s, \"git\": \"%s\"}\n",
-                name.c_str(), params, o.batch, o.seq, zero.empty() ? params * 40 : budget, r.step.seconds, r.tokens_per_s,
+                name.c_str(), params, o.batch, o.seq, zero.empty() ? all_on_device : budget, r.step.seconds, r.tokens_per_s,
                 flops / r.step.seconds / 1e12, r.step.stall_seconds, r.step.h2d, r.step.d2h, r.step.nvme_read, r.step.nvme_write,
-                base.step.seconds, t_copy, t_nvme, bound, r.step.seconds / bound, gflops, copy, store.read_gbps, store.write_gbps,
+                base.step.seconds, t_copy, t_nvme, t_adam, bound, r.step.seconds / bound, gflops, copy, store.read_gbps, store.write_gbps,
                 r.loss_first, r.loss_last, where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(), STRATA_GIT_SHA);
-    std::fprintf(stderr, "%-28s %9.1f %9.0f %9.4f %9.1f %9.1f %9.1f %9.1f %6.2fx %.3f->%.3f\n", name.c_str(), r.step.seconds * 1e3,
-                 r.tokens_per_s, flops / r.step.seconds / 1e12, r.step.stall_seconds * 1e3, t_copy * 1e3, t_nvme * 1e3, bound * 1e3,
+    std::fprintf(stderr, "%-28s %9.1f %9.0f %9.4f %9.1f %9.1f %9.1f %9.1f %9.1f %6.2fx %.3f->%.3f\n", name.c_str(),
+                 r.step.seconds * 1e3, r.tokens_per_s, flops / r.step.seconds / 1e12, r.step.stall_seconds * 1e3, t_copy * 1e3,
+                 t_nvme * 1e3, t_adam * 1e3, bound * 1e3,
                  r.step.seconds / bound, r.loss_first, r.loss_last);
   }
   return 0;

@@ -24,7 +24,7 @@ const char* const kHelp =
     "  --data FILE             byte-level text (default: the generated corpus strata_corpus.txt, written if missing)\n"
     "  --batch N --seq N       sequences per micro-batch, tokens per sequence (default 4 x 64)\n"
     "  --grad-accum N          micro-batches per optimizer step (default 1)\n"
-    "  --steps N --lr X --warmup N   optimizer steps (50), peak lr (3e-3, cosine to 10%), warm-up steps (10)\n"
+    "  --steps N --lr X --warmup N   optimizer steps (50), peak lr (min(3e-3, 0.6 / channels), cosine to 10%), warm-up steps (10)\n"
     "  --precision bf16|fp16   (default bf16)\n"
     "  --device auto|host|cuda --device-memory SIZE --host-memory SIZE   device and budgets (SIZE: 64M, 2G, ...)\n"
     "  --stage N               ZeRO stage 0..3\n"
@@ -69,6 +69,7 @@ int train_command(const std::vector<std::string>& args) {
   using namespace strata;
   json cfg = json::object();
   train::TrainOptions o;
+  bool lr_given = false;
   std::string model = "tiny";
   int layers = 0, heads = 0, channels = 0, max_seq = 0;
   std::string data = "strata_corpus.txt";
@@ -120,6 +121,7 @@ int train_command(const std::vector<std::string>& args) {
     else if (a == "--save") o.save_dir = v;
     else if (a == "--resume") o.resume_dir = v;
     else if (a == "--lr") {
+      lr_given = true;
       char* end = nullptr;
       o.lr = std::strtod(v.c_str(), &end);
       if (end == v.c_str() || *end != '\0' || !(o.lr > 0)) bad = invalid_argument("--lr " + v + ": expected a number > 0");
@@ -181,6 +183,7 @@ int train_command(const std::vector<std::string>& args) {
   if (channels) o.shape.channels = channels;
   if (max_seq) o.shape.max_seq = max_seq;
   if (o.seq > o.shape.max_seq && !max_seq) o.shape.max_seq = o.seq;
+  if (!lr_given) o.lr = train::default_lr(o.shape);
   if (!data_given && !fs::exists(data)) {
     if (Status s = train::write_default_corpus(data, size_t{2} << 20); !s.is_ok()) return fail(s);
     std::printf("strata train: wrote the default corpus to %s (2 MiB of generated text)\n", data.c_str());

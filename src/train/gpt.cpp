@@ -1,9 +1,14 @@
 // GptModel: forward / backward of one micro-batch over a ParamSource, on the CPU compute path.
 #include "src/train/gpt.h"
 
+#include "src/train/gpt_cuda.h"
+
 #include <cmath>
 #include <cstring>
 #include <map>
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
 
 #include "kernels/cpu/casts.h"
 #include "kernels/cpu/gpt_ops.h"
@@ -26,9 +31,26 @@ const char* const kBlockParts[12] = {"ln1.w", "ln1.b", "qkv.w", "qkv.b", "proj.w
                                      "ln2.w", "ln2.b", "fc.w",  "fc.b",  "fcproj.w", "fcproj.b"};
 enum Part { kLn1W, kLn1B, kQkvW, kQkvB, kProjW, kProjB, kLn2W, kLn2B, kFcW, kFcB, kFcprojW, kFcprojB };
 
-std::string block_name(int l, int part) { return "h" + std::to_string(l) + "." + kBlockParts[part]; }
+std::string block_name(int l, int part) { return gpt_block_param(l, part); }
 
 }  // namespace
+
+std::string gpt_block_param(int l, int k) { return "h" + std::to_string(l) + "." + kBlockParts[k]; }
+
+StatusOr<const void*> ParamSource::fetch_device(const std::string& name, void*) {
+  return Status(StatusCode::kUnsupported, "this parameter source has no device memory (fetching '" + name + "')");
+}
+Status ParamSource::grad_device(const std::string& name, const void*, size_t, void*) {
+  return Status(StatusCode::kUnsupported, "this parameter source has no device memory (gradient of '" + name + "')");
+}
+
+Status GptModel::check_tokens(const int32_t* inputs, const int32_t* targets) const {
+  const int V = shape_.vocab;
+  for (size_t i = 0; i < static_cast<size_t>(B_) * static_cast<size_t>(T_); ++i)
+    if (inputs[i] < 0 || inputs[i] >= V || targets[i] < 0 || targets[i] >= V)
+      return invalid_argument("token " + std::to_string(i) + " is outside the vocabulary of " + std::to_string(V));
+  return Status::ok();
+}
 
 size_t ParamInfo::numel() const {
   size_t n = 1;
@@ -90,14 +112,22 @@ void gpt_init(const GptShape& s, const ParamInfo& p, uint64_t seed, float* out) 
   const double std = ends_with("proj.w") ? 0.02 / std::sqrt(2.0 * s.layers) : 0.02;
   uint64_t state = seed ^ 0xcbf29ce484222325ull;
   for (unsigned char ch : p.name) state = (state ^ ch) * 0x100000001b3ull;
-  for (size_t i = 0; i < n; i += 2) {
-    const double u1 = (static_cast<double>(splitmix(state) >> 11) + 1.0) * 0x1.0p-53;
-    const double u2 = static_cast<double>(splitmix(state) >> 11) * 0x1.0p-53;
-    const double r = std::sqrt(-2.0 * std::log(u1)) * std;
-    out[i] = static_cast<float>(r * std::cos(2.0 * M_PI * u2));
-    if (i + 1 < n) out[i + 1] = static_cast<float>(r * std::sin(2.0 * M_PI * u2));
-  }
+  // splitmix is a counter: pair k draws from the states after 2k + 1 and 2k + 2 steps, so the
+  // pairs fill in parallel with the values of the sequential loop.
+  const size_t pairs = (n + 1) / 2;
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, pairs, 1 << 14), [&](const tbb::blocked_range<size_t>& r) {
+    uint64_t st = state + 2 * r.begin() * 0x9e3779b97f4a7c15ull;
+    for (size_t k = r.begin(); k < r.end(); ++k) {
+      const double u1 = (static_cast<double>(splitmix(st) >> 11) + 1.0) * 0x1.0p-53;
+      const double u2 = static_cast<double>(splitmix(st) >> 11) * 0x1.0p-53;
+      const double rad = std::sqrt(-2.0 * std::log(u1)) * std;
+      out[2 * k] = static_cast<float>(rad * std::cos(2.0 * M_PI * u2));
+      if (2 * k + 1 < n) out[2 * k + 1] = static_cast<float>(rad * std::sin(2.0 * M_PI * u2));
+    }
+  });
 }
+
+namespace {
 
 // Activations of one block (llm.c's names).
 struct BlockActs {
@@ -118,7 +148,7 @@ struct BlockActs {
   }
 };
 
-struct GptModel::Impl {
+struct CpuImpl {
   GptShape s;
   int B = 0, T = 0, N = 0, C = 0, NH = 0, V = 0, L = 0;
   bool ckpt = false;
@@ -190,9 +220,6 @@ struct GptModel::Impl {
   }
 
   StatusOr<double> forward(ParamSource& src, const int32_t* inputs, const int32_t* targets) {
-    for (int i = 0; i < N; ++i)
-      if (inputs[i] < 0 || inputs[i] >= V || targets[i] < 0 || targets[i] >= V)
-        return invalid_argument("token " + std::to_string(i) + " is outside the vocabulary of " + std::to_string(V));
     STRATA_RETURN_IF_ERROR(load(src, "wte", wte));
     STRATA_RETURN_IF_ERROR(load(src, "wpe", wpe));
     ops::encoder_forward(xs[0].data(), inputs, wte.data(), wpe.data(), B, T, C);
@@ -238,12 +265,42 @@ struct GptModel::Impl {
   }
 };
 
-StatusOr<std::unique_ptr<GptModel>> GptModel::create(const GptShape& s, int B, int T, bool checkpointing) {
+// The CPU path: CpuImpl's fp32 copies and activations in host memory.
+class CpuModel final : public GptModel {
+ public:
+  CpuModel(const GptShape& s, int B, int T, std::unique_ptr<CpuImpl> m) : GptModel(s, B, T), m_(std::move(m)) {}
+  StatusOr<double> train_micro(ParamSource& src, const int32_t* inputs, const int32_t* targets, float loss_scale) override {
+    STRATA_RETURN_IF_ERROR(check_tokens(inputs, targets));
+    STRATA_ASSIGN_OR_RETURN(double loss, m_->forward(src, inputs, targets));
+    STRATA_RETURN_IF_ERROR(m_->backward(src, inputs, targets, loss_scale));
+    return loss;
+  }
+  StatusOr<double> eval_loss(ParamSource& src, const int32_t* inputs, const int32_t* targets) override {
+    STRATA_RETURN_IF_ERROR(check_tokens(inputs, targets));
+    return m_->forward(src, inputs, targets);
+  }
+  size_t activation_bytes() const override {
+    size_t n = 0;
+    for (const auto& x : m_->xs) n += x.size() * 4;
+    for (const auto& a : m_->acts) n += a.bytes();
+    return n + (m_->lnf.size() + m_->logits.size() * 3) * 4;
+  }
+
+ private:
+  std::unique_ptr<CpuImpl> m_;
+};
+
+}  // namespace
+
+GptModel::~GptModel() = default;
+
+StatusOr<std::unique_ptr<GptModel>> GptModel::create(const GptShape& s, int B, int T, bool checkpointing, Compute compute) {
   STRATA_RETURN_IF_ERROR(s.validate());
   if (B < 1 || T < 1) return invalid_argument("batch size and sequence length must be >= 1");
   if (T > s.max_seq)
     return invalid_argument("sequence length " + std::to_string(T) + " exceeds the model's max_seq " + std::to_string(s.max_seq));
-  auto m = std::make_unique<Impl>();
+  if (compute == Compute::kCuda) return make_cuda_gpt(s, B, T, checkpointing);
+  auto m = std::make_unique<CpuImpl>();
   m->s = s;
   m->B = B, m->T = T, m->N = B * T, m->C = s.channels, m->NH = s.heads, m->V = s.vocab, m->L = s.layers;
   m->ckpt = checkpointing;
@@ -257,37 +314,16 @@ StatusOr<std::unique_ptr<GptModel>> GptModel::create(const GptShape& s, int B, i
   m->logits.resize(static_cast<size_t>(m->N) * m->V), m->probs.resize(m->logits.size()), m->dlogits.resize(m->logits.size());
   for (auto* v : {&m->dx, &m->dres2, &m->dtmp, &m->dln, &m->datty}) v->resize(NC);
   m->dfch.resize(NC * 4), m->dfch_gelu.resize(NC * 4), m->dqkv.resize(NC * 3);
-  return std::unique_ptr<GptModel>(new GptModel(std::move(m)));
+  return std::unique_ptr<GptModel>(new CpuModel(s, B, T, std::move(m)));
 }
 
-GptModel::GptModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-GptModel::~GptModel() = default;
-const GptShape& GptModel::shape() const { return impl_->s; }
-
-StatusOr<double> GptModel::train_micro(ParamSource& src, const int32_t* inputs, const int32_t* targets, float loss_scale) {
-  STRATA_ASSIGN_OR_RETURN(double loss, impl_->forward(src, inputs, targets));
-  STRATA_RETURN_IF_ERROR(impl_->backward(src, inputs, targets, loss_scale));
-  return loss;
+double gpt_flops(const GptShape& s, int B, int T) {
+  const double N = static_cast<double>(B) * T, C = s.channels, L = s.layers;
+  const double matmul_params = L * 12.0 * C * C + static_cast<double>(s.vocab) * C;  // qkv, proj, fc, fcproj; LM head
+  const double attention = L * 2.0 * 2.0 * B * static_cast<double>(T) * T * C / 2;   // QK^T and AV, causal half
+  return 3.0 * (2.0 * N * matmul_params + attention);                              // backward ~ 2x forward
 }
 
-StatusOr<double> GptModel::eval_loss(ParamSource& src, const int32_t* inputs, const int32_t* targets) {
-  return impl_->forward(src, inputs, targets);
-}
-
-double GptModel::flops_per_micro() const {
-  const Impl& m = *impl_;
-  const double N = m.N, C = m.C;
-  const double matmul_params = m.L * 12.0 * C * C + static_cast<double>(m.V) * C;  // qkv, proj, fc, fcproj; LM head
-  const double attention = m.L * 2.0 * 2.0 * m.B * static_cast<double>(m.T) * m.T * C / 2;  // QK^T and AV, causal half
-  return 3.0 * (2.0 * N * matmul_params + attention);  // backward ~ 2x forward
-}
-
-size_t GptModel::activation_bytes() const {
-  const Impl& m = *impl_;
-  size_t n = 0;
-  for (const auto& x : m.xs) n += x.size() * 4;
-  for (const auto& a : m.acts) n += a.bytes();
-  return n + (m.lnf.size() + m.logits.size() * 3) * 4;
-}
+double GptModel::flops_per_micro() const { return gpt_flops(shape_, B_, T_); }
 
 }  // namespace strata::train

@@ -1,6 +1,7 @@
 // The training loop over the engine.
 #include "src/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,13 +14,21 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The engine as the model's ParamSource: fp32 gradients are rounded to the engine's bit16 dtype.
+// The engine as the model's ParamSource: on the CPU path fp32 gradients are rounded to the
+// engine's bit16 dtype here; on the CUDA path the model hands over bit16 device gradients.
 class EngineSource final : public ParamSource {
  public:
   EngineSource(engine::Engine& e, const kernels::KernelTable& k) : e_(e), k_(k) {}
   StatusOr<const void*> fetch(const std::string& name) override {
     STRATA_ASSIGN_OR_RETURN(void* p, e_.fetch(name));
     return static_cast<const void*>(p);
+  }
+  StatusOr<const void*> fetch_device(const std::string& name, void* stream) override {
+    STRATA_ASSIGN_OR_RETURN(void* p, e_.fetch(name, stream));
+    return static_cast<const void*>(p);
+  }
+  Status grad_device(const std::string& name, const void* g, size_t n, void* stream) override {
+    return e_.grad(name, g, e_.param_dtype(), n, stream);
   }
   Status release(const std::string& name) override { return e_.release(name); }
   Status grad(const std::string& name, const float* g, size_t n) override {
@@ -43,6 +52,8 @@ std::string mb(size_t bytes) {
 
 }  // namespace
 
+double default_lr(const GptShape& s) { return std::min(3e-3, 0.6 / s.channels); }
+
 double lr_at(const TrainOptions& o, int64_t step) {
   if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / o.warmup;
   const double span = std::max<double>(1.0, static_cast<double>(o.steps - o.warmup));
@@ -61,15 +72,33 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     return invalid_argument("sequence length " + std::to_string(o.seq) + " exceeds the model's max_seq " +
                             std::to_string(o.shape.max_seq));
   if (o.lr <= 0 || o.warmup < 0) return invalid_argument("lr must be > 0 and warm-up >= 0");
+  const bool want_gpu = cfg.device != "host" && !eopts.device_factory;
+  if (want_gpu && cfg.precision != engine::Precision::kBF16)
+    return invalid_argument("on a GPU the GPT model computes in bf16: enable bf16 (--precision bf16), or train on the host "
+                            "(--device host)");
   STRATA_ASSIGN_OR_RETURN(ByteDataset data, ByteDataset::open(o.data_path, o.val_fraction, o.seq, cfg.seed + 1));
-  STRATA_ASSIGN_OR_RETURN(auto model, GptModel::create(o.shape, o.batch, o.seq, o.checkpointing));
+  // On a GPU the model computes there; its activations are allocated before the engine opens the
+  // device, so the engine's default budget (the free device memory) leaves them out.
+  std::unique_ptr<GptModel> model;
+  if (want_gpu) {
+    auto m = GptModel::create(o.shape, o.batch, o.seq, o.checkpointing, Compute::kCuda);
+    if (m.is_ok()) {
+      model = std::move(m).value();
+    } else if (cfg.device == "cuda" || m.status().code() != StatusCode::kUnsupported) {
+      return m.status();  // asked for a GPU, or out of device memory: say so
+    }
+  }
+  const bool on_gpu = model != nullptr;
+  if (!on_gpu) {
+    STRATA_ASSIGN_OR_RETURN(model, GptModel::create(o.shape, o.batch, o.seq, o.checkpointing));
+  }
   STRATA_ASSIGN_OR_RETURN(const kernels::KernelTable* k, kernels::kernel_table(kernels::best_isa()));
 
   if (!eopts.log) eopts.log = print;
   STRATA_ASSIGN_OR_RETURN(auto eng, engine::Engine::create(cfg, eopts));
-  if (eng->device_name().rfind("host-emulated", 0) != 0)
-    return Status(StatusCode::kUnsupported, "the GPT model's CUDA compute path is not built yet; train on the host-emulated device "
-                                            "(--device host --device-memory SIZE), chosen device: " + eng->device_name());
+  if ((eng->device_name().rfind("CUDA", 0) == 0) != on_gpu)
+    return Status(StatusCode::kInternal, "the GPT model computes on " + std::string(on_gpu ? "the GPU" : "the CPU") +
+                                             " but the engine opened " + eng->device_name());
   std::vector<float> init;
   for (const ParamInfo& p : gpt_params(o.shape)) {
     init.resize(p.numel());

@@ -33,6 +33,10 @@ struct TrainOptions {
   int64_t stop_after = 0;        // stop after this many steps of this run (0: at `steps`); the schedule stays that of `steps`
 };
 
+// A peak learning rate that trains the model's width stably: min(3e-3, 0.6 / channels) — about
+// GPT-3's choices (6e-4 at 768 channels, 3e-4 at 2048) and 3e-3 for the small test models.
+double default_lr(const GptShape& s);
+
 struct TrainSummary {
   int64_t steps = 0;             // optimizer steps at the end
   double first_loss = 0, last_loss = 0, val_loss = 0;
