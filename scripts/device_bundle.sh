@@ -20,9 +20,11 @@ for b in "${bins[@]}"; do
 done
 find . -name '*.sh' -path './tests/*' -exec cp --parents {} "$root" \;
 find bindings -name 'libstrata.so*' -exec cp -P --parents {} "$root" \;
-for lib in libaio.so.1 libxxhash.so.0 libtbb.so.12 libdnnl.so.2 libgomp.so.1 libOpenCL.so.1; do
-  cp -L "/lib/x86_64-linux-gnu/$lib" "$root/lib/"
-done
+# Every Debian library the binaries load, except the C / C++ runtime the GPU machine has.
+for b in "${bins[@]}"; do ldd "$b" 2>/dev/null; done | awk '/=> \// {print $3}' | sort -u |
+  grep -E '^/(usr/)?lib/x86_64-linux-gnu/' |
+  grep -vE '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|ld-linux-x86-64)\.so' |
+  while read -r lib; do cp -L "$lib" "$root/lib/"; done
 cd ..
 mkdir -p .devbundle
 echo "$(cd "$build" && pwd)" > "$root/ORIGIN"

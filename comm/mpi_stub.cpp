@@ -1,0 +1,10 @@
+// The MPI entry point in a build without MPI.
+#include "comm/communicator.h"
+
+namespace strata::comm {
+
+StatusOr<std::unique_ptr<Communicator>> create_mpi(const CommOptions&) {
+  return Status(StatusCode::kUnsupported, "this build of strata has no MPI (install libopenmpi-dev and reconfigure)");
+}
+
+}  // namespace strata::comm
