@@ -106,6 +106,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
   } else {
     STRATA_ASSIGN_OR_RETURN(impl->dev, offload::open_device(choice, config.device_bytes, [p](const std::string& l) { p->log(l); }));
   }
+  STRATA_RETURN_IF_ERROR(impl->check_ranks());
   STRATA_ASSIGN_OR_RETURN(impl->ops, make_device_ops(*impl->dev));
   STRATA_ASSIGN_OR_RETURN(impl->h2d, impl->dev->create_stream());
   STRATA_ASSIGN_OR_RETURN(impl->d2h, impl->dev->create_stream());
@@ -158,6 +159,7 @@ Status Engine::prepare() {
   Impl& m = *impl_;
   if (m.prepared) return Status::ok();
   if (m.pending.empty()) return failed_precondition("prepare: no param was registered");
+  STRATA_RETURN_IF_ERROR(m.agree_on_params());
   std::vector<ParamSpec> specs;
   for (const auto& p : m.pending) specs.push_back(p.spec);
   STRATA_ASSIGN_OR_RETURN(ChunkLayout l, ChunkLayout::build(specs, m.cfg.chunk_bytes / 2, 1, 0));
@@ -212,6 +214,56 @@ Status Engine::prepare() {
   m.pending.clear();
   m.prepared = true;
   for (int t = 0; t < kNumTiers; ++t) m.st.tier_bytes[t] = m.plan.tier_total(static_cast<Tier>(t));
+  return Status::ok();
+}
+
+int Engine::Impl::world() const { return opts.comm != nullptr ? opts.comm->size() : 1; }
+int Engine::Impl::rank() const { return opts.comm != nullptr ? opts.comm->rank() : 0; }
+
+Status Engine::Impl::check_ranks() {
+  if (world() == 1) return Status::ok();
+  const std::string who = "data-parallel training over " + std::to_string(world()) + " ranks";
+  if (cfg.placement.stage != 0)
+    return Status(StatusCode::kUnsupported, who + ": ZeRO stage " + std::to_string(cfg.placement.stage) +
+                                                " across ranks is not built yet; use zero_optimization.stage 0 (DDP)");
+  if (opts.comm->backend() != "mpi" || dev->name().rfind("host-emulated", 0) != 0)
+    return Status(StatusCode::kUnsupported, who + " runs on CPU ranks for now (the MPI backend with the host-emulated "
+                                                  "device); this engine has " + dev->name() + " and the " +
+                                                  opts.comm->backend() + " backend");
+  // Each rank keeps its own NVMe files.
+  const std::string sub = "/rank" + std::to_string(rank());
+  if (!cfg.optimizer_nvme_path.empty()) cfg.optimizer_nvme_path += sub;
+  if (!cfg.param_nvme_path.empty()) cfg.param_nvme_path += sub;
+  return Status::ok();
+}
+
+Status Engine::Impl::agree_on_params() {
+  if (world() == 1) return Status::ok();
+  // Every rank must register the same params: compare a digest of names and shapes.
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&](uint64_t v) { h = (h ^ v) * 0x100000001b3ull; };
+  for (const Pending& p : pending) {
+    for (unsigned char ch : p.spec.name) mix(ch);
+    for (int64_t d : p.spec.shape) mix(static_cast<uint64_t>(d));
+  }
+  const int32_t mine = static_cast<int32_t>(h & 0x7fffffff);
+  int32_t lo = -mine, hi = mine;
+  STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(&lo, &lo, 1, comm::Elem::kI32, comm::ReduceOp::kMax));
+  STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(&hi, &hi, 1, comm::Elem::kI32, comm::ReduceOp::kMax));
+  if (-lo != hi)
+    return invalid_argument("prepare: the ranks registered different params (names or shapes differ; rank " +
+                            std::to_string(rank()) + " registered " + std::to_string(pending.size()) + ")");
+  // Rank 0's initial values everywhere (params strata initialises are already equal: seeded by name).
+  for (Pending& p : pending) {
+    double bytes = static_cast<double>(p.init.size());  // 0: strata initialises
+    STRATA_RETURN_IF_ERROR(opts.comm->broadcast_sync(&bytes, 1, comm::Elem::kF64, 0));
+    if (bytes == 0) continue;
+    if (static_cast<double>(p.init.size()) != bytes)
+      return invalid_argument("prepare: rank 0 gave '" + p.spec.name + "' " + std::to_string(static_cast<size_t>(bytes)) +
+                              " bytes of initial values and rank " + std::to_string(rank()) + " " +
+                              std::to_string(p.init.size()));
+    STRATA_RETURN_IF_ERROR(opts.comm->broadcast_sync(p.init.data(), p.init.size() / 2, comm::Elem::kF16, 0));
+  }
   return Status::ok();
 }
 
@@ -489,7 +541,13 @@ Status Engine::Impl::read_master_into(const ParamSlot& slot, float* dst) {
 
 Status Engine::save(const std::string& dir, const std::string& tag) {
   if (!impl_->prepared) return failed_precondition("save before prepare: nothing to save yet");
-  return impl_->save(dir, tag);
+  if (impl_->world() == 1) return impl_->save(dir, tag);
+  // DDP: every rank holds the same state; rank 0 writes, and every rank learns how that went.
+  Status s = impl_->rank() == 0 ? impl_->save(dir, tag) : Status::ok();
+  int32_t code = static_cast<int32_t>(s.code());
+  STRATA_RETURN_IF_ERROR(impl_->opts.comm->broadcast_sync(&code, 1, comm::Elem::kI32, 0));
+  if (impl_->rank() == 0 || code == 0) return s;
+  return Status(static_cast<StatusCode>(code), "save of " + dir + " failed on rank 0 (its log says why)");
 }
 
 Status Engine::load(const std::string& dir, const std::string& tag) {

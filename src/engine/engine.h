@@ -23,6 +23,7 @@
 #include "src/common/dtype.h"
 #include "src/common/status.h"
 #include "offload/device.h"
+#include "comm/communicator.h"
 #include "offload/io_sys.h"
 #include "src/engine/config.h"
 #include "src/engine/placement.h"
@@ -41,6 +42,13 @@ struct EngineOptions {
   std::function<void(const std::string&)> checkpoint_hook;
   // Test seam: the system calls of the NVMe tier (a fault-injecting IoSys); nullptr: the real ones.
   offload::IoSys* io_sys = nullptr;
+  // The ranks of data-parallel training (not owned; must outlive the engine). nullptr or a world
+  // of one: a single rank. With more ranks (stage 0, DDP): every rank holds the whole state, the
+  // gradients of each cycle are all-reduced (averaged) before the norm and the step, rank 0's
+  // initial values are broadcast at prepare, and save writes from rank 0. For now the ranks must
+  // be CPU ranks (the MPI backend with the host-emulated device); ZeRO stages 1-3 across ranks
+  // are refused.
+  comm::Communicator* comm = nullptr;
 };
 
 struct StepResult {
@@ -56,6 +64,7 @@ struct StepResult {
 struct EngineStats {
   std::array<size_t, kNumTiers> tier_bytes{};  // bytes the plan holds on device / host / nvme
   size_t device_peak_bytes = 0;                // the device arena's high-water mark
+  size_t bytes_allreduce = 0;                  // gradient bytes all-reduced by this rank (DDP)
   size_t bytes_h2d = 0, bytes_d2h = 0;         // over the host <-> device link
   size_t bytes_nvme_read = 0, bytes_nvme_write = 0;
   double stall_fetch_s = 0;     // host blocked in fetch waiting for params (copies, NVMe reads)

@@ -113,6 +113,13 @@ inline double seconds_since(Clock::time_point t0) {
 }
 
 struct Engine::Impl {
+  // Data-parallel ranks (EngineOptions::comm): refused combinations, per-rank NVMe paths; the
+  // same params on every rank and rank 0's initial values; the cycle's gradients summed.
+  int world() const;
+  int rank() const;
+  Status check_ranks();
+  Status agree_on_params();
+  Status all_reduce_grads();
   Impl(const EngineConfig& c, EngineOptions o);
 
   EngineConfig cfg;

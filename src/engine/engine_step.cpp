@@ -36,6 +36,21 @@ Status Engine::Impl::zero_grads() {
   return compute->synchronize();
 }
 
+// DDP: every chunk's fp32 gradient summed over the ranks, all chunks in flight at once. The
+// sum is the same on every rank, so the norm, the overflow flag and the update agree everywhere.
+Status Engine::Impl::all_reduce_grads() {
+  if (world() == 1) return Status::ok();
+  std::vector<std::unique_ptr<comm::Work>> inflight;
+  for (ChunkState& c : chunks) {
+    void* g = c.grad_dev != nullptr ? c.grad_dev : c.grad_host.data();  // host memory on the emulated device
+    STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_reduce(g, g, c.shard, comm::Elem::kF32, comm::ReduceOp::kSum));
+    inflight.push_back(std::move(w));
+    st.bytes_allreduce += c.shard * 4;
+  }
+  for (auto& w : inflight) STRATA_RETURN_IF_ERROR(w->wait());
+  return Status::ok();
+}
+
 StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   STRATA_RETURN_IF_ERROR(dev->make_current());
   if (in_eval) return failed_precondition("step during an evaluation pass (begin_eval): end_eval first");
@@ -75,6 +90,11 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
     return ahead;
   }
 
+  if (Status a = all_reduce_grads(); !a.is_ok()) {
+    (void)quiesce_opt_sets();
+    return a;
+  }
+
   // Global norm and overflow over every chunk's fp32 gradient: host chunks in one deterministic
   // multi-tensor pass, device chunks one by one.
   std::vector<kernels::TensorView> host_views;
@@ -93,8 +113,9 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   double sumsq = hn.sumsq;
   for (double d : dev_sumsq) sumsq += d;
   const bool finite = hn.finite && std::isfinite(sumsq);
-  // Gradients are sums over the cycle's micro-batches of scaled gradients: average and unscale.
-  const double inv = 1.0 / (scaler.scale() * cfg.gradient_accumulation_steps);
+  // Gradients are sums over the cycle's micro-batches (and the ranks) of scaled gradients:
+  // average and unscale.
+  const double inv = 1.0 / (scaler.scale() * cfg.gradient_accumulation_steps * world());
   if (!finite) {
     r.overflow = true;
     r.grad_norm = std::numeric_limits<double>::infinity();

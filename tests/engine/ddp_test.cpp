@@ -1,0 +1,170 @@
+// Data-parallel training (stage 0) across CPU ranks, under mpirun with 1, 2 and 4 ranks: N ranks,
+// each handing the gradient of its share of the global batch, end with the master weights of one
+// rank that accumulates all N shares as N micro-batches (the same fp32 sums, in another order) —
+// with the optimizer on the device and on the host; the all-reduced bytes are counted; rank 0's
+// initial values reach every rank; ranks that registered different params are refused.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "kernels/reference/half.h"
+#include "src/engine/engine.h"
+
+namespace strata::engine {
+namespace {
+
+comm::Communicator& world() {
+  static std::unique_ptr<comm::Communicator> c = [] {
+    auto r = comm::create_mpi();
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return std::move(r).value();
+  }();
+  return *c;
+}
+
+const std::vector<std::pair<std::string, std::vector<int64_t>>> kParams = {{"w1", {3000}}, {"w2", {50, 80}}, {"b", {7}}};
+constexpr int kSteps = 5;
+
+std::unique_ptr<Engine> make(const std::string& zero, int gas, comm::Communicator* c) {
+  const std::string json = "{\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 0.01, \"weight_decay\": 0.01}}, "
+                           "\"gradient_clipping\": 1.0, \"gradient_accumulation_steps\": " + std::to_string(gas) +
+                           ", \"zero_optimization\": {" + zero +
+                           "}, \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096}}";
+  auto cfg = parse_engine_config(json);
+  EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string();
+  EngineOptions o;
+  o.log = [](const std::string&) {};
+  o.comm = c;
+  auto e = Engine::create(cfg.value(), o);
+  EXPECT_TRUE(e.is_ok()) << e.status().to_string();
+  return std::move(e).value();
+}
+
+// Share `share`'s gradient of each param at the current params: 0.5 p - target(share), in bf16.
+void micro(Engine& e, int share) {
+  for (const auto& [name, shape] : kParams) {
+    size_t n = 1;
+    for (int64_t d : shape) n *= static_cast<size_t>(d);
+    auto p = e.fetch(name);
+    ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+    const auto* bits = static_cast<const uint16_t*>(p.value());
+    std::vector<uint16_t> g(n);
+    for (size_t i = 0; i < n; ++i) {
+      const float target = std::sin(0.37f * static_cast<float>(i) + 1.3f * static_cast<float>(share) + name.size());
+      g[i] = reference::float_to_bf16(0.5f * reference::bf16_to_float(bits[i]) - target);
+    }
+    ASSERT_TRUE(e.grad(name, g.data(), DType::kBF16, n).is_ok());
+    ASSERT_TRUE(e.release(name).is_ok());
+  }
+}
+
+std::vector<float> masters(Engine& e) {
+  std::vector<float> all;
+  for (const auto& [name, shape] : kParams) {
+    size_t n = 1;
+    for (int64_t d : shape) n *= static_cast<size_t>(d);
+    std::vector<float> v(n);
+    EXPECT_TRUE(e.read_master(name, v.data(), n).is_ok());
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  return all;
+}
+
+void register_all(Engine& e) {
+  for (const auto& [name, shape] : kParams) ASSERT_TRUE(e.register_param(name, shape, DType::kF32, nullptr).is_ok());
+}
+
+class Ddp : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Ddp, NRanksEqualOneRankAccumulatingTheirShares) {
+  comm::Communicator& c = world();
+  const int n = c.size();
+  auto ddp = make(GetParam(), 1, &c);
+  auto single = make(GetParam(), n, nullptr);
+  register_all(*ddp);
+  register_all(*single);
+  for (int step = 0; step < kSteps; ++step) {
+    micro(*ddp, c.rank());
+    auto r = ddp->step();
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    ASSERT_TRUE(r.value().applied);
+    for (int share = 0; share < n; ++share) {
+      micro(*single, share);
+      ASSERT_TRUE(single->step().is_ok());
+    }
+  }
+  const std::vector<float> got = masters(*ddp), want = masters(*single);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)  // fp32 sums in another order: a few ulps
+    ASSERT_NEAR(got[i], want[i], 1e-6 + 1e-5 * std::fabs(want[i])) << i;
+  // The same weights on every rank, bit for bit.
+  std::vector<float> lo(got), hi(got);
+  for (float& x : lo) x = -x;
+  ASSERT_TRUE(c.all_reduce_sync(lo.data(), lo.data(), lo.size(), comm::Elem::kF32, comm::ReduceOp::kMax).is_ok());
+  ASSERT_TRUE(c.all_reduce_sync(hi.data(), hi.data(), hi.size(), comm::Elem::kF32, comm::ReduceOp::kMax).is_ok());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(-lo[i], hi[i]) << i;
+  // Byte accounting: every chunk's fp32 gradient once per step (none with one rank).
+  size_t chunk_elems = 0;
+  for (const auto& [name, shape] : kParams) {
+    size_t k = 1;
+    for (int64_t d : shape) k *= static_cast<size_t>(d);
+    chunk_elems += k;
+  }
+  const size_t reduced = ddp->stats().bytes_allreduce;
+  if (n == 1) {
+    EXPECT_EQ(reduced, 0u);
+  } else {
+    EXPECT_GE(reduced, kSteps * chunk_elems * 4);
+    EXPECT_LE(reduced, kSteps * (chunk_elems + 3 * 2048) * 4) << "at most a chunk's padding more per param";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(OptimizerOnDeviceAndHost, Ddp,
+                         ::testing::Values("\"stage\": 0", "\"stage\": 0, \"offload_optimizer\": {\"device\": \"cpu\"}"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.index == 0 ? "optimizer_on_device" : "optimizer_on_host");
+                         });
+
+TEST(DdpSetup, RankZerosInitialValuesReachEveryRank) {
+  comm::Communicator& c = world();
+  auto e = make("\"stage\": 0", 1, &c);
+  std::vector<float> mine(3000, static_cast<float>(c.rank()) + 0.25f);
+  ASSERT_TRUE(e->register_param("w1", {3000}, DType::kF32, mine.data()).is_ok());
+  ASSERT_TRUE(e->prepare().is_ok());
+  std::vector<float> got(3000);
+  ASSERT_TRUE(e->read_master("w1", got.data(), got.size()).is_ok());
+  for (float x : got) ASSERT_EQ(x, 0.25f);
+}
+
+TEST(DdpSetup, RanksWithDifferentParamsAreRefusedOnEveryRank) {
+  comm::Communicator& c = world();
+  if (c.size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  auto e = make("\"stage\": 0", 1, &c);
+  register_all(*e);
+  if (c.rank() == 1) {
+    ASSERT_TRUE(e->register_param("extra", {5}, DType::kF32, nullptr).is_ok());
+  }
+  Status s = e->prepare();
+  ASSERT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_NE(s.message().find("different params"), std::string::npos) << s.message();
+}
+
+TEST(DdpSetup, ZeroStagesAcrossRanksAreRefusedForNow) {
+  comm::Communicator& c = world();
+  if (c.size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  auto cfg = parse_engine_config(R"({"zero_optimization": {"stage": 2}, "strata": {"device": "host", "device_bytes": 1048576}})");
+  ASSERT_TRUE(cfg.is_ok());
+  EngineOptions o;
+  o.log = [](const std::string&) {};
+  o.comm = &c;
+  auto e = Engine::create(cfg.value(), o);
+  ASSERT_FALSE(e.is_ok());
+  EXPECT_EQ(e.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(e.status().message().find("stage 2"), std::string::npos) << e.status().to_string();
+}
+
+}  // namespace
+}  // namespace strata::engine
