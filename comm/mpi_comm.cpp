@@ -273,8 +273,8 @@ MpiWork::~MpiWork() {
 
 Status MpiWork::wait() {
   if (done_) return Status::ok();
-  const Clock::time_point deadline = Clock::now() + comm_->options().timeout;
-  for (int spin = 0;; ++spin) {
+  const Clock::time_point started = Clock::now(), deadline = started + comm_->options().timeout;
+  for (;;) {
     int flag = 0;
     {
       std::lock_guard<std::mutex> lock(g_mu);
@@ -294,10 +294,12 @@ Status MpiWork::wait() {
                     what_ + " did not complete within " + std::to_string(comm_->options().timeout.count()) +
                         " ms (a rank died, hangs, or did not call the same collective); the communicator is now unusable");
     }
-    if (spin < 64) {
+    // Non-blocking MPI collectives advance only inside MPI calls: keep testing (yielding the core
+    // to other ranks when oversubscribed); back off only once the wait is long (a late peer).
+    if (Clock::now() - started < std::chrono::milliseconds(200)) {
       std::this_thread::yield();
     } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(spin < 1024 ? 20 : 200));
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
   done_ = true;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "src/common/fs.h"
 #include "src/train/trainer.h"
 
@@ -184,22 +185,39 @@ int train_command(const std::vector<std::string>& args) {
   if (max_seq) o.shape.max_seq = max_seq;
   if (o.seq > o.shape.max_seq && !max_seq) o.shape.max_seq = o.seq;
   if (!lr_given) o.lr = train::default_lr(o.shape);
-  if (!data_given && !fs::exists(data)) {
+  // Under mpirun with several ranks: data-parallel training over MPI; rank 0 prints.
+  std::unique_ptr<comm::Communicator> ranks;
+  if (comm::launched_with_several_ranks()) {
+    auto c = comm::create_mpi();
+    if (!c.is_ok()) return fail(c.status());
+    ranks = std::move(c).value();
+  }
+  const bool lead = ranks == nullptr || ranks->rank() == 0;
+  if (!data_given && lead && !fs::exists(data)) {
     if (Status s = train::write_default_corpus(data, size_t{2} << 20); !s.is_ok()) return fail(s);
     std::printf("strata train: wrote the default corpus to %s (2 MiB of generated text)\n", data.c_str());
+  }
+  if (ranks != nullptr) {
+    if (Status s = ranks->barrier(); !s.is_ok()) return fail(s);  // the corpus is written
   }
   o.data_path = data;
   auto print = [](const std::string& l) {
     std::printf("%s\n", l.c_str());
     std::fflush(stdout);
   };
-  auto r = train::run_training(ecfg.value(), o, print);
+  engine::EngineOptions eopts;
+  eopts.comm = ranks.get();
+  auto r = train::run_training(ecfg.value(), o, print, eopts);
   if (!r.is_ok()) return fail(r.status());
+  if (!lead) return 0;
   const train::TrainSummary& s = r.value();
   std::printf("done: %lld steps in %.1f s, loss %.4f -> %.4f, validation %.4f; %.0f tok/s; bytes H2D %.1f MB, D2H %.1f MB, "
               "NVMe read %.1f MB, write %.1f MB; fetch stall %.2f s; device peak %.1f MB\n",
               static_cast<long long>(s.steps), s.seconds, s.first_loss, s.last_loss, s.val_loss, s.tokens_per_s,
               s.stats.bytes_h2d / 1e6, s.stats.bytes_d2h / 1e6, s.stats.bytes_nvme_read / 1e6, s.stats.bytes_nvme_write / 1e6,
               s.stats.stall_fetch_s, s.stats.device_peak_bytes / 1e6);
+  if (ranks != nullptr)
+    std::printf("data parallel: %d ranks; rank 0 all-reduced %.1f MB of fp32 gradients, %.2f s blocked in the all-reduces\n",
+                ranks->size(), s.stats.bytes_allreduce / 1e6, s.stats.allreduce_s);
   return 0;
 }

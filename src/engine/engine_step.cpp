@@ -40,6 +40,7 @@ Status Engine::Impl::zero_grads() {
 // sum is the same on every rank, so the norm, the overflow flag and the update agree everywhere.
 Status Engine::Impl::all_reduce_grads() {
   if (world() == 1) return Status::ok();
+  const Clock::time_point t0 = Clock::now();
   std::vector<std::unique_ptr<comm::Work>> inflight;
   for (ChunkState& c : chunks) {
     void* g = c.grad_dev != nullptr ? c.grad_dev : c.grad_host.data();  // host memory on the emulated device
@@ -48,6 +49,8 @@ Status Engine::Impl::all_reduce_grads() {
     st.bytes_allreduce += c.shard * 4;
   }
   for (auto& w : inflight) STRATA_RETURN_IF_ERROR(w->wait());
+  st.allreduce_s += seconds_since(t0);
+  trace_span(TraceLane::kEngine, "gradient all-reduce", t0, Clock::now());
   return Status::ok();
 }
 

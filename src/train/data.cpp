@@ -45,18 +45,20 @@ void ByteDataset::window(size_t start, int32_t* inputs, int32_t* targets) const 
   }
 }
 
-void ByteDataset::train_batch(int64_t step, int B, int32_t* inputs, int32_t* targets) const {
+void ByteDataset::train_batch(int64_t step, int B, int32_t* inputs, int32_t* targets, int first_row) const {
   const size_t span = split_ - static_cast<size_t>(T_);  // start positions 0 .. split_ - T - 1
   for (int b = 0; b < B; ++b) {
-    const uint64_t r = mix(seed_ ^ mix(static_cast<uint64_t>(step) * 1024 + static_cast<uint64_t>(b)));
+    const uint64_t row = static_cast<uint64_t>(first_row + b);
+    const uint64_t r = mix(seed_ ^ mix(static_cast<uint64_t>(step) * 1024 + row + (row >> 10) * (uint64_t{1} << 40)));
     window(r % span, inputs + static_cast<size_t>(b) * T_, targets + static_cast<size_t>(b) * T_);
   }
 }
 
-void ByteDataset::val_batch(int index, int B, int32_t* inputs, int32_t* targets) const {
+void ByteDataset::val_batch(int index, int B, int32_t* inputs, int32_t* targets, int first_row, int batch_rows) const {
   const size_t span = bytes_.size() - split_ - static_cast<size_t>(T_);
+  const size_t rows = static_cast<size_t>(batch_rows > 0 ? batch_rows : B);
   for (int b = 0; b < B; ++b) {
-    const size_t k = static_cast<size_t>(index) * static_cast<size_t>(B) + static_cast<size_t>(b);
+    const size_t k = static_cast<size_t>(index) * rows + static_cast<size_t>(first_row + b);
     window(split_ + (k * 7919 * static_cast<size_t>(T_)) % span, inputs + static_cast<size_t>(b) * T_,
            targets + static_cast<size_t>(b) * T_);
   }

@@ -18,9 +18,11 @@ class ByteDataset {
   // Errors name the file: missing, unreadable, empty, or a split shorter than T + 1 bytes.
   static StatusOr<ByteDataset> open(const std::string& path, double val_fraction, int T, uint64_t seed);
 
-  // inputs, targets: [B, T]; targets are inputs shifted by one byte.
-  void train_batch(int64_t step, int B, int32_t* inputs, int32_t* targets) const;
-  void val_batch(int index, int B, int32_t* inputs, int32_t* targets) const;
+  // inputs, targets: [B, T]; targets are inputs shifted by one byte. Rows first_row ..
+  // first_row + B - 1 of the step's global batch (data-parallel rank r takes first_row = r * B).
+  void train_batch(int64_t step, int B, int32_t* inputs, int32_t* targets, int first_row = 0) const;
+  // Validation batch `index` of `batch_rows` rows (0: B): its rows first_row .. first_row + B - 1.
+  void val_batch(int index, int B, int32_t* inputs, int32_t* targets, int first_row = 0, int batch_rows = 0) const;
 
   size_t train_bytes() const { return split_; }
   size_t val_bytes() const { return bytes_.size() - split_; }

@@ -94,7 +94,13 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
   }
   STRATA_ASSIGN_OR_RETURN(const kernels::KernelTable* k, kernels::kernel_table(kernels::best_isa()));
 
-  if (!eopts.log) eopts.log = print;
+  // Data-parallel ranks: each takes its rows of the global batch; rank 0 alone prints.
+  const int world = eopts.comm != nullptr ? eopts.comm->size() : 1;
+  const int rank = eopts.comm != nullptr ? eopts.comm->rank() : 0;
+  const std::function<void(const std::string&)> say = [&print, rank](const std::string& l) {
+    if (rank == 0) print(l);
+  };
+  if (!eopts.log) eopts.log = say;
   STRATA_ASSIGN_OR_RETURN(auto eng, engine::Engine::create(cfg, eopts));
   if ((eng->device_name().rfind("CUDA", 0) == 0) != on_gpu)
     return Status(StatusCode::kInternal, "the GPT model computes on " + std::string(on_gpu ? "the GPU" : "the CPU") +
@@ -116,8 +122,9 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
                 o.shape.layers, o.shape.heads, o.shape.channels, static_cast<double>(o.shape.num_params()) / 1e6,
                 mb(o.shape.num_params() * 2).c_str(), o.batch, o.seq, gas, data.path().c_str(), data.train_bytes(),
                 data.val_bytes(), mb(model->activation_bytes()).c_str(), o.checkpointing ? " (checkpointed)" : "");
-  print(line);
-  if (step > 0) print("resumed at step " + std::to_string(step));
+  say(line);
+  if (world > 1) say("data parallel: " + std::to_string(world) + " ranks, global batch " + std::to_string(o.batch * world));
+  if (step > 0) say("resumed at step " + std::to_string(step));
 
   EngineSource src(*eng, *k);
   const size_t tokens = static_cast<size_t>(o.batch) * static_cast<size_t>(o.seq);
@@ -125,7 +132,7 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
   auto validate = [&]() -> StatusOr<double> {
     double sum = 0;
     for (int v = 0; v < o.val_batches; ++v) {
-      data.val_batch(v, o.batch, in.data(), tgt.data());
+      data.val_batch(v, o.batch, in.data(), tgt.data(), rank * o.batch, o.batch * world);
       STRATA_RETURN_IF_ERROR(eng->begin_eval());
       auto l = model->eval_loss(src, in.data(), tgt.data());
       Status ended = eng->end_eval();
@@ -133,7 +140,9 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
       STRATA_RETURN_IF_ERROR(ended);
       sum += l.value();
     }
-    return sum / o.val_batches;
+    if (world > 1)
+      STRATA_RETURN_IF_ERROR(eopts.comm->all_reduce_sync(&sum, &sum, 1, comm::Elem::kF64, comm::ReduceOp::kSum));
+    return sum / (o.val_batches * world);
   };
 
   TrainSummary sum;
@@ -149,21 +158,25 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     double loss = 0;
     engine::StepResult r;
     for (int micro = 0; micro < gas; ++micro) {
-      data.train_batch(step * gas + micro, o.batch, in.data(), tgt.data());
+      data.train_batch(step * gas + micro, o.batch, in.data(), tgt.data(), rank * o.batch);
       STRATA_ASSIGN_OR_RETURN(double l, model->train_micro(src, in.data(), tgt.data(), static_cast<float>(eng->loss_scale())));
       loss += l / gas;
       STRATA_ASSIGN_OR_RETURN(r, eng->step(lr));
     }
     step = r.optimizer_step;
     if (!r.applied) step = eng->optimizer_step();
+    if (world > 1) {  // the global batch's mean loss
+      STRATA_RETURN_IF_ERROR(eopts.comm->all_reduce_sync(&loss, &loss, 1, comm::Elem::kF64, comm::ReduceOp::kSum));
+      loss /= world;
+    }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     const engine::EngineStats after = eng->stats();
     const double stall = (after.stall_fetch_s - before.stall_fetch_s) + (after.stall_grad_s - before.stall_grad_s) +
                          (after.step_nvme_s - before.step_nvme_s);
-    const double tps = static_cast<double>(tokens) * gas / secs;
-    const double tflops = model->flops_per_micro() * gas / secs / 1e12;
-    trained_tokens += static_cast<double>(tokens) * gas;
-    flops += model->flops_per_micro() * gas;
+    const double tps = static_cast<double>(tokens) * gas * world / secs;
+    const double tflops = model->flops_per_micro() * gas * world / secs / 1e12;
+    trained_tokens += static_cast<double>(tokens) * gas * world;
+    flops += model->flops_per_micro() * gas * world;
     if (first) sum.first_loss = loss;
     first = false;
     sum.last_loss = loss;
@@ -179,12 +192,12 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
                   mb(after.bytes_d2h - before.bytes_d2h).c_str(),
                   mb(after.bytes_nvme_read - before.bytes_nvme_read + after.bytes_nvme_write - before.bytes_nvme_write).c_str(),
                   r.overflow ? " | overflow: step skipped" : "");
-    print(line);
+    say(line);
     const bool last = step >= stop;
     if ((o.val_every > 0 && step % o.val_every == 0) || last) {
       STRATA_ASSIGN_OR_RETURN(last_val, validate());
       std::snprintf(line, sizeof(line), "step %4lld: validation loss %.4f", static_cast<long long>(step), last_val);
-      print(line);
+      say(line);
     }
     if (!o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || last))
       STRATA_RETURN_IF_ERROR(eng->save(o.save_dir));
