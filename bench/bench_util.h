@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -54,6 +55,16 @@ using Buffer = std::unique_ptr<unsigned char, FreeDeleter>;
 inline Buffer alloc_buffer(size_t bytes) {
   const size_t rounded = (bytes + 63) / 64 * 64;
   return Buffer(static_cast<unsigned char*>(std::aligned_alloc(64, rounded == 0 ? 64 : rounded)));
+}
+
+// One thread's memcpy bandwidth (GB/s) over `bytes`, the best of 5.
+inline double memcpy_gbps(size_t bytes = size_t{64} << 20) {
+  Buffer a = alloc_buffer(bytes), b = alloc_buffer(bytes);
+  std::memset(a.get(), 1, bytes);
+  std::memset(b.get(), 2, bytes);
+  std::vector<double> t;
+  for (int r = 0; r < 5; ++r) t.push_back(seconds([&] { std::memcpy(b.get(), a.get(), bytes); }));
+  return static_cast<double>(bytes) / best(t) / 1e9;
 }
 
 }  // namespace strata::bench

@@ -20,15 +20,6 @@
 namespace strata::bench {
 namespace {
 
-double memcpy_gbps(size_t n) {
-  Buffer a = alloc_buffer(n), b = alloc_buffer(n);
-  std::memset(a.get(), 1, n);
-  std::memset(b.get(), 2, n);
-  std::vector<double> t;
-  for (int r = 0; r < 5; ++r) t.push_back(seconds([&] { std::memcpy(b.get(), a.get(), n); }));
-  return static_cast<double>(n) / best(t) / 1e9;
-}
-
 template <class F>
 double timed(comm::Communicator& c, F&& op) {
   std::vector<double> t;

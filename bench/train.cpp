@@ -43,16 +43,6 @@ T check(StatusOr<T> s) {
   return std::move(s).value();
 }
 
-double memcpy_gbps() {
-  const size_t n = size_t{64} << 20;
-  Buffer a = alloc_buffer(n), b = alloc_buffer(n);
-  std::memset(a.get(), 1, n);
-  std::memset(b.get(), 2, n);
-  std::vector<double> t;
-  for (int r = 0; r < 5; ++r) t.push_back(seconds([&] { std::memcpy(b.get(), a.get(), n); }));
-  return static_cast<double>(n) / best(t) / 1e9;
-}
-
 // GFLOP/s of oneDNN on [N, C] x [C, 4C] (the MLP's first matmul).
 double matmul_gflops(int N, int C) {
   std::vector<float> x(static_cast<size_t>(N) * C, 0.5f), w(static_cast<size_t>(4) * C * C, 0.25f), out(static_cast<size_t>(N) * 4 * C);

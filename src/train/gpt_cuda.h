@@ -1,4 +1,4 @@
-// The CUDA compute path of GptModel (gpt_cuda.cpp). Without a CUDA build it is gpt_cuda_stub.cpp,
+// The CUDA compute path of GptModel (gpt_cuda.cpp). Without a CUDA build it is gpt_cuda_unavailable.cpp,
 // which refuses.
 #pragma once
 
