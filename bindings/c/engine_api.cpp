@@ -13,6 +13,10 @@
 #include "src/engine/engine.h"
 #include "strata.h"
 
+namespace strata::capi {
+comm::Communicator* comm_of(strata_comm_t* c);  // comm_api.cpp
+}  // namespace strata::capi
+
 struct strata_engine {
   std::unique_ptr<strata::engine::Engine> impl;  // null once destroyed
 };
@@ -62,6 +66,7 @@ STRATA_API strata_status_t strata_engine_create(const strata_engine_options_t* o
     if (options->config_json == nullptr) return null_arg("options.config_json");
     STRATA_ASSIGN_OR_RETURN(strata::engine::EngineConfig cfg, strata::engine::parse_engine_config(options->config_json));
     strata::engine::EngineOptions o;
+    o.comm = strata::capi::comm_of(options->comm);
     if (options->log != nullptr) {
       strata_log_fn fn = options->log;
       void* user = options->log_user;

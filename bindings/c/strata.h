@@ -190,15 +190,35 @@ typedef struct strata_engine strata_engine_t;
 /* Receives log lines (device choice, placement plan, skipped steps); NULL lines never. */
 typedef void (*strata_log_fn)(void* user, const char* line);
 
+/* ---- Ranks -------------------------------------------------------------------------------
+ * A communicator joins the ranks of data-parallel training. MPI: the world of mpirun (a plain
+ * process is a world of one). NCCL: rank 0 calls strata_comm_nccl_id, the host program sends
+ * the 128 bytes to every rank its own way, and each rank calls strata_comm_create_nccl with
+ * them. A collective that does not complete within timeout_ms (<= 0: 5 minutes) fails with
+ * STRATA_ERR_TIMEOUT naming it, and the communicator takes no more work. Destroy it after every
+ * engine that uses it. Builds without MPI / NCCL return STRATA_ERR_UNSUPPORTED. */
+typedef struct strata_comm strata_comm_t;
+STRATA_API strata_status_t strata_comm_create_mpi(int64_t timeout_ms, strata_comm_t** out);
+STRATA_API strata_status_t strata_comm_nccl_id(unsigned char id[128]);
+STRATA_API strata_status_t strata_comm_create_nccl(const unsigned char id[128], int rank, int world_size, int cuda_device,
+                                                   int64_t timeout_ms, strata_comm_t** out);
+/* rank and world_size may be NULL. */
+STRATA_API strata_status_t strata_comm_rank(const strata_comm_t* comm, int* rank, int* world_size);
+/* NULL is a no-op. */
+STRATA_API strata_status_t strata_comm_destroy(strata_comm_t* comm);
+
 typedef struct strata_engine_options {
   size_t struct_size;      /* sizeof(strata_engine_options_t), set by the INIT macro */
   const char* config_json; /* the JSON config (DeepSpeed keys + "strata" section); required */
   strata_log_fn log;       /* NULL: lines go to stderr prefixed "strata: " */
   void* log_user;          /* passed to log */
-  uint64_t reserved[8];    /* must be zero */
+  strata_comm_t* comm;     /* NULL: one rank. Otherwise data-parallel training over its ranks
+                            * (ZeRO stage 0; CPU ranks over MPI with the host-emulated device);
+                            * not owned, must outlive the engine */
+  uint64_t reserved[7];    /* must be zero */
 } strata_engine_options_t;
 #define STRATA_ENGINE_OPTIONS_INIT \
-  { sizeof(strata_engine_options_t), NULL, NULL, NULL, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+  { sizeof(strata_engine_options_t), NULL, NULL, NULL, NULL, { 0, 0, 0, 0, 0, 0, 0 } }
 
 typedef struct strata_engine_step_args {
   size_t struct_size; /* sizeof(strata_engine_step_args_t), set by the INIT macro */
