@@ -34,6 +34,9 @@ class Work {
   // Blocks until the collective completed on this rank (MPI: its buffers may be used; NCCL: the
   // stream it was queued on has passed it), or the communicator's timeout ran out.
   [[nodiscard]] virtual Status wait() = 0;
+  // Advances the collective without blocking (MPI progresses only inside MPI calls); true once
+  // it completed as wait() would have. Errors as wait's, except that it never times out.
+  virtual StatusOr<bool> test() = 0;
 };
 
 struct CommOptions {

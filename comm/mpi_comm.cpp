@@ -103,6 +103,7 @@ class MpiWork final : public Work {
   MpiWork(MpiComm* c, std::string what) : comm_(c), what_(std::move(what)) {}
   ~MpiWork() override;
   Status wait() override;
+  StatusOr<bool> test() override;
   const std::string& what() const { return what_; }
   std::vector<MPI_Request> reqs;
   std::vector<unsigned char> scratch;  // a result to copy out at the end (in-place reduce-scatter)
@@ -269,6 +270,23 @@ MpiWork::~MpiWork() {
   if (done_ || reqs.empty()) return;
   // Never waited on: the collective still has to finish before its buffers go away.
   (void)wait();
+}
+
+StatusOr<bool> MpiWork::test() {
+  if (done_) return true;
+  int flag = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (const int err = MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &flag, MPI_STATUSES_IGNORE); err != MPI_SUCCESS) {
+      done_ = true;
+      comm_->mark_broken();
+      return mpi_error(err, what_);
+    }
+  }
+  if (!flag) return false;
+  done_ = true;
+  if (copy_to != nullptr) std::memcpy(copy_to, scratch.data(), scratch.size());
+  return true;
 }
 
 Status MpiWork::wait() {

@@ -57,6 +57,7 @@ class NcclWork final : public Work {
     if (ev_ != nullptr) cudaEventDestroy(ev_);
   }
   Status wait() override;
+  StatusOr<bool> test() override;
 
  private:
   NcclComm* comm_;
@@ -173,6 +174,21 @@ class NcclComm final : public Communicator {
   bool broken_ = false;
   int* flag_ = nullptr;
 };
+
+StatusOr<bool> NcclWork::test() {
+  if (ev_ == nullptr) return true;
+  DeviceGuard g(comm_->device());
+  const cudaError_t q = cudaEventQuery(ev_);
+  if (q == cudaSuccess) {
+    cudaEventDestroy(ev_);
+    ev_ = nullptr;
+    return true;
+  }
+  if (q != cudaErrorNotReady) return cuda_status(q, "cudaEventQuery", __FILE__, __LINE__);
+  bool pending = false;
+  STRATA_RETURN_IF_ERROR(comm_->poll(what_, &pending));
+  return false;
+}
 
 Status NcclWork::wait() {
   if (ev_ == nullptr) return Status::ok();

@@ -58,7 +58,7 @@ struct EngineConfig {
   size_t host_bytes = 0;                    // 0: no limit set
   size_t chunk_bytes = size_t{64} << 20;    // bit16 bytes per chunk
   uint64_t seed = 0;
-  bool overlap = true;                      // prefetch + pipelined NVMe step (false: synchronous paths)
+  bool overlap = true;                      // prefetch, pipelined NVMe step, DDP all-reduce during backward (false: synchronous paths)
   std::string trace_path;                   // Chrome trace-event JSON written here ("" : off)
   bool step_summary = false;                // log one summary line per optimizer step
 };

@@ -65,7 +65,8 @@ struct EngineStats {
   std::array<size_t, kNumTiers> tier_bytes{};  // bytes the plan holds on device / host / nvme
   size_t device_peak_bytes = 0;                // the device arena's high-water mark
   size_t bytes_allreduce = 0;                  // gradient bytes all-reduced by this rank (DDP)
-  double allreduce_s = 0;                      // host blocked in those all-reduces (not overlapped)
+  double allreduce_s = 0;                      // host blocked in those all-reduces at the step
+  int64_t allreduce_early = 0;                 // chunk all-reduces started during backward (overlapped)
   size_t bytes_h2d = 0, bytes_d2h = 0;         // over the host <-> device link
   size_t bytes_nvme_read = 0, bytes_nvme_write = 0;
   double stall_fetch_s = 0;     // host blocked in fetch waiting for params (copies, NVMe reads)

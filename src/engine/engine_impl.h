@@ -120,6 +120,10 @@ struct Engine::Impl {
   Status check_ranks();
   Status agree_on_params();
   Status all_reduce_grads();
+  // Starts the all-reduce of every ready chunk whose buckets have landed, and advances those in
+  // flight; never blocks.
+  Status progress_reduces();
+  Status start_reduce(uint32_t chunk);
   Impl(const EngineConfig& c, EngineOptions o);
 
   EngineConfig cfg;
@@ -148,6 +152,10 @@ struct Engine::Impl {
   std::vector<ParamState> params;
   std::vector<WorkBuffer> work;
   std::vector<Bucket> buckets;
+  // DDP: chunks whose gradients of the cycle are complete, waiting for their buckets to land
+  // (reduce_ready), and the chunks' all-reduces already in flight during backward.
+  std::vector<uint32_t> reduce_ready;
+  std::vector<std::pair<uint32_t, std::unique_ptr<comm::Work>>> reduces;
   std::vector<Staging> param_staging;
   size_t next_staging = 0;
   std::vector<OptSet> opt_sets;  // offload_optimizer.buffer_count sets (NVMe optimizer only)

@@ -217,7 +217,11 @@ Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, 
   bk.params.push_back(pi);
   ps.grad_in_micro = true;
   if (opt_store != nullptr && boundary_micro()) STRATA_RETURN_IF_ERROR(start_opt_reads());
-  if (++c.grads_in_micro == c.params.size()) STRATA_RETURN_IF_ERROR(flush(b));
+  if (++c.grads_in_micro == c.params.size()) {
+    STRATA_RETURN_IF_ERROR(flush(b));
+    if (world() > 1 && boundary_micro() && cfg.overlap) reduce_ready.push_back(slot.chunk);  // DDP: reduce it now
+  }
+  if (world() > 1) STRATA_RETURN_IF_ERROR(progress_reduces());
   return Status::ok();
 }
 

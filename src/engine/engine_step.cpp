@@ -36,22 +36,59 @@ Status Engine::Impl::zero_grads() {
   return compute->synchronize();
 }
 
-// DDP: every chunk's fp32 gradient summed over the ranks, all chunks in flight at once. The
-// sum is the same on every rank, so the norm, the overflow flag and the update agree everywhere.
+// DDP: every chunk's fp32 gradient summed over the ranks. A chunk whose gradients of the cycle
+// are complete in backward starts its all-reduce then (progress_reduces, from grad); the step
+// starts the rest and waits for all. The sums are the same on every rank, so the norm, the
+// overflow flag and the update agree everywhere.
+Status Engine::Impl::start_reduce(uint32_t ci) {
+  ChunkState& c = chunks[ci];
+  void* g = c.grad_dev != nullptr ? c.grad_dev : c.grad_host.data();  // host memory on the emulated device
+  STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_reduce(g, g, c.shard, comm::Elem::kF32, comm::ReduceOp::kSum));
+  reduces.emplace_back(ci, std::move(w));
+  st.bytes_allreduce += c.shard * 4;
+  return Status::ok();
+}
+
+Status Engine::Impl::progress_reduces() {
+  for (size_t i = 0; i < reduce_ready.size();) {
+    const uint32_t ci = reduce_ready[i];
+    bool landed = true;
+    for (size_t b = 0; b < buckets.size() && landed; ++b) {
+      Bucket& bk = buckets[b];
+      if (bk.chunk != static_cast<int>(ci) || bk.state == Bucket::State::kFree) continue;
+      if (bk.state == Bucket::State::kInFlight && bk.done->query()) {
+        STRATA_RETURN_IF_ERROR(drain(static_cast<int>(b)));  // landed: accumulate, no wait
+      } else {
+        landed = false;
+      }
+    }
+    if (!landed) {
+      ++i;
+      continue;
+    }
+    STRATA_RETURN_IF_ERROR(start_reduce(ci));
+    ++st.allreduce_early;
+    reduce_ready.erase(reduce_ready.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+  for (auto& r : reduces) STRATA_RETURN_IF_ERROR(r.second->test().status());
+  return Status::ok();
+}
+
 Status Engine::Impl::all_reduce_grads() {
   if (world() == 1) return Status::ok();
   const Clock::time_point t0 = Clock::now();
-  std::vector<std::unique_ptr<comm::Work>> inflight;
-  for (ChunkState& c : chunks) {
-    void* g = c.grad_dev != nullptr ? c.grad_dev : c.grad_host.data();  // host memory on the emulated device
-    STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_reduce(g, g, c.shard, comm::Elem::kF32, comm::ReduceOp::kSum));
-    inflight.push_back(std::move(w));
-    st.bytes_allreduce += c.shard * 4;
-  }
-  for (auto& w : inflight) STRATA_RETURN_IF_ERROR(w->wait());
+  reduce_ready.clear();  // every bucket has landed (drain_all): start what backward did not
+  std::vector<bool> started(chunks.size(), false);
+  for (const auto& r : reduces) started[r.first] = true;
+  for (uint32_t ci = 0; ci < chunks.size(); ++ci)
+    if (!started[ci]) STRATA_RETURN_IF_ERROR(start_reduce(ci));
+  Status s = Status::ok();
+  for (auto& r : reduces)
+    if (Status w = r.second->wait(); s.is_ok() && !w.is_ok()) s = w;
+  reduces.clear();
   st.allreduce_s += seconds_since(t0);
   trace_span(TraceLane::kEngine, "gradient all-reduce", t0, Clock::now());
-  return Status::ok();
+  return s;
 }
 
 StatusOr<StepResult> Engine::Impl::step(double lr_arg) {

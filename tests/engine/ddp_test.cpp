@@ -1,7 +1,8 @@
 // Data-parallel training (stage 0) across CPU ranks, under mpirun with 1, 2 and 4 ranks: N ranks,
 // each handing the gradient of its share of the global batch, end with the master weights of one
 // rank that accumulates all N shares as N micro-batches (the same fp32 sums, in another order) —
-// with the optimizer on the device and on the host; the all-reduced bytes are counted; rank 0's
+// with the optimizer on the device and on the host; the all-reduced bytes are counted, and chunks
+// complete before the step start their all-reduce during backward; rank 0's
 // initial values reach every rank; ranks that registered different params are refused.
 #include <gtest/gtest.h>
 
@@ -117,6 +118,7 @@ TEST_P(Ddp, NRanksEqualOneRankAccumulatingTheirShares) {
   if (n == 1) {
     EXPECT_EQ(reduced, 0u);
   } else {
+    EXPECT_GT(ddp->stats().allreduce_early, 0) << "chunks complete during backward start their all-reduce there";
     EXPECT_GE(reduced, kSteps * chunk_elems * 4);
     EXPECT_LE(reduced, kSteps * (chunk_elems + 3 * 2048) * 4) << "at most a chunk's padding more per param";
   }
