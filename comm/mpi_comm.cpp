@@ -23,7 +23,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 std::mutex g_mu;                     // every MPI call (the thread level may be SERIALIZED)
-bool g_initialised_here = false;
 std::atomic<bool> g_unsafe_to_finalise{false};
 MPI_Op g_ops[2][2];                  // [bf16, fp16][sum, max]
 
@@ -52,11 +51,30 @@ void finalise_at_exit() {
   if (!finalised && !g_unsafe_to_finalise.load()) MPI_Finalize();
 }
 
-// Initialises MPI once per process (caller holds g_mu).
+// The bf16 / fp16 reduction ops, once per process (also when the host program initialised MPI).
+void make_ops() {
+  static bool made = false;
+  if (made) return;
+  made = true;
+  MPI_Op_create(&half_op<true, false>, 1, &g_ops[0][0]);
+  MPI_Op_create(&half_op<true, true>, 1, &g_ops[0][1]);
+  MPI_Op_create(&half_op<false, false>, 1, &g_ops[1][0]);
+  MPI_Op_create(&half_op<false, true>, 1, &g_ops[1][1]);
+}
+
+// Initialises MPI once per process unless the host program did (caller holds g_mu).
 Status ensure_mpi() {
   int init = 0;
   MPI_Initialized(&init);
-  if (init) return Status::ok();
+  if (init) {
+    int provided = 0;
+    MPI_Query_thread(&provided);
+    if (provided < MPI_THREAD_SERIALIZED)
+      return Status(StatusCode::kUnsupported, "MPI was initialised by the program with thread level " +
+                                                  std::to_string(provided) + "; strata needs MPI_THREAD_SERIALIZED or more");
+    make_ops();
+    return Status::ok();
+  }
   int finalised = 0;
   MPI_Finalized(&finalised);
   if (finalised) return Status(StatusCode::kFailedPrecondition, "MPI was already finalised in this process");
@@ -67,11 +85,7 @@ Status ensure_mpi() {
     return Status(StatusCode::kUnsupported, "this MPI library gives thread level " + std::to_string(provided) +
                                                 ", strata needs MPI_THREAD_SERIALIZED (" +
                                                 std::to_string(MPI_THREAD_SERIALIZED) + ")");
-  g_initialised_here = true;
-  MPI_Op_create(&half_op<true, false>, 1, &g_ops[0][0]);
-  MPI_Op_create(&half_op<true, true>, 1, &g_ops[0][1]);
-  MPI_Op_create(&half_op<false, false>, 1, &g_ops[1][0]);
-  MPI_Op_create(&half_op<false, true>, 1, &g_ops[1][1]);
+  make_ops();
   std::atexit(finalise_at_exit);
   return Status::ok();
 }
