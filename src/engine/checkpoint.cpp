@@ -5,6 +5,7 @@
 // checkpoint loads into any chunk size or placement.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -101,15 +102,23 @@ Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {
   const std::string tag = tag_arg.empty() ? "step" + std::to_string(opt_step) : tag_arg;
   STRATA_RETURN_IF_ERROR(check_tag(tag));
   STRATA_RETURN_IF_ERROR(quiet_for_io("save"));
+  // Shards across ranks (ZeRO 1 / 2): every rank runs this, gathering each chunk's arrays; rank 0
+  // alone writes, a checkpoint of whole chunks (world size 1) that loads on any number of ranks.
+  // A failed write does not leave the loop early: the other ranks' gathers must still line up.
+  const bool writer = !sharded() || rank() == 0;
   const Clock::time_point t0 = Clock::now();
-  STRATA_RETURN_IF_ERROR(fs::make_dir(root));
   const std::string final_dir = root + "/" + tag, tmp = final_dir + ".tmp";
-  STRATA_RETURN_IF_ERROR(fs::remove_tree(tmp));  // left by a save that died
-  STRATA_RETURN_IF_ERROR(fs::make_dir(tmp));
+  Status broken = Status::ok();
   auto fail = [&](Status s) {
     (void)fs::remove_tree(tmp);
     return std::move(s).annotate("save to " + final_dir + " (the previous checkpoint is untouched)");
   };
+  if (writer) {
+    broken = fs::make_dir(root);
+    if (broken.is_ok()) broken = fs::remove_tree(tmp);  // left by a save that died
+    if (broken.is_ok()) broken = fs::make_dir(tmp);
+    if (!broken.is_ok() && !sharded()) return broken;
+  }
 
   ckpt::Manifest m;
   m.optimizer_step = opt_step;
@@ -123,28 +132,51 @@ Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {
   for (const ParamSlot& p : layout->params())
     m.params.push_back(ckpt::ParamEntry{p.name, p.shape, p.chunk, p.offset, p.numel});
   std::vector<uint8_t> file;
+  std::vector<uint8_t> shard_file;
   for (uint32_t ci = 0; ci < chunks.size(); ++ci) {
     const ChunkState& c = chunks[ci];
     ckpt::ChunkEntry ce;
     ce.file = "chunk" + std::to_string(ci) + ".bin";
-    ce.numel = c.shard;
-    ce.shard_begin = c.shard_begin;
+    const size_t n = sharded() ? c.numel : c.shard;  // elements written
+    ce.numel = n;
+    ce.shard_begin = sharded() ? 0 : c.shard_begin;
     uint64_t off = 0;
     for (int a = 0; a < ckpt::kNumArrays; ++a) {
       ce.arrays[a].offset = off;
-      ce.arrays[a].bytes = c.shard * (a == ckpt::kParams16 ? 2 : 4);
+      ce.arrays[a].bytes = n * (a == ckpt::kParams16 ? 2 : 4);
       off += ce.arrays[a].bytes;
     }
     file.assign(off, 0);
-    float* const opt[3] = {reinterpret_cast<float*>(file.data()), reinterpret_cast<float*>(file.data() + ce.arrays[1].offset),
-                           reinterpret_cast<float*>(file.data() + ce.arrays[2].offset)};
-    if (Status s = pull_chunk(ci, opt, reinterpret_cast<uint16_t*>(file.data() + ce.arrays[3].offset)); !s.is_ok()) return fail(s);
+    // This rank's shard (the whole chunk with one rank), laid out like the file.
+    std::vector<uint8_t>& mine = sharded() ? shard_file : file;
+    if (sharded()) shard_file.assign(c.shard * 14, 0);
+    const size_t so[4] = {0, c.shard * 4, c.shard * 8, c.shard * 12};
+    float* const opt[3] = {reinterpret_cast<float*>(mine.data() + (sharded() ? so[0] : ce.arrays[0].offset)),
+                           reinterpret_cast<float*>(mine.data() + (sharded() ? so[1] : ce.arrays[1].offset)),
+                           reinterpret_cast<float*>(mine.data() + (sharded() ? so[2] : ce.arrays[2].offset))};
+    uint16_t* p16 = reinterpret_cast<uint16_t*>(mine.data() + (sharded() ? so[3] : ce.arrays[3].offset));
+    if (Status s = pull_chunk(ci, opt, p16); !s.is_ok()) return sharded() ? s : fail(s);
+    if (sharded()) {
+      for (int a = 0; a < ckpt::kNumArrays; ++a) {
+        const comm::Elem e = a == ckpt::kParams16 ? comm::Elem::kBF16 : comm::Elem::kF32;
+        STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_gather(shard_file.data() + so[a], file.data() + ce.arrays[a].offset,
+                                                              c.shard, e));
+        STRATA_RETURN_IF_ERROR(w->wait());
+      }
+    }
+    if (!writer || !broken.is_ok()) continue;
     for (int a = 0; a < ckpt::kNumArrays; ++a) ce.arrays[a].xxh3 = ckpt::checksum(file.data() + ce.arrays[a].offset, ce.arrays[a].bytes);
-    if (Status s = fs::write_file(tmp + "/" + ce.file, file.data(), file.size()); !s.is_ok()) return fail(s);
+    if (Status s = fs::write_file(tmp + "/" + ce.file, file.data(), file.size()); !s.is_ok()) {
+      if (!sharded()) return fail(s);
+      broken = s;
+      continue;
+    }
     st.bytes_checkpoint += file.size();
     m.chunks.push_back(ce);
     hook("chunk " + std::to_string(ci) + " written");
   }
+  if (!writer) return Status::ok();
+  if (!broken.is_ok()) return fail(broken);
   if (Status s = fs::write_file(tmp + "/manifest.json", m.to_json()); !s.is_ok()) return fail(s);
   hook("manifest written");
   if (Status s = ckpt::publish_dir(tmp, final_dir); !s.is_ok()) return fail(s);
@@ -201,14 +233,17 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
         have = pe.chunk;
       }
       const ckpt::ChunkEntry& ce = m.chunks[pe.chunk];
-      const size_t src = pe.offset - ce.shard_begin, dst = slot.offset - c.shard_begin;
-      for (int a = 0; a < 3; ++a)
-        std::memcpy(opt_buf[a].data() + dst, data.data() + ce.arrays[a].offset + src * 4, slot.numel * 4);
-      std::memcpy(p16.data() + dst, data.data() + ce.arrays[ckpt::kParams16].offset + src * 2, slot.numel * 2);
+      // The part of the param inside this rank's shard (all of it with one rank).
+      const size_t lo = std::max(slot.offset, c.shard_begin), hi = std::min(slot.offset + slot.numel, c.shard_begin + c.shard);
+      if (lo >= hi) continue;
+      const size_t src = pe.offset - ce.shard_begin + (lo - slot.offset), dst = lo - c.shard_begin, n = hi - lo;
+      for (int a = 0; a < 3; ++a) std::memcpy(opt_buf[a].data() + dst, data.data() + ce.arrays[a].offset + src * 4, n * 4);
+      std::memcpy(p16.data() + dst, data.data() + ce.arrays[ckpt::kParams16].offset + src * 2, n * 2);
     }
     const float* const opt[3] = {opt_buf[0].data(), opt_buf[1].data(), opt_buf[2].data()};
     STRATA_RETURN_IF_ERROR(push_chunk(ci, opt, p16.data()));
   }
+  if (sharded()) STRATA_RETURN_IF_ERROR(all_gather_params());  // each rank pushed its shard of the bit16 params
   STRATA_RETURN_IF_ERROR(zero_grads());
   for (ParamState& p : params) p.fetched_in_micro = p.grad_in_micro = false;
   for (ChunkState& c : chunks) c.grads_in_micro = 0;

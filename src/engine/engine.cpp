@@ -162,7 +162,9 @@ Status Engine::prepare() {
   STRATA_RETURN_IF_ERROR(m.agree_on_params());
   std::vector<ParamSpec> specs;
   for (const auto& p : m.pending) specs.push_back(p.spec);
-  STRATA_ASSIGN_OR_RETURN(ChunkLayout l, ChunkLayout::build(specs, m.cfg.chunk_bytes / 2, 1, 0));
+  const bool zero_ranks = m.world() > 1 && m.cfg.placement.stage >= 1;  // ZeRO 1 / 2: shards per rank
+  STRATA_ASSIGN_OR_RETURN(ChunkLayout l, ChunkLayout::build(specs, m.cfg.chunk_bytes / 2, zero_ranks ? m.world() : 1,
+                                                            zero_ranks ? m.rank() : 0));
   m.layout = std::make_unique<ChunkLayout>(std::move(l));
 
   Budgets b;
@@ -223,9 +225,12 @@ int Engine::Impl::rank() const { return opts.comm != nullptr ? opts.comm->rank()
 Status Engine::Impl::check_ranks() {
   if (world() == 1) return Status::ok();
   const std::string who = "data-parallel training over " + std::to_string(world()) + " ranks";
-  if (cfg.placement.stage != 0)
+  if (cfg.placement.stage == 3)
+    return Status(StatusCode::kUnsupported, who + ": ZeRO stage 3 across ranks is not built yet; use stage 0 (DDP), 1 or 2");
+  if (cfg.placement.stage >= 1 && cfg.placement.offload_optimizer == OffloadTarget::kNone)
     return Status(StatusCode::kUnsupported, who + ": ZeRO stage " + std::to_string(cfg.placement.stage) +
-                                                " across ranks is not built yet; use zero_optimization.stage 0 (DDP)");
+                                                " across ranks keeps the optimizer off the device for now: set "
+                                                "zero_optimization.offload_optimizer.device to cpu or nvme");
   if (opts.comm->backend() != "mpi" || dev->name().rfind("host-emulated", 0) != 0)
     return Status(StatusCode::kUnsupported, who + " runs on CPU ranks for now (the MPI backend with the host-emulated "
                                                   "device); this engine has " + dev->name() + " and the " +
@@ -522,8 +527,24 @@ Status Engine::read_master(const std::string& name, float* dst, size_t numel) {
   return m.read_master_into(slot, dst);
 }
 
-// Needs the engine idle (synchronize).
+// Needs the engine idle (synchronize). With shards across ranks it is collective: every rank
+// calls it for the same param, and the chunk's master is gathered.
 Status Engine::Impl::read_master_into(const ParamSlot& slot, float* dst) {
+  ChunkState& c = chunks[slot.chunk];
+  if (sharded()) {
+    std::vector<float> mine(c.shard), all(c.numel);
+    const ParamSlot own{slot.name, slot.shape, c.shard, slot.chunk, c.shard_begin};
+    STRATA_RETURN_IF_ERROR(read_shard_master(own, mine.data()));
+    STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_gather(mine.data(), all.data(), c.shard, comm::Elem::kF32));
+    STRATA_RETURN_IF_ERROR(w->wait());
+    std::memcpy(dst, all.data() + slot.offset, slot.numel * 4);
+    return Status::ok();
+  }
+  return read_shard_master(slot, dst);
+}
+
+// The master values of `slot` (which lies inside this rank's shard of its chunk).
+Status Engine::Impl::read_shard_master(const ParamSlot& slot, float* dst) {
   ChunkState& c = chunks[slot.chunk];
   const size_t off = slot.offset - c.shard_begin, bytes = slot.numel * 4;
   if (c.at.optimizer == Tier::kHost) {
@@ -542,8 +563,9 @@ Status Engine::Impl::read_master_into(const ParamSlot& slot, float* dst) {
 Status Engine::save(const std::string& dir, const std::string& tag) {
   if (!impl_->prepared) return failed_precondition("save before prepare: nothing to save yet");
   if (impl_->world() == 1) return impl_->save(dir, tag);
-  // DDP: every rank holds the same state; rank 0 writes, and every rank learns how that went.
-  Status s = impl_->rank() == 0 ? impl_->save(dir, tag) : Status::ok();
+  // DDP: every rank holds the same state and rank 0 writes; ZeRO 1 / 2: every rank gathers its
+  // shards and rank 0 writes. Either way every rank learns how that went.
+  Status s = impl_->rank() == 0 || impl_->sharded() ? impl_->save(dir, tag) : Status::ok();
   int32_t code = static_cast<int32_t>(s.code());
   STRATA_RETURN_IF_ERROR(impl_->opts.comm->broadcast_sync(&code, 1, comm::Elem::kI32, 0));
   if (impl_->rank() == 0 || code == 0) return s;
@@ -556,6 +578,8 @@ Status Engine::load(const std::string& dir, const std::string& tag) {
 }
 
 Status Engine::export_weights(const std::string& dir, DType dtype) {
+  if (impl_->prepared && impl_->sharded())
+    return Status(StatusCode::kUnsupported, "export_weights: not built yet for ZeRO stage 1 / 2 across ranks");
   if (!impl_->prepared) return failed_precondition("export before prepare: nothing to export yet");
   return impl_->export_weights(dir, dtype);
 }

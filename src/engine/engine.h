@@ -45,9 +45,10 @@ struct EngineOptions {
   // The ranks of data-parallel training (not owned; must outlive the engine). nullptr or a world
   // of one: a single rank. With more ranks (stage 0, DDP): every rank holds the whole state, the
   // gradients of each cycle are all-reduced (averaged) before the norm and the step, rank 0's
-  // initial values are broadcast at prepare, and save writes from rank 0. For now the ranks must
-  // be CPU ranks (the MPI backend with the host-emulated device); ZeRO stages 1-3 across ranks
-  // are refused.
+  // initial values are broadcast at prepare, and save writes from rank 0. With stage 1 or 2 each
+  // rank keeps its shard of every chunk's fp32 gradient and optimizer state (docs/comm.md). For
+  // now the ranks must be CPU ranks (the MPI backend with the host-emulated device), stages 1-2
+  // need the optimizer offloaded, and stage 3 across ranks is refused.
   comm::Communicator* comm = nullptr;
 };
 
@@ -65,7 +66,8 @@ struct EngineStats {
   std::array<size_t, kNumTiers> tier_bytes{};  // bytes the plan holds on device / host / nvme
   size_t device_peak_bytes = 0;                // the device arena's high-water mark
   size_t bytes_allreduce = 0;                  // gradient bytes all-reduced by this rank (DDP)
-  double allreduce_s = 0;                      // host blocked in those all-reduces at the step
+  size_t bytes_allgather = 0;                  // bit16 params all-gathered after the step (ZeRO 1 / 2)
+  double allreduce_s = 0;                      // host blocked in collectives (all-reduce, all-gather)
   int64_t allreduce_early = 0;                 // chunk all-reduces started during backward (overlapped)
   size_t bytes_h2d = 0, bytes_d2h = 0;         // over the host <-> device link
   size_t bytes_nvme_read = 0, bytes_nvme_write = 0;

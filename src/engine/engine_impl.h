@@ -119,6 +119,15 @@ struct Engine::Impl {
   int rank() const;
   Status check_ranks();
   Status agree_on_params();
+  // ZeRO stage 1 / 2 across ranks: the layout splits every chunk into world() shards; this rank
+  // keeps the fp32 gradient and the optimizer state of its shard only.
+  bool sharded() const { return layout != nullptr && layout->world() > 1; }
+  std::vector<float> rs_full;  // a chunk's gradients of one bucket, fp32, for the cross-rank sum
+  // Sums a drained bucket's gradients over the ranks and adds this rank's shard to grad_host.
+  Status reduce_bucket_shard(const Bucket& bk, ChunkState& c);
+  // Every chunk's bit16 params from the ranks' updated shards (after the step).
+  Status all_gather_params();
+  Status read_shard_master(const ParamSlot& slot, float* dst);
   Status all_reduce_grads();
   // Starts the all-reduce of every ready chunk whose buckets have landed, and advances those in
   // flight; never blocks.

@@ -149,7 +149,9 @@ Status Engine::Impl::drain(int b) {
   Bucket& bk = buckets[static_cast<size_t>(b)];
   STRATA_RETURN_IF_ERROR(wait_timed(*bk.done, &st.stall_grad_s));
   ChunkState& c = chunks[static_cast<size_t>(bk.chunk)];
-  if (c.at.grad32 != Tier::kDevice) {
+  if (c.at.grad32 != Tier::kDevice && sharded()) {
+    STRATA_RETURN_IF_ERROR(reduce_bucket_shard(bk, c));
+  } else if (c.at.grad32 != Tier::kDevice) {
     float* acc = static_cast<float*>(c.grad_host.data());
     const Clock::time_point t0 = Clock::now();
     arena.execute([&] {
@@ -164,6 +166,29 @@ Status Engine::Impl::drain(int b) {
   bk.state = Bucket::State::kFree;
   bk.chunk = -1;
   bk.params.clear();
+  return Status::ok();
+}
+
+// ZeRO 1 / 2 across ranks: every rank drains the same buckets in the same order (the same model
+// hands the same gradients), so this collective lines up. The bucket's params go into a zeroed
+// fp32 chunk, which is summed over the ranks; this rank adds its shard of the sum. (An all-reduce
+// rather than a reduce-scatter: OpenMPI's non-blocking reduce-scatter is ~8x slower here, see
+// docs/benchmarks.md.)
+Status Engine::Impl::reduce_bucket_shard(const Bucket& bk, ChunkState& c) {
+  rs_full.assign(c.numel, 0.0f);
+  for (uint32_t pi : bk.params) {
+    const ParamSlot& slot = layout->params()[pi];
+    kernels::cast_to_fp32(*k, kernels::TensorView{bk.landing.bytes() + slot.offset * 2, dtype, slot.numel}, 1.0f,
+                          rs_full.data() + slot.offset);
+  }
+  const Clock::time_point t0 = Clock::now();
+  STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(rs_full.data(), rs_full.data(), c.numel, comm::Elem::kF32,
+                                                    comm::ReduceOp::kSum));
+  st.allreduce_s += seconds_since(t0);
+  st.bytes_allreduce += c.numel * 4;
+  float* acc = static_cast<float*>(c.grad_host.data());
+  const float* mine = rs_full.data() + c.shard_begin;
+  for (size_t i = 0; i < c.shard; ++i) acc[i] += mine[i];
   return Status::ok();
 }
 
@@ -219,9 +244,9 @@ Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, 
   if (opt_store != nullptr && boundary_micro()) STRATA_RETURN_IF_ERROR(start_opt_reads());
   if (++c.grads_in_micro == c.params.size()) {
     STRATA_RETURN_IF_ERROR(flush(b));
-    if (world() > 1 && boundary_micro() && cfg.overlap) reduce_ready.push_back(slot.chunk);  // DDP: reduce it now
+    if (world() > 1 && !sharded() && boundary_micro() && cfg.overlap) reduce_ready.push_back(slot.chunk);  // DDP
   }
-  if (world() > 1) STRATA_RETURN_IF_ERROR(progress_reduces());
+  if (world() > 1 && !sharded()) STRATA_RETURN_IF_ERROR(progress_reduces());
   return Status::ok();
 }
 

@@ -74,8 +74,23 @@ Status Engine::Impl::progress_reduces() {
   return Status::ok();
 }
 
+Status Engine::Impl::all_gather_params() {
+  const Clock::time_point t0 = Clock::now();
+  std::vector<std::unique_ptr<comm::Work>> inflight;
+  for (ChunkState& c : chunks) {
+    // Stage 1 / 2 keep the whole chunk at rest (device or host); this rank's shard is fresh.
+    auto* rest = c.at.params16 == Tier::kDevice ? static_cast<uint8_t*>(c.p16_dev) : c.p16_host.bytes();
+    STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_gather(rest + c.shard_begin * 2, rest, c.shard, comm::Elem::kBF16));
+    inflight.push_back(std::move(w));
+    st.bytes_allgather += c.numel * 2;
+  }
+  for (auto& w : inflight) STRATA_RETURN_IF_ERROR(w->wait());
+  st.allreduce_s += seconds_since(t0);
+  return Status::ok();
+}
+
 Status Engine::Impl::all_reduce_grads() {
-  if (world() == 1) return Status::ok();
+  if (world() == 1 || sharded()) return Status::ok();
   const Clock::time_point t0 = Clock::now();
   reduce_ready.clear();  // every bucket has landed (drain_all): start what backward did not
   std::vector<bool> started(chunks.size(), false);
@@ -152,7 +167,14 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   STRATA_RETURN_IF_ERROR(compute->synchronize());
   double sumsq = hn.sumsq;
   for (double d : dev_sumsq) sumsq += d;
-  const bool finite = hn.finite && std::isfinite(sumsq);
+  bool all_finite = hn.finite;
+  if (sharded()) {  // each rank holds its shard of the gradients: sum the squares and flags
+    double v[2] = {sumsq, hn.finite ? 0.0 : 1.0};
+    STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(v, v, 2, comm::Elem::kF64, comm::ReduceOp::kSum));
+    sumsq = v[0];
+    all_finite = v[1] == 0.0;
+  }
+  const bool finite = all_finite && std::isfinite(sumsq);
   // Gradients are sums over the cycle's micro-batches (and the ranks) of scaled gradients:
   // average and unscale.
   const double inv = 1.0 / (scaler.scale() * cfg.gradient_accumulation_steps * world());
@@ -189,6 +211,7 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   }
   STRATA_RETURN_IF_ERROR(zero_grads());
   STRATA_RETURN_IF_ERROR(h2d->synchronize());
+  if (sharded()) STRATA_RETURN_IF_ERROR(all_gather_params());
   for (Staging& s : param_staging) s.pending = false;
   scaler.update(false);
   ++st.optimizer_steps;

@@ -6,7 +6,12 @@
 // initial values reach every rank; ranks that registered different params are refused.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -130,6 +135,73 @@ INSTANTIATE_TEST_SUITE_P(OptimizerOnDeviceAndHost, Ddp,
                            return std::string(i.index == 0 ? "optimizer_on_device" : "optimizer_on_host");
                          });
 
+// ZeRO stage 1 / 2 across ranks: each rank keeps the fp32 gradient and optimizer state of its
+// shard of every chunk; the same comparison as above, plus the per-rank bytes on the host
+// (gradients + master / m / v) near 1 / N of one rank's.
+class Zero : public ::testing::TestWithParam<std::pair<int, bool>> {};
+
+std::string scratch_dir() {
+  const char* job = std::getenv("PMIX_NAMESPACE");  // the same on every rank of one mpirun
+  const char* tmp = std::getenv("TMPDIR");
+  std::string d = std::string(tmp ? tmp : "/tmp") + "/strata_zero_test_" + (job ? job : "pid" + std::to_string(::getpid()));
+  for (char& ch : d)
+    if (ch == '@' || ch == ',' || ch == ':') ch = '_';
+  return d;
+}
+
+TEST_P(Zero, NRanksOfShardsEqualOneRankAccumulatingTheirShares) {
+  comm::Communicator& c = world();
+  const int n = c.size();
+  const auto [stage, nvme] = GetParam();
+  const std::string dir = scratch_dir();
+  auto zero = [&](const std::string& path) {
+    return "\"stage\": " + std::to_string(stage) + ", \"offload_optimizer\": {\"device\": \"" +
+           (nvme ? "nvme\", \"nvme_path\": \"" + path + "\"" : std::string("cpu\"")) + "}";
+  };
+  auto sharded = make(zero(dir + "/sharded"), 1, &c);  // + "/rank<r>" with several ranks
+  auto single = make(zero(dir + "/single" + std::to_string(c.rank())), n, nullptr);
+  register_all(*sharded);
+  register_all(*single);
+  for (int step = 0; step < kSteps; ++step) {
+    micro(*sharded, c.rank());
+    auto r = sharded->step();
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    ASSERT_TRUE(r.value().applied);
+    for (int share = 0; share < n; ++share) {
+      micro(*single, share);
+      ASSERT_TRUE(single->step().is_ok());
+    }
+  }
+  const std::vector<float> got = masters(*sharded), want = masters(*single);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-6 + 1e-5 * std::fabs(want[i])) << i;
+  // Every rank fetches the same (all-gathered) bit16 params.
+  for (const auto& [name, shape] : kParams) {
+    auto a = sharded->fetch(name), b = single->fetch(name);
+    ASSERT_TRUE(a.is_ok() && b.is_ok());
+    size_t numel = 1;
+    for (int64_t d : shape) numel *= static_cast<size_t>(d);
+    EXPECT_EQ(std::memcmp(a.value(), b.value(), numel * 2), 0) << name;
+    ASSERT_TRUE(sharded->release(name).is_ok() && single->release(name).is_ok());
+  }
+  // Per-rank host bytes of the plan: the fp32 gradients and master / m / v divide by N.
+  const size_t mine = sharded->stats().tier_bytes[1], one = single->stats().tier_bytes[1];
+  if (!nvme && n > 1) {
+    EXPECT_LT(static_cast<double>(mine), static_cast<double>(one) / n * 1.25 + 300e3) << mine << " vs " << one;
+    EXPECT_LT(mine, one);
+  }
+  sharded.reset();
+  single.reset();
+  ASSERT_TRUE(c.barrier().is_ok());
+  if (c.rank() == 0) std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, Zero,
+                         ::testing::Values(std::make_pair(1, false), std::make_pair(2, false), std::make_pair(2, true)),
+                         [](const ::testing::TestParamInfo<std::pair<int, bool>>& i) {
+                           return "stage" + std::to_string(i.param.first) + (i.param.second ? "_optimizer_nvme" : "_optimizer_cpu");
+                         });
+
 TEST(DdpSetup, RankZerosInitialValuesReachEveryRank) {
   comm::Communicator& c = world();
   auto e = make("\"stage\": 0", 1, &c);
@@ -154,10 +226,18 @@ TEST(DdpSetup, RanksWithDifferentParamsAreRefusedOnEveryRank) {
   EXPECT_NE(s.message().find("different params"), std::string::npos) << s.message();
 }
 
-TEST(DdpSetup, ZeroStagesAcrossRanksAreRefusedForNow) {
+TEST(DdpSetup, Stage3AndADeviceOptimizerAcrossRanksAreRefusedForNow) {
   comm::Communicator& c = world();
   if (c.size() < 2) GTEST_SKIP() << "needs 2 ranks";
-  auto cfg = parse_engine_config(R"({"zero_optimization": {"stage": 2}, "strata": {"device": "host", "device_bytes": 1048576}})");
+  auto dev = parse_engine_config(R"({"zero_optimization": {"stage": 2}, "strata": {"device": "host", "device_bytes": 1048576}})");
+  ASSERT_TRUE(dev.is_ok());
+  EngineOptions od;
+  od.log = [](const std::string&) {};
+  od.comm = &c;
+  auto ed = Engine::create(dev.value(), od);
+  ASSERT_FALSE(ed.is_ok());
+  EXPECT_NE(ed.status().message().find("offload_optimizer"), std::string::npos) << ed.status().to_string();
+  auto cfg = parse_engine_config(R"({"zero_optimization": {"stage": 3}, "strata": {"device": "host", "device_bytes": 1048576}})");
   ASSERT_TRUE(cfg.is_ok());
   EngineOptions o;
   o.log = [](const std::string&) {};
@@ -165,7 +245,7 @@ TEST(DdpSetup, ZeroStagesAcrossRanksAreRefusedForNow) {
   auto e = Engine::create(cfg.value(), o);
   ASSERT_FALSE(e.is_ok());
   EXPECT_EQ(e.status().code(), StatusCode::kUnsupported);
-  EXPECT_NE(e.status().message().find("stage 2"), std::string::npos) << e.status().to_string();
+  EXPECT_NE(e.status().message().find("stage 3"), std::string::npos) << e.status().to_string();
 }
 
 }  // namespace
