@@ -83,6 +83,28 @@ void register_all(Engine& e) {
   for (const auto& [name, shape] : kParams) ASSERT_TRUE(e.register_param(name, shape, DType::kF32, nullptr).is_ok());
 }
 
+// kSteps steps: `ranked` on this rank's share, `single` on all N shares as N micro-batches; then
+// their masters agree (fp32 sums in another order: a few ulps). *got: `ranked`'s masters.
+void train_both(comm::Communicator& c, Engine& ranked, Engine& single, std::vector<float>* got) {
+  const int n = c.size();
+  register_all(ranked);
+  register_all(single);
+  for (int step = 0; step < kSteps; ++step) {
+    micro(ranked, c.rank());
+    auto r = ranked.step();
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    ASSERT_TRUE(r.value().applied);
+    for (int share = 0; share < n; ++share) {
+      micro(single, share);
+      ASSERT_TRUE(single.step().is_ok());
+    }
+  }
+  *got = masters(ranked);
+  const std::vector<float> want = masters(single);
+  ASSERT_EQ(got->size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR((*got)[i], want[i], 1e-6 + 1e-5 * std::fabs(want[i])) << i;
+}
+
 class Ddp : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Ddp, NRanksEqualOneRankAccumulatingTheirShares) {
@@ -90,22 +112,9 @@ TEST_P(Ddp, NRanksEqualOneRankAccumulatingTheirShares) {
   const int n = c.size();
   auto ddp = make(GetParam(), 1, &c);
   auto single = make(GetParam(), n, nullptr);
-  register_all(*ddp);
-  register_all(*single);
-  for (int step = 0; step < kSteps; ++step) {
-    micro(*ddp, c.rank());
-    auto r = ddp->step();
-    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-    ASSERT_TRUE(r.value().applied);
-    for (int share = 0; share < n; ++share) {
-      micro(*single, share);
-      ASSERT_TRUE(single->step().is_ok());
-    }
-  }
-  const std::vector<float> got = masters(*ddp), want = masters(*single);
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i)  // fp32 sums in another order: a few ulps
-    ASSERT_NEAR(got[i], want[i], 1e-6 + 1e-5 * std::fabs(want[i])) << i;
+  std::vector<float> got;
+  train_both(c, *ddp, *single, &got);
+  if (::testing::Test::HasFatalFailure()) return;
   // The same weights on every rank, bit for bit.
   std::vector<float> lo(got), hi(got);
   for (float& x : lo) x = -x;
@@ -160,21 +169,9 @@ TEST_P(Zero, NRanksOfShardsEqualOneRankAccumulatingTheirShares) {
   };
   auto sharded = make(zero(dir + "/sharded"), 1, &c);  // + "/rank<r>" with several ranks
   auto single = make(zero(dir + "/single" + std::to_string(c.rank())), n, nullptr);
-  register_all(*sharded);
-  register_all(*single);
-  for (int step = 0; step < kSteps; ++step) {
-    micro(*sharded, c.rank());
-    auto r = sharded->step();
-    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-    ASSERT_TRUE(r.value().applied);
-    for (int share = 0; share < n; ++share) {
-      micro(*single, share);
-      ASSERT_TRUE(single->step().is_ok());
-    }
-  }
-  const std::vector<float> got = masters(*sharded), want = masters(*single);
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-6 + 1e-5 * std::fabs(want[i])) << i;
+  std::vector<float> got;
+  train_both(c, *sharded, *single, &got);
+  if (::testing::Test::HasFatalFailure()) return;
   // Every rank fetches the same (all-gathered) bit16 params.
   for (const auto& [name, shape] : kParams) {
     auto a = sharded->fetch(name), b = single->fetch(name);
