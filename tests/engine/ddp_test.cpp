@@ -226,20 +226,18 @@ TEST(DdpSetup, RanksWithDifferentParamsAreRefusedOnEveryRank) {
 TEST(DdpSetup, Stage3AndADeviceOptimizerAcrossRanksAreRefusedForNow) {
   comm::Communicator& c = world();
   if (c.size() < 2) GTEST_SKIP() << "needs 2 ranks";
-  auto dev = parse_engine_config(R"({"zero_optimization": {"stage": 2}, "strata": {"device": "host", "device_bytes": 1048576}})");
-  ASSERT_TRUE(dev.is_ok());
-  EngineOptions od;
-  od.log = [](const std::string&) {};
-  od.comm = &c;
-  auto ed = Engine::create(dev.value(), od);
+  auto create = [&](const char* json) {
+    auto cfg = parse_engine_config(json);
+    EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string();
+    EngineOptions o;
+    o.log = [](const std::string&) {};
+    o.comm = &c;
+    return Engine::create(cfg.value(), o);
+  };
+  auto ed = create(R"({"zero_optimization": {"stage": 2}, "strata": {"device": "host", "device_bytes": 1048576}})");
   ASSERT_FALSE(ed.is_ok());
   EXPECT_NE(ed.status().message().find("offload_optimizer"), std::string::npos) << ed.status().to_string();
-  auto cfg = parse_engine_config(R"({"zero_optimization": {"stage": 3}, "strata": {"device": "host", "device_bytes": 1048576}})");
-  ASSERT_TRUE(cfg.is_ok());
-  EngineOptions o;
-  o.log = [](const std::string&) {};
-  o.comm = &c;
-  auto e = Engine::create(cfg.value(), o);
+  auto e = create(R"({"zero_optimization": {"stage": 3}, "strata": {"device": "host", "device_bytes": 1048576}})");
   ASSERT_FALSE(e.is_ok());
   EXPECT_EQ(e.status().code(), StatusCode::kUnsupported);
   EXPECT_NE(e.status().message().find("stage 3"), std::string::npos) << e.status().to_string();
