@@ -83,8 +83,9 @@ Status Engine::Impl::release(const std::string& name) {
 
 StatusOr<int> Engine::Impl::acquire_bucket(uint32_t chunk) {
   for (;;) {
-    // Finished flushes free their buckets without waiting.
-    for (size_t b = 0; b < buckets.size(); ++b)
+    // Finished flushes free their buckets without waiting — except with shards across ranks,
+    // where a drain is a collective and must not depend on when a copy happened to finish.
+    for (size_t b = 0; b < buckets.size() && !sharded(); ++b)
       if (buckets[b].state == Bucket::State::kInFlight && buckets[b].done->query()) STRATA_RETURN_IF_ERROR(drain(static_cast<int>(b)));
     for (size_t b = 0; b < buckets.size(); ++b) {
       Bucket& bk = buckets[b];

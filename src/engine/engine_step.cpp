@@ -62,10 +62,9 @@ Status Engine::Impl::progress_reduces() {
         landed = false;
       }
     }
-    if (!landed) {
-      ++i;
-      continue;
-    }
+    // Collectives pair up by the order the ranks start them: start in the order of reduce_ready
+    // (backward's, the same on every rank), never a later chunk whose buckets landed sooner.
+    if (!landed) break;
     STRATA_RETURN_IF_ERROR(start_reduce(ci));
     ++st.allreduce_early;
     reduce_ready.erase(reduce_ready.begin() + static_cast<std::ptrdiff_t>(i));
@@ -92,11 +91,16 @@ Status Engine::Impl::all_gather_params() {
 Status Engine::Impl::all_reduce_grads() {
   if (world() == 1 || sharded()) return Status::ok();
   const Clock::time_point t0 = Clock::now();
-  reduce_ready.clear();  // every bucket has landed (drain_all): start what backward did not
-  std::vector<bool> started(chunks.size(), false);
-  for (const auto& r : reduces) started[r.first] = true;
+  // Every bucket has landed (drain_all): start what backward did not, in an order every rank
+  // shares — the rest of backward's list, then the other chunks by index.
+  std::vector<uint32_t> order(reduce_ready.begin(), reduce_ready.end());
+  reduce_ready.clear();
+  std::vector<bool> listed(chunks.size(), false);
+  for (const auto& r : reduces) listed[r.first] = true;
+  for (uint32_t ci : order) listed[ci] = true;
   for (uint32_t ci = 0; ci < chunks.size(); ++ci)
-    if (!started[ci]) STRATA_RETURN_IF_ERROR(start_reduce(ci));
+    if (!listed[ci]) order.push_back(ci);
+  for (uint32_t ci : order) STRATA_RETURN_IF_ERROR(start_reduce(ci));
   Status s = Status::ok();
   for (auto& r : reduces)
     if (Status w = r.second->wait(); s.is_ok() && !w.is_ok()) s = w;
