@@ -52,6 +52,11 @@ Status Communicator::all_reduce_sync(const void* send, void* recv, size_t count,
   return w->wait();
 }
 
+Status Communicator::all_gather_sync(const void* send, void* recv, size_t count, Elem e, void* stream) {
+  STRATA_ASSIGN_OR_RETURN(auto w, all_gather(send, recv, count, e, stream));
+  return w->wait();
+}
+
 Status Communicator::broadcast_sync(void* buf, size_t count, Elem e, int root, void* stream) {
   STRATA_ASSIGN_OR_RETURN(auto w, broadcast(buf, count, e, root, stream));
   return w->wait();

@@ -67,6 +67,7 @@ class Communicator {
   // Blocking forms: issue and wait.
   Status all_reduce_sync(const void* send, void* recv, size_t count, Elem e, ReduceOp op, void* stream = nullptr);
   Status broadcast_sync(void* buf, size_t count, Elem e, int root, void* stream = nullptr);
+  Status all_gather_sync(const void* send, void* recv, size_t count, Elem e, void* stream = nullptr);
 };
 
 // The MPI backend over a duplicate of MPI_COMM_WORLD; initialises MPI (thread level

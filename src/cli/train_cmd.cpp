@@ -217,7 +217,9 @@ int train_command(const std::vector<std::string>& args) {
               s.stats.bytes_h2d / 1e6, s.stats.bytes_d2h / 1e6, s.stats.bytes_nvme_read / 1e6, s.stats.bytes_nvme_write / 1e6,
               s.stats.stall_fetch_s, s.stats.device_peak_bytes / 1e6);
   if (ranks != nullptr)
-    std::printf("data parallel: %d ranks; rank 0 all-reduced %.1f MB of fp32 gradients, %.2f s blocked in the all-reduces\n",
-                ranks->size(), s.stats.bytes_allreduce / 1e6, s.stats.allreduce_s);
+    std::printf("data parallel: %d ranks; rank 0 all-reduced %.1f MB of fp32 gradients and all-gathered %.1f MB of bit16 "
+                "params, %.2f s blocked in gradient all-reduces and step gathers, %.2f s in gathers for fetches\n",
+                ranks->size(), s.stats.bytes_allreduce / 1e6, s.stats.bytes_allgather / 1e6, s.stats.allreduce_s,
+                s.stats.allgather_s);
   return 0;
 }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <unordered_map>
 
 #include "src/common/fs.h"
@@ -254,16 +255,31 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
   return Status::ok();
 }
 
+// With shards across ranks every rank runs this (each param's master is gathered) and rank 0
+// writes; a failed write does not leave the loop early, so the gathers still line up.
 Status Engine::Impl::export_weights(const std::string& out_dir, DType out_dtype) {
   STRATA_RETURN_IF_ERROR(quiet_for_io("export"));
-  STRATA_ASSIGN_OR_RETURN(ckpt::WeightsWriter w, ckpt::WeightsWriter::begin(out_dir, out_dtype));
+  const bool writer = !sharded() || rank() == 0;
+  std::optional<ckpt::WeightsWriter> w;
+  Status broken = Status::ok();
+  if (writer) {
+    auto b = ckpt::WeightsWriter::begin(out_dir, out_dtype);
+    if (!b.is_ok() && !sharded()) return b.status();
+    if (b.is_ok()) w.emplace(std::move(b).value());
+    else broken = b.status();
+  }
   std::vector<float> v;
   for (const ParamSlot& p : layout->params()) {
     v.resize(p.numel);
     STRATA_RETURN_IF_ERROR(read_master_into(p, v.data()));
-    STRATA_RETURN_IF_ERROR(w.add(p.name, p.shape, v.data(), p.numel));
+    if (!w || !broken.is_ok()) continue;
+    if (Status s = w->add(p.name, p.shape, v.data(), p.numel); !s.is_ok()) {
+      if (!sharded()) return s;
+      broken = s;
+    }
   }
-  return w.finish();
+  if (!broken.is_ok()) return broken;
+  return w ? w->finish() : Status::ok();
 }
 
 }  // namespace strata::engine

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <utility>
 
 #include "kernels/cpu/casts.h"
@@ -185,8 +186,11 @@ Status Engine::prepare() {
   }
   STRATA_ASSIGN_OR_RETURN(m.plan, plan_placement(*m.layout, m.cfg.placement, b));
   m.log("device: " + m.dev->name());
+  const std::string per_rank = m.world() == 1 ? std::string()
+                               : "; the plan of rank " + std::to_string(m.rank()) + " of " + std::to_string(m.world()) +
+                                     " (ZeRO stage " + std::to_string(m.cfg.placement.stage) + ")";
   m.log(std::to_string(m.layout->params().size()) + " params, " + std::to_string(m.layout->param_numel()) +
-        " elements in " + std::to_string(m.layout->chunks().size()) + " chunks\n" + m.plan.table());
+        " elements in " + std::to_string(m.layout->chunks().size()) + " chunks" + per_rank + "\n" + m.plan.table());
 
   for (const std::string& d : dirs) {
     if (m.stores.count(d)) continue;
@@ -225,12 +229,6 @@ int Engine::Impl::rank() const { return opts.comm != nullptr ? opts.comm->rank()
 Status Engine::Impl::check_ranks() {
   if (world() == 1) return Status::ok();
   const std::string who = "data-parallel training over " + std::to_string(world()) + " ranks";
-  if (cfg.placement.stage == 3)
-    return Status(StatusCode::kUnsupported, who + ": ZeRO stage 3 across ranks is not built yet; use stage 0 (DDP), 1 or 2");
-  if (cfg.placement.stage >= 1 && cfg.placement.offload_optimizer == OffloadTarget::kNone)
-    return Status(StatusCode::kUnsupported, who + ": ZeRO stage " + std::to_string(cfg.placement.stage) +
-                                                " across ranks keeps the optimizer off the device for now: set "
-                                                "zero_optimization.offload_optimizer.device to cpu or nvme");
   if (opts.comm->backend() != "mpi" || dev->name().rfind("host-emulated", 0) != 0)
     return Status(StatusCode::kUnsupported, who + " runs on CPU ranks for now (the MPI backend with the host-emulated "
                                                   "device); this engine has " + dev->name() + " and the " +
@@ -310,7 +308,7 @@ Status Engine::Impl::allocate_all() {
     }
   }
   const PlacementConfig& pc = cfg.placement;
-  if (pc.offload_param != OffloadTarget::kNone) {
+  if (pc.offload_param != OffloadTarget::kNone || gathers()) {
     work.resize(static_cast<size_t>(pc.live_chunks));
     for (WorkBuffer& w : work) {
       STRATA_ASSIGN_OR_RETURN(w.dev, dev->allocate(max_chunk * 2));
@@ -332,6 +330,11 @@ Status Engine::Impl::allocate_all() {
   for (Staging& sb : param_staging) {
     STRATA_ASSIGN_OR_RETURN(sb.buf, offload::AlignedBuffer::create(max_chunk * 2, pin));
     STRATA_ASSIGN_OR_RETURN(sb.copied, dev->create_event());
+  }
+  if (gathers()) {
+    STRATA_ASSIGN_OR_RETURN(gather_send, offload::AlignedBuffer::create(max_shard * 2, pin));
+    STRATA_ASSIGN_OR_RETURN(gather_full, offload::AlignedBuffer::create(max_chunk * 2, pin));
+    STRATA_ASSIGN_OR_RETURN(gather_copied, dev->create_event());
   }
   if (opt_store != nullptr) {
     opt_sets.resize(static_cast<size_t>(pc.optimizer_buffer_count));
@@ -454,6 +457,7 @@ Status Engine::Impl::write_initial_values() {
 }
 
 std::string Engine::plan_table() const { return impl_->prepared ? impl_->plan.table() : std::string(); }
+const Plan* Engine::plan() const { return impl_->prepared ? &impl_->plan : nullptr; }
 
 // The public calls mark the host program's time between them on the timeline.
 StatusOr<void*> Engine::fetch(const std::string& name, void* native_stream) {
@@ -560,16 +564,21 @@ Status Engine::Impl::read_shard_master(const ParamSlot& slot, float* dst) {
   return Status::ok();
 }
 
+// Across ranks, save and export write from rank 0: with DDP only rank 0 runs them (every rank
+// holds the same state); with ZeRO shards every rank runs them, gathering its shards. Either way
+// every rank learns how that went.
+static Status on_rank0(Engine::Impl& m, const char* what, const std::string& dir, const std::function<Status()>& run) {
+  if (m.world() == 1) return run();
+  Status s = m.rank() == 0 || m.sharded() ? run() : Status::ok();
+  int32_t code = static_cast<int32_t>(s.code());
+  STRATA_RETURN_IF_ERROR(m.opts.comm->broadcast_sync(&code, 1, comm::Elem::kI32, 0));
+  if (m.rank() == 0 || code == 0) return s;
+  return Status(static_cast<StatusCode>(code), std::string(what) + " of " + dir + " failed on rank 0 (its log says why)");
+}
+
 Status Engine::save(const std::string& dir, const std::string& tag) {
   if (!impl_->prepared) return failed_precondition("save before prepare: nothing to save yet");
-  if (impl_->world() == 1) return impl_->save(dir, tag);
-  // DDP: every rank holds the same state and rank 0 writes; ZeRO 1 / 2: every rank gathers its
-  // shards and rank 0 writes. Either way every rank learns how that went.
-  Status s = impl_->rank() == 0 || impl_->sharded() ? impl_->save(dir, tag) : Status::ok();
-  int32_t code = static_cast<int32_t>(s.code());
-  STRATA_RETURN_IF_ERROR(impl_->opts.comm->broadcast_sync(&code, 1, comm::Elem::kI32, 0));
-  if (impl_->rank() == 0 || code == 0) return s;
-  return Status(static_cast<StatusCode>(code), "save of " + dir + " failed on rank 0 (its log says why)");
+  return on_rank0(*impl_, "save", dir, [&] { return impl_->save(dir, tag); });
 }
 
 Status Engine::load(const std::string& dir, const std::string& tag) {
@@ -578,10 +587,8 @@ Status Engine::load(const std::string& dir, const std::string& tag) {
 }
 
 Status Engine::export_weights(const std::string& dir, DType dtype) {
-  if (impl_->prepared && impl_->sharded())
-    return Status(StatusCode::kUnsupported, "export_weights: not built yet for ZeRO stage 1 / 2 across ranks");
   if (!impl_->prepared) return failed_precondition("export before prepare: nothing to export yet");
-  return impl_->export_weights(dir, dtype);
+  return on_rank0(*impl_, "export", dir, [&] { return impl_->export_weights(dir, dtype); });
 }
 
 double Engine::loss_scale() const { return impl_->scaler.scale(); }

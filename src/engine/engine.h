@@ -46,9 +46,10 @@ struct EngineOptions {
   // of one: a single rank. With more ranks (stage 0, DDP): every rank holds the whole state, the
   // gradients of each cycle are all-reduced (averaged) before the norm and the step, rank 0's
   // initial values are broadcast at prepare, and save writes from rank 0. With stage 1 or 2 each
-  // rank keeps its shard of every chunk's fp32 gradient and optimizer state (docs/comm.md). For
-  // now the ranks must be CPU ranks (the MPI backend with the host-emulated device), stages 1-2
-  // need the optimizer offloaded, and stage 3 across ranks is refused.
+  // rank keeps its shard of every chunk's fp32 gradient and optimizer state; with stage 3 also
+  // only its shard of the bit16 params, gathered from the ranks whenever a chunk is loaded for a
+  // fetch (docs/comm.md). For now the ranks must be CPU ranks (the MPI backend with the
+  // host-emulated device).
   comm::Communicator* comm = nullptr;
 };
 
@@ -65,9 +66,13 @@ struct StepResult {
 struct EngineStats {
   std::array<size_t, kNumTiers> tier_bytes{};  // bytes the plan holds on device / host / nvme
   size_t device_peak_bytes = 0;                // the device arena's high-water mark
-  size_t bytes_allreduce = 0;                  // gradient bytes all-reduced by this rank (DDP)
-  size_t bytes_allgather = 0;                  // bit16 params all-gathered after the step (ZeRO 1 / 2)
-  double allreduce_s = 0;                      // host blocked in collectives (all-reduce, all-gather)
+  // Collectives of data-parallel training, counted as the size of the buffers reduced / gathered
+  // (the whole chunk); what one rank sends in a ring is (N-1)/N of that, twice for an all-reduce.
+  size_t bytes_allreduce = 0;                  // fp32 gradients all-reduced (every stage)
+  size_t bytes_allgather = 0;                  // bit16 params all-gathered (after the step at stage 1 / 2,
+                                               // at every load of a chunk at stage 3)
+  double allreduce_s = 0;                      // host blocked in gradient all-reduces and the step's gathers
+  double allgather_s = 0;                      // host blocked in stage-3 gathers of params for fetch
   int64_t allreduce_early = 0;                 // chunk all-reduces started during backward (overlapped)
   size_t bytes_h2d = 0, bytes_d2h = 0;         // over the host <-> device link
   size_t bytes_nvme_read = 0, bytes_nvme_write = 0;
@@ -104,8 +109,10 @@ class Engine {
   // tier and writes the initial values. Idempotent.
   Status prepare();
   bool prepared() const;
-  // The plan table (after prepare).
+  // The plan table (after prepare), and the plan itself (nullptr before prepare). With several
+  // ranks, the bytes of this rank.
   std::string plan_table() const;
+  const Plan* plan() const;
 
   // A device pointer to the param's full bit16 values, valid until its release. native_stream
   // nullptr: returns when the values are on the device. Otherwise (a cudaStream_t) returns at once

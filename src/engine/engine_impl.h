@@ -26,8 +26,8 @@
 
 namespace strata::engine {
 
-// One chunk's arrays. World size 1 for now: the owned shard is the whole chunk, but every array of
-// the optimizer side is sized and indexed by the shard so that sharding only changes ownership.
+// One chunk's arrays. The optimizer side (fp32 gradient, master, m, v) holds this rank's shard of
+// the chunk (the whole chunk with one rank, or at stage 0).
 struct ChunkState {
   ChunkPlacement at;
   size_t numel = 0;        // the chunk, padded
@@ -122,9 +122,17 @@ struct Engine::Impl {
   // ZeRO stage 1 / 2 across ranks: the layout splits every chunk into world() shards; this rank
   // keeps the fp32 gradient and the optimizer state of its shard only.
   bool sharded() const { return layout != nullptr && layout->world() > 1; }
+  // ZeRO stage 3 across ranks: only the bit16 shard rests on this rank; every use of a chunk
+  // all-gathers it into a working buffer. The ranks must issue those gathers in the same order,
+  // so every load decision is made in lockstep: from the (identical) fetch sequence and buffer
+  // state, never from whether a copy or read happens to have finished.
+  bool gathers() const { return sharded() && cfg.placement.stage == 3; }
+  // Shard of chunk ci gathered from every rank into working buffer w (the H2D copy queued).
+  Status gather_into(WorkBuffer& w, uint32_t ci);
   std::vector<float> rs_full;  // a chunk's gradients of one bucket, fp32, for the cross-rank sum
-  // Sums a drained bucket's gradients over the ranks and adds this rank's shard to grad_host.
-  Status reduce_bucket_shard(const Bucket& bk, ChunkState& c);
+  // Sums a bucket's gradients (bit16, the chunk's layout at `bits`) over the ranks and adds this
+  // rank's shard to `acc` (the chunk's fp32 gradient shard).
+  Status reduce_bucket_shard(const Bucket& bk, const ChunkState& c, const uint8_t* bits, float* acc);
   // Every chunk's bit16 params from the ranks' updated shards (after the step).
   Status all_gather_params();
   Status read_shard_master(const ParamSlot& slot, float* dst);
@@ -167,6 +175,10 @@ struct Engine::Impl {
   std::vector<std::pair<uint32_t, std::unique_ptr<comm::Work>>> reduces;
   std::vector<Staging> param_staging;
   size_t next_staging = 0;
+  // gathers(): this rank's shard / the gathered chunk (pinned), the last H2D copy out of it.
+  offload::AlignedBuffer gather_send, gather_full;
+  std::unique_ptr<offload::Event> gather_copied;
+  bool gather_pending = false;
   std::vector<OptSet> opt_sets;  // offload_optimizer.buffer_count sets (NVMe optimizer only)
   void* scratch = nullptr;
   std::map<std::string, std::unique_ptr<offload::NvmeStore>> stores;  // by directory

@@ -42,7 +42,7 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
   ChunkState& c = chunks[slot.chunk];
   uint8_t* base = nullptr;
   offload::Event* ready = nullptr;
-  if (c.at.params16 == Tier::kDevice) {
+  if (c.at.params16 == Tier::kDevice && !gathers()) {
     base = static_cast<uint8_t*>(c.p16_dev);  // refreshed by the last step, which finished
   } else {
     if (native_stream != nullptr) last_native = native_stream;
@@ -118,7 +118,13 @@ Status Engine::Impl::flush(int b) {
   ChunkState& c = chunks[static_cast<size_t>(bk.chunk)];
   c.bucket = -1;
   ++st.bucket_flushes;
-  if (c.at.grad32 == Tier::kDevice) {
+  if (c.at.grad32 == Tier::kDevice && sharded()) {
+    // ZeRO across CPU ranks with the optimizer on the (host-emulated) device: its buffers are
+    // host memory, which the MPI collective reads and writes in place once the copies landed.
+    STRATA_RETURN_IF_ERROR(compute->synchronize());
+    STRATA_RETURN_IF_ERROR(reduce_bucket_shard(bk, c, static_cast<const uint8_t*>(bk.dev), static_cast<float*>(c.grad_dev)));
+    STRATA_RETURN_IF_ERROR(compute->record(*bk.done));
+  } else if (c.at.grad32 == Tier::kDevice) {
     for (uint32_t pi : bk.params) {
       const ParamSlot& slot = layout->params()[pi];
       const kernels::TensorView g{static_cast<const uint8_t*>(bk.dev) + slot.offset * 2, dtype, slot.numel};
@@ -151,7 +157,7 @@ Status Engine::Impl::drain(int b) {
   STRATA_RETURN_IF_ERROR(wait_timed(*bk.done, &st.stall_grad_s));
   ChunkState& c = chunks[static_cast<size_t>(bk.chunk)];
   if (c.at.grad32 != Tier::kDevice && sharded()) {
-    STRATA_RETURN_IF_ERROR(reduce_bucket_shard(bk, c));
+    STRATA_RETURN_IF_ERROR(reduce_bucket_shard(bk, c, bk.landing.bytes(), static_cast<float*>(c.grad_host.data())));
   } else if (c.at.grad32 != Tier::kDevice) {
     float* acc = static_cast<float*>(c.grad_host.data());
     const Clock::time_point t0 = Clock::now();
@@ -175,11 +181,11 @@ Status Engine::Impl::drain(int b) {
 // fp32 chunk, which is summed over the ranks; this rank adds its shard of the sum. (An all-reduce
 // rather than a reduce-scatter: OpenMPI's non-blocking reduce-scatter is ~8x slower here, see
 // docs/benchmarks.md.)
-Status Engine::Impl::reduce_bucket_shard(const Bucket& bk, ChunkState& c) {
+Status Engine::Impl::reduce_bucket_shard(const Bucket& bk, const ChunkState& c, const uint8_t* bits, float* acc) {
   rs_full.assign(c.numel, 0.0f);
   for (uint32_t pi : bk.params) {
     const ParamSlot& slot = layout->params()[pi];
-    kernels::cast_to_fp32(*k, kernels::TensorView{bk.landing.bytes() + slot.offset * 2, dtype, slot.numel}, 1.0f,
+    kernels::cast_to_fp32(*k, kernels::TensorView{bits + slot.offset * 2, dtype, slot.numel}, 1.0f,
                           rs_full.data() + slot.offset);
   }
   const Clock::time_point t0 = Clock::now();
@@ -187,7 +193,6 @@ Status Engine::Impl::reduce_bucket_shard(const Bucket& bk, ChunkState& c) {
                                                     comm::ReduceOp::kSum));
   st.allreduce_s += seconds_since(t0);
   st.bytes_allreduce += c.numel * 4;
-  float* acc = static_cast<float*>(c.grad_host.data());
   const float* mine = rs_full.data() + c.shard_begin;
   for (size_t i = 0; i < c.shard; ++i) acc[i] += mine[i];
   return Status::ok();

@@ -148,6 +148,7 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
       host_grads |= cp.grad32 == Tier::kHost;
       device_optimizer |= cp.optimizer == Tier::kDevice;
     }
+    if (gathers) add(Tier::kHost, Use::kParamStaging, (max_chunk + max_shard) * 2);  // gather in / out
     if (c.offload_param == OffloadTarget::kNvme)
       add(Tier::kHost, Use::kParamStaging, static_cast<size_t>(c.param_buffer_count) * max_chunk * 2);
     else if (c.offload_param == OffloadTarget::kNone && host_grads)

@@ -95,7 +95,9 @@ int Engine::Impl::pick_work(uint32_t ci, bool for_prefetch) {
   for (size_t i = 0; i < work.size(); ++i) {
     WorkBuffer& w = work[i];
     if (w.pins > 0) continue;
-    const bool busy = w.loading != nullptr || (w.chunk >= 0 && !w.ready->query());
+    // In lockstep (stage 3 across ranks) a copy in flight does not count: the choice must not
+    // depend on timing. Its stream keeps the copies in order.
+    const bool busy = !gathers() && (w.loading != nullptr || (w.chunk >= 0 && !w.ready->query()));
     if (for_prefetch && busy) continue;
     if (w.chunk < 0) return static_cast<int>(i);  // empty: nothing to lose
     const size_t next = follow ? effective_next_use(static_cast<uint32_t>(w.chunk)) : 0;
@@ -103,7 +105,7 @@ int Engine::Impl::pick_work(uint32_t ci, bool for_prefetch) {
     bool better = pick < 0;
     if (!better) {
       const WorkBuffer& p = work[static_cast<size_t>(pick)];
-      const bool p_busy = p.loading != nullptr || !p.ready->query();
+      const bool p_busy = !gathers() && (p.loading != nullptr || !p.ready->query());
       if (busy != p_busy) {
         better = !busy;
       } else if (next != pick_next) {
@@ -171,6 +173,7 @@ Status Engine::Impl::load(int wi, uint32_t ci, bool for_prefetch) {
   w.chunk = static_cast<int>(ci);
   c.work = wi;
   w.prefetched = for_prefetch;
+  if (gathers()) return gather_into(w, ci);
   if (c.at.params16 == Tier::kHost) {
     STRATA_RETURN_IF_ERROR(traced_copy(*h2d, TraceLane::kH2D, "h2d c" + std::to_string(ci), w.dev, c.p16_host.data(),
                                        bytes, offload::CopyKind::kHostToDevice));
@@ -239,7 +242,7 @@ Status Engine::Impl::prefetch() {
   for (uint32_t ci : sched()->upcoming(cfg.prefetch_bucket_size)) {
     const ChunkState& c = chunks[ci];
     if (c.work >= 0) continue;
-    const bool nvme = c.at.params16 == Tier::kNvme;
+    const bool nvme = c.at.params16 == Tier::kNvme && !gathers();  // gathers read their shard themselves
     if (!device_full) {
       const int w = nvme && staged(ci) == nullptr && idle_staging() == nullptr ? -1 : pick_work(ci, true);
       const int old = w >= 0 ? work[static_cast<size_t>(w)].chunk : -1;
@@ -256,6 +259,48 @@ Status Engine::Impl::prefetch() {
     if (sb == nullptr) break;
     STRATA_RETURN_IF_ERROR(start_read(*sb, ci));
   }
+  return Status::ok();
+}
+
+// Stage 3 across ranks: this rank's bit16 shard (device, host or NVMe) is gathered with the
+// other ranks' into pinned host memory and copied to the working buffer. Synchronous up to the
+// H2D copy, so that every rank issues its gathers in the order of its (identical) loads.
+Status Engine::Impl::gather_into(WorkBuffer& w, uint32_t ci) {
+  ChunkState& c = chunks[ci];
+  const void* send = c.p16_host.data();
+  const Clock::time_point t0 = Clock::now();
+  if (c.at.params16 == Tier::kDevice) {
+    STRATA_RETURN_IF_ERROR(h2d->copy(gather_send.data(), c.p16_dev, c.shard * 2, offload::CopyKind::kDeviceToHost));
+    STRATA_RETURN_IF_ERROR(h2d->synchronize());
+    send = gather_send.data();
+  } else if (c.at.params16 == Tier::kNvme) {
+    STRATA_ASSIGN_OR_RETURN(Staging * sb, take_staging(&st.stall_fetch_s));
+    STRATA_RETURN_IF_ERROR(start_read(*sb, ci));
+    Status r = sb->io.wait();
+    sb->io = offload::IoHandle();
+    sb->staged_chunk = -1;
+    if (!r.is_ok()) {
+      c.work = -1;
+      w.chunk = -1;
+      return r;
+    }
+    send = sb->buf.data();
+  }
+  if (gather_pending) {
+    STRATA_RETURN_IF_ERROR(wait_timed(*gather_copied, &st.stall_fetch_s));
+    gather_pending = false;
+  }
+  const Clock::time_point tg = Clock::now();
+  STRATA_RETURN_IF_ERROR(opts.comm->all_gather_sync(send, gather_full.data(), c.shard, comm::Elem::kBF16));
+  st.allgather_s += seconds_since(tg);
+  st.bytes_allgather += c.numel * 2;
+  STRATA_RETURN_IF_ERROR(traced_copy(*h2d, TraceLane::kH2D, "h2d c" + std::to_string(ci), w.dev, gather_full.data(),
+                                     c.numel * 2, offload::CopyKind::kHostToDevice));
+  STRATA_RETURN_IF_ERROR(h2d->record(*gather_copied));
+  gather_pending = true;
+  STRATA_RETURN_IF_ERROR(h2d->record(*w.ready));
+  st.bytes_h2d += c.numel * 2;
+  trace_span(TraceLane::kEngine, "gather c" + std::to_string(ci), t0, Clock::now());
   return Status::ok();
 }
 
