@@ -176,25 +176,34 @@ Status Engine::Impl::drain(int b) {
   return Status::ok();
 }
 
-// ZeRO 1 / 2 across ranks: every rank drains the same buckets in the same order (the same model
-// hands the same gradients), so this collective lines up. The bucket's params go into a zeroed
-// fp32 chunk, which is summed over the ranks; this rank adds its shard of the sum. (An all-reduce
-// rather than a reduce-scatter: OpenMPI's non-blocking reduce-scatter is ~8x slower here, see
+// ZeRO across ranks: every rank drains the same buckets in the same order (the same model hands
+// the same gradients, and drains never depend on timing), so this collective lines up. The span
+// of the chunk from the bucket's first to its last param (the same on every rank) is summed over
+// the ranks in fp32; this rank adds the part inside its shard. A chunk whose gradients came in
+// several buckets (an early flush) is summed span by span, never twice. (An all-reduce rather
+// than a reduce-scatter: OpenMPI's non-blocking reduce-scatter is ~8x slower here, see
 // docs/benchmarks.md.)
 Status Engine::Impl::reduce_bucket_shard(const Bucket& bk, const ChunkState& c, const uint8_t* bits, float* acc) {
-  rs_full.assign(c.numel, 0.0f);
+  size_t lo = SIZE_MAX, hi = 0;
+  for (uint32_t pi : bk.params) {
+    const ParamSlot& slot = layout->params()[pi];
+    lo = std::min(lo, slot.offset);
+    hi = std::max(hi, slot.offset + slot.numel);
+  }
+  if (lo >= hi) return Status::ok();
+  rs_full.assign(hi - lo, 0.0f);
   for (uint32_t pi : bk.params) {
     const ParamSlot& slot = layout->params()[pi];
     kernels::cast_to_fp32(*k, kernels::TensorView{bits + slot.offset * 2, dtype, slot.numel}, 1.0f,
-                          rs_full.data() + slot.offset);
+                          rs_full.data() + (slot.offset - lo));
   }
   const Clock::time_point t0 = Clock::now();
-  STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(rs_full.data(), rs_full.data(), c.numel, comm::Elem::kF32,
+  STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(rs_full.data(), rs_full.data(), hi - lo, comm::Elem::kF32,
                                                     comm::ReduceOp::kSum));
   st.allreduce_s += seconds_since(t0);
-  st.bytes_allreduce += c.numel * 4;
-  const float* mine = rs_full.data() + c.shard_begin;
-  for (size_t i = 0; i < c.shard; ++i) acc[i] += mine[i];
+  st.bytes_allreduce += (hi - lo) * 4;
+  const size_t from = std::max(lo, c.shard_begin), to = std::min(hi, c.shard_begin + c.shard);
+  for (size_t i = from; i < to; ++i) acc[i - c.shard_begin] += rs_full[i - lo];
   return Status::ok();
 }
 

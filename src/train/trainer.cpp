@@ -183,7 +183,10 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     sum.losses.push_back(loss);
     sum.step_records.push_back(TrainSummary::Step{secs, stall, after.bytes_h2d - before.bytes_h2d, after.bytes_d2h - before.bytes_d2h,
                                                   after.bytes_nvme_read - before.bytes_nvme_read,
-                                                  after.bytes_nvme_write - before.bytes_nvme_write});
+                                                  after.bytes_nvme_write - before.bytes_nvme_write,
+                                                  after.bytes_allreduce - before.bytes_allreduce,
+                                                  after.bytes_allgather - before.bytes_allgather,
+                                                  (after.allreduce_s - before.allreduce_s) + (after.allgather_s - before.allgather_s)});
     std::snprintf(line, sizeof(line),
                   "step %4lld/%lld | loss %.4f | lr %.2e | %7.0f tok/s | %.3f TFLOPS | %6.0f ms | stall %4.1f%% | H2D %s D2H %s "
                   "NVMe %s%s",

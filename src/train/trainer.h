@@ -44,6 +44,8 @@ struct TrainSummary {
   struct Step {                  // and its time and traffic
     double seconds = 0, stall_seconds = 0;
     size_t h2d = 0, d2h = 0, nvme_read = 0, nvme_write = 0;
+    size_t allreduce = 0, allgather = 0;  // collective buffers of this rank (EngineStats)
+    double comm_seconds = 0;              // blocked in collectives
   };
   std::vector<Step> step_records;
   double seconds = 0, tokens_per_s = 0, tflops = 0;
