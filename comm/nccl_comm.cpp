@@ -6,6 +6,7 @@
 #include <nccl.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <thread>
 
@@ -83,26 +84,34 @@ class NcclComm final : public Communicator {
   StatusOr<std::unique_ptr<Work>> all_reduce(const void* send, void* recv, size_t count, Elem e, ReduceOp op,
                                              void* stream) override {
     const std::string what = describe("all_reduce", count, e);
-    return issue(what, stream, [&](cudaStream_t s) {
-      return ncclAllReduce(send, recv, count, nccl_type(e), op == ReduceOp::kMax ? ncclMax : ncclSum, comm_, s);
+    const size_t b = count * elem_size(e);
+    return staged(what, stream, send, b, recv, b, [&](const void* in, void* out, cudaStream_t s) {
+      return ncclAllReduce(in, out, count, nccl_type(e), op == ReduceOp::kMax ? ncclMax : ncclSum, comm_, s);
     });
   }
   StatusOr<std::unique_ptr<Work>> reduce_scatter(const void* send, void* recv, size_t count, Elem e, ReduceOp op,
                                                  void* stream) override {
     const std::string what = describe("reduce_scatter", count, e);
-    return issue(what, stream, [&](cudaStream_t s) {
-      return ncclReduceScatter(send, recv, count, nccl_type(e), op == ReduceOp::kMax ? ncclMax : ncclSum, comm_, s);
+    const size_t b = count * elem_size(e);
+    return staged(what, stream, send, b * static_cast<size_t>(size_), recv, b, [&](const void* in, void* out, cudaStream_t s) {
+      return ncclReduceScatter(in, out, count, nccl_type(e), op == ReduceOp::kMax ? ncclMax : ncclSum, comm_, s);
     });
   }
   StatusOr<std::unique_ptr<Work>> all_gather(const void* send, void* recv, size_t count, Elem e, void* stream) override {
     const std::string what = describe("all_gather", count, e);
-    return issue(what, stream, [&](cudaStream_t s) { return ncclAllGather(send, recv, count, nccl_type(e), comm_, s); });
+    const size_t b = count * elem_size(e);
+    return staged(what, stream, send, b, recv, b * static_cast<size_t>(size_), [&](const void* in, void* out, cudaStream_t s) {
+      return ncclAllGather(in, out, count, nccl_type(e), comm_, s);
+    });
   }
   StatusOr<std::unique_ptr<Work>> broadcast(void* buf, size_t count, Elem e, int root, void* stream) override {
     const std::string what = describe("broadcast", count, e);
     if (root < 0 || root >= size_)
       return invalid_argument(what + ": root " + std::to_string(root) + " is not a rank of " + std::to_string(size_));
-    return issue(what, stream, [&](cudaStream_t s) { return ncclBroadcast(buf, buf, count, nccl_type(e), root, comm_, s); });
+    const size_t b = count * elem_size(e);
+    return staged(what, stream, buf, b, buf, b, [&](const void* in, void* out, cudaStream_t s) {
+      return ncclBroadcast(in, out, count, nccl_type(e), root, comm_, s);
+    });
   }
   Status barrier() override {
     DeviceGuard g(device_);
@@ -148,6 +157,55 @@ class NcclComm final : public Communicator {
       std::this_thread::yield();
     }
   }
+  // Buffers in host memory (the engine's control values, checkpoint gathers, offloaded shards)
+  // go through device copies: copied in, the collective on the legacy default stream, waited for,
+  // copied out. Such a call has completed when it returns. Device buffers go straight to NCCL on
+  // `stream`. In-place use (send inside recv) stays in place on the copy.
+  template <class F>
+  StatusOr<std::unique_ptr<Work>> staged(const std::string& what, void* stream, const void* send, size_t send_bytes, void* recv,
+                                         size_t recv_bytes, F&& call) {
+    const bool host_in = is_host(send), host_out = is_host(recv);
+    if (!host_in && !host_out) return issue(what, stream, [&](cudaStream_t s) { return call(send, recv, s); });
+    if (broken_) return Status(StatusCode::kNccl, what + ": the communicator was aborted after an earlier error or timeout");
+    DeviceGuard g(device_);
+    const auto* in_b = static_cast<const uint8_t*>(send);
+    const auto* out_b = static_cast<const uint8_t*>(recv);
+    const bool in_place = in_b >= out_b && in_b + send_bytes <= out_b + recv_bytes;
+    uint8_t* dev_out = nullptr;
+    uint8_t* dev_in = nullptr;
+    auto release = [&] {
+      if (dev_in != nullptr && !in_place) cudaFree(dev_in);
+      if (dev_out != nullptr) cudaFree(dev_out);
+    };
+    Status st = checked(cudaMalloc(reinterpret_cast<void**>(&dev_out), recv_bytes), "cudaMalloc");
+    if (st.is_ok() && in_place) {
+      st = checked(cudaMemcpy(dev_out, recv, recv_bytes, cudaMemcpyDefault), "cudaMemcpy");
+      dev_in = dev_out + (in_b - out_b);
+    } else if (st.is_ok()) {
+      st = checked(cudaMalloc(reinterpret_cast<void**>(&dev_in), send_bytes), "cudaMalloc");
+      if (st.is_ok()) st = checked(cudaMemcpy(dev_in, send, send_bytes, cudaMemcpyDefault), "cudaMemcpy");
+    }
+    if (st.is_ok()) {
+      auto w = issue(what, nullptr, [&](cudaStream_t s) { return call(dev_in, dev_out, s); });
+      st = w.is_ok() ? w.value()->wait() : w.status();
+    }
+    if (st.is_ok()) st = checked(cudaMemcpy(recv, dev_out, recv_bytes, cudaMemcpyDefault), "cudaMemcpy");
+    release();
+    if (!st.is_ok()) return std::move(st).annotate(what + " (host buffers staged through the device)");
+    return std::unique_ptr<Work>(new NcclWork(this, nullptr, what));
+  }
+  static Status checked(cudaError_t e, const char* call) {
+    return e == cudaSuccess ? Status::ok() : cuda_status(e, call, __FILE__, __LINE__);
+  }
+  static bool is_host(const void* p) {
+    cudaPointerAttributes a{};
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return true;
+    }
+    return a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged;
+  }
+
   template <class F>
   StatusOr<std::unique_ptr<Work>> issue(const std::string& what, void* stream, F&& call) {
     if (broken_) return Status(StatusCode::kNccl, what + ": the communicator was aborted after an earlier error or timeout");

@@ -169,6 +169,7 @@ class CudaDevice final : public Device {
 }  // namespace
 
 StatusOr<std::unique_ptr<Device>> make_cuda_device(int index, size_t budget_bytes) {
+  if (index < 0) STRATA_CUDA_CHECK(cudaGetDevice(&index));  // the calling thread's current device
   STRATA_CUDA_CHECK(cudaSetDevice(index));
   cudaDeviceProp prop{};
   STRATA_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));

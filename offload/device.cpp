@@ -30,6 +30,23 @@ int cuda_devices(std::string* why_none) {
 
 }  // namespace
 
+int usable_cuda_devices() {
+  std::string why;
+  return cuda_devices(&why);
+}
+
+Status use_cuda_device(int index) {
+#if defined(STRATA_HAVE_CUDA)
+  if (const cudaError_t e = cudaSetDevice(index); e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return unsupported("CUDA device " + std::to_string(index) + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
+  }
+  return Status::ok();
+#else
+  return unsupported("CUDA device " + std::to_string(index) + ": this build of strata has no CUDA");
+#endif
+}
+
 StatusOr<DeviceChoice> parse_device_choice(const std::string& s) {
   if (s == "auto") return DeviceChoice::kAuto;
   if (s == "host") return DeviceChoice::kHost;
@@ -46,7 +63,7 @@ StatusOr<std::unique_ptr<Device>> open_device(DeviceChoice choice, size_t budget
   const int n = choice == DeviceChoice::kHost ? 0 : cuda_devices(&why_none);
   if (n > 0) {
 #if defined(STRATA_HAVE_CUDA)
-    STRATA_ASSIGN_OR_RETURN(auto dev, make_cuda_device(0, budget_bytes));
+    STRATA_ASSIGN_OR_RETURN(auto dev, make_cuda_device(-1, budget_bytes));
     say("strata: using " + dev->name());
     return dev;
 #endif

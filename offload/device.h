@@ -78,8 +78,13 @@ enum class DeviceChoice { kAuto, kHost, kCuda };
 
 // "auto" | "host" | "cuda" (the config's `device`); the error names the accepted values.
 StatusOr<DeviceChoice> parse_device_choice(const std::string& s);
+// Usable CUDA devices (0 without CUDA or a GPU), and choosing the calling thread's current one
+// (each rank of a multi-GPU machine its local rank's).
+int usable_cuda_devices();
+Status use_cuda_device(int index);
 
-// kAuto: the first CUDA device when one is usable, else the host-emulated device; kHost: the
+// kAuto: the calling thread's current CUDA device (cudaSetDevice; device 0 unless the program
+// chose another, e.g. its local rank's GPU) when one is usable, else the host-emulated device; kHost: the
 // emulated one; kCuda: a CUDA device or an error that says why there is none. budget_bytes caps
 // the device memory strata uses (0: all of a GPU's free memory; required > 0 for the host).
 // `log` (may be empty) receives one line saying which device was chosen and why.
@@ -90,6 +95,7 @@ StatusOr<std::unique_ptr<Device>> open_device(DeviceChoice choice, size_t budget
 // does not wait for the copy's event reads stale memory.
 std::unique_ptr<Device> make_host_device(size_t budget_bytes, std::chrono::microseconds copy_delay = std::chrono::microseconds(0));
 #if defined(STRATA_HAVE_CUDA)
+// index < 0: the calling thread's current device.
 StatusOr<std::unique_ptr<Device>> make_cuda_device(int index, size_t budget_bytes);
 #endif
 

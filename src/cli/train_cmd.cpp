@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "offload/device.h"
 #include "src/common/fs.h"
 #include "src/train/trainer.h"
 
@@ -207,6 +208,27 @@ int train_command(const std::vector<std::string>& args) {
   };
   engine::EngineOptions eopts;
   eopts.comm = ranks.get();
+  // GPU ranks: each rank takes its local rank's GPU, and NCCL (its id sent over MPI) carries the
+  // training's collectives; CPU ranks (--device host) stay on MPI.
+  std::unique_ptr<comm::Communicator> gpus;
+  const std::string want = ecfg.value().device;
+  if (ranks != nullptr && want != "host" && offload::usable_cuda_devices() > 0) {
+    const char* local_env = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    const int local = local_env != nullptr ? std::atoi(local_env) : ranks->rank();
+    const int gpu = local % offload::usable_cuda_devices();
+    if (Status s = offload::use_cuda_device(gpu); !s.is_ok()) return fail(s);
+    comm::NcclId id{};
+    if (ranks->rank() == 0) {
+      auto made = comm::nccl_unique_id();
+      if (!made.is_ok()) return fail(made.status());
+      id = made.value();
+    }
+    if (Status s = ranks->broadcast_sync(id.data(), id.size() / 4, comm::Elem::kI32, 0); !s.is_ok()) return fail(s);
+    auto c = comm::create_nccl(id, ranks->rank(), ranks->size(), gpu);
+    if (!c.is_ok()) return fail(c.status());
+    gpus = std::move(c).value();
+    eopts.comm = gpus.get();
+  }
   auto r = train::run_training(ecfg.value(), o, print, eopts);
   if (!r.is_ok()) return fail(r.status());
   if (!lead) return 0;

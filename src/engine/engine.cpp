@@ -229,9 +229,13 @@ int Engine::Impl::rank() const { return opts.comm != nullptr ? opts.comm->rank()
 Status Engine::Impl::check_ranks() {
   if (world() == 1) return Status::ok();
   const std::string who = "data-parallel training over " + std::to_string(world()) + " ranks";
-  if (opts.comm->backend() != "mpi" || dev->name().rfind("host-emulated", 0) != 0)
-    return Status(StatusCode::kUnsupported, who + " runs on CPU ranks for now (the MPI backend with the host-emulated "
-                                                  "device); this engine has " + dev->name() + " and the " +
+  // CPU ranks: MPI with the host-emulated device (its buffers are host memory). GPU ranks: NCCL
+  // on CUDA devices (MPI is not assumed CUDA-aware).
+  const bool cpu_ranks = opts.comm->backend() == "mpi" && !dev->is_cuda();
+  const bool gpu_ranks = opts.comm->backend() == "nccl" && dev->is_cuda();
+  if (!cpu_ranks && !gpu_ranks)
+    return Status(StatusCode::kUnsupported, who + ": the MPI backend trains on the host-emulated device and the NCCL "
+                                                  "backend on GPUs; this engine has " + dev->name() + " and the " +
                                                   opts.comm->backend() + " backend");
   // Each rank keeps its own NVMe files.
   const std::string sub = "/rank" + std::to_string(rank());
@@ -331,8 +335,10 @@ Status Engine::Impl::allocate_all() {
     STRATA_ASSIGN_OR_RETURN(sb.buf, offload::AlignedBuffer::create(max_chunk * 2, pin));
     STRATA_ASSIGN_OR_RETURN(sb.copied, dev->create_event());
   }
-  if (gathers()) {
-    STRATA_ASSIGN_OR_RETURN(gather_send, offload::AlignedBuffer::create(max_shard * 2, pin));
+  if (sharded() && device_opt) {
+    STRATA_ASSIGN_OR_RETURN(rs_dev, dev->allocate(max_chunk * 4));
+  }
+  if (gathers() && pc.offload_param != OffloadTarget::kNone) {
     STRATA_ASSIGN_OR_RETURN(gather_full, offload::AlignedBuffer::create(max_chunk * 2, pin));
     STRATA_ASSIGN_OR_RETURN(gather_copied, dev->create_event());
   }
@@ -365,6 +371,7 @@ Status Engine::Impl::free_all() {
     for (WorkBuffer& w : work) keep(dev->free(std::exchange(w.dev, nullptr)));
     for (Bucket& b : buckets) keep(dev->free(std::exchange(b.dev, nullptr)));
     keep(dev->free(std::exchange(scratch, nullptr)));
+    keep(dev->free(std::exchange(rs_dev, nullptr)));
   }
   work.clear();
   buckets.clear();

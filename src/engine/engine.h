@@ -48,8 +48,8 @@ struct EngineOptions {
   // initial values are broadcast at prepare, and save writes from rank 0. With stage 1 or 2 each
   // rank keeps its shard of every chunk's fp32 gradient and optimizer state; with stage 3 also
   // only its shard of the bit16 params, gathered from the ranks whenever a chunk is loaded for a
-  // fetch (docs/comm.md). For now the ranks must be CPU ranks (the MPI backend with the
-  // host-emulated device).
+  // fetch (docs/comm.md). CPU ranks: the MPI backend with the host-emulated device; GPU ranks:
+  // the NCCL backend with a CUDA device (each rank's, made current before Engine::create).
   comm::Communicator* comm = nullptr;
 };
 

@@ -6,6 +6,7 @@
 #include <oneapi/tbb/task_arena.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -129,10 +130,18 @@ struct Engine::Impl {
   bool gathers() const { return sharded() && cfg.placement.stage == 3; }
   // Shard of chunk ci gathered from every rank into working buffer w (the H2D copy queued).
   Status gather_into(WorkBuffer& w, uint32_t ci);
-  std::vector<float> rs_full;  // a chunk's gradients of one bucket, fp32, for the cross-rank sum
+  std::vector<float> rs_full;  // a bucket's span of gradients, fp32, for the cross-rank sum (host side)
+  void* rs_dev = nullptr;      // the same on the device (gradients beside a device optimizer)
+  // A collective on buffers the engine's stream `s` writes or reads: MPI (host-emulated device)
+  // waits for the stream first, NCCL queues it on the stream; either way it has completed when
+  // this returns.
+  Status device_collective(offload::Stream& s,
+                           const std::function<StatusOr<std::unique_ptr<comm::Work>>(void* native_stream)>& issue);
   // Sums a bucket's gradients (bit16, the chunk's layout at `bits`) over the ranks and adds this
   // rank's shard to `acc` (the chunk's fp32 gradient shard).
   Status reduce_bucket_shard(const Bucket& bk, const ChunkState& c, const uint8_t* bits, float* acc);
+  // The same for a bucket whose chunk's fp32 gradient shard is on the device, on `compute`.
+  Status reduce_bucket_shard_device(const Bucket& bk, ChunkState& c);
   // Every chunk's bit16 params from the ranks' updated shards (after the step).
   Status all_gather_params();
   Status read_shard_master(const ParamSlot& slot, float* dst);
@@ -175,8 +184,9 @@ struct Engine::Impl {
   std::vector<std::pair<uint32_t, std::unique_ptr<comm::Work>>> reduces;
   std::vector<Staging> param_staging;
   size_t next_staging = 0;
-  // gathers(): this rank's shard / the gathered chunk (pinned), the last H2D copy out of it.
-  offload::AlignedBuffer gather_send, gather_full;
+  // gathers() of shards resting on the host / NVMe: the gathered chunk (pinned), the last H2D
+  // copy out of it.
+  offload::AlignedBuffer gather_full;
   std::unique_ptr<offload::Event> gather_copied;
   bool gather_pending = false;
   std::vector<OptSet> opt_sets;  // offload_optimizer.buffer_count sets (NVMe optimizer only)

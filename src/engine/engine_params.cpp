@@ -119,10 +119,7 @@ Status Engine::Impl::flush(int b) {
   c.bucket = -1;
   ++st.bucket_flushes;
   if (c.at.grad32 == Tier::kDevice && sharded()) {
-    // ZeRO across CPU ranks with the optimizer on the (host-emulated) device: its buffers are
-    // host memory, which the MPI collective reads and writes in place once the copies landed.
-    STRATA_RETURN_IF_ERROR(compute->synchronize());
-    STRATA_RETURN_IF_ERROR(reduce_bucket_shard(bk, c, static_cast<const uint8_t*>(bk.dev), static_cast<float*>(c.grad_dev)));
+    STRATA_RETURN_IF_ERROR(reduce_bucket_shard_device(bk, c));
     STRATA_RETURN_IF_ERROR(compute->record(*bk.done));
   } else if (c.at.grad32 == Tier::kDevice) {
     for (uint32_t pi : bk.params) {
@@ -205,6 +202,44 @@ Status Engine::Impl::reduce_bucket_shard(const Bucket& bk, const ChunkState& c, 
   const size_t from = std::max(lo, c.shard_begin), to = std::min(hi, c.shard_begin + c.shard);
   for (size_t i = from; i < to; ++i) acc[i - c.shard_begin] += rs_full[i - lo];
   return Status::ok();
+}
+
+// As above, on the device: the bucket's span widened into rs_dev, summed over the ranks in place
+// (NCCL on the compute stream; MPI reads the emulated device's memory after the stream's work),
+// then this rank's part added to its gradient shard.
+Status Engine::Impl::reduce_bucket_shard_device(const Bucket& bk, ChunkState& c) {
+  size_t lo = SIZE_MAX, hi = 0;
+  for (uint32_t pi : bk.params) {
+    const ParamSlot& slot = layout->params()[pi];
+    lo = std::min(lo, slot.offset);
+    hi = std::max(hi, slot.offset + slot.numel);
+  }
+  if (lo >= hi) return Status::ok();
+  float* span = static_cast<float*>(rs_dev);
+  STRATA_RETURN_IF_ERROR(ops->zero(*compute, span, (hi - lo) * 4));
+  for (uint32_t pi : bk.params) {
+    const ParamSlot& slot = layout->params()[pi];
+    STRATA_RETURN_IF_ERROR(ops->accumulate(
+        *compute, span + (slot.offset - lo),
+        kernels::TensorView{static_cast<const uint8_t*>(bk.dev) + slot.offset * 2, dtype, slot.numel}, 1.0f));
+  }
+  const Clock::time_point t0 = Clock::now();
+  STRATA_RETURN_IF_ERROR(device_collective(*compute, [&](void* s) {
+    return opts.comm->all_reduce(span, span, hi - lo, comm::Elem::kF32, comm::ReduceOp::kSum, s);
+  }));
+  st.allreduce_s += seconds_since(t0);
+  st.bytes_allreduce += (hi - lo) * 4;
+  const size_t from = std::max(lo, c.shard_begin), to = std::min(hi, c.shard_begin + c.shard);
+  if (from >= to) return Status::ok();
+  return ops->accumulate(*compute, static_cast<float*>(c.grad_dev) + (from - c.shard_begin),
+                         kernels::TensorView{span + (from - lo), DType::kF32, to - from}, 1.0f);
+}
+
+Status Engine::Impl::device_collective(offload::Stream& s,
+                                       const std::function<StatusOr<std::unique_ptr<comm::Work>>(void*)>& issue) {
+  if (!dev->is_cuda()) STRATA_RETURN_IF_ERROR(s.synchronize());
+  STRATA_ASSIGN_OR_RETURN(auto w, issue(dev->is_cuda() ? s.native_handle() : nullptr));
+  return w->wait();
 }
 
 Status Engine::Impl::drain_all() {

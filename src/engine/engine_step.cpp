@@ -43,7 +43,9 @@ Status Engine::Impl::zero_grads() {
 Status Engine::Impl::start_reduce(uint32_t ci) {
   ChunkState& c = chunks[ci];
   void* g = c.grad_dev != nullptr ? c.grad_dev : c.grad_host.data();  // host memory on the emulated device
-  STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_reduce(g, g, c.shard, comm::Elem::kF32, comm::ReduceOp::kSum));
+  // On a GPU the chunk's gradients were accumulated on the compute stream (its buckets landed).
+  STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_reduce(g, g, c.shard, comm::Elem::kF32, comm::ReduceOp::kSum,
+                                                        compute->native_handle()));
   reduces.emplace_back(ci, std::move(w));
   st.bytes_allreduce += c.shard * 4;
   return Status::ok();
@@ -80,7 +82,8 @@ Status Engine::Impl::all_gather_params() {
   for (ChunkState& c : chunks) {
     // Stage 1 / 2 keep the whole chunk at rest (device or host); this rank's shard is fresh.
     auto* rest = c.at.params16 == Tier::kDevice ? static_cast<uint8_t*>(c.p16_dev) : c.p16_host.bytes();
-    STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_gather(rest + c.shard_begin * 2, rest, c.shard, comm::Elem::kBF16));
+    STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_gather(rest + c.shard_begin * 2, rest, c.shard, comm::Elem::kBF16,
+                                                          compute->native_handle()));
     inflight.push_back(std::move(w));
     st.bytes_allgather += c.numel * 2;
   }

@@ -148,7 +148,7 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
       host_grads |= cp.grad32 == Tier::kHost;
       device_optimizer |= cp.optimizer == Tier::kDevice;
     }
-    if (gathers) add(Tier::kHost, Use::kParamStaging, (max_chunk + max_shard) * 2);  // gather in / out
+    if (gathers && c.offload_param != OffloadTarget::kNone) add(Tier::kHost, Use::kParamStaging, max_chunk * 2);  // gathered chunk
     if (c.offload_param == OffloadTarget::kNvme)
       add(Tier::kHost, Use::kParamStaging, static_cast<size_t>(c.param_buffer_count) * max_chunk * 2);
     else if (c.offload_param == OffloadTarget::kNone && host_grads)
@@ -156,6 +156,8 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
     add(Tier::kDevice, Use::kGradBuckets, static_cast<size_t>(c.grad_buckets) * max_chunk * 2);
     if (host_grads) add(Tier::kHost, Use::kGradStaging, static_cast<size_t>(c.grad_buckets) * max_chunk * 2);
     if (device_optimizer) add(Tier::kDevice, Use::kScratch, norm_scratch_bytes(max_shard));
+    // ZeRO across ranks with device gradients: a bucket's span widened to fp32 for the cross-rank sum.
+    if (device_optimizer && c.stage >= 1 && layout.world() > 1) add(Tier::kDevice, Use::kScratch, max_chunk * 4);
     if (c.offload_optimizer == OffloadTarget::kNvme && offloaded > 0)
       add(Tier::kHost, Use::kOptStaging, static_cast<size_t>(c.optimizer_buffer_count) * max_shard * 12);
   }

@@ -262,18 +262,27 @@ Status Engine::Impl::prefetch() {
   return Status::ok();
 }
 
-// Stage 3 across ranks: this rank's bit16 shard (device, host or NVMe) is gathered with the
-// other ranks' into pinned host memory and copied to the working buffer. Synchronous up to the
-// H2D copy, so that every rank issues its gathers in the order of its (identical) loads.
+// Stage 3 across ranks: this rank's bit16 shard is gathered with the other ranks' — on the device
+// straight into the working buffer, or from the host / NVMe into pinned host memory and copied
+// to the working buffer. Synchronous up to that copy, so that every rank issues its gathers in
+// the order of its (identical) loads.
 Status Engine::Impl::gather_into(WorkBuffer& w, uint32_t ci) {
   ChunkState& c = chunks[ci];
   const void* send = c.p16_host.data();
   const Clock::time_point t0 = Clock::now();
   if (c.at.params16 == Tier::kDevice) {
-    STRATA_RETURN_IF_ERROR(h2d->copy(gather_send.data(), c.p16_dev, c.shard * 2, offload::CopyKind::kDeviceToHost));
-    STRATA_RETURN_IF_ERROR(h2d->synchronize());
-    send = gather_send.data();
-  } else if (c.at.params16 == Tier::kNvme) {
+    // Shards on the device gather straight into the working buffer, after whatever the h2d
+    // stream holds (the caller's kernels still reading the buffer's old chunk, on a GPU).
+    STRATA_RETURN_IF_ERROR(device_collective(*h2d, [&](void* s) {
+      return opts.comm->all_gather(c.p16_dev, w.dev, c.shard, comm::Elem::kBF16, s);
+    }));
+    st.allgather_s += seconds_since(t0);
+    st.bytes_allgather += c.numel * 2;
+    STRATA_RETURN_IF_ERROR(h2d->record(*w.ready));
+    trace_span(TraceLane::kEngine, "gather c" + std::to_string(ci), t0, Clock::now());
+    return Status::ok();
+  }
+  if (c.at.params16 == Tier::kNvme) {
     STRATA_ASSIGN_OR_RETURN(Staging * sb, take_staging(&st.stall_fetch_s));
     STRATA_RETURN_IF_ERROR(start_read(*sb, ci));
     Status r = sb->io.wait();
