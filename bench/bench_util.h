@@ -1,9 +1,12 @@
-// Small helpers shared by the benchmarks: wall-clock timing, best/median of repetitions, a
-// description of the machine, and 64-byte aligned buffers.
+// Small helpers shared by the benchmarks: stopping at the first error, wall-clock timing,
+// best/median of repetitions, a description of the machine, and 64-byte aligned buffers.
 #pragma once
+
+#include <errno.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -12,7 +15,22 @@
 #include <thread>
 #include <vector>
 
+#include "src/common/status.h"
+
 namespace strata::bench {
+
+// A benchmark stops at the first error: "<program>: <status>" on stderr, exit status 1.
+inline void check(const Status& s) {
+  if (!s.is_ok()) {
+    std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, s.to_string().c_str());
+    std::exit(1);
+  }
+}
+template <class T>
+T check(StatusOr<T> s) {
+  check(s.status());
+  return std::move(s).value();
+}
 
 template <class F>
 double seconds(F&& f) {

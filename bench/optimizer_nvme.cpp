@@ -35,17 +35,6 @@
 namespace strata::bench {
 namespace {
 
-void check(const Status& s) {
-  if (!s.is_ok()) {
-    std::fprintf(stderr, "optimizer_nvme: %s\n", s.to_string().c_str());
-    std::exit(1);
-  }
-}
-template <class T>
-T check(StatusOr<T> s) {
-  check(s.status());
-  return std::move(s).value();
-}
 
 // Adam over n params in memory (fp32 state, fp32 gradients, bf16 output): the compute bound.
 double adam_in_memory(size_t n, int reps) {

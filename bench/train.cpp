@@ -34,15 +34,6 @@
 namespace strata::bench {
 namespace {
 
-template <class T>
-T check(StatusOr<T> s) {
-  if (!s.is_ok()) {
-    std::fprintf(stderr, "train bench: %s\n", s.status().to_string().c_str());
-    std::exit(1);
-  }
-  return std::move(s).value();
-}
-
 // GFLOP/s of oneDNN on [N, C] x [C, 4C] (the MLP's first matmul).
 double matmul_gflops(int N, int C) {
   std::vector<float> x(static_cast<size_t>(N) * C, 0.5f), w(static_cast<size_t>(4) * C * C, 0.25f), out(static_cast<size_t>(N) * 4 * C);

@@ -29,15 +29,6 @@
 namespace strata::bench {
 namespace {
 
-template <class T>
-T check(StatusOr<T> s) {
-  if (!s.is_ok()) {
-    std::fprintf(stderr, "zero bench: %s\n", s.status().to_string().c_str());
-    std::exit(1);
-  }
-  return std::move(s).value();
-}
-
 struct Stage {
   const char* name;
   std::string zero;

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/adam.h"
@@ -239,6 +240,8 @@ struct Engine::Impl {
   StatusOr<void*> fetch(const std::string& name, void* native_stream);
   Status release(const std::string& name);
   Status grad(const std::string& name, const void* g, DType dtype, size_t numel, void* native_stream);
+  // [first, last) element of the chunk that the bucket's params cover (first > last when empty).
+  std::pair<size_t, size_t> bucket_span(const Bucket& bk) const;
   Status flush(int b);             // open -> in flight
   Status drain(int b);             // in flight -> free (waits, accumulates host-side)
   Status drain_all();

@@ -113,6 +113,16 @@ StatusOr<int> Engine::Impl::acquire_bucket(uint32_t chunk) {
   }
 }
 
+std::pair<size_t, size_t> Engine::Impl::bucket_span(const Bucket& bk) const {
+  size_t lo = SIZE_MAX, hi = 0;
+  for (uint32_t pi : bk.params) {
+    const ParamSlot& slot = layout->params()[pi];
+    lo = std::min(lo, slot.offset);
+    hi = std::max(hi, slot.offset + slot.numel);
+  }
+  return {lo, hi};
+}
+
 Status Engine::Impl::flush(int b) {
   Bucket& bk = buckets[static_cast<size_t>(b)];
   ChunkState& c = chunks[static_cast<size_t>(bk.chunk)];
@@ -131,12 +141,7 @@ Status Engine::Impl::flush(int b) {
     STRATA_RETURN_IF_ERROR(compute->record(*bk.done));
   } else {
     // One copy of the bucket's span, from its first to its last received element.
-    size_t lo = SIZE_MAX, hi = 0;
-    for (uint32_t pi : bk.params) {
-      const ParamSlot& slot = layout->params()[pi];
-      lo = std::min(lo, slot.offset);
-      hi = std::max(hi, slot.offset + slot.numel);
-    }
+    const auto [lo, hi] = bucket_span(bk);
     STRATA_RETURN_IF_ERROR(compute->record(*copy_done));
     STRATA_RETURN_IF_ERROR(d2h->wait(*copy_done));
     STRATA_RETURN_IF_ERROR(traced_copy(*d2h, TraceLane::kD2H, "d2h grads c" + std::to_string(bk.chunk),
@@ -181,12 +186,7 @@ Status Engine::Impl::drain(int b) {
 // than a reduce-scatter: OpenMPI's non-blocking reduce-scatter is ~8x slower here, see
 // docs/benchmarks.md.)
 Status Engine::Impl::reduce_bucket_shard(const Bucket& bk, const ChunkState& c, const uint8_t* bits, float* acc) {
-  size_t lo = SIZE_MAX, hi = 0;
-  for (uint32_t pi : bk.params) {
-    const ParamSlot& slot = layout->params()[pi];
-    lo = std::min(lo, slot.offset);
-    hi = std::max(hi, slot.offset + slot.numel);
-  }
+  const auto [lo, hi] = bucket_span(bk);
   if (lo >= hi) return Status::ok();
   rs_full.assign(hi - lo, 0.0f);
   for (uint32_t pi : bk.params) {
@@ -208,12 +208,7 @@ Status Engine::Impl::reduce_bucket_shard(const Bucket& bk, const ChunkState& c, 
 // (NCCL on the compute stream; MPI reads the emulated device's memory after the stream's work),
 // then this rank's part added to its gradient shard.
 Status Engine::Impl::reduce_bucket_shard_device(const Bucket& bk, ChunkState& c) {
-  size_t lo = SIZE_MAX, hi = 0;
-  for (uint32_t pi : bk.params) {
-    const ParamSlot& slot = layout->params()[pi];
-    lo = std::min(lo, slot.offset);
-    hi = std::max(hi, slot.offset + slot.numel);
-  }
+  const auto [lo, hi] = bucket_span(bk);
   if (lo >= hi) return Status::ok();
   float* span = static_cast<float*>(rs_dev);
   STRATA_RETURN_IF_ERROR(ops->zero(*compute, span, (hi - lo) * 4));
