@@ -149,10 +149,12 @@ class Engine {
   // differ) and the bit16 dtype must match; every checksum is verified before anything changes.
   Status load(const std::string& dir, const std::string& tag = "");
   // Writes the consolidated weights (fp32, bf16 or fp16, from the fp32 masters) to `dir`:
-  // index.json + weights.bin, readable without strata (docs/checkpoint.md).
+  // index.json + weights.bin, readable without strata (docs/checkpoint.md). Across ranks every
+  // rank calls it and rank 0 writes.
   Status export_weights(const std::string& dir, DType dtype);
 
-  // The fp32 master values of a param (after prepare), into host memory dst[numel].
+  // The fp32 master values of a param (after prepare), into host memory dst[numel]. With ZeRO
+  // shards across ranks it gathers them: every rank calls it for the same param.
   Status read_master(const std::string& name, float* dst, size_t numel);
   double loss_scale() const;
   int64_t optimizer_step() const;  // optimizer steps applied (restored by load)
