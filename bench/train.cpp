@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "gpt_flags.h"
 #include "kernels/cpu/adam.h"
 #include "kernels/cpu/gpt_ops.h"
 #include "kernels/cpu/isa.h"
@@ -118,13 +119,7 @@ int main(int argc, char** argv) {
     else if (a == "--preset") o.shape = check(train::gpt_preset(argv[i + 1]));
     else if (a == "--device") device = argv[i + 1];
     else if (a == "--checkpointing") o.checkpointing = v != 0;
-    else if (a == "--layers") o.shape.layers = v;
-    else if (a == "--channels") o.shape.channels = v;
-    else if (a == "--heads") o.shape.heads = v;
-    else if (a == "--batch") o.batch = v;
-    else if (a == "--seq") o.seq = v, o.shape.max_seq = std::max(o.shape.max_seq, v);
-    else if (a == "--steps") o.steps = v + 1;
-    else {
+    else if (!gpt_flag(a, v, &o)) {
       std::fprintf(stderr, kUsage, argv[0]);
       return 2;
     }

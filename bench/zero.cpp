@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "gpt_flags.h"
 #include "comm/communicator.h"
 #include "kernels/cpu/isa.h"
 #include "src/train/trainer.h"
@@ -55,13 +56,7 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
     if (a == "--dir") dir = argv[i + 1];
-    else if (a == "--layers") o.shape.layers = v;
-    else if (a == "--channels") o.shape.channels = v;
-    else if (a == "--heads") o.shape.heads = v;
-    else if (a == "--batch") o.batch = v;
-    else if (a == "--seq") o.seq = v, o.shape.max_seq = std::max(o.shape.max_seq, v);
-    else if (a == "--steps") o.steps = v + 1;
-    else dir.clear(), i = argc;
+    else if (!gpt_flag(a, v, &o)) dir.clear(), i = argc;
   }
   if (dir.empty() || (argc % 2) == 0) {
     std::fprintf(stderr, "usage: mpirun -np N %s --dir DIR [--layers L --channels C --heads H] [--batch B] [--seq T] [--steps S]\n",
