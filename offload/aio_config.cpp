@@ -5,14 +5,17 @@
 
 #include <string>
 
+#include "src/common/json_text.h"
+#include "src/common/units.h"
+
 namespace strata::offload {
 namespace {
 
 Status bad(const std::string& key, const std::string& what) { return invalid_argument("aio." + key + ": " + what); }
 
-StatusOr<long long> get_int(const nlohmann::json& v, const std::string& key) {
-  if (!v.is_number_integer()) return bad(key, "expected an integer, got " + v.dump());
-  return v.get<long long>();
+StatusOr<int64_t> get_int(const nlohmann::json& v, const std::string& key, int64_t lo, int64_t hi) {
+  if (!v.is_number()) return bad(key, "expected an integer, got " + v.dump());
+  return whole_in_range(v.get<double>(), "aio." + key, v.dump(), lo, hi);
 }
 
 StatusOr<bool> get_bool(const nlohmann::json& v, const std::string& key) {
@@ -38,12 +41,10 @@ StatusOr<AioConfig> parse_aio_config(const nlohmann::json& aio) {
   AioConfig c;
   for (const auto& [key, v] : aio.items()) {
     if (key == "block_size") {
-      STRATA_ASSIGN_OR_RETURN(long long n, get_int(v, key));
-      if (n <= 0) return bad(key, std::to_string(n) + ": must be a power of two from 4096 to 67108864");
+      STRATA_ASSIGN_OR_RETURN(int64_t n, get_int(v, key, 4096, 64 << 20));
       c.block_size = static_cast<size_t>(n);
     } else if (key == "queue_depth" || key == "intra_op_parallelism") {
-      STRATA_ASSIGN_OR_RETURN(long long n, get_int(v, key));
-      if (n < -1000000 || n > 1000000) return bad(key, std::to_string(n) + ": out of range");
+      STRATA_ASSIGN_OR_RETURN(int64_t n, get_int(v, key, 1, key == "queue_depth" ? 1024 : 64));
       (key == "queue_depth" ? c.queue_depth : c.intra_op_parallelism) = static_cast<int>(n);
     } else if (key == "single_submit") {
       STRATA_ASSIGN_OR_RETURN(c.single_submit, get_bool(v, key));
@@ -62,8 +63,7 @@ StatusOr<AioConfig> parse_aio_config(const nlohmann::json& aio) {
 }
 
 StatusOr<AioConfig> parse_aio_config_text(std::string_view text) {
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return invalid_argument("aio: not valid JSON: " + std::string(text.substr(0, 80)));
+  STRATA_ASSIGN_OR_RETURN(nlohmann::json j, parse_json(text, "aio"));
   return parse_aio_config(j);
 }
 

@@ -13,17 +13,12 @@
 
 #include "offload/device.h"
 #include "offload/device_ledger.h"
+#include "src/common/units.h"
 
 namespace strata::offload {
 namespace {
 
 constexpr size_t kAllocAlign = 256;
-
-std::string mib(size_t bytes) {
-  char b[48];
-  std::snprintf(b, sizeof(b), "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
-  return b;
-}
 
 class HostEvent final : public Event {
  public:
@@ -161,7 +156,7 @@ class HostDeviceImpl final : public Device {
   ~HostDeviceImpl() override {
     for (void* p : ledger_.live()) std::free(p);
   }
-  std::string name() const override { return "host-emulated device (budget " + mib(ledger_.budget()) + ")"; }
+  std::string name() const override { return "host-emulated device (budget " + format_bytes(ledger_.budget()) + ")"; }
   bool is_cuda() const override { return false; }
 
   StatusOr<void*> allocate(size_t bytes) override {

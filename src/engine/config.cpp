@@ -3,6 +3,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "src/common/json_text.h"
+#include "src/common/units.h"
+
 #include <cmath>
 #include <optional>
 #include <set>
@@ -43,11 +46,24 @@ class Obj {
     const json* v = take(key);
     if (v == nullptr) return Status::ok();
     if (!v->is_number()) return invalid_argument(path(key) + ": expected an integer, got " + v->dump());
-    const double d = v->get<double>();
-    if (!(d == std::floor(d)) || d < static_cast<double>(lo) || d > static_cast<double>(hi))
+    // Integers as written (exact beyond 2^53); 5e7 and 5.0e7 through the shared whole-number check.
+    auto out_of_range = [&] {
       return invalid_argument(path(key) + " = " + v->dump() + ": expected an integer in " + std::to_string(lo) + " .. " +
                               std::to_string(hi));
-    *out = v->is_number_integer() ? v->get<long long>() : static_cast<long long>(d);
+    };
+    if (v->is_number_unsigned()) {
+      const uint64_t u = v->get<uint64_t>();
+      if (u > static_cast<uint64_t>(hi) || static_cast<long long>(u) < lo) return out_of_range();
+      *out = static_cast<long long>(u);
+      return Status::ok();
+    }
+    if (v->is_number_integer()) {
+      const int64_t i = v->get<int64_t>();
+      if (i < lo || i > hi) return out_of_range();
+      *out = i;
+      return Status::ok();
+    }
+    STRATA_ASSIGN_OR_RETURN(*out, whole_in_range(v->get<double>(), path(key), v->dump(), lo, hi));
     return Status::ok();
   }
   template <class T>
@@ -231,6 +247,9 @@ Status parse_root(Obj& root, EngineConfig* c) {
     STRATA_RETURN_IF_ERROR(st->get_bool("overlap", &c->overlap));
     STRATA_RETURN_IF_ERROR(st->get_string("trace", &c->trace_path, {}));
     STRATA_RETURN_IF_ERROR(st->get_bool("step_summary", &c->step_summary));
+    STRATA_RETURN_IF_ERROR(st->get_count("max_consecutive_skips", &c->max_consecutive_skips, 1, 1 << 20));
+    STRATA_RETURN_IF_ERROR(st->get_double("comm_timeout", &c->comm_timeout_s, 0.0, 7.0 * 24 * 3600));
+    STRATA_RETURN_IF_ERROR(st->get_bool("nvme_checksum", &c->nvme_checksum));
     STRATA_RETURN_IF_ERROR(st->finish());
   }
   if (c->device == "host" && c->device_bytes == 0)
@@ -241,8 +260,7 @@ Status parse_root(Obj& root, EngineConfig* c) {
 }  // namespace
 
 StatusOr<EngineConfig> parse_engine_config(std::string_view json_text) {
-  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-  if (j.is_discarded()) return invalid_argument("config: not valid JSON");
+  STRATA_ASSIGN_OR_RETURN(json j, parse_json(json_text, "config"));
   EngineConfig c;
   Obj root(j, "");
   STRATA_RETURN_IF_ERROR(parse_root(root, &c));

@@ -61,6 +61,11 @@ struct EngineConfig {
   bool overlap = true;                      // prefetch, pipelined NVMe step, DDP all-reduce during backward (false: synchronous paths)
   std::string trace_path;                   // Chrome trace-event JSON written here ("" : off)
   bool step_summary = false;                // log one summary line per optimizer step
+  // Steps skipped in a row before step() stops with STRATA_ERR_NONFINITE: with bf16 (or a static
+  // fp16 scale) every skip counts; with dynamic fp16 only skips at min_loss_scale.
+  int max_consecutive_skips = 5;
+  double comm_timeout_s = 0;                // seconds a collective may take (0: the communicator's own)
+  bool nvme_checksum = true;                // xxh3 of every NVMe swap write, verified on every read
 };
 
 // Parses a whole config object. Missing keys keep the defaults above.

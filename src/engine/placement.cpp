@@ -10,7 +10,8 @@ namespace {
 
 const char* kUseNames[kNumUses] = {"bit16 params",        "param working buffers", "param staging (pinned)",
                                    "gradient buckets",    "fp32 gradients",        "optimizer state (master, m, v)",
-                                   "optimizer staging (pinned)", "gradient staging (pinned)", "device scratch"};
+                                   "optimizer staging (pinned)", "gradient staging (pinned)", "device scratch",
+                                   "host program (activations)"};
 const char* kTierNames[kNumTiers] = {"device", "host", "nvme"};
 const char* kBudgetKeys[kNumTiers] = {"device_bytes", "host_bytes", "the free space under nvme_path"};
 
@@ -42,23 +43,27 @@ std::string advice(int tier, const PlacementConfig& c, const Plan& p) {
   const auto& b = p.bytes;
   if (tier == 0) {
     if (c.offload_optimizer == OffloadTarget::kNone || c.optimizer_ratio < 1.0)
-      return "offload_optimizer.device = \"cpu\" (ratio 1) would move the optimizer state (" +
+      return "set offload_optimizer.device = \"cpu\" (ratio 1) to move the optimizer state (" +
              format_bytes(b[0][static_cast<int>(Use::kOptimizer)]) + ") and fp32 gradients off the device";
     if (c.offload_param == OffloadTarget::kNone)
-      return "offload_param.device = \"cpu\" with zero_optimization.stage = 3 would move the bit16 params (" +
+      return "set offload_param.device = \"cpu\" with zero_optimization.stage = 3 to move the bit16 params (" +
              format_bytes(b[0][static_cast<int>(Use::kParams16)]) + ") off the device";
     return "lower the chunk size, the live chunks or the gradient buckets, or raise device_bytes";
   }
   if (tier == 1) {
+    if (b[1][static_cast<int>(Use::kHostProgram)] * 2 > p.tier_total(Tier::kHost))
+      return "shrink the host program's own memory (" + format_bytes(b[1][static_cast<int>(Use::kHostProgram)]) +
+             ", its activations): a smaller batch or sequence, or activation checkpointing";
     if (c.offload_optimizer == OffloadTarget::kCpu)
-      return "offload_optimizer.device = \"nvme\" would move the optimizer state (" +
+      return "set offload_optimizer.device = \"nvme\" to move the optimizer state (" +
              format_bytes(b[1][static_cast<int>(Use::kOptimizer)]) + ") to NVMe";
     if (c.offload_param == OffloadTarget::kCpu)
-      return "offload_param.device = \"nvme\" would move the bit16 params (" +
+      return "set offload_param.device = \"nvme\" to move the bit16 params (" +
              format_bytes(b[1][static_cast<int>(Use::kParams16)]) + ") to NVMe";
     return "lower buffer_count or the chunk size, or raise host_bytes";
   }
-  return "free space under nvme_path (A/B slots need up to twice the size of what is rewritten each step)";
+  return "free space under nvme_path or point nvme_path at a larger file system (the A/B slots of each swapped array need up "
+         "to twice its size)";
 }
 
 }  // namespace
@@ -68,21 +73,6 @@ StatusOr<OffloadTarget> parse_offload_target(const std::string& s) {
   if (s == "cpu") return OffloadTarget::kCpu;
   if (s == "nvme") return OffloadTarget::kNvme;
   return invalid_argument("offload device '" + s + "': expected none, cpu or nvme");
-}
-
-std::string format_bytes(size_t bytes) {
-  char buf[48];
-  const double b = static_cast<double>(bytes);
-  if (bytes >= (size_t{1} << 30)) {
-    std::snprintf(buf, sizeof(buf), "%.2f GiB", b / (1 << 30));
-  } else if (bytes >= (size_t{1} << 20)) {
-    std::snprintf(buf, sizeof(buf), "%.1f MiB", b / (1 << 20));
-  } else if (bytes >= 1024) {
-    std::snprintf(buf, sizeof(buf), "%.1f KiB", b / 1024);
-  } else {
-    std::snprintf(buf, sizeof(buf), "%zu B", bytes);
-  }
-  return buf;
 }
 
 size_t Plan::tier_total(Tier t) const {
@@ -161,6 +151,7 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
     if (c.offload_optimizer == OffloadTarget::kNvme && offloaded > 0)
       add(Tier::kHost, Use::kOptStaging, static_cast<size_t>(c.optimizer_buffer_count) * max_shard * 12);
   }
+  add(Tier::kHost, Use::kHostProgram, budgets.host_program);
   for (int t = 0; t < kNumTiers; ++t) {
     const size_t need = p.tier_total(static_cast<Tier>(t));
     const size_t have = budget_of(budgets, t);
@@ -172,7 +163,7 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
     }
     return out_of_memory("the model does not fit: the " + std::string(kTierNames[t]) + " needs " + format_bytes(need) +
                          " (" + parts + ") but " + kBudgetKeys[t] + " is " + format_bytes(have) + ", " +
-                         format_bytes(need - have) + " short. " + advice(t, c, p) + ".\n" + p.table());
+                         format_bytes(need - have) + " short; to fit, " + advice(t, c, p) + ".\n" + p.table());
   }
   return p;
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "src/common/status.h"
+#include "src/common/units.h"
 #include "src/engine/chunk_layout.h"
 
 namespace strata::engine {
@@ -33,8 +34,9 @@ enum class Use : int {
   kOptStaging,      // pinned host buffers of the NVMe optimizer pipeline
   kGradStaging,     // pinned host buffers gradient buckets land in before fp32 accumulation
   kScratch,         // device scratch: partial sums of the gradient norm of device-resident chunks
+  kHostProgram,     // host memory the host program holds besides the engine (activations), Budgets::host_program
 };
-inline constexpr int kNumUses = 9;
+inline constexpr int kNumUses = 10;
 
 // Partial-sum block of the CUDA gradient norm (kernels/cuda/grad_kernels.cu): the device scratch
 // holds one double per block of the largest shard plus the result.
@@ -59,6 +61,7 @@ struct Budgets {
   size_t device_bytes = 0;
   size_t host_bytes = 0;
   size_t nvme_bytes = 0;  // free space strata may use under nvme_path
+  size_t host_program = 0;  // host bytes the host program needs besides the engine, planned on the host tier
 };
 
 struct ChunkPlacement {
@@ -81,7 +84,5 @@ struct Plan {
 inline constexpr size_t kNvmeSlotFactor = 2;
 
 StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& config, const Budgets& budgets);
-
-std::string format_bytes(size_t bytes);  // "1.5 GiB", "640.0 MiB", "12 B"
 
 }  // namespace strata::engine

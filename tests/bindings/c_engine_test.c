@@ -61,7 +61,7 @@ static void test_create_errors(void) {
   EXPECT_ERROR(strata_engine_create(&o, &e), STRATA_ERR_INVALID_ARGUMENT, "STRATA_ENGINE_OPTIONS_INIT");
   o.struct_size = sizeof(o);
   o.config_json = "{\"strata\": {";
-  EXPECT_ERROR(strata_engine_create(&o, &e), STRATA_ERR_INVALID_ARGUMENT, "not valid JSON");
+  EXPECT_ERROR(strata_engine_create(&o, &e), STRATA_ERR_INVALID_ARGUMENT, "config: line 1, column 12: syntax error");
   o.config_json = "{\"strata\": {\"device\": \"host\", \"device_bytes\": 4096, \"chunk_byte\": 1}}";
   EXPECT_ERROR(strata_engine_create(&o, &e), STRATA_ERR_INVALID_ARGUMENT, "strata.chunk_byte");
   o.config_json = "{\"strata\": {\"device\": \"host\"}}";

@@ -114,7 +114,7 @@ TEST(EngineConfig, ErrorsNameTheKeyByItsPath) {
   expect_error(R"({"optimizer": {"params": {"betas": [0.9, 1.0]}}})", "each must be in [0, 1)");
   expect_error(R"({"gradient_accumulation_steps": 0})", "gradient_accumulation_steps = 0");
   expect_error(R"({"gradient_accumulation_steps": 2.5})", "gradient_accumulation_steps = 2.5");
-  expect_error(R"({"aio": {"queue_depth": 0}})", "aio.queue_depth: 0");
+  expect_error(R"({"aio": {"queue_depth": 0}})", "aio.queue_depth = 0: expected an integer in 1 .. 1024");
   expect_error(R"({"aio": {"use_gds": true}})", "aio.use_gds: unknown key");
   expect_error(R"({"strata": {"device": "host"}})", "strata.device_bytes: required");
   expect_error(R"({"strata": {"device": "tpu"}})", "strata.device = \"tpu\"");
@@ -122,7 +122,12 @@ TEST(EngineConfig, ErrorsNameTheKeyByItsPath) {
   expect_error(R"({"strata": {"overlap": "yes"}})", "strata.overlap: expected true or false");
   expect_error(R"({"strata": {"trace": 1}})", "strata.trace: expected a string");
   expect_error(R"([1])", "config: expected an object");
-  expect_error(R"({"stage": )", "config: not valid JSON");
+  expect_error(R"({"stage": )", "config: line 1, column 10: syntax error");
+  expect_error("{\n  \"stage\": 1,\n  \"x\": tru\n}", "config: line 3, column");
+  expect_error(R"({"gradient_clipping": 1e999})", "config: number overflow parsing");
+  expect_error(R"({"zero_optimization": {"stage": 99999999999999999999}})", "zero_optimization.stage = 1e+20: expected an integer in 0 .. 3");
+  expect_error(R"({"strata": {"device_bytes": 1e30}})", "strata.device_bytes = 1e+30: expected an integer in 0 .. 72057594037927936");
+  expect_error(R"({"strata": {"seed": -1}})", "strata.seed = -1: expected an integer in 0 ..");
 }
 
 }  // namespace

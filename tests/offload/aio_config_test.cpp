@@ -31,13 +31,17 @@ TEST(AioConfig, DeepSpeedKeysAndDefaults) {
 
 TEST(AioConfig, BadValuesNameTheKey) {
   expect_error(R"({"use_gds": true})", "aio.use_gds: unknown key");
-  expect_error(R"({"block_size": 1000})", "aio.block_size: 1000: must be a power of two");
+  expect_error(R"({"block_size": 1000})", "aio.block_size = 1000: expected an integer in 4096 .. 67108864");
+  expect_error(R"({"block_size": 5000})", "aio.block_size: 5000: must be a power of two");
+  expect_error(R"({"block_size": 1e30})", "aio.block_size = 1e+30: expected an integer in 4096 .. 67108864");
+  expect_error(R"({"block_size": 99999999999999999999})", "aio.block_size = 1e+20: expected an integer");
   expect_error(R"({"block_size": "1M"})", "aio.block_size: expected an integer, got \"1M\"");
-  expect_error(R"({"queue_depth": 0})", "aio.queue_depth: 0: must be in 1 .. 1024");
-  expect_error(R"({"intra_op_parallelism": 65})", "aio.intra_op_parallelism: 65");
+  expect_error(R"({"queue_depth": 0})", "aio.queue_depth = 0: expected an integer in 1 .. 1024");
+  expect_error(R"({"intra_op_parallelism": 65})", "aio.intra_op_parallelism = 65: expected an integer in 1 .. 64");
   expect_error(R"({"single_submit": 1})", "aio.single_submit: expected true or false");
   expect_error(R"([1, 2])", "aio: expected an object");
-  expect_error(R"({"queue_depth": )", "aio: not valid JSON");
+  expect_error(R"({"queue_depth": )", "aio: line 1, column 16: syntax error");
+  expect_error(R"({"queue_depth": 1e999})", "aio: number overflow");
 }
 
 }  // namespace
