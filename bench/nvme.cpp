@@ -1,7 +1,8 @@
 // bench/nvme: sequential write then read of >= 4 GiB of tensors through NvmeStore, and in the
 // same run fio (ioengine=libaio, direct=1) on the same directory with the same block size, queue
 // depth and thread count. Prints GB/s and the ratio to fio; one JSON object per configuration on
-// stdout, a table on stderr.
+// stdout, a table on stderr. The default configuration runs with the store's xxh3 checksums off
+// and on (on is strata's default), and the hash's own speed in memory is printed beside them.
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -15,13 +16,28 @@
 #include "fio.h"
 #include "offload/nvme_store.h"
 
+#include <xxhash.h>
+
 namespace strata::bench {
 namespace {
 
 constexpr size_t kTensorBytes = size_t{64} << 20;
 constexpr size_t kBuffers = 16;  // source/target buffers, reused round-robin (1 GiB)
 
-using Config = FioConfig;
+struct Config : FioConfig {
+  bool checksum = false;
+};
+
+// xxh3 over the buffers in memory, one thread: GB/s (the checksum's own limit).
+double xxh3_gbps(const std::vector<offload::AlignedBuffer>& bufs) {
+  uint64_t sink = 0;
+  const double s = seconds([&] {
+    for (int r = 0; r < 4; ++r)
+      for (const auto& b : bufs) sink ^= XXH3_64bits(b.data(), kTensorBytes);
+  });
+  if (sink == 42) std::fprintf(stderr, " ");
+  return 4.0 * static_cast<double>(bufs.size() * kTensorBytes) / s / 1e9;
+}
 
 // NvmeStore with the same settings: put every tensor (fresh files), then get every tensor; GB/s.
 StatusOr<Rates> store_once(offload::NvmeStore& st, size_t total, std::vector<offload::AlignedBuffer>& bufs) {
@@ -58,7 +74,7 @@ Status measure(const std::string& dir, size_t total, const Config& c, int reps, 
                Rates* best_store, Rates* best_fio) {
   offload::NvmeStoreOptions o;
   o.dir = dir;
-  o.checksum = false;
+  o.checksum = c.checksum;
   o.aio.block_size = c.block_size;
   o.aio.queue_depth = c.queue_depth;
   o.aio.intra_op_parallelism = c.threads;
@@ -122,12 +138,21 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(dir);
   const size_t total = gib << 30;
   const offload::AioConfig d;
-  std::vector<Config> configs = {{d.block_size, d.queue_depth, d.intra_op_parallelism}};
+  auto config = [](size_t bs, int qd, int threads, bool checksum) {
+    Config c;
+    c.block_size = bs;
+    c.queue_depth = qd;
+    c.threads = threads;
+    c.checksum = checksum;
+    return c;
+  };
+  std::vector<Config> configs = {config(d.block_size, d.queue_depth, d.intra_op_parallelism, false),
+                                 config(d.block_size, d.queue_depth, d.intra_op_parallelism, true)};
   if (!quick) {
     for (size_t bs : {size_t{256} << 10, size_t{1} << 20, size_t{4} << 20})
       for (int qd : {8, 32})
-        if (!(bs == d.block_size && qd == d.queue_depth)) configs.push_back({bs, qd, 1});
-    configs.push_back({d.block_size, d.queue_depth, 2});
+        if (!(bs == d.block_size && qd == d.queue_depth)) configs.push_back(config(bs, qd, 1, false));
+    configs.push_back(config(d.block_size, d.queue_depth, 2, false));
   }
   std::vector<offload::AlignedBuffer> bufs;
   for (size_t i = 0; i < kBuffers; ++i) {
@@ -141,6 +166,8 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "nvme: %zu GiB of 64 MiB tensors in %s (%s), NvmeStore vs fio, same settings, best of %d\n",
                gib, dir.c_str(), fs_type(dir).c_str(), reps);
+  const double hash = xxh3_gbps(bufs);
+  std::fprintf(stderr, "xxh3 in memory, one thread: %.2f GB/s\n", hash);
   for (const Config& c : configs) {
     Rates r, q;
     const Status st = measure(dir, total, c, reps, bufs, &r, &q);
@@ -150,14 +177,15 @@ int main(int argc, char** argv) {
     }
     std::printf("{\"bench\": \"nvme\", \"git_sha\": \"" STRATA_GIT_SHA "\", \"where\": {\"dir\": \"%s\", \"fs\": \"%s\", "
                 "\"cpu\": \"%s\"}, \"bytes\": %zu, \"reps\": %d, \"block_size\": %zu, \"queue_depth\": %d, \"threads\": %d, "
+                "\"checksum\": %s, \"xxh3_memory_gbps\": %.2f, "
                 "\"store_write_gbps\": %.3f, \"fio_write_gbps\": %.3f, \"write_ratio\": %.3f, "
                 "\"store_read_gbps\": %.3f, \"fio_read_gbps\": %.3f, \"read_ratio\": %.3f}\n",
                 dir.c_str(), fs_type(dir).c_str(), cpu_model().c_str(), total, reps, c.block_size, c.queue_depth, c.threads,
-                r.write_gbps, q.write_gbps, r.write_gbps / q.write_gbps, r.read_gbps, q.read_gbps,
+                c.checksum ? "true" : "false", hash, r.write_gbps, q.write_gbps, r.write_gbps / q.write_gbps, r.read_gbps, q.read_gbps,
                 r.read_gbps / q.read_gbps);
     std::fflush(stdout);
-    std::fprintf(stderr, "bs %5zu KiB qd %3d thr %d | write %5.2f GB/s fio %5.2f ratio %5.3f | read %5.2f GB/s fio %5.2f ratio %5.3f\n",
-                 c.block_size >> 10, c.queue_depth, c.threads, r.write_gbps, q.write_gbps, r.write_gbps / q.write_gbps,
+    std::fprintf(stderr, "bs %5zu KiB qd %3d thr %d%s | write %5.2f GB/s fio %5.2f ratio %5.3f | read %5.2f GB/s fio %5.2f ratio %5.3f\n",
+                 c.block_size >> 10, c.queue_depth, c.threads, c.checksum ? " xxh3" : "     ", r.write_gbps, q.write_gbps, r.write_gbps / q.write_gbps,
                  r.read_gbps, q.read_gbps, r.read_gbps / q.read_gbps);
   }
   return 0;

@@ -21,6 +21,8 @@ static_assert(STRATA_ERR_NCCL == static_cast<int>(strata::StatusCode::kNccl));
 static_assert(STRATA_ERR_COMM == static_cast<int>(strata::StatusCode::kComm));
 static_assert(STRATA_ERR_TIMEOUT == static_cast<int>(strata::StatusCode::kTimeout));
 static_assert(STRATA_ERR_INTERNAL == static_cast<int>(strata::StatusCode::kInternal));
+static_assert(STRATA_ERR_NONFINITE == static_cast<int>(strata::StatusCode::kNonFinite));
+static_assert(STRATA_ERR_CANCELLED == static_cast<int>(strata::StatusCode::kCancelled));
 
 namespace strata::capi {
 namespace {
@@ -85,6 +87,8 @@ STRATA_API const char* strata_status_string(strata_status_t status_arg) {
     case STRATA_ERR_COMM: return "communication error";
     case STRATA_ERR_TIMEOUT: return "timeout";
     case STRATA_ERR_INTERNAL: return "internal error";
+    case STRATA_ERR_NONFINITE: return "non-finite values (training diverged)";
+    case STRATA_ERR_CANCELLED: return "cancelled";
     default: break;
   }
   return "unknown status";

@@ -60,7 +60,9 @@ typedef enum strata_status {
   STRATA_ERR_NCCL = 11,               /* an NCCL call failed */
   STRATA_ERR_COMM = 12,               /* another collective-communication failure */
   STRATA_ERR_TIMEOUT = 13,
-  STRATA_ERR_INTERNAL = 14            /* a bug in strata: please report it */
+  STRATA_ERR_INTERNAL = 14,          /* a bug in strata: please report it */
+  STRATA_ERR_NONFINITE = 15,          /* training diverged: gradients or weights not finite (inf / NaN) */
+  STRATA_ERR_CANCELLED = 16           /* stopped on request (a signal) at a safe point */
 } strata_status_t;
 
 /* A short description of `status` ("invalid argument"); never NULL. Thread-safe. */

@@ -3,14 +3,15 @@
 
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/info.h>
-#include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/work_split.h"
 
 namespace strata::kernels {
@@ -35,7 +36,7 @@ struct Range {
 
 template <class F>
 void parallel_items(const std::vector<WorkItem>& items, F&& f) {
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, items.size()), [&](const tbb::blocked_range<size_t>& r) {
+  kernels::parallel_for(tbb::blocked_range<size_t>(0, items.size()), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t i = r.begin(); i != r.end(); ++i) f(items[i]);
   });
 }
@@ -128,8 +129,12 @@ AdamCoeffs make_adam_coeffs(AdamMode mode, bool bias_correction, int64_t step, c
   return c;
 }
 
-void adam_update(const KernelTable& k, const AdamCoeffs& c, std::span<const AdamTensor> tensors) {
-  parallel_items(items_of(tensors), [&](const WorkItem& w) { k.adam(c, tensors[w.tensor], w.begin, w.end); });
+bool adam_update(const KernelTable& k, const AdamCoeffs& c, std::span<const AdamTensor> tensors) {
+  std::atomic<bool> finite{true};
+  parallel_items(items_of(tensors), [&](const WorkItem& w) {
+    if (!k.adam(c, tensors[w.tensor], w.begin, w.end)) finite.store(false, std::memory_order_relaxed);
+  });
+  return finite.load();
 }
 
 void stream_mix(const KernelTable& k, std::span<const AdamTensor> tensors) {
@@ -156,7 +161,7 @@ Status CpuAdam::step(const AdamHyper& h, std::span<const AdamTensor> tensors) {
   STRATA_RETURN_IF_ERROR(validate_adam_hyper(h));
   STRATA_RETURN_IF_ERROR(validate_adam_tensors(tensors));
   const AdamCoeffs c = make_adam_coeffs(options_.mode, options_.bias_correction, step_ + 1, h);
-  arena_.execute([&] { adam_update(*kernels_, c, tensors); });
+  arena_execute(arena_, [&] { (void)adam_update(*kernels_, c, tensors); });
   ++step_;
   return Status::ok();
 }
@@ -164,7 +169,7 @@ Status CpuAdam::step(const AdamHyper& h, std::span<const AdamTensor> tensors) {
 StatusOr<NormResult> CpuAdam::grad_norm(std::span<const TensorView> grads) {
   STRATA_RETURN_IF_ERROR(validate_views(grads));
   NormResult r;
-  arena_.execute([&] { r = multi_tensor_sumsq(*kernels_, grads); });
+  arena_execute(arena_, [&] { r = multi_tensor_sumsq(*kernels_, grads); });
   return r;
 }
 

@@ -39,8 +39,9 @@ Status validate_adam_tensors(std::span<const AdamTensor> tensors);
 AdamCoeffs make_adam_coeffs(AdamMode mode, bool bias_correction, int64_t step, const AdamHyper& h);
 
 // Updates every tensor, in parallel on the calling thread's task arena. No argument checks: the
-// caller validated. Each element's result is independent of thread count and chunking.
-void adam_update(const KernelTable& k, const AdamCoeffs& c, std::span<const AdamTensor> tensors);
+// caller validated. Each element's result is independent of thread count and chunking. Returns
+// false when an updated param is inf or NaN (the update is done either way).
+bool adam_update(const KernelTable& k, const AdamCoeffs& c, std::span<const AdamTensor> tensors);
 
 // Benchmark limit: the same memory traffic as adam_update with trivial arithmetic.
 void stream_mix(const KernelTable& k, std::span<const AdamTensor> tensors);

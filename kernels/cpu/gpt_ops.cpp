@@ -4,19 +4,20 @@
 // on the thread count.
 #include "kernels/cpu/gpt_ops.h"
 
-#include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
 #include <cmath>
 #include <dnnl.hpp>
 #include <vector>
 
+#include "kernels/cpu/parallel.h"
+
 namespace strata::kernels::gpt {
 namespace {
 
 template <class F>
 void rows(int n, F&& f) {
-  tbb::parallel_for(tbb::blocked_range<int>(0, n, 4), [&](const tbb::blocked_range<int>& r) {
+  kernels::parallel_for(tbb::blocked_range<int>(0, n, 4), [&](const tbb::blocked_range<int>& r) {
     for (int i = r.begin(); i < r.end(); ++i) f(i);
   });
 }
@@ -76,7 +77,7 @@ void encoder_forward(float* out, const int32_t* tokens, const float* wte, const 
 
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C) {
   // Split over channels: each task owns columns [c0, c1) of every row, so no two tasks collide.
-  tbb::parallel_for(tbb::blocked_range<int>(0, C, 64), [&](const tbb::blocked_range<int>& r) {
+  kernels::parallel_for(tbb::blocked_range<int>(0, C, 64), [&](const tbb::blocked_range<int>& r) {
     for (int n = 0; n < B * T; ++n) {
       const float* d = dout + static_cast<size_t>(n) * C;
       float* de = dwte + static_cast<size_t>(tokens[n]) * C;
@@ -127,7 +128,7 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dout, cons
     }
   });
   // Parameter gradients: columns split across tasks, rows summed in order.
-  tbb::parallel_for(tbb::blocked_range<int>(0, C, 64), [&](const tbb::blocked_range<int>& r) {
+  kernels::parallel_for(tbb::blocked_range<int>(0, C, 64), [&](const tbb::blocked_range<int>& r) {
     for (int n = 0; n < N; ++n) {
       const float* xn = x + static_cast<size_t>(n) * C;
       const float* dn = dout + static_cast<size_t>(n) * C;
@@ -150,7 +151,7 @@ Status matmul_backward(float* dx, float* dw, float* dbias, const float* dout, co
   // dw[OC, C] += dout^T [OC, N] (strides (1, OC)) @ x [N, C]
   STRATA_RETURN_IF_ERROR(gemm(dw, dout, dims{1, OC}, x, dims{C, 1}, nullptr, OC, N, C, true));
   if (dbias != nullptr) {
-    tbb::parallel_for(tbb::blocked_range<int>(0, OC, 64), [&](const tbb::blocked_range<int>& r) {
+    kernels::parallel_for(tbb::blocked_range<int>(0, OC, 64), [&](const tbb::blocked_range<int>& r) {
       for (int n = 0; n < N; ++n) {
         const float* d = dout + static_cast<size_t>(n) * OC;
         for (int o = r.begin(); o < r.end(); ++o) dbias[o] += d[o];
@@ -233,7 +234,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 }
 
 void gelu_forward(float* out, const float* x, size_t n) {
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 4096), [&](const tbb::blocked_range<size_t>& r) {
+  kernels::parallel_for(tbb::blocked_range<size_t>(0, n, 4096), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t i = r.begin(); i < r.end(); ++i) {
       // 0.5 x (1 + tanh(u)) = x * sigmoid(2u): one exp, and no cancellation where tanh(u) ~ -1.
       const float v = x[i];
@@ -243,7 +244,7 @@ void gelu_forward(float* out, const float* x, size_t n) {
 }
 
 void gelu_backward(float* dx, const float* dout, const float* x, size_t n) {
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 4096), [&](const tbb::blocked_range<size_t>& r) {
+  kernels::parallel_for(tbb::blocked_range<size_t>(0, n, 4096), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t i = r.begin(); i < r.end(); ++i) {
       // With s = sigmoid(2u): gelu = x s, d gelu / dx = s + x s (1 - s) 2 u'.
       const float v = x[i];
@@ -255,7 +256,7 @@ void gelu_backward(float* dx, const float* dout, const float* x, size_t n) {
 }
 
 void residual_forward(float* out, const float* a, const float* b, size_t n) {
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 16384), [&](const tbb::blocked_range<size_t>& r) {
+  kernels::parallel_for(tbb::blocked_range<size_t>(0, n, 16384), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t i = r.begin(); i < r.end(); ++i) out[i] = a[i] + b[i];
   });
 }

@@ -2,12 +2,12 @@
 #include "kernels/cpu/grad_norm.h"
 
 #include <oneapi/tbb/blocked_range.h>
-#include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/work_split.h"
 
 namespace strata::kernels {
@@ -36,7 +36,7 @@ double chunked_sum(std::span<const TensorView> views, F&& f) {
   for (size_t i = 0; i < views.size(); ++i) counts[i] = views[i].count;
   const std::vector<WorkItem> items = split_work(counts);
   std::vector<double> partial(items.size(), 0.0);
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, items.size()), [&](const tbb::blocked_range<size_t>& r) {
+  kernels::parallel_for(tbb::blocked_range<size_t>(0, items.size()), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t i = r.begin(); i != r.end(); ++i) {
       const WorkItem& w = items[i];
       partial[i] = f(views[w.tensor], w.begin, w.end);

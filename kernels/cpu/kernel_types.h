@@ -56,8 +56,8 @@ struct TensorView {
 // (tails are padded to a full vector, never handled by different scalar code).
 struct KernelTable {
   const char* name;
-  // One Adam update of elements [begin, end).
-  void (*adam)(const AdamCoeffs& c, const AdamTensor& t, size_t begin, size_t end);
+  // One Adam update of elements [begin, end); false when an updated param is inf or NaN.
+  bool (*adam)(const AdamCoeffs& c, const AdamTensor& t, size_t begin, size_t end);
   // Sum of squares of elements [begin, end), accumulated in double.
   double (*sumsq)(const TensorView& t, size_t begin, size_t end);
   // dst[i] = float(src[i]) * scale.

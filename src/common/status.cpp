@@ -20,6 +20,8 @@ std::string_view status_code_name(StatusCode code) {
     case StatusCode::kComm: return "COMM";
     case StatusCode::kTimeout: return "TIMEOUT";
     case StatusCode::kInternal: return "INTERNAL";
+    case StatusCode::kNonFinite: return "NON_FINITE";
+    case StatusCode::kCancelled: return "CANCELLED";
   }
   return "UNKNOWN";
 }

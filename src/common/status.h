@@ -28,6 +28,8 @@ enum class StatusCode : int {
   kComm = 12,               // another collective-communication failure (MPI)
   kTimeout = 13,
   kInternal = 14,           // a bug in strata
+  kNonFinite = 15,          // training diverged: gradients or weights are not finite (inf / NaN)
+  kCancelled = 16,          // stopped on request (a signal), at a safe point
 };
 
 std::string_view status_code_name(StatusCode code);

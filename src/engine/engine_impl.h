@@ -251,6 +251,7 @@ struct Engine::Impl {
 
   // checkpoint.cpp
   Status save(const std::string& root, const std::string& tag);
+  Status prepare_save_dir(const std::string& root, const std::string& tag);
   Status load(const std::string& root, const std::string& tag);
   Status export_weights(const std::string& out_dir, DType out_dtype);
   Status quiet_for_io(const char* call);  // no param fetched; every copy and I/O finished
@@ -277,6 +278,11 @@ struct Engine::Impl {
   // engine_step.cpp
   StatusOr<StepResult> step(double lr);
   Status zero_grads();
+  int consecutive_skips = 0;                  // skips that could not help, in a row (max_consecutive_skips)
+  StatusOr<std::string> first_nonfinite_grad();  // "in 'name' (element i of [shape])"; collective across ranks
+  Status check_masters();                     // fp32 masters after an update: an error naming the first bad chunk
+  int bad_master_chunk = -1;                  // the lowest chunk whose host Adam produced inf / NaN this step
+  Status nonfinite_masters(uint32_t chunk) const;
   Status retire_loads();                      // working buffers emptied, their loads finished
   Status after_step(const StepResult& r);     // prefetch for the next micro-batch, summary line
   Clock::time_point created_at = Clock::now(), summary_at{};

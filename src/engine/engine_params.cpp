@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernels/cpu/casts.h"
+#include "kernels/cpu/parallel.h"
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
@@ -163,7 +164,7 @@ Status Engine::Impl::drain(int b) {
   } else if (c.at.grad32 != Tier::kDevice) {
     float* acc = static_cast<float*>(c.grad_host.data());
     const Clock::time_point t0 = Clock::now();
-    arena.execute([&] {
+    kernels::arena_execute(arena, [&] {
       for (uint32_t pi : bk.params) {
         const ParamSlot& slot = layout->params()[pi];
         kernels::accumulate(*k, acc + (slot.offset - c.shard_begin),
@@ -219,8 +220,9 @@ Status Engine::Impl::reduce_bucket_shard_device(const Bucket& bk, ChunkState& c)
         kernels::TensorView{static_cast<const uint8_t*>(bk.dev) + slot.offset * 2, dtype, slot.numel}, 1.0f));
   }
   const Clock::time_point t0 = Clock::now();
+  const size_t count = hi - lo;  // (a structured binding: not capturable by a lambda before clang 16)
   STRATA_RETURN_IF_ERROR(device_collective(*compute, [&](void* s) {
-    return opts.comm->all_reduce(span, span, hi - lo, comm::Elem::kF32, comm::ReduceOp::kSum, s);
+    return opts.comm->all_reduce(span, span, count, comm::Elem::kF32, comm::ReduceOp::kSum, s);
   }));
   st.allreduce_s += seconds_since(t0);
   st.bytes_allreduce += (hi - lo) * 4;

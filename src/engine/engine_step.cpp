@@ -2,13 +2,14 @@
 // (drain the buckets), compute the global norm and the overflow flag over every chunk, update the
 // loss scale, then chunk by chunk run Adam where the optimizer state lives (device, host, or host
 // after an NVMe read; optimizer_pipeline.cpp) and put the updated bit16 params where they rest.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <utility>
 #include <vector>
 
-#include <tbb/parallel_for.h>
+#include "kernels/cpu/parallel.h"
 
 #include "kernels/cpu/grad_norm.h"
 #include "src/engine/engine_impl.h"
@@ -30,8 +31,10 @@ Status Engine::Impl::zero_grads() {
   for (ChunkState* c : host)
     for (size_t off = 0; off < c->shard; off += kPiece) 
       pieces.emplace_back(static_cast<float*>(c->grad_host.data()) + off, std::min(kPiece, c->shard - off));
-  arena.execute([&] {
-    tbb::parallel_for(size_t{0}, pieces.size(), [&](size_t i) { std::memset(pieces[i].first, 0, pieces[i].second * 4); });
+  kernels::arena_execute(arena, [&] {
+    kernels::parallel_for(tbb::blocked_range<size_t>(0, pieces.size()), [&](const tbb::blocked_range<size_t>& r) {
+      for (size_t i = r.begin(); i != r.end(); ++i) std::memset(pieces[i].first, 0, pieces[i].second * 4);
+    });
   });
   return compute->synchronize();
 }
@@ -171,7 +174,7 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
     }
   }
   kernels::NormResult hn;
-  arena.execute([&] { hn = kernels::multi_tensor_sumsq(*k, host_views); });
+  kernels::arena_execute(arena, [&] { hn = kernels::multi_tensor_sumsq(*k, host_views); });
   STRATA_RETURN_IF_ERROR(compute->synchronize());
   double sumsq = hn.sumsq;
   for (double d : dev_sumsq) sumsq += d;
@@ -189,11 +192,34 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   if (!finite) {
     r.overflow = true;
     r.grad_norm = std::numeric_limits<double>::infinity();
+    // A skip that cannot help (bf16, a static scale, or a dynamic scale already at its minimum)
+    // counts towards max_consecutive_skips: the run stops instead of skipping forever.
+    const double scale_before = scaler.scale();
+    const bool hopeless = !scaler.dynamic() || scale_before <= cfg.loss_scale.min_loss_scale;
+    consecutive_skips = hopeless ? consecutive_skips + 1 : 0;
+    Status diverged;
+    if (consecutive_skips >= cfg.max_consecutive_skips) {
+      STRATA_ASSIGN_OR_RETURN(std::string where, first_nonfinite_grad());
+      char scale[32];
+      std::snprintf(scale, sizeof(scale), "%g", scale_before);
+      diverged = Status(StatusCode::kNonFinite,
+                        "step " + std::to_string(opt_step + 1) + ": the gradients held inf / NaN in " +
+                            std::to_string(consecutive_skips) + " steps in a row (strata.max_consecutive_skips = " +
+                            std::to_string(cfg.max_consecutive_skips) + ") with the loss scale at " + scale +
+                            (scaler.dynamic() ? " (its minimum, fp16.min_loss_scale)" : "") + "; the first non-finite gradient is " +
+                            where + ". Training diverged: lower the learning rate, set gradient_clipping, or resume from an "
+                            "earlier checkpoint");
+      consecutive_skips = 0;
+    }
     scaler.update(true);
     ++st.skipped_steps;
     st.last_grad_norm = r.grad_norm;
     // Reads already done stay valid: the state did not change.
     STRATA_RETURN_IF_ERROR(zero_grads());
+    if (!diverged.is_ok()) {
+      st.step_s += seconds_since(t0);
+      return diverged;
+    }
     r.loss_scale = scaler.scale();
     log("step " + std::to_string(opt_step + 1) + ": gradient overflow (inf / NaN), step skipped, loss scale now " +
         std::to_string(scaler.scale()));
@@ -217,6 +243,8 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
     (void)quiesce_opt_sets();
     return u;
   }
+  STRATA_RETURN_IF_ERROR(check_masters());
+  consecutive_skips = 0;
   STRATA_RETURN_IF_ERROR(zero_grads());
   STRATA_RETURN_IF_ERROR(h2d->synchronize());
   if (sharded()) STRATA_RETURN_IF_ERROR(all_gather_params());
@@ -230,6 +258,82 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   st.step_s += seconds_since(t0);
   trace_span(TraceLane::kEngine, "optimizer step", t0, Clock::now());
   return r;
+}
+
+// The first param, in registration order, whose fp32 gradient holds an inf or NaN: "'h0.qkv.w'
+// (element 17 of [192, 64])". Runs only when a run is stopped for it; across ranks every rank
+// looks at its shard and the lowest index wins.
+StatusOr<std::string> Engine::Impl::first_nonfinite_grad() {
+  const auto& slots = layout->params();
+  int64_t best = -1, best_elem = 0;
+  std::vector<float> host;
+  for (size_t ci = 0; ci < chunks.size() && best < 0; ++ci) {
+    ChunkState& c = chunks[ci];
+    const float* g = static_cast<const float*>(c.grad_host.data());
+    if (c.grad_dev != nullptr) {
+      host.resize(c.shard);
+      STRATA_RETURN_IF_ERROR(compute->copy(host.data(), c.grad_dev, c.shard * 4, offload::CopyKind::kDeviceToHost));
+      STRATA_RETURN_IF_ERROR(compute->synchronize());
+      g = host.data();
+    }
+    for (uint32_t pi : c.params) {
+      const ParamSlot& s = slots[pi];
+      const size_t lo = std::max(s.offset, c.shard_begin), hi = std::min(s.offset + s.numel, c.shard_begin + c.shard);
+      for (size_t e = lo; e < hi; ++e) {
+        if (std::isfinite(g[e - c.shard_begin])) continue;
+        best = pi;
+        best_elem = static_cast<int64_t>(e - s.offset);
+        break;
+      }
+      if (best >= 0) break;
+    }
+  }
+  if (sharded()) {  // the lowest param index over the ranks, then that rank's element
+    const int32_t n = static_cast<int32_t>(slots.size());
+    int32_t v[1] = {best < 0 ? -n : -static_cast<int32_t>(best)};
+    STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(v, v, 1, comm::Elem::kI32, comm::ReduceOp::kMax));
+    const int64_t global = -static_cast<int64_t>(v[0]);
+    double e[1] = {global == best ? static_cast<double>(best_elem) : -1.0};
+    STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(e, e, 1, comm::Elem::kF64, comm::ReduceOp::kMax));
+    best = global < n ? global : -1;
+    best_elem = static_cast<int64_t>(e[0]);
+  }
+  if (best < 0) return std::string("not in any single param (the norm's sum of squares overflowed)");
+  const ParamSlot& s = slots[static_cast<size_t>(best)];
+  return "in '" + s.name + "' (element " + std::to_string(best_elem) + " of " + shape_string(s.shape) + ")";
+}
+
+// The masters after an update: host Adam flagged its chunks as it went (bad_master_chunk);
+// device-resident ones get a sum of squares each. Across ranks the lowest bad chunk is agreed on,
+// so that every rank stops at the same step.
+Status Engine::Impl::check_masters() {
+  int bad = std::exchange(bad_master_chunk, -1);
+  std::vector<double> sums(chunks.size(), 0.0);  // in stream order, so they share the scratch
+  for (size_t ci = 0; ci < chunks.size(); ++ci)
+    if (chunks[ci].at.optimizer == Tier::kDevice)
+      STRATA_RETURN_IF_ERROR(ops->sumsq(*compute, kernels::TensorView{chunks[ci].opt_dev[0], DType::kF32, chunks[ci].shard},
+                                        scratch, &sums[ci]));
+  STRATA_RETURN_IF_ERROR(compute->synchronize());
+  for (size_t ci = 0; ci < chunks.size(); ++ci)
+    if (!std::isfinite(sums[ci]) && (bad < 0 || static_cast<int>(ci) < bad)) bad = static_cast<int>(ci);
+  if (sharded()) {
+    const int32_t n = static_cast<int32_t>(chunks.size());
+    int32_t v[1] = {bad < 0 ? -n : -bad};
+    STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(v, v, 1, comm::Elem::kI32, comm::ReduceOp::kMax));
+    bad = -v[0] < n ? -v[0] : -1;
+  }
+  return bad < 0 ? Status::ok() : nonfinite_masters(static_cast<uint32_t>(bad));
+}
+
+Status Engine::Impl::nonfinite_masters(uint32_t ci) const {
+  const ChunkState& c = chunks[ci];
+  const auto& slots = layout->params();
+  const std::string span = c.params.empty() ? std::string()
+                           : " (params '" + slots[c.params.front()].name + "' .. '" + slots[c.params.back()].name + "')";
+  return Status(StatusCode::kNonFinite, "step " + std::to_string(opt_step) + ": the fp32 master weights of chunk " +
+                                            std::to_string(ci) + span +
+                                            " hold inf / NaN after the update (the learning rate or weight decay is too "
+                                            "large for them); the engine's state is no longer usable: resume from a checkpoint");
 }
 
 Status Engine::Impl::retire_loads() {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/parallel.h"
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
@@ -158,9 +159,12 @@ Status Engine::Impl::adam_chunk(uint32_t ci, offload::AlignedBuffer* state, cons
   t.out_dtype = dtype;
   t.count = c.shard;
   const Clock::time_point ta = Clock::now();
-  arena.execute([&] { kernels::adam_update(*k, coeffs, {&t, 1}); });
+  bool finite = true;
+  kernels::arena_execute(arena, [&] { finite = kernels::adam_update(*k, coeffs, {&t, 1}); });
   st.step_adam_s += seconds_since(ta);
   trace_span(TraceLane::kAdam, "adam c" + std::to_string(ci), ta, Clock::now());
+  if (!finite && (bad_master_chunk < 0 || static_cast<int>(ci) < bad_master_chunk))
+    bad_master_chunk = static_cast<int>(ci);  // the lowest, reported after the update (engine_step.cpp)
   if (c.at.params16 == Tier::kDevice) {
     STRATA_RETURN_IF_ERROR(h2d->copy(static_cast<uint8_t*>(c.p16_dev) + rest_off * 2, out, c.shard * 2,
                                      offload::CopyKind::kHostToDevice));

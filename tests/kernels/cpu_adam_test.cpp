@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <oneapi/tbb/task_arena.h>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <tuple>
@@ -220,6 +221,33 @@ TEST(CpuAdam, ResultsDoNotDependOnThreadCount) {
   }
   EXPECT_TRUE(results[0] == results[1]) << "1 vs 2 threads";
   EXPECT_TRUE(results[0] == results[2]) << "1 vs 3 threads";
+}
+
+// adam_update reports non-finite updated params, on every ISA, wherever the bad element falls
+// (a full vector or the padded tail), and only then; the update itself is done either way.
+TEST(CpuAdam, ReportsParamsThatTurnNonFinite) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+    if (!isa_supported(isa)) continue;
+    SCOPED_TRACE(std::string(isa_name(isa)));
+    auto k = kernel_table(isa);
+    ASSERT_TRUE(k.is_ok());
+    for (size_t n : {size_t{1}, size_t{7}, size_t{16}, size_t{37}, size_t{1000}}) {
+      for (size_t bad : {size_t{0}, n / 2, n - 1}) {
+        Problem pr = make_problem(n, 11);
+        std::vector<float> g(n, 0.5f);
+        AdamTensor t{pr.p.data(), pr.m.data(), pr.v.data(), g.data(), DType::kF32, nullptr, DType::kBF16, n};
+        AdamHyper h = hyper_for_step(1, DType::kF32);
+        EXPECT_TRUE(adam_update(*k.value(), make_adam_coeffs(AdamMode::kAdamW, true, 1, h), std::span<const AdamTensor>(&t, 1)))
+            << n;
+        pr.p[bad] = 3.0e38f;  // finite; AdamW's decay 1 - lr * wd = -1e5 sends it past fp32's range
+        h.lr = 1000.0f;
+        h.weight_decay = 100.0f;
+        EXPECT_FALSE(adam_update(*k.value(), make_adam_coeffs(AdamMode::kAdamW, true, 2, h), std::span<const AdamTensor>(&t, 1)))
+            << "n " << n << " bad " << bad;
+        EXPECT_TRUE(std::isinf(pr.p[bad])) << "the update still ran";
+      }
+    }
+  }
 }
 
 }  // namespace

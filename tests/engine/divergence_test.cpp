@@ -1,0 +1,158 @@
+// Training always ends: steps skipped for non-finite gradients are bounded (strata.max_consecutive_
+// skips) with an error naming the step, the loss scale and the first param whose gradient is not
+// finite; fp32 masters that turn inf / NaN in an update are an error naming the chunk; an NVMe swap
+// file changed underneath is DATA_LOSS naming the tensor, in a Release build too.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernels/reference/half.h"
+#include "src/engine/engine.h"
+#include "tests/offload/scratch_dir.h"
+
+namespace strata::engine {
+namespace {
+
+struct P {
+  const char* name;
+  std::vector<int64_t> shape;
+  size_t numel() const {
+    size_t n = 1;
+    for (int64_t d : shape) n *= static_cast<size_t>(d);
+    return n;
+  }
+};
+const std::vector<P> kParams = {{"w1", {3000}}, {"w2", {50, 80}}, {"b", {7}}};
+
+std::unique_ptr<Engine> make(const std::string& json) {
+  auto cfg = parse_engine_config(json);
+  EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string();
+  if (!cfg.is_ok()) return nullptr;
+  EngineOptions o;
+  o.log = [](const std::string&) {};
+  auto e = Engine::create(cfg.value(), o);
+  EXPECT_TRUE(e.is_ok()) << e.status().to_string();
+  if (!e.is_ok()) return nullptr;
+  for (const P& p : kParams) EXPECT_TRUE(e.value()->register_param(p.name, p.shape, DType::kF32, nullptr).is_ok());
+  EXPECT_TRUE(e.value()->prepare().is_ok());
+  return std::move(e).value();
+}
+
+std::string config(const std::string& precision, const std::string& extra_strata, const std::string& zero = "",
+                   const std::string& optimizer = "\"lr\": 0.01") {
+  return "{" + precision + "\"optimizer\": {\"type\": \"AdamW\", \"params\": {" + optimizer + "}}, \"zero_optimization\": {" + zero +
+         "}, \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096" + extra_strata + "}}";
+}
+
+uint16_t bits(DType d, float x) { return d == DType::kF16 ? reference::float_to_fp16(x) : reference::float_to_bf16(x); }
+
+// One micro-batch: every param fetched, handed a small gradient (scaled by the loss scale) with
+// `bad` (inf / NaN) at element `at` of param `bad_param` when given, released; then step.
+StatusOr<StepResult> micro(Engine& e, const char* bad_param = nullptr, size_t at = 0, float bad = 0) {
+  for (const P& p : kParams) {
+    auto f = e.fetch(p.name);
+    if (!f.is_ok()) return f.status();
+    std::vector<uint16_t> g(p.numel(), bits(e.param_dtype(), 0.01f * static_cast<float>(e.loss_scale())));
+    if (bad_param != nullptr && std::string(bad_param) == p.name) g[at] = bits(e.param_dtype(), bad);
+    STRATA_RETURN_IF_ERROR(e.grad(p.name, g.data(), e.param_dtype(), g.size()));
+    STRATA_RETURN_IF_ERROR(e.release(p.name));
+  }
+  return e.step();
+}
+
+TEST(Divergence, Bf16NonFiniteGradientsStopAfterMaxConsecutiveSkips) {
+  auto e = make(config("", ", \"max_consecutive_skips\": 3"));
+  ASSERT_TRUE(e);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // Two skips, a good step (the count starts over), two skips: still going.
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(micro(*e, "w2", 17, nan).value().overflow);
+  ASSERT_TRUE(micro(*e).value().applied);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(micro(*e, "w2", 17, nan).value().overflow);
+  // The third in a row ends it, naming the step, the scale and the first bad param and element.
+  auto r = micro(*e, "w2", 17, nan);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNonFinite) << r.status().to_string();
+  const std::string m = r.status().message();
+  EXPECT_NE(m.find("step 2:"), std::string::npos) << m;
+  EXPECT_NE(m.find("3 steps in a row (strata.max_consecutive_skips = 3)"), std::string::npos) << m;
+  EXPECT_NE(m.find("loss scale at 1"), std::string::npos) << m;
+  EXPECT_NE(m.find("in 'w2' (element 17 of [50, 80])"), std::string::npos) << m;
+  EXPECT_EQ(e->stats().skipped_steps, 5);
+  EXPECT_EQ(e->optimizer_step(), 1);
+  // The engine is still usable: the gradients were dropped, a good micro-batch steps.
+  EXPECT_TRUE(micro(*e).value().applied);
+}
+
+TEST(Divergence, Fp16CountsOnlySkipsAtTheMinimumLossScale) {
+  // Scale 2^3 halves on every overflow (hysteresis 1) down to min_loss_scale 2: the skips at 8
+  // and 4 do not count, the ones at 2 do.
+  auto e = make(config("\"fp16\": {\"enabled\": true, \"initial_scale_power\": 3, \"hysteresis\": 1, \"min_loss_scale\": 2}, ",
+                       ", \"max_consecutive_skips\": 2"));
+  ASSERT_TRUE(e);
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<double> scales;
+  Status end;
+  for (int i = 0; i < 10 && end.is_ok(); ++i) {
+    scales.push_back(e->loss_scale());
+    auto r = micro(*e, "b", 4, inf);
+    if (!r.is_ok()) end = r.status();
+  }
+  EXPECT_EQ(scales, (std::vector<double>{8, 4, 2, 2})) << "two skips at 8 and 4, then two at the minimum";
+  ASSERT_EQ(end.code(), StatusCode::kNonFinite) << end.to_string();
+  EXPECT_NE(end.message().find("loss scale at 2 (its minimum, fp16.min_loss_scale)"), std::string::npos) << end.message();
+  EXPECT_NE(end.message().find("in 'b' (element 4 of [7])"), std::string::npos) << end.message();
+}
+
+// AdamW with lr * weight_decay = 1e8 multiplies every master by -(1e8 - 1) per step: finite
+// gradients, masters past fp32's range within a few steps — an error naming the chunk, on every
+// optimizer tier (host Adam's kernels flag it; device-resident masters are summed).
+TEST(Divergence, NonFiniteMastersAfterAStepNameTheChunk) {
+  for (const char* zero : {"", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}"}) {
+    SCOPED_TRACE(zero);
+    auto e = make(config("", "", zero, "\"lr\": 10000, \"weight_decay\": 10000"));
+    ASSERT_TRUE(e);
+    Status end;
+    int steps = 0;
+    for (; steps < 10 && end.is_ok(); ++steps) {
+      auto r = micro(*e);
+      if (!r.is_ok()) end = r.status();
+    }
+    ASSERT_EQ(end.code(), StatusCode::kNonFinite) << end.to_string();
+    EXPECT_LE(steps, 6);
+    EXPECT_NE(end.message().find("the fp32 master weights of chunk 0 (params 'w1' .. 'w1')"), std::string::npos)
+        << end.message();
+  }
+}
+
+// A swap file overwritten between steps (another process, a bad disk): the next read of it is
+// DATA_LOSS naming the tensor. Checksums are on by default in every build type.
+TEST(Divergence, ASwapFileChangedUnderneathIsDataLossNamingTheTensor) {
+  strata::testing::ScratchDir dir;
+  const std::string swap = dir.path() + "/swap";
+  auto e = make(config("", "", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + swap + "\"}"));
+  ASSERT_TRUE(e);
+  ASSERT_TRUE(micro(*e).value().applied);
+  ASSERT_TRUE(e->synchronize().is_ok());
+  int changed = 0;
+  for (const auto& f : std::filesystem::directory_iterator(swap)) {
+    const std::string n = f.path().filename();
+    if (n.rfind("c0.exp_avg_sq-", 0) != 0) continue;  // both slots of chunk 0's second moment
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(100);
+    io.write("garbage!", 8);
+    ++changed;
+  }
+  ASSERT_GE(changed, 1);
+  auto r = micro(*e);
+  ASSERT_FALSE(r.is_ok()) << "a changed swap file must not be trained on";
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos) << r.status().message();
+}
+
+}  // namespace
+}  // namespace strata::engine
