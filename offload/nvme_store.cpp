@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "offload/nvme_store_index.h"
 #include "src/common/check.h"
 
 namespace strata::offload {
@@ -57,11 +58,13 @@ StatusOr<std::unique_ptr<NvmeStore>> NvmeStore::open(const NvmeStoreOptions& opt
   if (::flock(s->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     char pid[32] = {};
     (void)::pread(s->lock_fd_, pid, sizeof(pid) - 1, 0);
+    for (char* c = pid; *c != '\0'; ++c)
+      if (*c < '0' || *c > '9') *c = '\0';  // the pid's digits only (the file ends in a newline)
     ::close(s->lock_fd_);
     s->lock_fd_ = -1;
     return Status(StatusCode::kAlreadyExists, "nvme_path '" + options.dir +
                                                    "' is in use by another strata store (lock " + s->lock_path_ +
-                                                   " held by pid " + std::string(pid) + ")");
+                                                   " held by pid " + (pid[0] != '\0' ? std::string(pid) : std::string("?")) + ")");
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(s->lock_fd_, 0) != 0 || ::pwrite(s->lock_fd_, pid.data(), pid.size(), 0) < 0)
@@ -86,6 +89,17 @@ StatusOr<std::unique_ptr<NvmeStore>> NvmeStore::open(const NvmeStoreOptions& opt
   s->sys_->unlink(probe.c_str());
 
   STRATA_ASSIGN_OR_RETURN(s->engine_, AioEngine::create(options.aio, s->sys_));
+  if (options.reopen) {
+    if (Status a = s->adopt_index(); !a.is_ok()) {
+      // Refused: forget what was adopted so far without deleting a byte of it.
+      std::lock_guard<std::mutex> lock(s->mu_);
+      for (auto& [key, e] : s->entries_)
+        for (Slot& slot : e.slots)
+          if (slot.fd >= 0) s->sys_->close(slot.fd);
+      s->entries_.clear();
+      return a;
+    }
+  }
   return s;
 }
 
@@ -160,6 +174,7 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
                            e->active = target;
                            e->length = bytes;
                            e->checksum = sum;
+                           e->has_checksum = options_.checksum;
                            return Status::ok();
                          });
 }
@@ -168,6 +183,7 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
   Entry* e = nullptr;
   Slot slot;
   uint64_t sum = 0;
+  bool check = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return IoHandle::finished(failed_precondition("get of " + quoted(key) + ": the store is closed"));
@@ -185,6 +201,7 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
                                                  " bytes, needs " + std::to_string(align_up(bytes == 0 ? 1 : bytes))));
     slot = e->slots[e->active];
     sum = e->checksum;
+    check = options_.checksum && e->has_checksum;
     ++e->reading;
   }
   const uint64_t padded = align_up(bytes == 0 ? 1 : bytes);
@@ -200,7 +217,6 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
   if (static_cast<uint64_t>(st.st_size) < padded)
     return fail(Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": its file " + slot.path + " was truncated to " +
                                                   std::to_string(st.st_size) + " bytes; it needs " + std::to_string(padded)));
-  const bool check = options_.checksum;
   void* data = buf.data();
   return engine_->submit(IoOp::kRead, slot.fd, slot.path, data, 0, padded, direct_,
                          [this, e, check, sum, data, bytes, key, path = slot.path,
@@ -251,15 +267,55 @@ Status NvmeStore::remove(const std::string& key) {
 }
 
 Status NvmeStore::write_index() const {
-  const std::string path = options_.dir + "/strata_store.index";
-  std::ofstream f(path, std::ios::trunc);
-  f << "# key\tfile\tbytes\txxh3\n";
+  const std::string path = options_.dir + "/" + kStoreIndexFile;
+  std::vector<StoreIndexEntry> rows;
   for (const auto& [key, e] : entries_) {
     if (e.active < 0) continue;
-    f << key << '\t' << e.slots[e.active].path << '\t' << e.length << '\t' << hex64(e.checksum) << '\n';
+    const std::string& p = e.slots[e.active].path;
+    rows.push_back({key, p.substr(p.find_last_of('/') + 1), e.length, e.has_checksum, e.checksum});
   }
+  std::ofstream f(path, std::ios::trunc);
+  f << format_store_index(rows);
   f.close();
   if (!f) return Status(StatusCode::kIo, "writing the index " + path + " failed");
+  return Status::ok();
+}
+
+Status NvmeStore::adopt_index() {
+  const std::string path = options_.dir + "/" + kStoreIndexFile;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Status::ok();  // nothing kept here: an empty store
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  STRATA_ASSIGN_OR_RETURN(std::vector<StoreIndexEntry> rows, parse_store_index(text, path));
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const StoreIndexEntry& r : rows) {
+    // Only the slot files this store names for the key: the index cannot point it elsewhere.
+    const std::string stem = file_stem(r.key);
+    const std::string base = stem.substr(stem.find_last_of('/') + 1);
+    const int slot = r.file == base + ".a" ? 0 : r.file == base + ".b" ? 1 : -1;
+    if (slot < 0)
+      return Status(StatusCode::kDataLoss, path + ": tensor '" + r.key + "': file '" + r.file + "' is not one of its slot files (" +
+                                               base + ".a / .b)");
+    Entry& e = entries_[r.key];
+    Slot& s = e.slots[slot];
+    s.path = options_.dir + "/" + r.file;
+    s.fd = sys_->open(s.path.c_str(), O_RDWR | O_CLOEXEC | (direct_ ? O_DIRECT : 0), 0600);
+    if (s.fd < 0) {
+      const int err = errno;
+      return Status(err == ENOENT ? StatusCode::kDataLoss : StatusCode::kIo,
+                    path + ": tensor '" + r.key + "': cannot open its file " + s.path + ": " + std::strerror(err));
+    }
+    struct stat st{};
+    const uint64_t padded = align_up(r.bytes == 0 ? 1 : r.bytes);
+    if (sys_->fstat(s.fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < padded)
+      return Status(StatusCode::kDataLoss, path + ": tensor '" + r.key + "': its file " + s.path + " holds " +
+                                               std::to_string(st.st_size) + " bytes, the index says " + std::to_string(padded));
+    s.capacity = static_cast<uint64_t>(st.st_size);
+    e.active = slot;
+    e.length = r.bytes;
+    e.checksum = r.xxh3;
+    e.has_checksum = r.has_xxh3;
+  }
   return Status::ok();
 }
 

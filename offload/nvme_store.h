@@ -5,7 +5,7 @@
 // current content and makes it current only when the write completed, so a failed or ENOSPC
 // write leaves the previous content readable. Space is fallocate'd when a slot is first written
 // or grows. Lengths are padded to 4096 inside; the caller passes and gets its exact byte count.
-// An optional checksum (xxh3) per tensor is verified on every read. A lock file keeps a second
+// A checksum (xxh3, on by default) per tensor is verified on every read. A lock file keeps a second
 // store out of the directory; files are removed on close unless keep_files is set.
 #pragma once
 
@@ -24,12 +24,14 @@ namespace strata::offload {
 struct NvmeStoreOptions {
   std::string dir;  // must exist and be writable
   AioConfig aio;
-#ifdef NDEBUG
-  bool checksum = false;
-#else
-  bool checksum = true;  // on by default in debug builds
-#endif
+  // xxh3 of every put, verified by every get: a file changed underneath is DATA_LOSS naming the
+  // tensor, not wrong values (xxh3 runs at tens of GB/s, far above the disk; docs/nvme.md).
+  bool checksum = true;
   bool keep_files = false;  // leave the tensor files (and an index) on close
+  // Open a store kept earlier (keep_files) in `dir`: its index is read (nvme_store_index.h), every
+  // tensor's file checked for its size and adopted; reads verify the checksums the index holds.
+  // Without an index, an empty store as usual.
+  bool reopen = false;
 };
 
 class NvmeStore {
@@ -71,6 +73,7 @@ class NvmeStore {
     int active = -1;  // slot holding the current content; -1 before the first completed put
     size_t length = 0;
     uint64_t checksum = 0;
+    bool has_checksum = false;  // false for tensors adopted from an index written without checksums
     bool writing = false;
     int reading = 0;
   };
@@ -79,6 +82,7 @@ class NvmeStore {
   Status prepare_slot(const std::string& key, Slot& slot, int index, uint64_t padded);
   std::string file_stem(const std::string& key) const;
   Status write_index() const;
+  Status adopt_index();  // reopen
 
   NvmeStoreOptions options_;
   IoSys* sys_;

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <functional>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -318,6 +319,77 @@ TEST(NvmeStore, KeepFilesLeavesDataAndIndex) {
   EXPECT_EQ(std::memcmp(back.data(), a.data(), 5000), 0);
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/strata_store.index"));
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/strata.lock"));
+}
+
+// A store kept on close reopens with its tensors (checksums verified on read), and goes on
+// rewriting them through its A/B slots.
+TEST(NvmeStore, AKeptStoreReopensWithItsTensors) {
+  ScratchDir dir;
+  NvmeStoreOptions o = opts(dir.path());
+  o.keep_files = true;
+  AlignedBuffer a = pattern(5000, 1), b = pattern(70000, 2), a2 = pattern(5000, 3);
+  {
+    auto st = open_ok(o);
+    ASSERT_TRUE(st->put("a", a, 5000).wait().is_ok());
+    ASSERT_TRUE(st->put("b", b, 70000).wait().is_ok());
+    ASSERT_TRUE(st->put("b", b, 70000).wait().is_ok());  // b's current copy is in its .b slot
+    ASSERT_TRUE(st->close().is_ok());
+  }
+  o.reopen = true;
+  auto st = open_ok(o);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->contains("a") && st->contains("b"));
+  EXPECT_EQ(st->size_of("b").value(), 70000u);
+  expect_holds(*st, "a", a, 5000);
+  expect_holds(*st, "b", b, 70000);
+  ASSERT_TRUE(st->put("b", b, 70000).wait().is_ok());
+  ASSERT_TRUE(st->put("a", a2, 5000).wait().is_ok());
+  expect_holds(*st, "a", a2, 5000);
+  expect_holds(*st, "b", b, 70000);
+}
+
+// The index is read as untrusted input: each malformed line is DATA_LOSS naming it, the index can
+// only name the key's own slot files, and a refused reopen deletes nothing.
+TEST(NvmeStore, AReopenedIndexIsCheckedAndARefusalDeletesNothing) {
+  ScratchDir dir;
+  NvmeStoreOptions o = opts(dir.path());
+  o.keep_files = true;
+  AlignedBuffer a = pattern(5000, 1);
+  {
+    auto st = open_ok(o);
+    ASSERT_TRUE(st->put("a", a, 5000).wait().is_ok());
+    ASSERT_TRUE(st->close().is_ok());
+  }
+  const std::string index = dir.path() + "/strata_store.index";
+  std::string good;
+  {
+    std::ifstream in(index);
+    good.assign((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  const std::string file = good.substr(good.find('\t', good.find('\n')) + 1, good.find('\t', good.find('\t', good.find('\n')) + 1) - good.find('\t', good.find('\n')) - 1);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"# key\tfile\tbytes\txxh3\n", "line 1 is not"},
+      {"# strata nvme store index 1\na\t" + file + "\t5000\n", "line 2: expected 4 tab-separated fields, found 3"},
+      {"# strata nvme store index 1\na\t../../etc/passwd\t5000\tnone\n", "line 2: the file is not a plain file name"},
+      {"# strata nvme store index 1\na\t" + file + "\t5000x\tnone\n", "line 2: the size is not a whole number"},
+      {"# strata nvme store index 1\na\t" + file + "\t5000\tabc\n", "line 2: the checksum is not 16 hex digits"},
+      {"# strata nvme store index 1\na\t" + file + "\t5000\tnone\na\tx.a\t1\tnone\n", "line 3: key 'a' appears twice"},
+      {"# strata nvme store index 1\nb\t" + file + "\t5000\tnone\n", "is not one of its slot files"},
+      {"# strata nvme store index 1\na\t" + file + "\t99999\tnone\n", "holds 8192 bytes, the index says 102400"},
+  };
+  o.reopen = true;
+  for (const auto& [text, needle] : bad) {
+    std::ofstream(index, std::ios::trunc) << text;
+    auto st = NvmeStore::open(o);
+    ASSERT_FALSE(st.is_ok()) << text;
+    EXPECT_EQ(st.status().code(), StatusCode::kDataLoss) << st.status().to_string();
+    EXPECT_NE(st.status().message().find(needle), std::string::npos) << st.status().message();
+    EXPECT_TRUE(std::filesystem::exists(dir.path() + "/" + file)) << "a refused reopen deleted the kept file";
+  }
+  std::ofstream(index, std::ios::trunc) << good;
+  auto st = open_ok(o);
+  ASSERT_TRUE(st);
+  expect_holds(*st, "a", a, 5000);
 }
 
 // A real full file system: a 1 MiB tmpfs (needs root; skipped elsewhere).
