@@ -28,6 +28,10 @@ Status make_dir(const std::string& dir);
 // Removes a directory tree (files and subdirectories); a missing one is fine.
 Status remove_tree(const std::string& dir);
 bool exists(const std::string& path);
+bool is_dir(const std::string& path);           // a directory (symlinks followed)
+bool is_regular_file(const std::string& path);  // a regular file (symlinks followed)
+// The names in `dir`, without "." and "..", sorted. kNotFound if it does not exist.
+StatusOr<std::vector<std::string>> list_dir(const std::string& dir);
 std::string parent_dir(const std::string& path);
 
 }  // namespace strata::fs

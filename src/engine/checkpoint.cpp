@@ -12,6 +12,7 @@
 
 #include "src/common/fs.h"
 #include "src/engine/checkpoint_format.h"
+#include "src/engine/output_dirs.h"
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
@@ -25,6 +26,20 @@ Status check_tag(const std::string& tag) {
 }
 
 }  // namespace
+
+// The save's directories: the root checked (strata's or new), temporaries of crashed saves
+// removed, <root>/<tag>.tmp made; nothing strata did not write is touched.
+Status Engine::Impl::prepare_save_dir(const std::string& root, const std::string& tag) {
+  STRATA_RETURN_IF_ERROR(ckpt::check_checkpoint_root(root));
+  STRATA_RETURN_IF_ERROR(ckpt::check_checkpoint_target(root, tag));
+  STRATA_RETURN_IF_ERROR(fs::make_dir(root));
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> stale, ckpt::remove_stale_saves(root));
+  for (const std::string& n : stale) log("removed " + root + "/" + n + ", left by a save that did not finish");
+  const std::string tmp = root + "/" + tag + ".tmp";
+  if (fs::exists(tmp))
+    return Status(StatusCode::kAlreadyExists, "'" + tmp + "' is in the way and is not a temporary directory of strata's");
+  return fs::make_dir(tmp);
+}
 
 Status Engine::Impl::quiet_for_io(const char* call) {
   for (size_t i = 0; i < params.size(); ++i)
@@ -115,9 +130,8 @@ Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {
     return std::move(s).annotate("save to " + final_dir + " (the previous checkpoint is untouched)");
   };
   if (writer) {
-    broken = fs::make_dir(root);
-    if (broken.is_ok()) broken = fs::remove_tree(tmp);  // left by a save that died
-    if (broken.is_ok()) broken = fs::make_dir(tmp);
+    broken = prepare_save_dir(root, tag);
+    if (!broken.is_ok()) broken = std::move(broken).annotate("save to " + final_dir + " (nothing written)");
     if (!broken.is_ok() && !sharded()) return broken;
   }
 

@@ -3,6 +3,7 @@
 #include "src/engine/checkpoint_format.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -14,6 +15,8 @@
 
 #include "kernels/reference/half.h"
 #include "src/common/fs.h"
+#include "src/common/json_text.h"
+#include "src/engine/output_dirs.h"
 
 namespace strata::engine::ckpt {
 namespace {
@@ -89,6 +92,14 @@ StatusOr<DType> parse_dtype(const std::string& s, const std::string& where) {
 }
 
 const char* dtype_key(DType d) { return d == DType::kF32 ? "fp32" : d == DType::kBF16 ? "bf16" : "fp16"; }
+
+// The export target just before publishing: still absent, empty or an export of strata's.
+Status check_export_target_now(const std::string& out) {
+  if (!fs::exists(out) || is_export(out)) return Status::ok();
+  auto names = fs::list_dir(out);
+  if (fs::is_dir(out) && names.is_ok() && names.value().empty()) return Status::ok();
+  return Status(StatusCode::kAlreadyExists, "export to '" + out + "': files appeared there while exporting; nothing replaced");
+}
 
 }  // namespace
 
@@ -240,9 +251,10 @@ StatusOr<std::string> resolve(const std::string& dir, const std::string& tag) {
     return not_found("no checkpoint in '" + dir + "': neither manifest.json nor a 'latest' file is there");
   std::string t = latest.value();
   while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
-  if (t.empty() || t.find('/') != std::string::npos) return bad(dir + "/latest", "does not name a checkpoint (\"" + t + "\")");
+  if (t.empty() || t.size() > 255 || t.find('/') != std::string::npos || t.find('\n') != std::string::npos)
+    return bad(dir + "/latest", "does not name a checkpoint (it holds \"" + printable(t, 60) + "\")");
   const std::string d = dir + "/" + t;
-  if (!fs::exists(d + "/manifest.json")) return bad(dir + "/latest", "names '" + t + "', which has no manifest.json");
+  if (!fs::exists(d + "/manifest.json")) return bad(dir + "/latest", "names '" + printable(t) + "', which has no manifest.json");
   return d;
 }
 
@@ -296,13 +308,18 @@ Status publish_dir(const std::string& tmp, const std::string& final_dir) {
 StatusOr<WeightsWriter> WeightsWriter::begin(const std::string& out_dir, DType dtype) {
   if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF16)
     return invalid_argument("export: dtype must be fp32, bf16 or fp16");
-  if (out_dir.empty()) return invalid_argument("export: the output directory is empty");
+  STRATA_RETURN_IF_ERROR(check_export_target(out_dir));
   WeightsWriter w;
   w.out_ = out_dir;
-  w.tmp_ = out_dir + ".tmp";
+  w.tmp_ = out_dir + ".strata-tmp";
   w.dtype_ = dtype;
-  STRATA_RETURN_IF_ERROR(fs::remove_tree(w.tmp_));
-  STRATA_RETURN_IF_ERROR(fs::make_dir(w.tmp_));
+  if (::mkdir(w.tmp_.c_str(), 0755) != 0)
+    return Status(StatusCode::kIo, "export: cannot create " + w.tmp_ + ": " + std::strerror(errno));
+  // The marker first: a crash from here on leaves a temporary directory recognisably strata's.
+  if (Status s = fs::write_file(w.tmp_ + "/" + kExportMarker, std::string("strata-weights export\n")); !s.is_ok()) {
+    (void)fs::remove_tree(w.tmp_);
+    return s;
+  }
   const std::string path = w.tmp_ + "/weights.bin";
   w.fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (w.fd_ < 0) return Status(StatusCode::kIo, "export: cannot create " + path + ": " + std::strerror(errno));
@@ -362,6 +379,8 @@ Status WeightsWriter::finish() {
                             "\", \"file\": \"weights.bin\", \"bytes\": " + std::to_string(offset_) + ", \"params\": [\n" + index_ +
                             "\n]}\n";
   STRATA_RETURN_IF_ERROR(fs::write_file(tmp_ + "/index.json", index));
+  // Checked again at the end: the directory may have gained files while the export ran.
+  STRATA_RETURN_IF_ERROR(check_export_target_now(out_));
   STRATA_RETURN_IF_ERROR(publish_dir(tmp_, out_));
   finished_ = true;
   return Status::ok();

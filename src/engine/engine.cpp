@@ -16,6 +16,7 @@
 #include "kernels/cpu/casts.h"
 #include "kernels/cpu/isa.h"
 #include "src/common/fs.h"
+#include "src/common/host_memory.h"
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
@@ -46,11 +47,6 @@ size_t free_bytes_under(const std::string& dir) {
   struct statvfs s {};
   if (::statvfs(dir.c_str(), &s) != 0) return 0;
   return static_cast<size_t>(s.f_bavail) * s.f_frsize;
-}
-
-size_t physical_memory() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-  return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
 }
 
 }  // namespace
@@ -108,6 +104,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
     STRATA_ASSIGN_OR_RETURN(impl->dev, offload::open_device(choice, config.device_bytes, [p](const std::string& l) { p->log(l); }));
   }
   STRATA_RETURN_IF_ERROR(impl->check_ranks());
+  if (impl->opts.comm != nullptr && config.comm_timeout_s > 0)
+    STRATA_RETURN_IF_ERROR(impl->opts.comm->set_timeout(
+        std::chrono::milliseconds(static_cast<int64_t>(config.comm_timeout_s * 1000.0 + 0.5))).annotate("strata.comm_timeout"));
   STRATA_ASSIGN_OR_RETURN(impl->ops, make_device_ops(*impl->dev));
   STRATA_ASSIGN_OR_RETURN(impl->h2d, impl->dev->create_stream());
   STRATA_ASSIGN_OR_RETURN(impl->d2h, impl->dev->create_stream());
@@ -170,17 +169,27 @@ Status Engine::prepare() {
 
   Budgets b;
   b.device_bytes = m.dev->budget_bytes() - m.dev->used_bytes();
-  b.host_bytes = m.cfg.host_bytes ? m.cfg.host_bytes : physical_memory();
+  b.host_bytes = m.cfg.host_bytes ? m.cfg.host_bytes : host_memory_total();
+  b.host_program = m.opts.host_program_bytes;
   std::vector<std::string> dirs;
   if (m.cfg.placement.offload_optimizer == OffloadTarget::kNvme) dirs.push_back(m.cfg.optimizer_nvme_path);
   if (m.cfg.placement.offload_param == OffloadTarget::kNvme) dirs.push_back(m.cfg.param_nvme_path);
   b.nvme_bytes = dirs.empty() ? 0 : SIZE_MAX;
   for (const auto& d : dirs) {
-    // Created like DeepSpeed's swap folders (with their parents), so its free space can be read.
-    for (size_t slash = d.find('/', 1); ; slash = d.find('/', slash + 1)) {
-      const std::string part = d.substr(0, slash);
-      if (!part.empty() && !fs::exists(part)) STRATA_RETURN_IF_ERROR(fs::make_dir(part).annotate("nvme_path"));
-      if (slash == std::string::npos) break;
+    // The swap folder is created like DeepSpeed's, but only its last level (and the per-rank one):
+    // a missing parent is more likely an unmounted NVMe than a folder to make on the root disk.
+    const std::string rank_dir = "/rank" + std::to_string(m.rank());
+    const bool per_rank = m.world() > 1 && d.size() > rank_dir.size() && d.compare(d.size() - rank_dir.size(), rank_dir.size(), rank_dir) == 0;
+    for (const std::string& level : per_rank ? std::vector<std::string>{d.substr(0, d.size() - rank_dir.size()), d}
+                                             : std::vector<std::string>{d}) {
+      if (fs::is_dir(level)) continue;
+      if (fs::exists(level)) return invalid_argument("nvme_path '" + level + "' is not a directory");
+      const std::string parent = fs::parent_dir(level);
+      if (!fs::is_dir(parent))
+        return not_found("nvme_path '" + level + "': its parent '" + parent +
+                         "' does not exist (strata creates only the last directory of nvme_path; is the NVMe mounted?)");
+      STRATA_RETURN_IF_ERROR(fs::make_dir(level).annotate("nvme_path"));
+      m.log("created nvme_path " + level);
     }
     b.nvme_bytes = std::min(b.nvme_bytes, free_bytes_under(d));
   }
@@ -197,6 +206,7 @@ Status Engine::prepare() {
     offload::NvmeStoreOptions o;
     o.dir = d;
     o.aio = m.cfg.aio;
+    o.checksum = m.cfg.nvme_checksum;
     STRATA_ASSIGN_OR_RETURN(m.stores[d], offload::NvmeStore::open(o, m.opts.io_sys));
   }
   if (m.cfg.placement.offload_optimizer == OffloadTarget::kNvme) m.opt_store = m.stores[m.cfg.optimizer_nvme_path].get();
@@ -600,6 +610,7 @@ Status Engine::export_weights(const std::string& dir, DType dtype) {
 
 double Engine::loss_scale() const { return impl_->scaler.scale(); }
 int64_t Engine::optimizer_step() const { return impl_->opt_step; }
+int64_t Engine::micro_steps() const { return impl_->micro; }
 DType Engine::param_dtype() const { return impl_->dtype; }
 const EngineConfig& Engine::config() const { return impl_->cfg; }
 std::string Engine::device_name() const { return impl_->dev->name(); }

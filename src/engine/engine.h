@@ -51,6 +51,10 @@ struct EngineOptions {
   // fetch (docs/comm.md). CPU ranks: the MPI backend with the host-emulated device; GPU ranks:
   // the NCCL backend with a CUDA device (each rank's, made current before Engine::create).
   comm::Communicator* comm = nullptr;
+  // Host memory the host program holds besides the engine (e.g. its activations on the CPU): the
+  // plan counts it against the host budget and shows it, so a run that cannot fit is refused at
+  // prepare, before either side allocates it.
+  size_t host_program_bytes = 0;
 };
 
 struct StepResult {
@@ -158,6 +162,7 @@ class Engine {
   Status read_master(const std::string& name, float* dst, size_t numel);
   double loss_scale() const;
   int64_t optimizer_step() const;  // optimizer steps applied (restored by load)
+  int64_t micro_steps() const;     // step calls so far, skipped cycles included (restored by load)
   DType param_dtype() const;
   EngineStats stats() const;
   const EngineConfig& config() const;

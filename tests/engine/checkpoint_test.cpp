@@ -419,6 +419,48 @@ Masters read_export(const std::string& dir, const std::string& want_dtype) {
   return out;
 }
 
+// Never delete what strata did not write: a tag directory of the user's is refused, not replaced;
+// a temporary directory a crashed save left is removed at the next save, one of the user's that
+// happens to end in .tmp is not; a `latest` that is not strata's is refused, not overwritten; an
+// export onto a directory of the user's files is refused with every file intact.
+TEST(CheckpointSave, NeverDeletesWhatStrataDidNotWrite) {
+  const Mlp mlp{MlpShape{}};
+  strata::testing::ScratchDir root;
+  const std::string json = config_json(zero_for("optimizer cpu", ""), budget_for("optimizer cpu"));
+  auto e = new_engine(json, mlp);
+  ASSERT_TRUE(e);
+  (void)train_range(*e, json, mlp, 0, 2);
+  const std::string r = root.path();
+  std::filesystem::create_directories(r + "/mine");
+  std::ofstream(r + "/mine/notes.txt") << "keep";
+  Status s = e->save(r, "mine");
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << s.to_string();
+  EXPECT_NE(s.message().find("'" + r + "/mine' exists and is not a strata checkpoint"), std::string::npos) << s.message();
+  EXPECT_TRUE(std::filesystem::exists(r + "/mine/notes.txt"));
+  // A crashed save's leftovers (chunk files, no manifest yet) and a user's directory named *.tmp.
+  std::filesystem::create_directories(r + "/step9.tmp");
+  std::ofstream(r + "/step9.tmp/chunk0.bin") << "partial";
+  std::filesystem::create_directories(r + "/photos.tmp");
+  std::ofstream(r + "/photos.tmp/cat.jpg") << "meow";
+  ASSERT_TRUE(e->save(r).is_ok());
+  EXPECT_FALSE(std::filesystem::exists(r + "/step9.tmp")) << "a crashed save's temporary directory stays";
+  EXPECT_TRUE(std::filesystem::exists(r + "/photos.tmp/cat.jpg"));
+  // A `latest` that is not strata's.
+  std::ofstream(r + "/latest", std::ios::trunc) << "my shopping list\nmilk\n";
+  s = e->save(r, "other");
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.to_string();
+  EXPECT_NE(s.message().find("is not a strata 'latest' file"), std::string::npos) << s.message();
+  EXPECT_FALSE(std::filesystem::exists(r + "/other"));
+  // Export onto the user's directory: refused, the files intact; onto a fresh one: written.
+  Status x = e->export_weights(r + "/mine", DType::kF32);
+  EXPECT_EQ(x.code(), StatusCode::kAlreadyExists) << x.to_string();
+  EXPECT_TRUE(std::filesystem::exists(r + "/mine/notes.txt"));
+  EXPECT_FALSE(std::filesystem::exists(r + "/mine/index.json"));
+  ASSERT_TRUE(e->export_weights(r + "/exported", DType::kF32).is_ok());
+  ASSERT_TRUE(e->export_weights(r + "/exported", DType::kBF16).is_ok()) << "an earlier export is replaced";
+  (void)read_export(r + "/exported", "bf16");
+}
+
 TEST(Export, WeightsReadBackWithoutStrata) {
   const Mlp mlp{MlpShape{}};
   strata::testing::ScratchDir root, nv;

@@ -189,6 +189,7 @@ TEST_P(Zero, NRanksOfShardsEqualOneRankAccumulatingTheirShares) {
   const int n = c.size();
   const ZeroCase z = GetParam();
   const std::string dir = scratch_dir();
+  std::filesystem::create_directories(dir);  // strata makes only the last level of nvme_path
   auto sharded = make(zero_json(z, dir + "/sharded"), 1, &c);  // + "/rank<r>" with several ranks
   auto single = make(zero_json(z, dir + "/single" + std::to_string(c.rank())), n, nullptr);
   std::vector<float> got;

@@ -73,9 +73,20 @@ TEST(Engine, AskingForCudaWithoutAGpuSaysSo) {
   EXPECT_NE(e.status().message().find("CUDA"), std::string::npos) << e.status().message();
 }
 
-TEST(Engine, NvmePathIsCreatedWithItsParentsAndAFileInTheWayIsNamed) {
+// The swap folder's last level is created (like DeepSpeed's); a missing parent is refused as
+// NOT_FOUND naming it (an unmounted NVMe must not fill the root disk), a file in the way named.
+TEST(Engine, NvmePathsLastLevelIsCreatedAMissingParentOrAFileInTheWayIsNamed) {
   strata::testing::ScratchDir dir;
-  const std::string nested = dir.path() + "/a/b/swap";
+  const std::string deep = dir.path() + "/a/b/swap";
+  auto d = make("", "\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
+                        deep + "\"}}, ");
+  ASSERT_TRUE(d->register_param("w", {3000}, DType::kF32, nullptr).is_ok());
+  Status missing = d->prepare();
+  ASSERT_EQ(missing.code(), StatusCode::kNotFound) << missing.to_string();
+  EXPECT_NE(missing.message().find("its parent '" + dir.path() + "/a/b' does not exist"), std::string::npos) << missing.message();
+  EXPECT_FALSE(fs::exists(dir.path() + "/a")) << "nothing was created";
+
+  const std::string nested = dir.path() + "/swap";
   auto e = make("", "\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
                         nested + "\"}}, ");
   const std::vector<float> init(3000, 0.5f);
