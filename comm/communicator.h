@@ -49,6 +49,9 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string backend() const = 0;  // "mpi" or "nccl"
+  // The deadline of every later wait (CommOptions::timeout); must be > 0.
+  virtual Status set_timeout(std::chrono::milliseconds timeout) = 0;
+  virtual std::chrono::milliseconds timeout() const = 0;
 
   // Buffers are host memory (MPI) or device memory (NCCL; `stream` a cudaStream_t, nullptr: the
   // default stream). count is in elements. In-place use: all_reduce with send == recv;
@@ -75,6 +78,8 @@ class Communicator {
 // communicator is destroyed. Under mpirun the world is mpirun's; a plain process is a world of
 // one. kUnsupported when this build has no MPI.
 StatusOr<std::unique_ptr<Communicator>> create_mpi(const CommOptions& options = {});
+// The MPI library this build uses ("Open MPI v4.1.4, ..."), or why there is none.
+std::string mpi_library_version();
 // Whether this process was started by mpirun / mpiexec with more than one rank (from the
 // launcher's environment; MPI is not initialised to find out).
 bool launched_with_several_ranks();
@@ -83,6 +88,8 @@ bool launched_with_several_ranks();
 // (strata's C API takes it as 128 bytes), each rank passes it with its rank and the world size.
 using NcclId = std::array<char, 128>;
 StatusOr<NcclId> nccl_unique_id();
+// The NCCL library loaded ("2.28.9"), or why there is none.
+std::string nccl_library_version();
 // The NCCL backend on CUDA device `device` (the caller's current device is left as it was).
 // kUnsupported when this build has no NCCL or there is no GPU.
 StatusOr<std::unique_ptr<Communicator>> create_nccl(const NcclId& id, int rank, int size, int device,

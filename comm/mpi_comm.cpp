@@ -143,6 +143,12 @@ class MpiComm final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
+  Status set_timeout(std::chrono::milliseconds t) override {
+    if (t.count() <= 0) return invalid_argument("comm timeout must be > 0 ms, not " + std::to_string(t.count()));
+    opts_.timeout = t;
+    return Status::ok();
+  }
+  std::chrono::milliseconds timeout() const override { return opts_.timeout; }
 
   StatusOr<std::unique_ptr<Work>> all_reduce(const void* send, void* recv, size_t count, Elem e, ReduceOp op,
                                              void*) override {
@@ -227,6 +233,7 @@ class MpiComm final : public Communicator {
 
   const CommOptions& options() const { return opts_; }
   void mark_broken() { broken_ = true; }
+  bool broken() const { return broken_; }
   // A timed-out collective's requests (and scratch) stay with the communicator: MPI may still
   // complete them if the late peer joins.
   void adopt(std::vector<MPI_Request> reqs, std::vector<unsigned char> scratch) {
@@ -235,6 +242,7 @@ class MpiComm final : public Communicator {
 
  private:
   static constexpr size_t kMaxPiece = size_t{1} << 30;
+  static constexpr std::chrono::milliseconds kSettle{100};
   std::string describe(const char* op, size_t count, Elem e) const {
     return std::string("MPI ") + op + " of " + std::to_string(count) + " x " + elem_name(e) + " across " + std::to_string(size_) +
            " ranks";
@@ -250,9 +258,10 @@ class MpiComm final : public Communicator {
     return Status::ok();
   }
 
-  // Whether every adopted collective completed, polling for up to one timeout.
+  // Whether every adopted collective completed, polling briefly: a peer that missed the whole
+  // timeout is gone, and waiting another full timeout here only delays the exit.
   bool settle_orphans() {
-    const Clock::time_point deadline = Clock::now() + opts_.timeout;
+    const Clock::time_point deadline = Clock::now() + std::min<std::chrono::milliseconds>(opts_.timeout, kSettle);
     for (;;) {
       bool all = true;
       {
@@ -282,7 +291,8 @@ class MpiComm final : public Communicator {
 
 MpiWork::~MpiWork() {
   if (done_ || reqs.empty()) return;
-  // Never waited on: the collective still has to finish before its buffers go away.
+  // Never waited on: the collective still has to finish before its buffers go away (on a broken
+  // communicator wait() hands it to the communicator at once instead).
   (void)wait();
 }
 
@@ -305,6 +315,11 @@ StatusOr<bool> MpiWork::test() {
 
 Status MpiWork::wait() {
   if (done_) return Status::ok();
+  if (comm_->broken()) {  // an earlier collective timed out: its peers are gone, do not wait again
+    done_ = true;
+    comm_->adopt(std::move(reqs), std::move(scratch));
+    return Status(StatusCode::kComm, what_ + ": the communicator broke after an earlier timeout");
+  }
   const Clock::time_point started = Clock::now(), deadline = started + comm_->options().timeout;
   for (;;) {
     int flag = 0;
@@ -340,6 +355,15 @@ Status MpiWork::wait() {
 }
 
 }  // namespace
+
+std::string mpi_library_version() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING] = {};
+  int n = 0;
+  if (MPI_Get_library_version(text, &n) != MPI_SUCCESS) return "unknown (MPI_Get_library_version failed)";
+  std::string v(text, static_cast<size_t>(std::max(n, 0)));
+  const size_t cut = v.find_first_of(",\n");  // "Open MPI v4.1.4, package: ..." -> "Open MPI v4.1.4"
+  return cut == std::string::npos ? v : v.substr(0, cut);
+}
 
 StatusOr<std::unique_ptr<Communicator>> create_mpi(const CommOptions& options) {
   if (options.timeout.count() <= 0) return invalid_argument("comm timeout must be > 0 ms");

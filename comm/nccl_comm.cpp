@@ -134,6 +134,12 @@ class NcclComm final : public Communicator {
     if (!broken_) ncclCommAbort(comm_);
     broken_ = true;
   }
+  Status set_timeout(std::chrono::milliseconds t) override {
+    if (t.count() <= 0) return invalid_argument("comm timeout must be > 0 ms, not " + std::to_string(t.count()));
+    opts_.timeout = t;
+    return Status::ok();
+  }
+  std::chrono::milliseconds timeout() const override { return opts_.timeout; }
   const CommOptions& options() const { return opts_; }
   int device() const { return device_; }
 
@@ -273,6 +279,12 @@ Status NcclWork::wait() {
 }
 
 }  // namespace
+
+std::string nccl_library_version() {
+  int v = 0;
+  if (ncclGetVersion(&v) != ncclSuccess) return "unknown (ncclGetVersion failed)";
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+}
 
 StatusOr<NcclId> nccl_unique_id() {
   ncclUniqueId id;

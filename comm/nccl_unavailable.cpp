@@ -3,6 +3,8 @@
 
 namespace strata::comm {
 
+std::string nccl_library_version() { return "not built (configured without the CUDA toolkit's NCCL)"; }
+
 StatusOr<NcclId> nccl_unique_id() {
   return Status(StatusCode::kUnsupported, "this build of strata has no NCCL (configured without the CUDA toolkit's NCCL)");
 }

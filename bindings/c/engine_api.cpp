@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "api_guard.h"
@@ -14,11 +15,15 @@
 #include "strata.h"
 
 namespace strata::capi {
-comm::Communicator* comm_of(strata_comm_t* c);  // comm_api.cpp
+// comm_api.cpp: the communicator behind a comm handle (checked), counted as used by one more
+// engine until comm_release; nullptr for a NULL handle.
+StatusOr<comm::Communicator*> comm_acquire(strata_comm_t* c);
+void comm_release(strata_comm_t* c);
 }  // namespace strata::capi
 
 struct strata_engine {
   std::unique_ptr<strata::engine::Engine> impl;  // null once destroyed
+  strata_comm_t* comm = nullptr;                 // the comm it was created with (released at destroy)
 };
 
 namespace strata::capi {
@@ -66,14 +71,19 @@ STRATA_API strata_status_t strata_engine_create(const strata_engine_options_t* o
     if (options->config_json == nullptr) return null_arg("options.config_json");
     STRATA_ASSIGN_OR_RETURN(strata::engine::EngineConfig cfg, strata::engine::parse_engine_config(options->config_json));
     strata::engine::EngineOptions o;
-    o.comm = strata::capi::comm_of(options->comm);
+    STRATA_ASSIGN_OR_RETURN(o.comm, strata::capi::comm_acquire(options->comm));
+    struct Release {  // the engine does not come to be: the comm is not used after all
+      strata_comm_t* c;
+      ~Release() { strata::capi::comm_release(c); }
+    } release{options->comm};
     if (options->log != nullptr) {
       strata_log_fn fn = options->log;
       void* user = options->log_user;
       o.log = [fn, user](const std::string& line) { fn(user, line.c_str()); };
     }
     STRATA_ASSIGN_OR_RETURN(auto impl, strata::engine::Engine::create(cfg, std::move(o)));
-    auto* handle = new strata_engine{std::move(impl)};
+    auto* handle = new strata_engine{std::move(impl), options->comm};
+    release.c = nullptr;  // the engine holds it until destroyed
     std::lock_guard<std::mutex> l(strata::capi::registry_mu());
     strata::capi::registry().insert(handle);
     *out = handle;
@@ -87,6 +97,7 @@ STRATA_API strata_status_t strata_engine_destroy(strata_engine_t* engine) {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
     Status s = e->synchronize();
     engine->impl.reset();
+    strata::capi::comm_release(std::exchange(engine->comm, nullptr));
     return s;
   });
 }

@@ -23,6 +23,34 @@ int main(void) {
   EXPECT_ERROR(strata_comm_rank(NULL, &rank, &size), STRATA_ERR_INVALID_ARGUMENT, "comm is NULL");
   EXPECT_ERROR(strata_comm_create_mpi(0, NULL), STRATA_ERR_INVALID_ARGUMENT, "out is NULL");
 
+  /* Comm handles are checked like engine handles: a pointer strata never returned is refused (not
+   * dereferenced), by strata_comm_rank and as options.comm; a comm in use by an engine cannot be
+   * destroyed; after destroy the handle is refused. */
+  uint64_t garbage[8] = {0xdeadbeef, 1, 2, 3, 4, 5, 6, 7};
+  strata_comm_t* bogus = (strata_comm_t*)garbage;
+  EXPECT_ERROR(strata_comm_rank(bogus, &rank, &size), STRATA_ERR_INVALID_ARGUMENT, "not a handle returned by strata_comm_create");
+  EXPECT_ERROR(strata_comm_destroy(bogus), STRATA_ERR_INVALID_ARGUMENT, "not a handle returned by strata_comm_create");
+  {
+    strata_engine_options_t o = STRATA_ENGINE_OPTIONS_INIT;
+    o.config_json = "{\"strata\": {\"device\": \"host\", \"device_bytes\": 1048576}}";
+    o.log = log_quietly;
+    o.comm = bogus;
+    strata_engine_t* e = NULL;
+    EXPECT_ERROR(strata_engine_create(&o, &e), STRATA_ERR_INVALID_ARGUMENT, "options.comm: comm is not a handle");
+    CHECK(e == NULL, "no engine from a bogus comm");
+    strata_comm_t* other = NULL;
+    CHECK(strata_comm_create_mpi(60000, &other) == STRATA_OK, "%s", strata_last_error());
+    o.comm = other;
+    CHECK(strata_engine_create(&o, &e) == STRATA_OK, "%s", strata_last_error());
+    EXPECT_ERROR(strata_comm_destroy(other), STRATA_ERR_FAILED_PRECONDITION, "1 engine(s) created with this comm");
+    CHECK(strata_engine_destroy(e) == STRATA_OK, "%s", strata_last_error());
+    CHECK(strata_comm_destroy(other) == STRATA_OK, "%s", strata_last_error());
+    EXPECT_ERROR(strata_comm_rank(other, &rank, &size), STRATA_ERR_FAILED_PRECONDITION, "used after strata_comm_destroy");
+    EXPECT_ERROR(strata_comm_destroy(other), STRATA_ERR_FAILED_PRECONDITION, "used after strata_comm_destroy");
+    o.comm = other;
+    EXPECT_ERROR(strata_engine_create(&o, &e), STRATA_ERR_FAILED_PRECONDITION, "options.comm: the comm was destroyed");
+  }
+
   /* Stage 0 (DDP) and stage 3 (params, gradients and optimizer state sharded per rank): the same
    * global norm. */
   const char* configs[2] = {
