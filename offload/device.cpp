@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "offload/device.h"
+#include "src/common/units.h"
 
 #if defined(STRATA_HAVE_CUDA)
 #include <cuda_runtime_api.h>
@@ -29,6 +30,32 @@ int cuda_devices(std::string* why_none) {
 }
 
 }  // namespace
+
+std::vector<std::string> describe_cuda_devices(std::string* why_none) {
+  std::vector<std::string> out;
+  const int n = cuda_devices(why_none);
+#if defined(STRATA_HAVE_CUDA)
+  for (int i = 0; i < n; ++i) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, i) != cudaSuccess) {
+      (void)cudaGetLastError();
+      out.push_back(std::to_string(i) + ": (properties unavailable)");
+      continue;
+    }
+    size_t free = 0, total = 0;
+    int prev = 0;
+    (void)cudaGetDevice(&prev);
+    const bool got = cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&free, &total) == cudaSuccess;
+    (void)cudaGetLastError();
+    (void)cudaSetDevice(prev);
+    out.push_back(std::to_string(i) + ": " + p.name + ", sm_" + std::to_string(p.major) + std::to_string(p.minor) + ", " +
+                  format_bytes(p.totalGlobalMem) + (got ? ", " + format_bytes(free) + " free" : std::string()));
+  }
+#else
+  (void)n;
+#endif
+  return out;
+}
 
 int usable_cuda_devices() {
   std::string why;
@@ -64,7 +91,7 @@ StatusOr<std::unique_ptr<Device>> open_device(DeviceChoice choice, size_t budget
   if (n > 0) {
 #if defined(STRATA_HAVE_CUDA)
     STRATA_ASSIGN_OR_RETURN(auto dev, make_cuda_device(-1, budget_bytes));
-    say("strata: using " + dev->name());
+    say("using " + dev->name());
     return dev;
 #endif
   }
@@ -74,8 +101,8 @@ StatusOr<std::unique_ptr<Device>> open_device(DeviceChoice choice, size_t budget
   if (budget_bytes == 0)
     return invalid_argument("the host-emulated device needs a memory budget: set device_bytes > 0");
   auto dev = make_host_device(budget_bytes);
-  say(choice == DeviceChoice::kHost ? "strata: using the " + dev->name() + " (device 'host')"
-                                    : "strata: no usable CUDA device (" + why_none + "); using the " + dev->name());
+  say(choice == DeviceChoice::kHost ? "using the " + dev->name() + " (device 'host')"
+                                    : "no usable CUDA device (" + why_none + "); using the " + dev->name());
   return dev;
 }
 

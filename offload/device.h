@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "src/common/status.h"
 
@@ -81,6 +82,9 @@ StatusOr<DeviceChoice> parse_device_choice(const std::string& s);
 // Usable CUDA devices (0 without CUDA or a GPU), and choosing the calling thread's current one
 // (each rank of a multi-GPU machine its local rank's).
 int usable_cuda_devices();
+// One line per usable CUDA device ("0: NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB, 77.8 GiB free");
+// empty with *why_none saying why there is none.
+std::vector<std::string> describe_cuda_devices(std::string* why_none);
 Status use_cuda_device(int index);
 
 // kAuto: the calling thread's current CUDA device (cudaSetDevice; device 0 unless the program

@@ -3,9 +3,12 @@
 //   strata checkpoint info   DIR [--tag TAG]
 //   strata checkpoint verify DIR [--tag TAG]
 //   strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16]
+//   strata env [--nvme-path DIR]     (env_cmd.cpp: the build, GPUs, limits, an NVMe probe)
 // DIR is a checkpoint directory or a root holding `latest`. Errors: one line on stderr, exit 1;
 // usage errors exit 2.
 #include <cstdio>
+#include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -21,7 +24,8 @@ int usage() {
                "usage: strata train [options]   (strata train --help)\n"
                "       strata checkpoint info DIR [--tag TAG]\n"
                "       strata checkpoint verify DIR [--tag TAG]\n"
-               "       strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16]\n");
+               "       strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16]\n"
+               "       strata env [--nvme-path DIR] [--probe-size SIZE]\n");
   return 2;
 }
 
@@ -90,11 +94,27 @@ int checkpoint(const std::vector<std::string>& args) {
 }  // namespace
 
 int train_command(const std::vector<std::string>& args);  // train_cmd.cpp
+int env_command(const std::vector<std::string>& args);    // env_cmd.cpp
 
-int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
+int run(const std::vector<std::string>& args) {
   if (args.empty()) return usage();
   if (args[0] == "checkpoint") return checkpoint({args.begin() + 1, args.end()});
   if (args[0] == "train") return train_command({args.begin() + 1, args.end()});
+  if (args[0] == "env") return env_command({args.begin() + 1, args.end()});
   return usage();
+}
+
+// No exception ends the process with an abort: whatever escapes is one line and exit 1.
+int main(int argc, char** argv) {
+  try {
+    return run(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "strata: OUT_OF_MEMORY: a host allocation failed (the run needs more memory than the machine gives; "
+                         "lower the sizes asked for)\n");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "strata: INTERNAL: unexpected exception: %s (please report it)\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "strata: INTERNAL: unexpected exception (please report it)\n");
+  }
+  return 1;
 }
