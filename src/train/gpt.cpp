@@ -8,7 +8,8 @@
 #include <map>
 
 #include <tbb/blocked_range.h>
-#include <tbb/parallel_for.h>
+
+#include "kernels/cpu/parallel.h"
 
 #include "kernels/cpu/casts.h"
 #include "kernels/cpu/gpt_ops.h"
@@ -115,7 +116,7 @@ void gpt_init(const GptShape& s, const ParamInfo& p, uint64_t seed, float* out) 
   // splitmix is a counter: pair k draws from the states after 2k + 1 and 2k + 2 steps, so the
   // pairs fill in parallel with the values of the sequential loop.
   const size_t pairs = (n + 1) / 2;
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, pairs, 1 << 14), [&](const tbb::blocked_range<size_t>& r) {
+  kernels::parallel_for(tbb::blocked_range<size_t>(0, pairs, 1 << 14), [&](const tbb::blocked_range<size_t>& r) {
     uint64_t st = state + 2 * r.begin() * 0x9e3779b97f4a7c15ull;
     for (size_t k = r.begin(); k < r.end(); ++k) {
       const double u1 = (static_cast<double>(splitmix(st) >> 11) + 1.0) * 0x1.0p-53;
@@ -163,6 +164,19 @@ struct CpuImpl {
   std::vector<float> dblk[12];                 // and their gradients
   std::vector<float> dwte, dwpe, dlnf_w, dlnf_b;
   std::vector<float> dlogits, dx, dres2, dtmp, dln, dfch, dfch_gelu, datty, dqkv;
+
+  // Every float this path holds (activation_bytes).
+  size_t bytes() const {
+    size_t n = 0;
+    for (const auto& x : xs) n += x.size();
+    for (const auto* v : {&lnf, &lnf_mean, &lnf_rstd, &logits, &probs, &wte, &wpe, &lnf_w, &lnf_b, &dwte, &dwpe, &dlnf_w,
+                          &dlnf_b, &dlogits, &dx, &dres2, &dtmp, &dln, &dfch, &dfch_gelu, &datty, &dqkv})
+      n += v->size();
+    for (int p = 0; p < 12; ++p) n += blk[p].size() + dblk[p].size();
+    n *= 4;
+    for (const auto& a : acts) n += a.bytes();
+    return n;
+  }
 
   // Fetches `name`, casts it to fp32 into dst, releases it.
   Status load(ParamSource& src, const std::string& name, std::vector<float>& dst) {
@@ -279,12 +293,7 @@ class CpuModel final : public GptModel {
     STRATA_RETURN_IF_ERROR(check_tokens(inputs, targets));
     return m_->forward(src, inputs, targets);
   }
-  size_t activation_bytes() const override {
-    size_t n = 0;
-    for (const auto& x : m_->xs) n += x.size() * 4;
-    for (const auto& a : m_->acts) n += a.bytes();
-    return n + (m_->lnf.size() + m_->logits.size() * 3) * 4;
-  }
+  size_t activation_bytes() const override { return m_->bytes(); }
 
  private:
   std::unique_ptr<CpuImpl> m_;
@@ -325,5 +334,17 @@ double gpt_flops(const GptShape& s, int B, int T) {
 }
 
 double GptModel::flops_per_micro() const { return gpt_flops(shape_, B_, T_); }
+
+size_t gpt_cpu_model_bytes(const GptShape& s, int B, int T, bool checkpointing) {
+  // In long double: a shape that overflows size_t must come out as "too large", not wrap.
+  const long double N = static_cast<long double>(B) * T, C = s.channels, V = s.vocab, L = s.layers;
+  const long double NC = N * C;
+  const long double block = 17 * NC + 4 * N + static_cast<long double>(B) * s.heads * T * T;  // BlockActs
+  const long double acts = (checkpointing ? 1 : L) * block;
+  const long double stream = (L + 1) * NC + NC + 2 * N + 3 * N * V + 16 * NC;  // xs, lnf, logits x3, backward scratch
+  const long double params = 2 * (V * C + static_cast<long double>(s.max_seq) * C + 2 * C + 12 * C * C + 13 * C);  // + grads
+  const long double bytes = 4 * (acts + stream + params);
+  return bytes >= static_cast<long double>(SIZE_MAX) ? SIZE_MAX : static_cast<size_t>(bytes);
+}
 
 }  // namespace strata::train

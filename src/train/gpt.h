@@ -97,6 +97,12 @@ class GptModel {
 // Floating-point operations of one micro-batch of B x T tokens (GptModel::flops_per_micro).
 double gpt_flops(const GptShape& s, int B, int T);
 
+// Host bytes the CPU path holds once it has trained a micro-batch (GptModel::activation_bytes):
+// activations, backward scratch, and fp32 copies of the embeddings and one block's params with
+// their gradients. Computed without allocating anything, so that a run too large for the machine
+// is refused before it starts; saturates at SIZE_MAX instead of wrapping.
+size_t gpt_cpu_model_bytes(const GptShape& s, int B, int T, bool checkpointing);
+
 // The name of block l's part k (0..11, the order of gpt_params): "h3.qkv.w".
 std::string gpt_block_param(int l, int k);
 constexpr int kGptBlockParts = 12;

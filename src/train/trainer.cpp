@@ -6,7 +6,12 @@
 #include <cmath>
 #include <cstdio>
 
+#include <csignal>
+
 #include "kernels/cpu/casts.h"
+#include "src/common/host_memory.h"
+#include "src/common/units.h"
+#include "src/engine/output_dirs.h"
 #include "kernels/cpu/isa.h"
 
 namespace strata::train {
@@ -50,6 +55,31 @@ std::string mb(size_t bytes) {
   return b;
 }
 
+// Refuses a run whose host memory cannot be had, naming the bytes and the flags that change them.
+Status check_host_memory(const TrainOptions& o, bool on_gpu) {
+  const GptShape& s = o.shape;
+  size_t params = 0, largest = 0;
+  for (const ParamInfo& p : gpt_params(s)) {
+    params += p.numel();
+    largest = std::max(largest, p.numel());
+  }
+  const size_t init = 4 * (params + largest);  // fp32 initial values held by the engine until prepare, + one being drawn
+  const size_t model = on_gpu ? 0 : gpt_cpu_model_bytes(s, o.batch, o.seq, o.checkpointing);
+  const size_t need = init > SIZE_MAX - model ? SIZE_MAX : init + model;
+  const size_t have = host_memory_available();
+  if (need <= have) return Status::ok();
+  char shape[160];
+  std::snprintf(shape, sizeof(shape), "batch %d x %d tokens, %d layers x %d channels, %d heads", o.batch, o.seq, s.layers,
+                s.channels, s.heads);
+  std::string parts = "initial values of " + std::to_string(params) + " params " + format_bytes(init);
+  if (!on_gpu) parts = "the model's activations and working copies on the CPU " + format_bytes(model) + " (" + shape + "), " + parts;
+  return Status(StatusCode::kOutOfMemory,
+                "refused before allocating: this run needs " + format_bytes(need) + " of host memory (" + parts + ") but " +
+                    format_bytes(have) + " is available; " +
+                    (model >= init ? "lower --batch or --seq, or add --checkpointing (one block's activations at a time)"
+                                   : "choose a smaller model (--layers, --channels, --model)"));
+}
+
 }  // namespace
 
 double default_lr(const GptShape& s) { return std::min(3e-3, 0.6 / s.channels); }
@@ -76,6 +106,9 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
   if (want_gpu && cfg.precision != engine::Precision::kBF16)
     return invalid_argument("on a GPU the GPT model computes in bf16: enable bf16 (--precision bf16), or train on the host "
                             "(--device host)");
+  const int world = eopts.comm != nullptr ? eopts.comm->size() : 1;
+  const int rank = eopts.comm != nullptr ? eopts.comm->rank() : 0;
+  if (!o.save_dir.empty() && rank == 0) STRATA_RETURN_IF_ERROR(engine::ckpt::check_checkpoint_root(o.save_dir).annotate("--save"));
   STRATA_ASSIGN_OR_RETURN(ByteDataset data, ByteDataset::open(o.data_path, o.val_fraction, o.seq, cfg.seed + 1));
   // On a GPU the model computes there; its activations are allocated before the engine opens the
   // device, so the engine's default budget (the free device memory) leaves them out.
@@ -89,14 +122,14 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     }
   }
   const bool on_gpu = model != nullptr;
-  if (!on_gpu) {
-    STRATA_ASSIGN_OR_RETURN(model, GptModel::create(o.shape, o.batch, o.seq, o.checkpointing));
-  }
+  // Host memory, checked before anything large is allocated: the initial values the engine holds
+  // until prepare (fp32) and, on the CPU path, the model's activations — which the engine's plan
+  // then counts with its own host arrays.
+  STRATA_RETURN_IF_ERROR(check_host_memory(o, on_gpu));
+  if (!on_gpu) eopts.host_program_bytes = gpt_cpu_model_bytes(o.shape, o.batch, o.seq, o.checkpointing);
   STRATA_ASSIGN_OR_RETURN(const kernels::KernelTable* k, kernels::kernel_table(kernels::best_isa()));
 
   // Data-parallel ranks: each takes its rows of the global batch; rank 0 alone prints.
-  const int world = eopts.comm != nullptr ? eopts.comm->size() : 1;
-  const int rank = eopts.comm != nullptr ? eopts.comm->rank() : 0;
   const std::function<void(const std::string&)> say = [&print, rank](const std::string& l) {
     if (rank == 0) print(l);
   };
@@ -111,7 +144,11 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     gpt_init(o.shape, p, cfg.seed, init.data());
     STRATA_RETURN_IF_ERROR(eng->register_param(p.name, p.shape, DType::kF32, init.data()));
   }
+  std::vector<float>().swap(init);
   STRATA_RETURN_IF_ERROR(eng->prepare());
+  if (!on_gpu) {  // after the plan accepted its memory
+    STRATA_ASSIGN_OR_RETURN(model, GptModel::create(o.shape, o.batch, o.seq, o.checkpointing));
+  }
   if (!o.resume_dir.empty()) STRATA_RETURN_IF_ERROR(eng->load(o.resume_dir));
   const int gas = cfg.gradient_accumulation_steps;
   int64_t step = eng->optimizer_step();
@@ -148,6 +185,7 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
   TrainSummary sum;
   const Clock::time_point t_start = Clock::now();
   bool first = true;
+  int64_t last_saved = -1;
   double last_val = NAN;
   double trained_tokens = 0, flops = 0;
   const int64_t stop = o.stop_after > 0 ? std::min(o.steps, step + o.stop_after) : o.steps;
@@ -158,17 +196,25 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     double loss = 0;
     engine::StepResult r;
     for (int micro = 0; micro < gas; ++micro) {
-      data.train_batch(step * gas + micro, o.batch, in.data(), tgt.data(), rank * o.batch);
+      // Batches follow the engine's micro-batch count, so a skipped step consumes its batches (as in
+      // DeepSpeed) and a resumed run continues with the batch it would have seen next.
+      data.train_batch(eng->micro_steps(), o.batch, in.data(), tgt.data(), rank * o.batch);
       STRATA_ASSIGN_OR_RETURN(double l, model->train_micro(src, in.data(), tgt.data(), static_cast<float>(eng->loss_scale())));
       loss += l / gas;
       STRATA_ASSIGN_OR_RETURN(r, eng->step(lr));
     }
     step = r.optimizer_step;
     if (!r.applied) step = eng->optimizer_step();
+    if (r.overflow) ++sum.skipped;
+    // A stop request (a signal) is agreed on with the loss, so that every rank stops at this step.
+    const int sig = o.stop_requested ? o.stop_requested() : 0;
+    double red[2] = {loss, static_cast<double>(sig)};
     if (world > 1) {  // the global batch's mean loss
-      STRATA_RETURN_IF_ERROR(eopts.comm->all_reduce_sync(&loss, &loss, 1, comm::Elem::kF64, comm::ReduceOp::kSum));
-      loss /= world;
+      STRATA_RETURN_IF_ERROR(eopts.comm->all_reduce_sync(red, red, 2, comm::Elem::kF64, comm::ReduceOp::kSum));
+      red[0] /= world;
     }
+    loss = red[0];
+    const bool stop_now = red[1] > 0;
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     const engine::EngineStats after = eng->stats();
     const double stall = (after.stall_fetch_s - before.stall_fetch_s) + (after.stall_grad_s - before.stall_grad_s) +
@@ -202,15 +248,30 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
       std::snprintf(line, sizeof(line), "step %4lld: validation loss %.4f", static_cast<long long>(step), last_val);
       say(line);
     }
-    if (!o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || last))
+    if (!o.save_dir.empty() && ((o.save_every > 0 && step % o.save_every == 0) || last)) {
       STRATA_RETURN_IF_ERROR(eng->save(o.save_dir));
+      last_saved = eng->optimizer_step();
+      if (o.keep_last > 0 && rank == 0) {
+        STRATA_ASSIGN_OR_RETURN(std::vector<std::string> pruned, engine::ckpt::keep_newest(o.save_dir, o.keep_last));
+        for (const std::string& n : pruned) say("removed checkpoint " + o.save_dir + "/" + n + " (--keep-last " + std::to_string(o.keep_last) + ")");
+      }
+    }
+    if (stop_now && !last) {
+      return Status(StatusCode::kCancelled,
+                    std::string("stopped by ") + (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig > 0 ? "a signal" : "a signal to another rank") +
+                        " after step " + std::to_string(step) + " of " + std::to_string(o.steps) + "; " +
+                        (o.save_dir.empty() ? std::string("no checkpoint was saved (--save)")
+                         : last_saved >= 0  ? "the last checkpoint is step " + std::to_string(last_saved) + " in " + o.save_dir
+                                            : "no checkpoint was saved yet") +
+                        "; resume with --resume and the same --steps");
+    }
   }
+  sum.stats = eng->stats();
   sum.steps = step;
   sum.val_loss = last_val;
   sum.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
   sum.tokens_per_s = trained_tokens / sum.seconds;
   sum.tflops = flops / sum.seconds / 1e12;
-  sum.stats = eng->stats();
   return sum;
 }
 

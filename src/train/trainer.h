@@ -29,8 +29,12 @@ struct TrainOptions {
   double val_fraction = 0.1;
   std::string save_dir;          // checkpoints here (""; none)
   int save_every = 0;            // and every this many steps (0: only at the end)
+  int keep_last = 0;             // keep only the newest this many checkpoints under save_dir (0: all)
   std::string resume_dir;        // load this checkpoint (a directory with `latest`, or one checkpoint) first
   int64_t stop_after = 0;        // stop after this many steps of this run (0: at `steps`); the schedule stays that of `steps`
+  // Polled at the end of every optimizer step: a non-zero value (the signal number) stops the run
+  // there with CANCELLED (every rank stops at the same step).
+  std::function<int()> stop_requested;
 };
 
 // A peak learning rate that trains the model's width stably: min(3e-3, 0.6 / channels) — about
@@ -49,6 +53,7 @@ struct TrainSummary {
   };
   std::vector<Step> step_records;
   double seconds = 0, tokens_per_s = 0, tflops = 0;
+  int64_t skipped = 0;           // accumulation cycles skipped on overflow (their batches are consumed)
   engine::EngineStats stats;
 };
 

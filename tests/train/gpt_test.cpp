@@ -175,6 +175,27 @@ TEST(GptModel, CheckpointingGivesIdenticalGradients) {
   EXPECT_LT(ckpt.value()->activation_bytes(), plain.value()->activation_bytes());
 }
 
+// The memory a run of the CPU path will hold, computed before anything is allocated (to refuse a
+// run that cannot fit), equals what the model holds once it has trained a micro-batch.
+TEST(GptModel, CpuMemoryIsKnownBeforeAllocating) {
+  const auto in = tokens(3), tgt = tokens(4);
+  for (const GptShape& s : {kShape, GptShape{3, 4, 32, 256, 8}})
+    for (bool ckpt : {false, true})
+      for (int b : {1, 2}) {
+        auto m = GptModel::create(s, b, T, ckpt);
+        ASSERT_TRUE(m.is_ok());
+        Memory src(s);
+        std::vector<int32_t> i(in.begin(), in.begin() + b * T), t(tgt.begin(), tgt.begin() + b * T);
+        for (auto& x : i) x %= s.vocab;
+        for (auto& x : t) x %= s.vocab;
+        ASSERT_TRUE(m.value()->train_micro(src, i.data(), t.data(), 1.0f).is_ok());
+        EXPECT_EQ(gpt_cpu_model_bytes(s, b, T, ckpt), m.value()->activation_bytes())
+            << s.layers << " layers, " << s.channels << " channels, batch " << b << (ckpt ? ", checkpointed" : "");
+      }
+  // A shape far beyond any machine comes out as a number to refuse, not a wrapped one.
+  EXPECT_EQ(gpt_cpu_model_bytes(GptShape{4096, 4096, 65536, 256, 1 << 20}, 1 << 20, 1 << 20, false), SIZE_MAX);
+}
+
 TEST(GptModel, BadShapesAndTokensAreRefused) {
   EXPECT_EQ(GptModel::create(GptShape{2, 3, 16, 37, 8}, 1, 4, false).status().code(), StatusCode::kInvalidArgument);
   auto m = GptModel::create(kShape, B, T, false);

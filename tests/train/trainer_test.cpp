@@ -6,7 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <csignal>
+#include <filesystem>
 #include <fstream>
 
 #include "tests/offload/scratch_dir.h"
@@ -122,6 +125,88 @@ TEST_F(Trainer, BadInputIsRefusedBeforeAnyWork) {
   o = options(data());
   auto small = run(config("\"stage\": 0", 64 << 10), o);  // everything on a 64 KiB device
   EXPECT_EQ(small.status().code(), StatusCode::kOutOfMemory) << small.status().to_string();
+}
+
+// A skipped step consumes its batch, as in DeepSpeed: fp16 with a loss scale far too large skips
+// the first steps, each on a new batch (a replayed batch would give the skipped steps identical
+// losses: the same weights on the same data), and the run still reaches its steps.
+TEST_F(Trainer, ASkippedStepConsumesItsBatch) {
+  TrainOptions o = options(data());
+  o.steps = 3;
+  auto r = run("{\"fp16\": {\"enabled\": true, \"initial_scale_power\": 24, \"hysteresis\": 1}, \"strata\": {\"device\": "
+               "\"host\", \"device_bytes\": 16777216}}",
+               o);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  const TrainSummary& t = r.value();
+  ASSERT_GE(t.skipped, 2) << "the scale 2^24 overflows fp16 gradients";
+  EXPECT_EQ(t.steps, 3);
+  EXPECT_EQ(static_cast<int64_t>(t.losses.size()), 3 + t.skipped) << "one iteration per step and per skip";
+  EXPECT_EQ(t.stats.micro_steps, 3 + t.skipped);
+  EXPECT_NE(t.losses[0], t.losses[1]) << "the second skipped iteration trained on a new batch";
+}
+
+// The host memory a run needs is checked before anything large is allocated: the CPU model's
+// activations against the machine (attention matrices of 2048 x 2 x 4096^2 floats), and against
+// the host budget in the engine's plan, where they show as the host program's row.
+TEST_F(Trainer, ARunThatCannotHaveItsHostMemoryIsRefusedBeforeAllocating) {
+  TrainOptions o = options(data());
+  o.shape.max_seq = 4096;
+  o.seq = 4096;
+  o.batch = 2048;
+  auto huge = run(config("\"stage\": 0", 16 << 20), o);
+  ASSERT_EQ(huge.status().code(), StatusCode::kOutOfMemory) << huge.status().to_string();
+  EXPECT_NE(huge.status().message().find("refused before allocating"), std::string::npos) << huge.status().message();
+  EXPECT_NE(huge.status().message().find("lower --batch or --seq, or add --checkpointing"), std::string::npos);
+  o = options(data());
+  auto tight = run(config("\"stage\": 0", 16 << 20, ", \"host_bytes\": 262144"), o);
+  ASSERT_EQ(tight.status().code(), StatusCode::kOutOfMemory) << tight.status().to_string();
+  EXPECT_NE(tight.status().message().find("host program (activations)"), std::string::npos) << tight.status().message();
+}
+
+TEST_F(Trainer, AStopRequestEndsTheRunAtAStepBoundary) {
+  TrainOptions o = options(data());
+  strata::testing::ScratchDir ckpt;
+  o.save_dir = ckpt.path();
+  o.save_every = 2;
+  int polls = 0;
+  o.stop_requested = [&polls] { return ++polls >= 3 ? SIGTERM : 0; };
+  auto r = run(config("\"stage\": 0", 16 << 20), o);
+  ASSERT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("stopped by SIGTERM after step 3 of 8; the last checkpoint is step 2"), std::string::npos)
+      << r.status().message();
+  EXPECT_EQ(polls, 3);
+}
+
+// --keep-last: the newest N checkpoints stay (and `latest`); what strata did not write stays too.
+TEST_F(Trainer, KeepLastKeepsTheNewestCheckpointsAndNothingElseIsTouched) {
+  TrainOptions o = options(data());
+  strata::testing::ScratchDir ckpt;
+  std::filesystem::create_directory(ckpt.path() + "/notes");
+  std::ofstream(ckpt.path() + "/notes/todo.txt") << "mine";
+  std::ofstream(ckpt.path() + "/README") << "mine too";
+  o.steps = 5;
+  o.save_dir = ckpt.path();
+  o.save_every = 1;
+  o.keep_last = 2;
+  ASSERT_TRUE(run(config("\"stage\": 0", 16 << 20), o).is_ok());
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(ckpt.path())) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"README", "latest", "notes", "step4", "step5"}));
+  EXPECT_TRUE(std::filesystem::exists(ckpt.path() + "/notes/todo.txt"));
+}
+
+TEST_F(Trainer, SavingOntoAFileIsRefusedBeforeAnyWork) {
+  TrainOptions o = options(data());
+  const std::string file = dir_.path() + "/weights.txt";
+  std::ofstream(file) << "the user's own file";
+  o.save_dir = file;
+  auto r = run(config("\"stage\": 0", 16 << 20), o);
+  ASSERT_EQ(r.status().code(), StatusCode::kAlreadyExists) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("is a file, not a directory"), std::string::npos) << r.status().message();
+  std::ifstream in(file);
+  std::string back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(back, "the user's own file");
 }
 
 }  // namespace
