@@ -14,6 +14,15 @@ add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:${_strata_warn}>" "$<$<COMPILE_
 # Keep __FILE__ (used in error messages) relative to the source tree.
 add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:-fmacro-prefix-map=${CMAKE_SOURCE_DIR}/=>")
 
+# Fuzzing (clang's libFuzzer): every strata source gets coverage instrumentation; the fuzz
+# targets in tests/fuzz link libFuzzer's main.
+if(STRATA_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "STRATA_FUZZ needs clang (CC=clang CXX=clang++), not ${CMAKE_CXX_COMPILER_ID}")
+  endif()
+  add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=fuzzer-no-link>")
+endif()
+
 if(STRATA_SANITIZE)
   string(REPLACE " " "" _strata_san "${STRATA_SANITIZE}")
   add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=${_strata_san};-fno-omit-frame-pointer;-fno-sanitize-recover=all>")

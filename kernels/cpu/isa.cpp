@@ -1,8 +1,12 @@
-// CPU feature detection (GCC's __builtin_cpu_supports, which also checks that the OS saves the
-// AVX / AVX-512 register state) and the per-ISA kernel tables.
+// CPU feature detection (the compiler's __builtin_cpu_supports, which also checks that the OS saves
+// the AVX / AVX-512 register state; CPUID for F16C) and the per-ISA kernel tables.
 #include "kernels/cpu/isa.h"
 
 #include <string>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 namespace strata::kernels {
 namespace cpu {
@@ -13,13 +17,20 @@ extern const KernelTable kAvx512Kernels;
 #endif
 }  // namespace cpu
 
+#if defined(__x86_64__)
+// F16C from CPUID leaf 1 (ECX bit 29): clang (14) has no "f16c" for __builtin_cpu_supports.
+bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & (1u << 29)) != 0;
+}
+#endif
+
 bool isa_supported(Isa isa) {
   switch (isa) {
     case Isa::kScalar: return true;
 #if defined(__x86_64__)
     case Isa::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case Isa::kAvx512:
       return isa_supported(Isa::kAvx2) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
