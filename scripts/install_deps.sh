@@ -8,7 +8,8 @@ packages=(build-essential cmake ninja-build pkg-config git
           libtbb-dev libdnnl-dev libaio-dev libgtest-dev libgmock-dev libbenchmark-dev
           libxxhash-dev nlohmann-json3-dev fio
           ocl-icd-opencl-dev  # oneDNN's CMake config asks for OpenCL (Debian builds it with the OCL GPU runtime)
-          libopenmpi-dev openmpi-bin)  # comm's MPI backend and the multi-rank tests under mpirun
+          libopenmpi-dev openmpi-bin  # comm's MPI backend and the multi-rank tests under mpirun
+          clang libclang-rt-14-dev)   # the fuzzers (libFuzzer) of scripts/fuzz.sh
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The README's test command (and CI's): installs what is needed, builds in Release (build/) with
 # CUDA sources compiled when nvcc is present, runs the whole suite; then rebuilds the host code
-# with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/) and runs the suite again, and
-# runs the threaded I/O tests (offload/) under ThreadSanitizer (build-tsan/).
-# The engine and kernel tests are not run under ThreadSanitizer: oneTBB is not instrumented, so
-# TSan cannot see its synchronisation and reports its work splitting as races.
-# STRATA_TEST_SANITIZE=0 skips the sanitizer passes.
+# with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/) and runs the suite again; runs
+# the threaded I/O tests (offload/) and the engine, prefetch and overlap tests under
+# ThreadSanitizer (build-tsan/; oneTBB's uninstrumented scheduler gets the narrow suppressions of
+# tests/tsan/tbb.supp, strata's task bodies the happens-before edges of kernels/cpu/parallel.h);
+# and fuzzes the config, manifest, store-index and argument parsers for 30 s each
+# (scripts/fuzz.sh, clang + libFuzzer, build-fuzz/).
+# STRATA_TEST_SANITIZE=0 skips the sanitizer passes; STRATA_TEST_FUZZ_SECONDS sets the fuzzing time
+# (0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -23,12 +26,18 @@ if [ "${STRATA_TEST_SANITIZE:-1}" != "0" ]; then
 fi
 
 if [ "${STRATA_TEST_SANITIZE:-1}" != "0" ]; then
-  tsan_tests=(aio_engine_test nvme_store_test aligned_buffer_test device_test)
+  tsan_tests=(offload/aio_engine_test offload/nvme_store_test offload/aligned_buffer_test offload/device_test
+              offload/prefetch_scheduler_test engine/engine_test engine/overlap_test engine/engine_train_test
+              engine/engine_faults_test engine/divergence_test)
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_SANITIZE=thread \
         -DSTRATA_CUDA=OFF -DSTRATA_BUILD_BENCH=OFF
-  cmake --build build-tsan --target "${tsan_tests[@]}"
+  cmake --build build-tsan --target "${tsan_tests[@]#*/}"
   for t in "${tsan_tests[@]}"; do
     echo "== ThreadSanitizer: $t"
-    TSAN_OPTIONS=halt_on_error=1 "build-tsan/tests/offload/$t" --gtest_brief=1
+    TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan/tbb.supp" "build-tsan/tests/$t" --gtest_brief=1
   done
+fi
+
+if [ "${STRATA_TEST_FUZZ_SECONDS:-30}" != "0" ]; then
+  scripts/fuzz.sh "${STRATA_TEST_FUZZ_SECONDS:-30}"
 fi
