@@ -58,6 +58,15 @@ STRATA_API strata_status_t strata_cpu_adam_create(const strata_cpu_adam_config_t
       return strata::invalid_argument("config.mode = " + std::to_string(mode) +
                                       " is not a strata_adam_mode_t (STRATA_ADAM = 0, STRATA_ADAMW = 1)");
     o.mode = static_cast<strata::kernels::AdamMode>(mode);
+    const int isa = strata::capi::raw_enum(config->isa);
+    if (isa < STRATA_ISA_BEST || isa > STRATA_ISA_AVX512)
+      return strata::invalid_argument("config.isa = " + std::to_string(isa) +
+                                      " is not a strata_isa_t (BEST = 0, SCALAR = 1, AVX2 = 2, AVX512 = 3)");
+    if (isa != STRATA_ISA_BEST) {
+      o.isa = static_cast<strata::kernels::Isa>(isa - 1);
+      if (!strata::kernels::isa_supported(o.isa))
+        return strata::unsupported("config.isa: this CPU has no " + std::string(strata::kernels::isa_name(o.isa)));
+    }
     o.bias_correction = config->bias_correction != 0;
     o.num_threads = config->num_threads;
     STRATA_ASSIGN_OR_RETURN(auto impl, strata::kernels::CpuAdam::create(o));

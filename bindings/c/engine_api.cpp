@@ -280,6 +280,38 @@ STRATA_API strata_status_t strata_engine_load(strata_engine_t* engine, const cha
   });
 }
 
+STRATA_API strata_status_t strata_engine_export(strata_engine_t* engine, const char* dir, const strata_export_options_t* options) {
+  return guard(__func__, [&]() -> Status {
+    STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
+    if (dir == nullptr) return null_arg("dir");
+    strata::engine::ckpt::ExportOptions o;
+    if (options != nullptr) {
+      STRATA_RETURN_IF_ERROR(strata::capi::check_struct("options", options->struct_size, sizeof(*options), options->reserved,
+                                                        sizeof(options->reserved), "STRATA_EXPORT_OPTIONS_INIT"));
+      STRATA_ASSIGN_OR_RETURN(o.dtype, strata::capi::to_dtype(options->dtype, "options.dtype"));
+      const int f = strata::capi::raw_enum(options->format);
+      if (f != STRATA_EXPORT_STRATA && f != STRATA_EXPORT_SAFETENSORS)
+        return strata::invalid_argument("options.format = " + std::to_string(f) +
+                                        " is not a strata_export_format_t (STRATA = 0, SAFETENSORS = 1)");
+      o.format = f == STRATA_EXPORT_SAFETENSORS ? strata::engine::ckpt::WeightsFormat::kSafetensors
+                                                : strata::engine::ckpt::WeightsFormat::kStrata;
+      if (options->config_json != nullptr) o.config_json = options->config_json;
+    }
+    return e->export_weights(dir, o);
+  });
+}
+
+STRATA_API strata_status_t strata_engine_map_param(strata_engine_t* engine, const char* name, void** device_ptr) {
+  return guard(__func__, [&]() -> Status {
+    if (device_ptr == nullptr) return null_arg("device_ptr");
+    *device_ptr = nullptr;
+    STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
+    STRATA_RETURN_IF_ERROR(strata::capi::name_arg(name));
+    STRATA_ASSIGN_OR_RETURN(*device_ptr, e->map_param(name));
+    return Status::ok();
+  });
+}
+
 STRATA_API strata_status_t strata_engine_export_weights(strata_engine_t* engine, const char* dir, strata_dtype_t dtype) {
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));

@@ -97,16 +97,25 @@ typedef enum strata_adam_mode {
   STRATA_ADAMW = 1 /* decoupled weight decay (torch.optim.AdamW) */
 } strata_adam_mode_t;
 
+/* The SIMD instruction set of the CPU kernels; BEST picks the widest this CPU supports. */
+typedef enum strata_isa {
+  STRATA_ISA_BEST = 0,
+  STRATA_ISA_SCALAR = 1,
+  STRATA_ISA_AVX2 = 2,  /* AVX2 + FMA + F16C */
+  STRATA_ISA_AVX512 = 3 /* AVX-512 F/BW/VL/DQ */
+} strata_isa_t;
+
 typedef struct strata_cpu_adam_config {
   size_t struct_size;      /* sizeof(strata_cpu_adam_config_t), set by the INIT macro */
   strata_adam_mode_t mode; /* default STRATA_ADAMW */
   int bias_correction;     /* non-zero: divide the moments by 1 - beta^t (default 1) */
   int num_threads;         /* threads for each step; 0 = all cores (default 0) */
+  strata_isa_t isa;        /* default STRATA_ISA_BEST; one this CPU lacks: STRATA_ERR_UNSUPPORTED */
   uint64_t reserved[8];    /* must be zero */
 } strata_cpu_adam_config_t;
 
 #define STRATA_CPU_ADAM_CONFIG_INIT \
-  { sizeof(strata_cpu_adam_config_t), STRATA_ADAMW, 1, 0, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+  { sizeof(strata_cpu_adam_config_t), STRATA_ADAMW, 1, 0, STRATA_ISA_BEST, { 0, 0, 0, 0, 0, 0, 0, 0 } }
 
 /* Hyper-parameters of one step; they may change every step. */
 typedef struct strata_adam_step_args {
@@ -339,8 +348,35 @@ STRATA_API strata_status_t strata_engine_save(strata_engine_t* engine, const cha
  * changes; a refused load leaves the engine as it was. Synchronous. */
 STRATA_API strata_status_t strata_engine_load(strata_engine_t* engine, const char* dir, const char* tag);
 /* Writes the consolidated weights (dtype STRATA_DTYPE_FP32, _BF16 or _FP16, rounded from the fp32
- * masters) as <dir>/index.json + <dir>/weights.bin, published atomically. Synchronous. */
+ * masters) as <dir>/index.json + <dir>/weights.bin, published atomically. <dir> must be new, an
+ * empty directory or an earlier export (ALREADY_EXISTS otherwise: nothing is touched). Across
+ * ranks every rank calls it and rank 0 writes. Synchronous. */
 STRATA_API strata_status_t strata_engine_export_weights(strata_engine_t* engine, const char* dir, strata_dtype_t dtype);
+
+typedef enum strata_export_format {
+  STRATA_EXPORT_STRATA = 0,     /* index.json + weights.bin (docs/checkpoint.md) */
+  STRATA_EXPORT_SAFETENSORS = 1 /* model.safetensors: the safetensors package, Hugging Face from_pretrained */
+} strata_export_format_t;
+
+typedef struct strata_export_options {
+  size_t struct_size;            /* sizeof(strata_export_options_t), set by the INIT macro */
+  strata_dtype_t dtype;          /* default STRATA_DTYPE_FP32 */
+  strata_export_format_t format; /* default STRATA_EXPORT_STRATA */
+  const char* config_json;       /* NULL, or a JSON object written beside the weights as config.json
+                                  * (a Hugging Face model config); copied during the call */
+  uint64_t reserved[6];          /* must be zero */
+} strata_export_options_t;
+#define STRATA_EXPORT_OPTIONS_INIT \
+  { sizeof(strata_export_options_t), STRATA_DTYPE_FP32, STRATA_EXPORT_STRATA, NULL, { 0, 0, 0, 0, 0, 0 } }
+
+/* strata_engine_export_weights with a format and a model config (options NULL: the defaults). */
+STRATA_API strata_status_t strata_engine_export(strata_engine_t* engine, const char* dir, const strata_export_options_t* options);
+
+/* The device pointer to a param's bit16 values when they rest on the device for good (params not
+ * offloaded, not a ZeRO-3 shard across ranks): valid until the engine is destroyed; every step and
+ * load rewrite the values in place, so a framework can use the memory as the param's own storage.
+ * Implies prepare. FAILED_PRECONDITION for a param that lives in working buffers: fetch it. */
+STRATA_API strata_status_t strata_engine_map_param(strata_engine_t* engine, const char* name, void** device_ptr);
 
 #ifdef __cplusplus
 } /* extern "C" */

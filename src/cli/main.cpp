@@ -2,7 +2,7 @@
 //   strata train [options]            (train_cmd.cpp; `strata train --help`)
 //   strata checkpoint info   DIR [--tag TAG]
 //   strata checkpoint verify DIR [--tag TAG]
-//   strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16]
+//   strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16] [--format strata|safetensors]
 //   strata env [--nvme-path DIR]     (env_cmd.cpp: the build, GPUs, limits, an NVMe probe)
 // DIR is a checkpoint directory or a root holding `latest`. Errors: one line on stderr, exit 1;
 // usage errors exit 2.
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "src/engine/checkpoint_format.h"
+#include "src/engine/weights_export.h"
 
 namespace {
 
@@ -24,7 +25,7 @@ int usage() {
                "usage: strata train [options]   (strata train --help)\n"
                "       strata checkpoint info DIR [--tag TAG]\n"
                "       strata checkpoint verify DIR [--tag TAG]\n"
-               "       strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16]\n"
+               "       strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16] [--format strata|safetensors]\n"
                "       strata env [--nvme-path DIR] [--probe-size SIZE]\n");
   return 2;
 }
@@ -38,12 +39,14 @@ int checkpoint(const std::vector<std::string>& args) {
   if (args.size() < 2) return usage();
   const std::string& cmd = args[0];
   std::vector<std::string> pos;
-  std::string tag, dtype = "fp32";
+  std::string tag, dtype = "fp32", fmt = "strata";
   for (size_t i = 1; i < args.size(); ++i) {
     if (args[i] == "--tag" && i + 1 < args.size()) {
       tag = args[++i];
     } else if (args[i] == "--dtype" && i + 1 < args.size()) {
       dtype = args[++i];
+    } else if (args[i] == "--format" && i + 1 < args.size()) {
+      fmt = args[++i];
     } else if (args[i].rfind("--", 0) == 0) {
       std::fprintf(stderr, "strata: unknown option %s\n", args[i].c_str());
       return usage();
@@ -84,8 +87,17 @@ int checkpoint(const std::vector<std::string>& args) {
       std::fprintf(stderr, "strata: --dtype %s: expected fp32, bf16 or fp16\n", dtype.c_str());
       return 2;
     }
-    if (Status s = ckpt::export_checkpoint(dir.value(), pos[1], d); !s.is_ok()) return error(s);
-    std::printf("%s: %zu params exported to %s (%s)\n", dir.value().c_str(), man.params.size(), pos[1].c_str(), dtype.c_str());
+    auto format = ckpt::parse_weights_format(fmt);
+    if (!format.is_ok()) {
+      std::fprintf(stderr, "strata: --format: %s\n", format.status().message().c_str());
+      return 2;
+    }
+    ckpt::ExportOptions o;
+    o.dtype = d;
+    o.format = format.value();
+    if (Status s = ckpt::export_checkpoint(dir.value(), pos[1], o); !s.is_ok()) return error(s);
+    std::printf("%s: %zu params exported to %s (%s, %s)\n", dir.value().c_str(), man.params.size(), pos[1].c_str(), dtype.c_str(),
+                fmt.c_str());
     return 0;
   }
   return usage();

@@ -13,6 +13,7 @@
 #include "src/common/fs.h"
 #include "src/engine/checkpoint_format.h"
 #include "src/engine/output_dirs.h"
+#include "src/engine/weights_export.h"
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
@@ -271,13 +272,15 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
 
 // With shards across ranks every rank runs this (each param's master is gathered) and rank 0
 // writes; a failed write does not leave the loop early, so the gathers still line up.
-Status Engine::Impl::export_weights(const std::string& out_dir, DType out_dtype) {
+Status Engine::Impl::export_weights(const std::string& out_dir, const ckpt::ExportOptions& options) {
   STRATA_RETURN_IF_ERROR(quiet_for_io("export"));
   const bool writer = !sharded() || rank() == 0;
   std::optional<ckpt::WeightsWriter> w;
   Status broken = Status::ok();
   if (writer) {
-    auto b = ckpt::WeightsWriter::begin(out_dir, out_dtype);
+    std::vector<ckpt::WeightsParam> order;
+    for (const ParamSlot& p : layout->params()) order.push_back({p.name, p.shape, p.numel});
+    auto b = ckpt::WeightsWriter::begin(out_dir, options, order);
     if (!b.is_ok() && !sharded()) return b.status();
     if (b.is_ok()) w.emplace(std::move(b).value());
     else broken = b.status();

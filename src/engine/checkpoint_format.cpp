@@ -93,14 +93,6 @@ StatusOr<DType> parse_dtype(const std::string& s, const std::string& where) {
 
 const char* dtype_key(DType d) { return d == DType::kF32 ? "fp32" : d == DType::kBF16 ? "bf16" : "fp16"; }
 
-// The export target just before publishing: still absent, empty or an export of strata's.
-Status check_export_target_now(const std::string& out) {
-  if (!fs::exists(out) || is_export(out)) return Status::ok();
-  auto names = fs::list_dir(out);
-  if (fs::is_dir(out) && names.is_ok() && names.value().empty()) return Status::ok();
-  return Status(StatusCode::kAlreadyExists, "export to '" + out + "': files appeared there while exporting; nothing replaced");
-}
-
 }  // namespace
 
 const char* array_name(int a) {
@@ -301,107 +293,6 @@ Status publish_dir(const std::string& tmp, const std::string& final_dir) {
     return Status(StatusCode::kIo, "replacing " + final_dir + " (renameat2 RENAME_EXCHANGE): " + std::strerror(errno));
   STRATA_RETURN_IF_ERROR(fs::fsync_dir(fs::parent_dir(final_dir)));
   return fs::remove_tree(tmp);
-}
-
-// --- weights export ---
-
-StatusOr<WeightsWriter> WeightsWriter::begin(const std::string& out_dir, DType dtype) {
-  if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF16)
-    return invalid_argument("export: dtype must be fp32, bf16 or fp16");
-  STRATA_RETURN_IF_ERROR(check_export_target(out_dir));
-  WeightsWriter w;
-  w.out_ = out_dir;
-  w.tmp_ = out_dir + ".strata-tmp";
-  w.dtype_ = dtype;
-  if (::mkdir(w.tmp_.c_str(), 0755) != 0)
-    return Status(StatusCode::kIo, "export: cannot create " + w.tmp_ + ": " + std::strerror(errno));
-  // The marker first: a crash from here on leaves a temporary directory recognisably strata's.
-  if (Status s = fs::write_file(w.tmp_ + "/" + kExportMarker, std::string("strata-weights export\n")); !s.is_ok()) {
-    (void)fs::remove_tree(w.tmp_);
-    return s;
-  }
-  const std::string path = w.tmp_ + "/weights.bin";
-  w.fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (w.fd_ < 0) return Status(StatusCode::kIo, "export: cannot create " + path + ": " + std::strerror(errno));
-  return w;
-}
-
-WeightsWriter::WeightsWriter(WeightsWriter&& o) noexcept
-    : out_(std::move(o.out_)), tmp_(std::move(o.tmp_)), dtype_(o.dtype_), fd_(o.fd_), offset_(o.offset_),
-      index_(std::move(o.index_)), finished_(o.finished_) {
-  o.fd_ = -1;
-  o.finished_ = true;
-}
-
-WeightsWriter::~WeightsWriter() {
-  if (fd_ >= 0) ::close(fd_);
-  if (!finished_ && !tmp_.empty()) (void)fs::remove_tree(tmp_);
-}
-
-Status WeightsWriter::add(const std::string& name, const std::vector<int64_t>& shape, const float* values, size_t numel) {
-  std::vector<uint8_t> bytes;
-  if (dtype_ == DType::kF32) {
-    bytes.resize(numel * 4);
-    std::memcpy(bytes.data(), values, bytes.size());
-  } else {
-    bytes.resize(numel * 2);
-    auto* out = reinterpret_cast<uint16_t*>(bytes.data());
-    for (size_t i = 0; i < numel; ++i)
-      out[i] = dtype_ == DType::kBF16 ? reference::float_to_bf16(values[i]) : reference::float_to_fp16(values[i]);
-  }
-  const uint64_t at = (offset_ + 63) / 64 * 64;
-  const std::vector<uint8_t> pad(at - offset_, 0);
-  for (const std::vector<uint8_t>* b : std::initializer_list<const std::vector<uint8_t>*>{&pad, &bytes}) {
-    size_t done = 0;
-    while (done < b->size()) {
-      const ssize_t n = ::write(fd_, b->data() + done, b->size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return Status(errno == ENOSPC ? StatusCode::kNoSpace : StatusCode::kIo,
-                                "export: writing " + tmp_ + "/weights.bin: " + std::strerror(errno));
-      done += static_cast<size_t>(n);
-    }
-  }
-  json p = {{"name", name}, {"shape", shape}, {"dtype", dtype_key(dtype_)}, {"offset", at}, {"bytes", bytes.size()},
-            {"xxh3", hex(checksum(bytes.data(), bytes.size()))}};
-  index_ += (index_.empty() ? "  " : ",\n  ") + p.dump();
-  offset_ = at + bytes.size();
-  return Status::ok();
-}
-
-Status WeightsWriter::finish() {
-  if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
-    fd_ = -1;
-    return Status(StatusCode::kIo, "export: flushing " + tmp_ + "/weights.bin: " + std::strerror(errno));
-  }
-  fd_ = -1;
-  const std::string index = std::string("{\"format\": \"") + kWeightsFormat + "\", \"version\": " + std::to_string(kVersion) +
-                            ", \"byte_order\": \"little\", \"dtype\": \"" + dtype_key(dtype_) +
-                            "\", \"file\": \"weights.bin\", \"bytes\": " + std::to_string(offset_) + ", \"params\": [\n" + index_ +
-                            "\n]}\n";
-  STRATA_RETURN_IF_ERROR(fs::write_file(tmp_ + "/index.json", index));
-  // Checked again at the end: the directory may have gained files while the export ran.
-  STRATA_RETURN_IF_ERROR(check_export_target_now(out_));
-  STRATA_RETURN_IF_ERROR(publish_dir(tmp_, out_));
-  finished_ = true;
-  return Status::ok();
-}
-
-Status export_checkpoint(const std::string& ckpt_dir, const std::string& out_dir, DType dtype) {
-  STRATA_ASSIGN_OR_RETURN(Manifest m, read_manifest(ckpt_dir));
-  STRATA_ASSIGN_OR_RETURN(WeightsWriter w, WeightsWriter::begin(out_dir, dtype));
-  size_t loaded = SIZE_MAX;
-  std::vector<uint8_t> data;
-  for (const ParamEntry& p : m.params) {
-    if (p.chunk != loaded) {
-      STRATA_ASSIGN_OR_RETURN(data, read_chunk(ckpt_dir, m, p.chunk));
-      loaded = p.chunk;
-    }
-    const ChunkEntry& c = m.chunks[p.chunk];
-    std::vector<float> v(p.numel);
-    std::memcpy(v.data(), data.data() + c.arrays[kMaster].offset + (p.offset - c.shard_begin) * 4, p.numel * 4);
-    STRATA_RETURN_IF_ERROR(w.add(p.name, p.shape, v.data(), p.numel));
-  }
-  return w.finish();
 }
 
 }  // namespace strata::engine::ckpt

@@ -10,9 +10,7 @@
 // and <root>/latest names the newest complete tag. Every file is fsync'd and a checkpoint appears
 // only by renaming its finished directory into place, so a crash leaves the previous one intact.
 //
-// Weights export (version 1): <out>/index.json lists every param (name, shape, dtype, byte offset
-// and length in weights.bin, xxh3-64); <out>/weights.bin holds the values, row-major, each param
-// at a 64-byte aligned offset.
+// The weights export (index.json + weights.bin, or safetensors) is in weights_export.h.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +24,6 @@
 namespace strata::engine::ckpt {
 
 inline constexpr const char* kFormat = "strata-checkpoint";
-inline constexpr const char* kWeightsFormat = "strata-weights";
 inline constexpr int kVersion = 1;
 
 enum Array : int { kMaster = 0, kExpAvg, kExpAvgSq, kParams16, kNumArrays };
@@ -74,30 +71,6 @@ StatusOr<Manifest> read_manifest(const std::string& ckpt_dir);
 StatusOr<std::vector<uint8_t>> read_chunk(const std::string& ckpt_dir, const Manifest& m, size_t i);
 // Reads and checks every chunk file.
 Status verify(const std::string& ckpt_dir, const Manifest& m);
-
-// Writes an export: add every param in order, then finish() publishes <out> (atomically: a
-// temporary directory renamed into place, replacing an older export).
-class WeightsWriter {
- public:
-  static StatusOr<WeightsWriter> begin(const std::string& out_dir, DType dtype);
-  Status add(const std::string& name, const std::vector<int64_t>& shape, const float* values, size_t numel);
-  Status finish();
-  ~WeightsWriter();
-  WeightsWriter(WeightsWriter&&) noexcept;
-  WeightsWriter& operator=(WeightsWriter&&) = delete;
-
- private:
-  WeightsWriter() = default;
-  std::string out_, tmp_;
-  DType dtype_ = DType::kF32;
-  int fd_ = -1;
-  uint64_t offset_ = 0;
-  std::string index_;  // params so far, JSON
-  bool finished_ = false;
-};
-
-// The consolidated weights of a checkpoint, without an engine.
-Status export_checkpoint(const std::string& ckpt_dir, const std::string& out_dir, DType dtype);
 
 // Publishes the finished directory `tmp` as `final`: renamed into place, or atomically exchanged
 // with an existing `final` whose old content is then removed. Both fsync'd.

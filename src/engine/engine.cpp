@@ -604,8 +604,27 @@ Status Engine::load(const std::string& dir, const std::string& tag) {
 }
 
 Status Engine::export_weights(const std::string& dir, DType dtype) {
+  ckpt::ExportOptions o;
+  o.dtype = dtype;
+  return export_weights(dir, o);
+}
+
+Status Engine::export_weights(const std::string& dir, const ckpt::ExportOptions& options) {
   if (!impl_->prepared) return failed_precondition("export before prepare: nothing to export yet");
-  return on_rank0(*impl_, "export", dir, [&] { return impl_->export_weights(dir, dtype); });
+  return on_rank0(*impl_, "export", dir, [&] { return impl_->export_weights(dir, options); });
+}
+
+StatusOr<void*> Engine::map_param(const std::string& name) {
+  Impl& m = *impl_;
+  if (!m.prepared) STRATA_RETURN_IF_ERROR(prepare());
+  STRATA_ASSIGN_OR_RETURN(uint32_t pi, m.param_index(name, "map"));
+  const ParamSlot& slot = m.layout->params()[pi];
+  const ChunkState& c = m.chunks[slot.chunk];
+  if (c.at.params16 != Tier::kDevice || m.gathers())
+    return failed_precondition("map of '" + name + "': its bit16 values do not rest on the device (" +
+                               (m.gathers() ? std::string("ZeRO stage 3 across ranks keeps a shard") : std::string("offload_param")) +
+                               "); fetch it before each use instead");
+  return static_cast<void*>(static_cast<uint8_t*>(c.p16_dev) + slot.offset * 2);
 }
 
 double Engine::loss_scale() const { return impl_->scaler.scale(); }

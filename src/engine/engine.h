@@ -27,6 +27,7 @@
 #include "offload/io_sys.h"
 #include "src/engine/config.h"
 #include "src/engine/placement.h"
+#include "src/engine/weights_export.h"
 
 namespace strata::engine {
 
@@ -153,9 +154,17 @@ class Engine {
   // differ) and the bit16 dtype must match; every checksum is verified before anything changes.
   Status load(const std::string& dir, const std::string& tag = "");
   // Writes the consolidated weights (fp32, bf16 or fp16, from the fp32 masters) to `dir`:
-  // index.json + weights.bin, readable without strata (docs/checkpoint.md). Across ranks every
-  // rank calls it and rank 0 writes.
+  // index.json + weights.bin, readable without strata (docs/checkpoint.md), or model.safetensors
+  // (+ config.json) for the Python ecosystem (weights_export.h). Only into a new or empty
+  // directory or over an earlier export. Across ranks every rank calls it and rank 0 writes.
   Status export_weights(const std::string& dir, DType dtype);
+  Status export_weights(const std::string& dir, const ckpt::ExportOptions& options);
+
+  // The device pointer to a param's bit16 values when they rest on the device for good (params
+  // not offloaded, not a stage-3 shard across ranks): valid until the engine is destroyed and
+  // rewritten in place by every step and load, so a framework can use it as the param's storage.
+  // FAILED_PRECONDITION for a param that lives in working buffers (fetch it instead).
+  StatusOr<void*> map_param(const std::string& name);
 
   // The fp32 master values of a param (after prepare), into host memory dst[numel]. With ZeRO
   // shards across ranks it gathers them: every rank calls it for the same param.

@@ -25,6 +25,7 @@
 #include "src/engine/engine.h"
 #include "src/engine/loss_scaler.h"
 #include "src/engine/trace.h"
+#include "src/engine/weights_export.h"
 
 namespace strata::engine {
 
@@ -253,7 +254,7 @@ struct Engine::Impl {
   Status save(const std::string& root, const std::string& tag);
   Status prepare_save_dir(const std::string& root, const std::string& tag);
   Status load(const std::string& root, const std::string& tag);
-  Status export_weights(const std::string& out_dir, DType out_dtype);
+  Status export_weights(const std::string& out_dir, const ckpt::ExportOptions& options);
   Status quiet_for_io(const char* call);  // no param fetched; every copy and I/O finished
   Status pull_chunk(uint32_t ci, float* const opt[3], uint16_t* p16);
   Status push_chunk(uint32_t ci, const float* const opt[3], const uint16_t* p16);

@@ -28,7 +28,9 @@ bool only(const std::string& dir, bool (*ours)(const std::string&), bool nonempt
 }
 
 bool checkpoint_file(const std::string& n) { return n == "manifest.json" || chunk_file(n); }
-bool export_file(const std::string& n) { return n == kExportMarker || n == "index.json" || n == "weights.bin"; }
+bool export_file(const std::string& n) {
+  return n == kExportMarker || n == "index.json" || n == "weights.bin" || n == "model.safetensors" || n == "config.json";
+}
 
 // The optimizer step a checkpoint's manifest records (-1 when unreadable).
 int64_t step_of(const std::string& dir) {

@@ -226,6 +226,20 @@ static void test_adam_closed_form(void) {
 }
 
 /* One optimizer step of param "p" with gradient g. */
+/* Offloaded params live in working buffers: map_param refuses them. */
+static void test_map_refuses_offloaded_params(void) {
+  strata_engine_t* e = make_engine(
+      "{\"zero_optimization\": {\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}},"
+      " \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096}}");
+  const int64_t shape[1] = {100};
+  EXPECT_OK(strata_engine_register_param(e, "w", shape, 1, STRATA_DTYPE_FP32, NULL));
+  void* p = (void*)1;
+  EXPECT_ERROR(strata_engine_map_param(e, "w", &p), STRATA_ERR_FAILED_PRECONDITION, "do not rest on the device (offload_param)");
+  CHECK(p == NULL, "out reset on error");
+  EXPECT_ERROR(strata_engine_map_param(e, "w", NULL), STRATA_ERR_INVALID_ARGUMENT, "device_ptr is NULL");
+  EXPECT_OK(strata_engine_destroy(e));
+}
+
 static void train_step(strata_engine_t* e, const uint16_t* g, size_t n) {
   void* dp = NULL;
   EXPECT_OK(strata_engine_fetch(e, "p", NULL, &dp));
@@ -274,6 +288,53 @@ static void test_checkpoint_round_trip(void) {
   snprintf(out, sizeof(out), "%s/weights", root);
   EXPECT_OK(strata_engine_export_weights(f, out, STRATA_DTYPE_FP32));
   EXPECT_ERROR(strata_engine_export_weights(f, out, (strata_dtype_t)42), STRATA_ERR_INVALID_ARGUMENT, "export dtype");
+
+  /* safetensors with a model config beside it: the header names the param, its dtype, shape and
+   * byte range; the data is the fp32 masters read back by strata_engine_read_param. */
+  strata_export_options_t xo = STRATA_EXPORT_OPTIONS_INIT;
+  xo.format = STRATA_EXPORT_SAFETENSORS;
+  xo.config_json = "{\"model_type\": \"mlp\"}";
+  snprintf(out, sizeof(out), "%s/st", root);
+  EXPECT_OK(strata_engine_export(f, out, &xo));
+  char path[600];
+  snprintf(path, sizeof(path), "%s/st/model.safetensors", root);
+  FILE* st = fopen(path, "rb");
+  CHECK(st != NULL, "%s", path);
+  if (st != NULL) {
+    uint8_t len8[8];
+    CHECK(fread(len8, 1, 8, st) == 8, "header length");
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; ++i) hlen |= (uint64_t)len8[i] << (8 * i);
+    char header[512] = {0};
+    CHECK(hlen < sizeof(header) && fread(header, 1, hlen, st) == hlen, "header of %llu bytes", (unsigned long long)hlen);
+    CHECK(strstr(header, "\"p\":{\"data_offsets\":[0,800],\"dtype\":\"F32\",\"shape\":[200]}") != NULL, "header: %s", header);
+    CHECK(hlen % 8 == 0, "the data is 8-byte aligned");
+    float back[kN];
+    CHECK(fread(back, 4, kN, st) == kN && memcmp(back, b, sizeof(back)) == 0, "the exported values are the masters");
+    fclose(st);
+  }
+  snprintf(path, sizeof(path), "%s/st/config.json", root);
+  FILE* cfg = fopen(path, "rb");
+  CHECK(cfg != NULL, "config.json beside the weights");
+  if (cfg != NULL) fclose(cfg);
+  xo.format = (strata_export_format_t)7;
+  EXPECT_ERROR(strata_engine_export(f, out, &xo), STRATA_ERR_INVALID_ARGUMENT, "options.format = 7");
+  xo.format = STRATA_EXPORT_SAFETENSORS;
+  xo.config_json = "[1, 2";
+  EXPECT_ERROR(strata_engine_export(f, out, &xo), STRATA_ERR_INVALID_ARGUMENT, "the model config: line 1");
+
+  /* map_param: a param resting on the device is the engine's own memory, rewritten in place. */
+  void* mapped = NULL;
+  EXPECT_ERROR(strata_engine_map_param(f, "nope", &mapped), STRATA_ERR_NOT_FOUND, "unknown param 'nope'");
+  EXPECT_OK(strata_engine_map_param(f, "p", &mapped));
+  void* fetched = NULL;
+  EXPECT_OK(strata_engine_fetch(f, "p", NULL, &fetched));
+  EXPECT_OK(strata_engine_release(f, "p"));
+  CHECK(mapped == fetched, "the mapped and the fetched pointer differ");
+  CHECK(from_bf16(((const uint16_t*)mapped)[3]) == from_bf16(to_bf16(b[3])), "the mapped values are the masters in bf16");
+  train_step(f, g, kN);
+  EXPECT_OK(strata_engine_read_param(f, "p", b, kN));
+  CHECK(((const uint16_t*)mapped)[3] == to_bf16(b[3]), "a step rewrites the mapped values in place");
   EXPECT_OK(strata_engine_destroy(e));
   EXPECT_OK(strata_engine_destroy(f));
   char cmd[600];
@@ -287,6 +348,7 @@ int main(void) {
   test_plan_refused_and_buffers_exhausted();
   test_adam_closed_form();
   test_checkpoint_round_trip();
+  test_map_refuses_offloaded_params();
   printf("%d checks passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

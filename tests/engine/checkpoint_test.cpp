@@ -478,7 +478,7 @@ TEST(Export, WeightsReadBackWithoutStrata) {
       ASSERT_EQ(b.at(n)[i], reference::bf16_to_float(reference::float_to_bf16(v[i]))) << n << "[" << i << "]";
   // The same export from the checkpoint, without an engine.
   ASSERT_TRUE(e->save(root.path() + "/ckpt").is_ok());
-  Status s = ckpt::export_checkpoint(root.path() + "/ckpt/step2", root.path() + "/from_ckpt", DType::kF32);
+  Status s = ckpt::export_checkpoint(root.path() + "/ckpt/step2", root.path() + "/from_ckpt", ckpt::ExportOptions{});
   ASSERT_TRUE(s.is_ok()) << s.to_string();
   EXPECT_EQ(read_export(root.path() + "/from_ckpt", "fp32"), m);
 }
@@ -504,6 +504,33 @@ TEST(CheckpointCli, VerifiesAndExports) {
   out = run("checkpoint export " + root.path() + " " + root.path() + "/w --dtype fp32", &rc);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_EQ(read_export(root.path() + "/w", "fp32"), harness::read_masters(*e, mlp));
+  // safetensors: the header (JSON after an 8-byte length) gives each tensor's range; bf16 values
+  // are the masters rounded to nearest even.
+  out = run("checkpoint export " + root.path() + " " + root.path() + "/st --dtype bf16 --format safetensors", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  {
+    std::ifstream f(root.path() + "/st/model.safetensors", std::ios::binary);
+    uint64_t hlen = 0;
+    f.read(reinterpret_cast<char*>(&hlen), 8);
+    std::string header(hlen, ' ');
+    f.read(header.data(), static_cast<std::streamsize>(hlen));
+    const nlohmann::json h = nlohmann::json::parse(header);
+    const Masters masters = harness::read_masters(*e, mlp);
+    ASSERT_EQ(h.size(), masters.size() + 1) << "every param and __metadata__";
+    for (const auto& [name, values] : masters) {
+      const auto& t = h.at(name);
+      EXPECT_EQ(t.at("dtype"), "BF16");
+      const uint64_t b = t.at("data_offsets")[0], e2 = t.at("data_offsets")[1];
+      ASSERT_EQ(e2 - b, values.size() * 2) << name;
+      std::vector<uint16_t> got(values.size());
+      f.seekg(static_cast<std::streamoff>(8 + hlen + b));
+      f.read(reinterpret_cast<char*>(got.data()), static_cast<std::streamsize>(got.size() * 2));
+      for (size_t i = 0; i < values.size(); ++i) ASSERT_EQ(got[i], reference::float_to_bf16(values[i])) << name << " " << i;
+    }
+  }
+  out = run("checkpoint export " + root.path() + " " + root.path() + "/x --format onnx", &rc);
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("export format 'onnx': expected strata or safetensors"), std::string::npos) << out;
   std::filesystem::resize_file(root.path() + "/step2/chunk2.bin", 10);
   out = run("checkpoint verify " + root.path(), &rc);
   EXPECT_EQ(rc, 1) << out;
