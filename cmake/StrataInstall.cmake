@@ -5,6 +5,11 @@ include(CMakePackageConfigHelpers)
 install(TARGETS strata EXPORT strataTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   PUBLIC_HEADER DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The Python package (scikit-build-core, bindings/python/pyproject.toml): the library beside the
+# ctypes layer, under the soname it loads by (strata/libstrata.so.0).
+if(SKBUILD)
+  install(FILES $<TARGET_FILE:strata> DESTINATION strata RENAME libstrata.so.${PROJECT_VERSION_MAJOR} COMPONENT python)
+endif()
 install(EXPORT strataTargets NAMESPACE strata:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/strata)
 
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/strataConfig.cmake.in

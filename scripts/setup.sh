@@ -7,13 +7,18 @@
 # minute on 2 cores. `--device auto`: where a GPU is usable (and the build has CUDA) the same job
 # runs there, with the same 2.1 MiB device budget and the model's CUDA compute path; otherwise
 # on the host-emulated device with the model's CPU path (the log says which).
-# Extra arguments go to `strata train` (see `build/src/strata train --help`).
+# Extra arguments go to `strata train` (see `build/src/strata train --help`). It also makes
+# build/venv (torch, transformers, safetensors from PyPI) and installs the Python package
+# `strata` there (README "From PyTorch").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install_deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+py=$(scripts/python_env.sh | tail -n 1)  # build/venv with torch, transformers, safetensors
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_PYTHON="$py"
 cmake --build build
+echo "== the Python package: pip install bindings/python into build/venv (strata, strata.torch) =="
+"$py" -m pip install -q --no-build-isolation bindings/python
 echo "== main job: strata train (a model 4.5x larger than the device budget; params on the host, optimizer on NVMe) =="
 mkdir -p build/nvme
 cd build

@@ -6,7 +6,9 @@
 # ThreadSanitizer (build-tsan/; oneTBB's uninstrumented scheduler gets the narrow suppressions of
 # tests/tsan/tbb.supp, strata's task bodies the happens-before edges of kernels/cpu/parallel.h);
 # and fuzzes the config, manifest, store-index and argument parsers for 30 s each
-# (scripts/fuzz.sh, clang + libFuzzer, build-fuzz/).
+# (scripts/fuzz.sh, clang + libFuzzer, build-fuzz/). The Python package's tests (tests/python,
+# pytest) run inside the Release suite with torch and transformers from PyPI in build/venv
+# (scripts/python_env.sh), and the package's wheel is built and imported.
 # STRATA_TEST_SANITIZE=0 skips the sanitizer passes; STRATA_TEST_FUZZ_SECONDS sets the fuzzing time
 # (0 skips it).
 set -euo pipefail
@@ -14,9 +16,17 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
 scripts/install_deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+py=$(scripts/python_env.sh | tail -n 1)  # build/venv: torch, transformers, pytest for tests/python
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_PYTHON="$py"
 cmake --build build
 ctest --test-dir build -j"$jobs" --output-on-failure
+
+# The Python package as pip builds it (scikit-build-core: the library inside the wheel), installed
+# and imported away from the checkout.
+rm -rf build/wheel
+"$py" -m pip wheel -q --no-deps --no-build-isolation -w build/wheel -C cmake.define.STRATA_CUDA=OFF bindings/python
+"$py" -m pip install -q --force-reinstall --no-deps build/wheel/strata-*.whl
+(cd / && "$py" -c "import strata, strata.torch; assert 'site-packages' in str(strata.library_path), strata.library_path; print('wheel ok:', strata.library_path)")
 
 if [ "${STRATA_TEST_SANITIZE:-1}" != "0" ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_SANITIZE=address,undefined \
