@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
-#include "kernels/reference/half.h"
+#include "src/common/half.h"
 
 namespace strata::comm {
 namespace {
@@ -31,10 +31,10 @@ void half_op(void* in, void* inout, int* len, MPI_Datatype*) {
   const auto* a = static_cast<const uint16_t*>(in);
   auto* b = static_cast<uint16_t*>(inout);
   for (int i = 0; i < *len; ++i) {
-    const float x = kBf16 ? reference::bf16_to_float(a[i]) : reference::fp16_to_float(a[i]);
-    const float y = kBf16 ? reference::bf16_to_float(b[i]) : reference::fp16_to_float(b[i]);
+    const float x = kBf16 ? bf16_to_float(a[i]) : fp16_to_float(a[i]);
+    const float y = kBf16 ? bf16_to_float(b[i]) : fp16_to_float(b[i]);
     const float r = kMax ? std::max(x, y) : x + y;
-    b[i] = kBf16 ? reference::float_to_bf16(r) : reference::float_to_fp16(r);
+    b[i] = kBf16 ? float_to_bf16(r) : float_to_fp16(r);
   }
 }
 

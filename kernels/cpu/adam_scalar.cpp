@@ -1,12 +1,12 @@
 // CPU kernels for any x86-64 (or other) CPU: one float per "vector", conversions from
-// kernels/reference/half.h. Built with baseline flags; the fallback when no SIMD ISA is usable.
+// src/common/half.h. Built with baseline flags; the fallback when no SIMD ISA is usable.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 #include "kernels/cpu/kernel_types.h"
-#include "kernels/reference/half.h"
+#include "src/common/half.h"
 
 namespace strata::kernels::cpu {
 namespace {
@@ -25,13 +25,13 @@ struct Simd {
   static V sqrt(V a) { return std::sqrt(a); }
   static V fmadd(V a, V b, V c) { return a * b + c; }
   static V fnmadd(V a, V b, V c) { return c - a * b; }
-  static V load_bf16(const uint16_t* p) { return reference::bf16_to_float(*p); }
-  static V load_fp16(const uint16_t* p) { return reference::fp16_to_float(*p); }
-  static void store_bf16(uint16_t* p, V x) { *p = reference::float_to_bf16(x); }
+  static V load_bf16(const uint16_t* p) { return bf16_to_float(*p); }
+  static V load_fp16(const uint16_t* p) { return fp16_to_float(*p); }
+  static void store_bf16(uint16_t* p, V x) { *p = float_to_bf16(x); }
   static void store_bf16_trunc(uint16_t* p, V x) {
-    *p = static_cast<uint16_t>(reference::float_bits(x) >> 16);
+    *p = static_cast<uint16_t>(float_bits(x) >> 16);
   }
-  static void store_fp16(uint16_t* p, V x) { *p = reference::float_to_fp16(x); }
+  static void store_fp16(uint16_t* p, V x) { *p = float_to_fp16(x); }
   static VD zero_d() { return 0.0; }
   static VD add_d(VD a, VD b) { return a + b; }
   static void acc_sumsq(VD& a0, VD&, V x) { a0 += static_cast<double>(x) * x; }

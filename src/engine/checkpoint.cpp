@@ -107,7 +107,7 @@ Status Engine::Impl::push_chunk(uint32_t ci, const float* const opt[3], const ui
 }
 
 void Engine::Impl::hook(const std::string& point) const {
-  if (opts.checkpoint_hook) opts.checkpoint_hook(point);
+  if (seams.checkpoint_hook) seams.checkpoint_hook(point);
 }
 
 Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {

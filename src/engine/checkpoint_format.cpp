@@ -13,7 +13,6 @@
 #include <initializer_list>
 #include <nlohmann/json.hpp>
 
-#include "kernels/reference/half.h"
 #include "src/common/fs.h"
 #include "src/common/json_text.h"
 #include "src/engine/output_dirs.h"

@@ -60,6 +60,7 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 Engine::Impl::Impl(const EngineConfig& c, EngineOptions o)
     : cfg(c),
       opts(std::move(o)),
+      seams(opts.seams != nullptr ? *opts.seams : EngineSeams{}),
       dtype(c.precision == Precision::kFP16 ? DType::kF16 : DType::kBF16),
       scaler(c.loss_scale, c.precision == Precision::kFP16) {}
 
@@ -97,8 +98,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
   auto impl = std::make_unique<Impl>(config, std::move(options));
   STRATA_ASSIGN_OR_RETURN(offload::DeviceChoice choice, offload::parse_device_choice(config.device));
   Impl* p = impl.get();
-  if (impl->opts.device_factory) {
-    impl->dev = impl->opts.device_factory();
+  if (impl->seams.device_factory) {
+    impl->dev = impl->seams.device_factory();
     if (!impl->dev) return invalid_argument("EngineOptions::device_factory returned no device");
   } else {
     STRATA_ASSIGN_OR_RETURN(impl->dev, offload::open_device(choice, config.device_bytes, [p](const std::string& l) { p->log(l); }));
@@ -207,7 +208,7 @@ Status Engine::prepare() {
     o.dir = d;
     o.aio = m.cfg.aio;
     o.checksum = m.cfg.nvme_checksum;
-    STRATA_ASSIGN_OR_RETURN(m.stores[d], offload::NvmeStore::open(o, m.opts.io_sys));
+    STRATA_ASSIGN_OR_RETURN(m.stores[d], offload::NvmeStore::open(o, m.seams.io_sys));
   }
   if (m.cfg.placement.offload_optimizer == OffloadTarget::kNvme) m.opt_store = m.stores[m.cfg.optimizer_nvme_path].get();
   if (m.cfg.placement.offload_param == OffloadTarget::kNvme) m.param_store = m.stores[m.cfg.param_nvme_path].get();

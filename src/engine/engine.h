@@ -22,27 +22,24 @@
 
 #include "src/common/dtype.h"
 #include "src/common/status.h"
-#include "offload/device.h"
-#include "comm/communicator.h"
-#include "offload/io_sys.h"
 #include "src/engine/config.h"
 #include "src/engine/placement.h"
 #include "src/engine/weights_export.h"
 
+namespace strata::comm {
+class Communicator;
+}  // namespace strata::comm
+
 namespace strata::engine {
+
+struct EngineSeams;  // test seams (src/engine/engine_seams.h): a device, a save hook, I/O faults
 
 struct EngineOptions {
   // Receives the device choice, the placement plan and warnings, one message per call. Empty:
   // lines go to stderr prefixed "strata: ".
   std::function<void(const std::string&)> log;
-  // Test seam: the device to train on instead of the one the config chooses (e.g. a host-emulated
-  // device whose copies are slowed down).
-  std::function<std::unique_ptr<offload::Device>()> device_factory;
-  // Test seam: called at each point of a checkpoint save ("chunk 3 written", "manifest written",
-  // "published", "latest updated").
-  std::function<void(const std::string&)> checkpoint_hook;
-  // Test seam: the system calls of the NVMe tier (a fault-injecting IoSys); nullptr: the real ones.
-  offload::IoSys* io_sys = nullptr;
+  // Tests only: replaces parts of the engine's surroundings (copied by create; nullptr: none).
+  const EngineSeams* seams = nullptr;
   // The ranks of data-parallel training (not owned; must outlive the engine). nullptr or a world
   // of one: a single rank. With more ranks (stage 0, DDP): every rank holds the whole state, the
   // gradients of each cycle are all-reduced (averaged) before the norm and the step, rank 0's

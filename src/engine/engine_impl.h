@@ -23,6 +23,8 @@
 #include "src/engine/chunk_layout.h"
 #include "src/engine/device_ops.h"
 #include "src/engine/engine.h"
+#include "src/engine/engine_seams.h"
+#include "comm/communicator.h"
 #include "src/engine/loss_scaler.h"
 #include "src/engine/trace.h"
 #include "src/engine/weights_export.h"
@@ -156,6 +158,7 @@ struct Engine::Impl {
 
   EngineConfig cfg;
   EngineOptions opts;
+  EngineSeams seams;
   DType dtype = DType::kBF16;
   LossScaler scaler;
   std::unique_ptr<offload::Device> dev;

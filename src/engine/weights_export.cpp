@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "kernels/reference/half.h"
+#include "src/common/half.h"
 #include "src/common/fs.h"
 #include "src/common/json_text.h"
 #include "src/engine/checkpoint_format.h"
@@ -141,7 +141,7 @@ Status WeightsWriter::add(const std::string& name, const std::vector<int64_t>& s
     bytes.resize(numel * 2);
     auto* out = reinterpret_cast<uint16_t*>(bytes.data());
     for (size_t i = 0; i < numel; ++i)
-      out[i] = dtype == DType::kBF16 ? reference::float_to_bf16(values[i]) : reference::float_to_fp16(values[i]);
+      out[i] = dtype == DType::kBF16 ? float_to_bf16(values[i]) : float_to_fp16(values[i]);
   }
   if (options_.format == WeightsFormat::kSafetensors) {  // back to back, as the header says
     STRATA_RETURN_IF_ERROR(write_bytes(bytes.data(), bytes.size()));

@@ -11,6 +11,8 @@
 #include "kernels/cpu/casts.h"
 #include "src/common/host_memory.h"
 #include "src/common/units.h"
+#include "comm/communicator.h"
+#include "src/engine/engine_seams.h"
 #include "src/engine/output_dirs.h"
 #include "kernels/cpu/isa.h"
 
@@ -102,7 +104,7 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     return invalid_argument("sequence length " + std::to_string(o.seq) + " exceeds the model's max_seq " +
                             std::to_string(o.shape.max_seq));
   if (o.lr <= 0 || o.warmup < 0) return invalid_argument("lr must be > 0 and warm-up >= 0");
-  const bool want_gpu = cfg.device != "host" && !eopts.device_factory;
+  const bool want_gpu = cfg.device != "host" && (eopts.seams == nullptr || !eopts.seams->device_factory);
   if (want_gpu && cfg.precision != engine::Precision::kBF16)
     return invalid_argument("on a GPU the GPT model computes in bf16: enable bf16 (--precision bf16), or train on the host "
                             "(--device host)");

@@ -1,9 +1,10 @@
-// Data-parallel training (stage 0) across CPU ranks, under mpirun with 1, 2 and 4 ranks: N ranks,
-// each handing the gradient of its share of the global batch, end with the master weights of one
-// rank that accumulates all N shares as N micro-batches (the same fp32 sums, in another order) —
-// with the optimizer on the device and on the host; the all-reduced bytes are counted, and chunks
-// complete before the step start their all-reduce during backward; rank 0's
-// initial values reach every rank; ranks that registered different params are refused.
+// Data-parallel training across CPU ranks (DDP at stage 0, ZeRO shards at stages 1-3), under
+// mpirun with 1, 2 and 4 ranks: N ranks, each handing the gradient of its share of the global
+// batch, end with the master weights of one rank that accumulates all N shares as N micro-batches
+// (the same fp32 sums, in another order) — with every offload of every stage; the all-reduced and
+// gathered bytes are counted, and DDP chunks complete before the step start their all-reduce
+// during backward; rank 0's initial values reach every rank; ranks that registered different
+// params are refused.
 #include <gtest/gtest.h>
 
 #include <unistd.h>

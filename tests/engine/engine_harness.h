@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "src/engine/engine.h"
+#include "src/engine/engine_seams.h"
 #include "tests/engine/mlp_model.h"
 
 namespace strata::engine::harness {
@@ -78,9 +79,11 @@ inline StatusOr<std::unique_ptr<Engine>> make_engine(const EngineConfig& cfg, co
   opts.log = [log = o.log](const std::string& l) {
     if (log != nullptr) log->push_back(l);
   };
-  opts.device_factory = o.device;
-  opts.checkpoint_hook = o.checkpoint_hook;
-  opts.io_sys = o.io_sys;
+  EngineSeams seams;  // copied by create
+  seams.device_factory = o.device;
+  seams.checkpoint_hook = o.checkpoint_hook;
+  seams.io_sys = o.io_sys;
+  opts.seams = &seams;
   STRATA_ASSIGN_OR_RETURN(auto e, Engine::create(cfg, opts));
   for (const auto& l : mlp.layers()) {
     const auto w = mlp.init(l, true, 1), b = mlp.init(l, false, 1);
