@@ -83,7 +83,7 @@ STRATA_API strata_status_t strata_comm_create_mpi(int64_t timeout_ms, strata_com
   });
 }
 
-STRATA_API strata_status_t strata_comm_nccl_id(unsigned char id[128]) {
+STRATA_API strata_status_t strata_comm_make_nccl_id(unsigned char id[128]) {
   return guard(__func__, [&]() -> Status {
     if (id == nullptr) return null_arg("id");
     STRATA_ASSIGN_OR_RETURN(strata::comm::NcclId got, strata::comm::nccl_unique_id());
@@ -107,7 +107,7 @@ STRATA_API strata_status_t strata_comm_create_nccl(const unsigned char id[128], 
   });
 }
 
-STRATA_API strata_status_t strata_comm_rank(const strata_comm_t* comm, int* rank, int* world_size) {
+STRATA_API strata_status_t strata_comm_get_rank(const strata_comm_t* comm, int* rank, int* world_size) {
   return guard(__func__, [&]() -> Status {
     if (comm == nullptr) return null_arg("comm");
     std::lock_guard<std::mutex> l(strata::capi::registry_mu());
@@ -132,6 +132,12 @@ STRATA_API strata_status_t strata_comm_destroy(strata_comm_t* comm) {
     }
     return Status::ok();  // `dead` closes the communicator outside the lock
   });
+}
+
+// The earlier names (strata.h).
+STRATA_API strata_status_t strata_comm_nccl_id(unsigned char id[128]) { return strata_comm_make_nccl_id(id); }
+STRATA_API strata_status_t strata_comm_rank(const strata_comm_t* comm, int* rank, int* world_size) {
+  return strata_comm_get_rank(comm, rank, world_size);
 }
 
 }  // extern "C"

@@ -2,6 +2,7 @@
 // destroyed handle keeps a tombstone so that any later call with it is refused with a clear error
 // instead of touching freed memory (a few dozen bytes per engine ever created).
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -121,7 +122,7 @@ STRATA_API strata_status_t strata_engine_prepare(strata_engine_t* engine) {
   });
 }
 
-STRATA_API strata_status_t strata_engine_plan(strata_engine_t* engine, char* buf, size_t capacity, size_t* length) {
+STRATA_API strata_status_t strata_engine_get_plan(strata_engine_t* engine, char* buf, size_t capacity, size_t* length) {
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
     if (length == nullptr) return null_arg("length");
@@ -222,7 +223,7 @@ STRATA_API strata_status_t strata_engine_read_param(strata_engine_t* engine, con
   });
 }
 
-STRATA_API strata_status_t strata_engine_loss_scale(strata_engine_t* engine, double* scale) {
+STRATA_API strata_status_t strata_engine_get_loss_scale(strata_engine_t* engine, double* scale) {
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
     if (scale == nullptr) return null_arg("scale");
@@ -235,8 +236,16 @@ STRATA_API strata_status_t strata_engine_get_stats(strata_engine_t* engine, stra
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
     if (stats == nullptr) return null_arg("stats");
-    STRATA_RETURN_IF_ERROR(strata::capi::check_struct("stats", stats->struct_size, sizeof(*stats), stats->reserved,
-                                                      sizeof(stats->reserved), "STRATA_ENGINE_STATS_INIT"));
+    // The first release's layout ended after order_changes with 4 reserved words.
+    constexpr size_t kV0Size = offsetof(strata_engine_stats_t, bytes_allreduce) + 4 * sizeof(uint64_t);
+    const bool v0 = stats->struct_size == kV0Size;
+    if (v0) {
+      STRATA_RETURN_IF_ERROR(strata::capi::check_struct("stats", stats->struct_size, kV0Size, &stats->bytes_allreduce,
+                                                        4 * sizeof(uint64_t), "STRATA_ENGINE_STATS_INIT"));
+    } else {
+      STRATA_RETURN_IF_ERROR(strata::capi::check_struct("stats", stats->struct_size, sizeof(*stats), stats->reserved,
+                                                        sizeof(stats->reserved), "STRATA_ENGINE_STATS_INIT"));
+    }
     const strata::engine::EngineStats s = e->stats();
     stats->device_bytes = s.tier_bytes[0];
     stats->host_bytes = s.tier_bytes[1];
@@ -249,7 +258,7 @@ STRATA_API strata_status_t strata_engine_get_stats(strata_engine_t* engine, stra
     stats->stall_fetch_seconds = s.stall_fetch_s;
     stats->stall_grad_seconds = s.stall_grad_s;
     stats->step_seconds = s.step_s;
-    stats->step_adam_seconds = s.step_adam_s;
+    stats->step_update_seconds = s.step_adam_s;
     stats->step_nvme_seconds = s.step_nvme_s;
     stats->micro_steps = s.micro_steps;
     stats->optimizer_steps = s.optimizer_steps;
@@ -260,6 +269,15 @@ STRATA_API strata_status_t strata_engine_get_stats(strata_engine_t* engine, stra
     stats->prefetch_hits = s.prefetch_hits;
     stats->demand_loads = s.demand_loads;
     stats->order_changes = s.order_changes;
+    if (v0) return Status::ok();
+    stats->bytes_allreduce = s.bytes_allreduce;
+    stats->bytes_allgather = s.bytes_allgather;
+    stats->allreduce_seconds = s.allreduce_s;
+    stats->allgather_seconds = s.allgather_s;
+    stats->allreduce_early = s.allreduce_early;
+    stats->bucket_flushes = s.bucket_flushes;
+    stats->early_flushes = s.early_flushes;
+    stats->bytes_checkpoint = s.bytes_checkpoint;
     return Status::ok();
   });
 }
@@ -319,6 +337,14 @@ STRATA_API strata_status_t strata_engine_export_weights(strata_engine_t* engine,
     STRATA_ASSIGN_OR_RETURN(strata::DType d, strata::capi::to_dtype(dtype, "export dtype"));
     return e->export_weights(dir, d);
   });
+}
+
+// The earlier names (strata.h).
+STRATA_API strata_status_t strata_engine_plan(strata_engine_t* engine, char* buf, size_t capacity, size_t* length) {
+  return strata_engine_get_plan(engine, buf, capacity, length);
+}
+STRATA_API strata_status_t strata_engine_loss_scale(strata_engine_t* engine, double* scale) {
+  return strata_engine_get_loss_scale(engine, scale);
 }
 
 }  // extern "C"

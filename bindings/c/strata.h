@@ -203,18 +203,18 @@ typedef void (*strata_log_fn)(void* user, const char* line);
 
 /* ---- Ranks -------------------------------------------------------------------------------
  * A communicator joins the ranks of data-parallel training. MPI: the world of mpirun (a plain
- * process is a world of one). NCCL: rank 0 calls strata_comm_nccl_id, the host program sends
+ * process is a world of one). NCCL: rank 0 calls strata_comm_make_nccl_id, the host program sends
  * the 128 bytes to every rank its own way, and each rank calls strata_comm_create_nccl with
  * them. A collective that does not complete within timeout_ms (<= 0: 5 minutes) fails with
  * STRATA_ERR_TIMEOUT naming it, and the communicator takes no more work. Destroy it after every
  * engine that uses it. Builds without MPI / NCCL return STRATA_ERR_UNSUPPORTED. */
 typedef struct strata_comm strata_comm_t;
 STRATA_API strata_status_t strata_comm_create_mpi(int64_t timeout_ms, strata_comm_t** out);
-STRATA_API strata_status_t strata_comm_nccl_id(unsigned char id[128]);
+STRATA_API strata_status_t strata_comm_make_nccl_id(unsigned char id[128]);
 STRATA_API strata_status_t strata_comm_create_nccl(const unsigned char id[128], int rank, int world_size, int cuda_device,
                                                    int64_t timeout_ms, strata_comm_t** out);
 /* rank and world_size may be NULL. */
-STRATA_API strata_status_t strata_comm_rank(const strata_comm_t* comm, int* rank, int* world_size);
+STRATA_API strata_status_t strata_comm_get_rank(const strata_comm_t* comm, int* rank, int* world_size);
 /* NULL is a no-op. */
 STRATA_API strata_status_t strata_comm_destroy(strata_comm_t* comm);
 
@@ -223,8 +223,9 @@ typedef struct strata_engine_options {
   const char* config_json; /* the JSON config (DeepSpeed keys + "strata" section); required */
   strata_log_fn log;       /* NULL: lines go to stderr prefixed "strata: " */
   void* log_user;          /* passed to log */
-  strata_comm_t* comm;     /* NULL: one rank. Otherwise data-parallel training over its ranks
-                            * (ZeRO stage 0; CPU ranks over MPI with the host-emulated device);
+  strata_comm_t* comm;     /* NULL: one rank. Otherwise data-parallel training over its ranks:
+                            * DDP at ZeRO stage 0, shards of the state at stages 1-3 (CPU ranks
+                            * over MPI with the host-emulated device, GPU ranks over NCCL);
                             * not owned, must outlive the engine */
   uint64_t reserved[7];    /* must be zero */
 } strata_engine_options_t;
@@ -266,7 +267,7 @@ typedef struct strata_engine_stats {
   double stall_fetch_seconds;  /* the host blocked in fetch waiting for params */
   double stall_grad_seconds;   /* the host blocked waiting for gradient copies */
   double step_seconds;         /* in optimizer steps, of which: */
-  double step_adam_seconds;    /*   Adam on host-resident state */
+  double step_update_seconds;  /*   the optimizer's update of host-resident state */
   double step_nvme_seconds;    /*   NVMe reads and writes */
   int64_t micro_steps, optimizer_steps, skipped_steps;
   double loss_scale;
@@ -275,11 +276,21 @@ typedef struct strata_engine_stats {
   int64_t prefetch_hits;       /*   of which were fetched before being evicted */
   int64_t demand_loads;        /* chunk loads started by a fetch that found its chunk absent */
   int64_t order_changes;       /* micro-batches whose fetch order left the recorded one */
-  uint64_t reserved[4];
+  /* Added in 0.2 (a struct_size of the first release's layout, which ends here with 4 reserved
+   * words, is still accepted and filled up to here): */
+  uint64_t bytes_allreduce;    /* gradient buffers all-reduced across ranks (whole spans) */
+  uint64_t bytes_allgather;    /* bit16 params all-gathered across ranks */
+  double allreduce_seconds;    /* blocked in gradient all-reduces and the step's gathers */
+  double allgather_seconds;    /* blocked in stage-3 gathers of params for fetches */
+  int64_t allreduce_early;     /* chunk all-reduces started during backward (DDP) */
+  int64_t bucket_flushes;      /* gradient buckets moved off the device */
+  int64_t early_flushes;       /*   of which before their chunk's gradients were complete */
+  uint64_t bytes_checkpoint;   /* written by save */
+  uint64_t reserved[16];
 } strata_engine_stats_t;
 #define STRATA_ENGINE_STATS_INIT \
   { sizeof(strata_engine_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0, \
-    { 0, 0, 0, 0 } }
+    0, 0, 0.0, 0.0, 0, 0, 0, 0, { 0 } }
 
 /* Parses the config, opens the device (a GPU when usable and not forbidden, else the emulated
  * one; "device": "cuda" without a usable GPU is an error that says why) and logs which. *out
@@ -300,7 +311,7 @@ STRATA_API strata_status_t strata_engine_register_param(strata_engine_t* engine,
 STRATA_API strata_status_t strata_engine_prepare(strata_engine_t* engine);
 /* Copies the plan table (after prepare) as a NUL-terminated string into buf[capacity]; *length
  * receives its length without the NUL. A too-small buffer fails with INVALID_ARGUMENT, *length set. */
-STRATA_API strata_status_t strata_engine_plan(strata_engine_t* engine, char* buf, size_t capacity, size_t* length);
+STRATA_API strata_status_t strata_engine_get_plan(strata_engine_t* engine, char* buf, size_t capacity, size_t* length);
 /* *device_ptr receives the param's full bit16 values on the device, valid until the matching
  * release. stream NULL: the values are there when this returns. Otherwise (CUDA) returns at once
  * and `stream` waits for them. Nested fetches need as many releases. Fails with NOT_FOUND for an
@@ -331,7 +342,7 @@ STRATA_API strata_status_t strata_engine_synchronize(strata_engine_t* engine);
 /* The fp32 master values of `name` into host memory dst[numel] (numel must equal the param's). */
 STRATA_API strata_status_t strata_engine_read_param(strata_engine_t* engine, const char* name, float* dst, size_t numel);
 /* The loss scale to multiply the next micro-batch's loss by (1 with bf16). */
-STRATA_API strata_status_t strata_engine_loss_scale(strata_engine_t* engine, double* scale);
+STRATA_API strata_status_t strata_engine_get_loss_scale(strata_engine_t* engine, double* scale);
 /* Counters since create (bytes, stall and step times, steps, prefetch). */
 STRATA_API strata_status_t strata_engine_get_stats(strata_engine_t* engine, strata_engine_stats_t* stats);
 
@@ -377,6 +388,15 @@ STRATA_API strata_status_t strata_engine_export(strata_engine_t* engine, const c
  * load rewrite the values in place, so a framework can use the memory as the param's own storage.
  * Implies prepare. FAILED_PRECONDITION for a param that lives in working buffers: fetch it. */
 STRATA_API strata_status_t strata_engine_map_param(strata_engine_t* engine, const char* name, void** device_ptr);
+
+/* ---- earlier names -----------------------------------------------------------------------------
+ * The first release's names for four functions that broke rule 1 (strata_<object>_<verb>). They
+ * remain exported and do exactly what their new names do; new code should use the new names. */
+STRATA_API strata_status_t strata_comm_nccl_id(unsigned char id[128]);  /* = strata_comm_make_nccl_id */
+STRATA_API strata_status_t strata_comm_rank(const strata_comm_t* comm, int* rank, int* world_size); /* = _get_rank */
+STRATA_API strata_status_t strata_engine_plan(strata_engine_t* engine, char* buf, size_t capacity,
+                                              size_t* length);  /* = strata_engine_get_plan */
+STRATA_API strata_status_t strata_engine_loss_scale(strata_engine_t* engine, double* scale);  /* = _get_loss_scale */
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -17,18 +17,18 @@ int main(void) {
   strata_comm_t* comm = NULL;
   CHECK(strata_comm_create_mpi(60000, &comm) == STRATA_OK, "%s", strata_last_error());
   int rank = -1, size = -1;
-  CHECK(strata_comm_rank(comm, &rank, &size) == STRATA_OK, "%s", strata_last_error());
+  CHECK(strata_comm_get_rank(comm, &rank, &size) == STRATA_OK, "%s", strata_last_error());
   const char* env = getenv("OMPI_COMM_WORLD_SIZE");
   CHECK(size == (env ? atoi(env) : 1), "size %d", size);
-  EXPECT_ERROR(strata_comm_rank(NULL, &rank, &size), STRATA_ERR_INVALID_ARGUMENT, "comm is NULL");
+  EXPECT_ERROR(strata_comm_get_rank(NULL, &rank, &size), STRATA_ERR_INVALID_ARGUMENT, "comm is NULL");
   EXPECT_ERROR(strata_comm_create_mpi(0, NULL), STRATA_ERR_INVALID_ARGUMENT, "out is NULL");
 
   /* Comm handles are checked like engine handles: a pointer strata never returned is refused (not
-   * dereferenced), by strata_comm_rank and as options.comm; a comm in use by an engine cannot be
+   * dereferenced), by strata_comm_get_rank and as options.comm; a comm in use by an engine cannot be
    * destroyed; after destroy the handle is refused. */
   uint64_t garbage[8] = {0xdeadbeef, 1, 2, 3, 4, 5, 6, 7};
   strata_comm_t* bogus = (strata_comm_t*)garbage;
-  EXPECT_ERROR(strata_comm_rank(bogus, &rank, &size), STRATA_ERR_INVALID_ARGUMENT, "not a handle returned by strata_comm_create");
+  EXPECT_ERROR(strata_comm_get_rank(bogus, &rank, &size), STRATA_ERR_INVALID_ARGUMENT, "not a handle returned by strata_comm_create");
   EXPECT_ERROR(strata_comm_destroy(bogus), STRATA_ERR_INVALID_ARGUMENT, "not a handle returned by strata_comm_create");
   {
     strata_engine_options_t o = STRATA_ENGINE_OPTIONS_INIT;
@@ -45,7 +45,7 @@ int main(void) {
     EXPECT_ERROR(strata_comm_destroy(other), STRATA_ERR_FAILED_PRECONDITION, "1 engine(s) created with this comm");
     CHECK(strata_engine_destroy(e) == STRATA_OK, "%s", strata_last_error());
     CHECK(strata_comm_destroy(other) == STRATA_OK, "%s", strata_last_error());
-    EXPECT_ERROR(strata_comm_rank(other, &rank, &size), STRATA_ERR_FAILED_PRECONDITION, "used after strata_comm_destroy");
+    EXPECT_ERROR(strata_comm_get_rank(other, &rank, &size), STRATA_ERR_FAILED_PRECONDITION, "used after strata_comm_destroy");
     EXPECT_ERROR(strata_comm_destroy(other), STRATA_ERR_FAILED_PRECONDITION, "used after strata_comm_destroy");
     o.comm = other;
     EXPECT_ERROR(strata_engine_create(&o, &e), STRATA_ERR_FAILED_PRECONDITION, "options.comm: the comm was destroyed");

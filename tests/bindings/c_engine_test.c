@@ -5,6 +5,7 @@
  * naming the param and the rule, and leaves the engine usable; then one Adam step checked against
  * its closed form, and a step with lr = 0 that must change nothing. Links only libstrata.so. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,16 +90,16 @@ static void test_misuse(void) {
   EXPECT_OK(strata_engine_register_param(e, "b", shape_b, 1, STRATA_DTYPE_FP32, NULL));
   size_t len = 0;
   char plan[4096];
-  EXPECT_ERROR(strata_engine_plan(e, plan, sizeof(plan), &len), STRATA_ERR_FAILED_PRECONDITION, "plan before prepare");
+  EXPECT_ERROR(strata_engine_get_plan(e, plan, sizeof(plan), &len), STRATA_ERR_FAILED_PRECONDITION, "plan before prepare");
 
   void* p = NULL;
   EXPECT_ERROR(strata_engine_fetch(e, "nope", NULL, &p), STRATA_ERR_NOT_FOUND,
                "fetch of unknown param 'nope': it was never registered");
   CHECK(p == NULL, "no pointer on error");
   CHECK(g_plan_logged == 1, "the first fetch prepared and logged the plan once (%d)", g_plan_logged);
-  EXPECT_OK(strata_engine_plan(e, plan, sizeof(plan), &len));
+  EXPECT_OK(strata_engine_get_plan(e, plan, sizeof(plan), &len));
   CHECK(len == strlen(plan) && strstr(plan, "bit16 params") != NULL, "plan text: %s", plan);
-  EXPECT_ERROR(strata_engine_plan(e, plan, 10, &len), STRATA_ERR_INVALID_ARGUMENT, "buf holds 10 bytes");
+  EXPECT_ERROR(strata_engine_get_plan(e, plan, 10, &len), STRATA_ERR_INVALID_ARGUMENT, "buf holds 10 bytes");
   EXPECT_ERROR(strata_engine_register_param(e, "late", shape_b, 1, STRATA_DTYPE_FP32, NULL), STRATA_ERR_FAILED_PRECONDITION,
                "register of 'late' after prepare");
 
@@ -218,8 +219,22 @@ static void test_adam_closed_form(void) {
   CHECK(st.device_bytes > 0 && st.device_peak_bytes <= 1048576, "device bytes %llu peak %llu",
         (unsigned long long)st.device_bytes, (unsigned long long)st.device_peak_bytes);
   double scale = 0;
-  EXPECT_OK(strata_engine_loss_scale(e, &scale));
+  EXPECT_OK(strata_engine_get_loss_scale(e, &scale));
+  double old_name = 0.0;
+  EXPECT_OK(strata_engine_loss_scale(e, &old_name)); /* the first release's name still works */
+  CHECK(old_name == scale, "the earlier name answers the same");
   CHECK(scale == 1.0, "bf16 trains unscaled: %g", scale);
+  CHECK(st.bytes_allreduce == 0 && st.bytes_allgather == 0 && st.bucket_flushes >= 1,
+        "one rank reduces nothing; gradients left the device (flushes %lld)", (long long)st.bucket_flushes);
+  /* A caller built against the first release passes its smaller struct: filled up to its end. */
+  const size_t v0_size = offsetof(strata_engine_stats_t, bytes_allreduce) + 4 * sizeof(uint64_t);
+  strata_engine_stats_t v0;
+  memset(&v0, 0xAB, sizeof(v0));
+  memset(&v0, 0, v0_size);
+  v0.struct_size = v0_size;
+  EXPECT_OK(strata_engine_get_stats(e, &v0));
+  CHECK(v0.optimizer_steps == 2 && v0.order_changes == st.order_changes, "first-release layout filled");
+  CHECK(v0.early_flushes == (int64_t)0xABABABABABABABABull && v0.bytes_checkpoint == 0xABABABABABABABABull, "nothing written past the first-release layout");
   st.struct_size = 8;
   EXPECT_ERROR(strata_engine_get_stats(e, &st), STRATA_ERR_INVALID_ARGUMENT, "stats.struct_size is 8");
   EXPECT_OK(strata_engine_destroy(e));

@@ -144,10 +144,13 @@ class EngineStats(Structure):
                 ("nvme_bytes", c_uint64), ("device_peak_bytes", c_uint64), ("bytes_h2d", c_uint64),
                 ("bytes_d2h", c_uint64), ("bytes_nvme_read", c_uint64), ("bytes_nvme_write", c_uint64),
                 ("stall_fetch_seconds", c_double), ("stall_grad_seconds", c_double), ("step_seconds", c_double),
-                ("step_adam_seconds", c_double), ("step_nvme_seconds", c_double), ("micro_steps", c_int64),
+                ("step_update_seconds", c_double), ("step_nvme_seconds", c_double), ("micro_steps", c_int64),
                 ("optimizer_steps", c_int64), ("skipped_steps", c_int64), ("loss_scale", c_double),
                 ("last_grad_norm", c_double), ("prefetches", c_int64), ("prefetch_hits", c_int64),
-                ("demand_loads", c_int64), ("order_changes", c_int64), ("reserved", c_uint64 * 4)]
+                ("demand_loads", c_int64), ("order_changes", c_int64), ("bytes_allreduce", c_uint64),
+                ("bytes_allgather", c_uint64), ("allreduce_seconds", c_double), ("allgather_seconds", c_double),
+                ("allreduce_early", c_int64), ("bucket_flushes", c_int64), ("early_flushes", c_int64),
+                ("bytes_checkpoint", c_uint64), ("reserved", c_uint64 * 16)]
 
 
 class ExportOptions(Structure):
@@ -223,15 +226,15 @@ F = {
     "strata_cpu_adam_set_step": [_vp, c_int64],
     "strata_cpu_adam_get_isa": [_vp, POINTER(c_char_p)],
     "strata_comm_create_mpi": [c_int64, _pvp],
-    "strata_comm_nccl_id": [POINTER(c_char)],
+    "strata_comm_make_nccl_id": [POINTER(c_char)],
     "strata_comm_create_nccl": [POINTER(c_char), c_int, c_int, c_int, c_int64, _pvp],
-    "strata_comm_rank": [_vp, POINTER(c_int), POINTER(c_int)],
+    "strata_comm_get_rank": [_vp, POINTER(c_int), POINTER(c_int)],
     "strata_comm_destroy": [_vp],
     "strata_engine_create": [POINTER(EngineOptions), _pvp],
     "strata_engine_destroy": [_vp],
     "strata_engine_register_param": [_vp, c_char_p, POINTER(c_int64), c_int, c_int, c_void_p],
     "strata_engine_prepare": [_vp],
-    "strata_engine_plan": [_vp, c_char_p, c_size_t, POINTER(c_size_t)],
+    "strata_engine_get_plan": [_vp, c_char_p, c_size_t, POINTER(c_size_t)],
     "strata_engine_fetch": [_vp, c_char_p, c_void_p, _pvp],
     "strata_engine_release": [_vp, c_char_p],
     "strata_engine_grad": [_vp, c_char_p, c_void_p, c_int, c_size_t, c_void_p],
@@ -240,7 +243,7 @@ F = {
     "strata_engine_step": [_vp, POINTER(EngineStepArgs), POINTER(EngineStepResult)],
     "strata_engine_synchronize": [_vp],
     "strata_engine_read_param": [_vp, c_char_p, c_void_p, c_size_t],
-    "strata_engine_loss_scale": [_vp, POINTER(c_double)],
+    "strata_engine_get_loss_scale": [_vp, POINTER(c_double)],
     "strata_engine_get_stats": [_vp, POINTER(EngineStats)],
     "strata_engine_save": [_vp, c_char_p, c_char_p],
     "strata_engine_load": [_vp, c_char_p, c_char_p],

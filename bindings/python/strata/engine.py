@@ -47,7 +47,7 @@ class Comm:
     @staticmethod
     def nccl_id() -> bytes:
         buf = ctypes.create_string_buffer(128)
-        C.call("strata_comm_nccl_id", buf)
+        C.call("strata_comm_make_nccl_id", buf)
         return buf.raw
 
     @classmethod
@@ -66,13 +66,13 @@ class Comm:
     @property
     def rank(self) -> int:
         r, w = ctypes.c_int(), ctypes.c_int()
-        C.call("strata_comm_rank", self._h, ctypes.byref(r), ctypes.byref(w))
+        C.call("strata_comm_get_rank", self._h, ctypes.byref(r), ctypes.byref(w))
         return r.value
 
     @property
     def world_size(self) -> int:
         r, w = ctypes.c_int(), ctypes.c_int()
-        C.call("strata_comm_rank", self._h, ctypes.byref(r), ctypes.byref(w))
+        C.call("strata_comm_get_rank", self._h, ctypes.byref(r), ctypes.byref(w))
         return w.value
 
     def destroy(self) -> None:
@@ -133,11 +133,11 @@ class Engine:
     def plan(self) -> str:
         n = ctypes.c_size_t()
         try:
-            C.call("strata_engine_plan", self._h, None, 0, ctypes.byref(n))
+            C.call("strata_engine_get_plan", self._h, None, 0, ctypes.byref(n))
         except C.InvalidArgument:
             pass  # buf NULL: only the length was wanted
         buf = ctypes.create_string_buffer(n.value + 1)
-        C.call("strata_engine_plan", self._h, buf, n.value + 1, ctypes.byref(n))
+        C.call("strata_engine_get_plan", self._h, buf, n.value + 1, ctypes.byref(n))
         return buf.value.decode()
 
     # -- per micro-batch
@@ -179,7 +179,7 @@ class Engine:
     @property
     def loss_scale(self) -> float:
         s = ctypes.c_double()
-        C.call("strata_engine_loss_scale", self._h, ctypes.byref(s))
+        C.call("strata_engine_get_loss_scale", self._h, ctypes.byref(s))
         return s.value
 
     def stats(self) -> dict:
