@@ -11,28 +11,17 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/opt_tensor.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/work_split.h"
 
 namespace strata::kernels {
 namespace {
 
-std::string fmt_float(float x) {
-  char buf[48];
-  std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(x));
-  return buf;
-}
-
 Status bad_hyper(const char* field, float value, const char* rule) {
   return invalid_argument(std::string("Adam hyper-parameter ") + field + " = " + fmt_float(value) +
                           ": must be " + rule);
 }
-
-struct Range {
-  uintptr_t begin, end;
-  size_t tensor;
-  const char* field;
-};
 
 template <class F>
 void parallel_items(const std::vector<WorkItem>& items, F&& f) {
@@ -64,8 +53,8 @@ Status validate_adam_hyper(const AdamHyper& h) {
 
 Status validate_adam_tensors(std::span<const AdamTensor> tensors) {
   if (tensors.empty()) return invalid_argument("Adam step: no tensors given");
-  std::vector<Range> ranges;
-  ranges.reserve(tensors.size() * 5);
+  std::vector<BufferField> fields;
+  fields.reserve(tensors.size() * 5);
   for (size_t i = 0; i < tensors.size(); ++i) {
     const AdamTensor& t = tensors[i];
     const std::string who = "tensor " + std::to_string(i);
@@ -75,39 +64,13 @@ Status validate_adam_tensors(std::span<const AdamTensor> tensors) {
     if (t.params_out != nullptr && t.out_dtype != DType::kBF16 && t.out_dtype != DType::kF16)
       return invalid_argument(who + ": params_out dtype must be bf16 or fp16, not " +
                               std::string(dtype_name(t.out_dtype)));
-    struct Field {
-      const void* p;
-      const char* name;
-      size_t elem;
-    };
-    const Field fields[] = {{t.params, "params", 4},
-                            {t.exp_avg, "exp_avg", 4},
-                            {t.exp_avg_sq, "exp_avg_sq", 4},
-                            {t.grads, "grads", dtype_size(t.grad_dtype)},
-                            {t.params_out, "params_out", 2}};
-    for (const Field& f : fields) {
-      if (f.p == nullptr) {
-        if (f.name == std::string_view("params_out")) continue;
-        return invalid_argument(who + ": " + f.name + " is NULL");
-      }
-      const uintptr_t b = reinterpret_cast<uintptr_t>(f.p);
-      if (b % f.elem != 0) return invalid_argument(who + ": " + f.name + " is not aligned to its element size " + std::to_string(f.elem));
-      if (t.count > (UINTPTR_MAX - b) / f.elem)
-        return invalid_argument(who + ": " + f.name + " with count " + std::to_string(t.count) + " wraps the address space");
-      ranges.push_back(Range{b, b + t.count * f.elem, i, f.name});
-    }
+    fields.push_back({t.params, "params", 4, t.count, i, false});
+    fields.push_back({t.exp_avg, "exp_avg", 4, t.count, i, false});
+    fields.push_back({t.exp_avg_sq, "exp_avg_sq", 4, t.count, i, false});
+    fields.push_back({t.grads, "grads", dtype_size(t.grad_dtype), t.count, i, false});
+    fields.push_back({t.params_out, "params_out", 2, t.count, i, true});
   }
-  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
-  for (size_t j = 1; j < ranges.size(); ++j) {
-    // Sorted by start and all non-empty: if any two ranges overlap, some neighbours do.
-    const Range& a = ranges[j - 1];
-    const Range& b = ranges[j];
-    if (b.begin < a.end) {
-      return invalid_argument("buffers overlap: tensor " + std::to_string(a.tensor) + " " + a.field +
-                              " and tensor " + std::to_string(b.tensor) + " " + b.field);
-    }
-  }
-  return Status::ok();
+  return check_buffers(std::move(fields));
 }
 
 AdamCoeffs make_adam_coeffs(AdamMode mode, bool bias_correction, int64_t step, const AdamHyper& h) {

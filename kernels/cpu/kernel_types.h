@@ -1,4 +1,4 @@
-// Plain data shared by the CPU kernels of every ISA: Adam coefficients, tensor views and the table
+// Plain data shared by the CPU kernels of every ISA: optimizer coefficients, tensor views and the table
 // of kernel entry points one ISA provides. No functions here: the AVX2 / AVX-512 translation units
 // include this header and must not emit inline code that baseline code could link to.
 #pragma once
@@ -44,6 +44,39 @@ struct AdamTensor {
   size_t count = 0;
 };
 
+// Lion (Chen et al. 2023; DeepSpeed's CPU Lion), per-step constants: with g = grad * grad_scale,
+// p = p * decay - lr * sign(beta1 * m + (1 - beta1) * g), then m = beta2 * m + (1 - beta2) * g.
+struct LionCoeffs {
+  float beta1 = 0.9f;
+  float one_minus_beta1 = 0.1f;
+  float beta2 = 0.999f;
+  float one_minus_beta2 = 0.001f;
+  float lr = 1e-3f;
+  float decay = 1.0f;       // 1 - lr * weight_decay (decoupled)
+  float grad_scale = 1.0f;
+};
+
+// Adagrad (torch.optim.Adagrad with lr_decay 0 and a zero initial accumulator; DeepSpeed's CPU
+// Adagrad): g = grad * grad_scale + weight_decay * p, sum += g * g, p -= lr * g / (sqrt(sum) + eps).
+struct AdagradCoeffs {
+  float lr = 1e-2f;
+  float eps = 1e-10f;
+  float weight_decay = 0.0f;
+  float grad_scale = 1.0f;
+};
+
+// One tensor of an optimizer with one fp32 state array per param (Lion's exp_avg, Adagrad's sum):
+// params and state fp32 [count], updated in place; grads and params_out as in AdamTensor.
+struct OptTensor {
+  float* params = nullptr;
+  float* state = nullptr;
+  const void* grads = nullptr;
+  DType grad_dtype = DType::kF32;
+  void* params_out = nullptr;
+  DType out_dtype = DType::kBF16;
+  size_t count = 0;
+};
+
 // A read-only tensor: data is [count] of dtype.
 struct TensorView {
   const void* data = nullptr;
@@ -71,6 +104,11 @@ struct KernelTable {
   void (*accumulate)(float* acc, const TensorView& grad, float scale, size_t begin, size_t end);
   // Benchmark limit of sumsq: reads the same bytes and adds them in float lanes.
   double (*stream_read)(const TensorView& t, size_t begin, size_t end);
+  // One Lion / Adagrad update of elements [begin, end); false when an updated param is inf or NaN.
+  bool (*lion)(const LionCoeffs& c, const OptTensor& t, size_t begin, size_t end);
+  bool (*adagrad)(const AdagradCoeffs& c, const OptTensor& t, size_t begin, size_t end);
+  // Benchmark limit of a one-state optimizer: reads p, g, state; writes p, state and the bit16 copy.
+  void (*stream_mix1)(const OptTensor& t, size_t begin, size_t end);
 };
 
 }  // namespace strata::kernels

@@ -1,6 +1,6 @@
 // CPU kernels for AVX-512 (F, BW, VL, DQ) with FMA and F16C (16 floats per vector). Built with
 // AVX-512 flags and chosen at run time only on CPUs (and kernels) that support it; internal
-// linkage throughout, as in adam_avx2.cpp. bf16 rounding uses integer ops, not AVX512-BF16's
+// linkage throughout, as in simd_avx2.cpp. bf16 rounding uses integer ops, not AVX512-BF16's
 // vcvtneps2bf16, which flushes subnormals.
 #include <immintrin.h>
 
@@ -54,6 +54,12 @@ struct Simd {
                         _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
 
+  static V sign(V x) {
+    const V zero = _mm512_setzero_ps();
+    const V r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, zero, _CMP_GT_OQ), x, _mm512_set1_ps(1.0f));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ), r, _mm512_set1_ps(-1.0f));
+  }
+
   static VD zero_d() { return _mm512_setzero_pd(); }
   static VD add_d(VD a, VD b) { return _mm512_add_pd(a, b); }
   static void acc_sumsq(VD& a0, VD& a1, V x) {
@@ -75,6 +81,6 @@ struct Simd {
 
 extern const KernelTable kAvx512Kernels;
 const KernelTable kAvx512Kernels = {"avx512", adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry,
-                                    accumulate_entry, read_entry};
+                                    accumulate_entry, read_entry, lion_entry, adagrad_entry, mix1_entry};
 
 }  // namespace strata::kernels::cpu

@@ -54,6 +54,12 @@ struct Simd {
                      _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
 
+  static V sign(V x) {
+    const V zero = _mm256_setzero_ps();
+    const V r = _mm256_blendv_ps(x, _mm256_set1_ps(1.0f), _mm256_cmp_ps(x, zero, _CMP_GT_OQ));
+    return _mm256_blendv_ps(r, _mm256_set1_ps(-1.0f), _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+  }
+
   static VD zero_d() { return _mm256_setzero_pd(); }
   static VD add_d(VD a, VD b) { return _mm256_add_pd(a, b); }
   static void acc_sumsq(VD& a0, VD& a1, V x) {
@@ -75,6 +81,6 @@ struct Simd {
 
 extern const KernelTable kAvx2Kernels;
 const KernelTable kAvx2Kernels = {"avx2", adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry,
-                                    accumulate_entry, read_entry};
+                                    accumulate_entry, read_entry, lion_entry, adagrad_entry, mix1_entry};
 
 }  // namespace strata::kernels::cpu

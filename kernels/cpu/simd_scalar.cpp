@@ -32,6 +32,7 @@ struct Simd {
     *p = static_cast<uint16_t>(float_bits(x) >> 16);
   }
   static void store_fp16(uint16_t* p, V x) { *p = float_to_fp16(x); }
+  static V sign(V x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
   static VD zero_d() { return 0.0; }
   static VD add_d(VD a, VD b) { return a + b; }
   static void acc_sumsq(VD& a0, VD&, V x) { a0 += static_cast<double>(x) * x; }
@@ -44,6 +45,6 @@ struct Simd {
 
 extern const KernelTable kScalarKernels;
 const KernelTable kScalarKernels = {"scalar", adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry,
-                                    accumulate_entry, read_entry};
+                                    accumulate_entry, read_entry, lion_entry, adagrad_entry, mix1_entry};
 
 }  // namespace strata::kernels::cpu
