@@ -172,7 +172,7 @@ Timing run_engine(const Mlp& mlp, const std::string& json, int steps, std::strin
     t.stall_fetch = after.stall_fetch_s - before.stall_fetch_s;
     t.stall = t.stall_fetch + (after.stall_grad_s - before.stall_grad_s);
     t.optimizer = o;
-    t.adam = after.step_adam_s - before.step_adam_s;
+    t.adam = after.step_update_s - before.step_update_s;
     t.nvme = after.step_nvme_s - before.step_nvme_s;
     t.h2d_mb = static_cast<double>(after.bytes_h2d - before.bytes_h2d) / 1e6;
     t.d2h_mb = static_cast<double>(after.bytes_d2h - before.bytes_d2h) / 1e6;

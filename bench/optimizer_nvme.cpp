@@ -95,7 +95,7 @@ StepTimes run_engine(const std::string& dir, size_t params, size_t chunk_elems, 
     st.handoff = handoff;
     st.step = t;
     st.drain = drain;
-    st.adam = b.step_adam_s - a.step_adam_s;
+    st.adam = b.step_update_s - a.step_update_s;
     st.nvme_wait = b.step_nvme_s - a.step_nvme_s;
     st.read_bytes = static_cast<double>(b.bytes_nvme_read - a.bytes_nvme_read);
     st.write_bytes = static_cast<double>(b.bytes_nvme_write - a.bytes_nvme_write);

@@ -258,7 +258,7 @@ STRATA_API strata_status_t strata_engine_get_stats(strata_engine_t* engine, stra
     stats->stall_fetch_seconds = s.stall_fetch_s;
     stats->stall_grad_seconds = s.stall_grad_s;
     stats->step_seconds = s.step_s;
-    stats->step_update_seconds = s.step_adam_s;
+    stats->step_update_seconds = s.step_update_s;
     stats->step_nvme_seconds = s.step_nvme_s;
     stats->micro_steps = s.micro_steps;
     stats->optimizer_steps = s.optimizer_steps;

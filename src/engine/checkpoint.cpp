@@ -52,17 +52,17 @@ Status Engine::Impl::quiet_for_io(const char* call) {
   return synchronize_streams();
 }
 
-// Chunk ci's shard into host memory: master, exp_avg, exp_avg_sq (fp32) and the bit16 params.
-Status Engine::Impl::pull_chunk(uint32_t ci, float* const opt[3], uint16_t* p16) {
+// Chunk ci's shard into host memory: the optimizer's fp32 arrays and the bit16 params.
+Status Engine::Impl::pull_chunk(uint32_t ci, float* const* opt, uint16_t* p16) {
   ChunkState& c = chunks[ci];
   const size_t bytes = c.shard * 4;
-  for (int a = 0; a < 3; ++a) {
+  for (int a = 0; a < narrays(); ++a) {
     if (c.at.optimizer == Tier::kHost) {
       std::memcpy(opt[a], c.opt_host[a].data(), bytes);
     } else if (c.at.optimizer == Tier::kDevice) {
       STRATA_RETURN_IF_ERROR(compute->copy(opt[a], c.opt_dev[a], bytes, offload::CopyKind::kDeviceToHost));
     } else {
-      STRATA_RETURN_IF_ERROR(nvme_get(opt_store, key(ci, kOptArrayKeys[a]), opt_sets[0].a[a], bytes));
+      STRATA_RETURN_IF_ERROR(nvme_get(opt_store, opt_key(ci, a), opt_sets[0].a[a], bytes));
       std::memcpy(opt[a], opt_sets[0].a[a].data(), bytes);
     }
   }
@@ -79,10 +79,10 @@ Status Engine::Impl::pull_chunk(uint32_t ci, float* const opt[3], uint16_t* p16)
   return compute->synchronize();
 }
 
-Status Engine::Impl::push_chunk(uint32_t ci, const float* const opt[3], const uint16_t* p16) {
+Status Engine::Impl::push_chunk(uint32_t ci, const float* const* opt, const uint16_t* p16) {
   ChunkState& c = chunks[ci];
   const size_t bytes = c.shard * 4;
-  for (int a = 0; a < 3; ++a) {
+  for (int a = 0; a < narrays(); ++a) {
     if (c.at.optimizer == Tier::kHost) {
       std::memcpy(c.opt_host[a].data(), opt[a], bytes);
     } else if (c.at.optimizer == Tier::kDevice) {
@@ -90,7 +90,7 @@ Status Engine::Impl::push_chunk(uint32_t ci, const float* const opt[3], const ui
       STRATA_RETURN_IF_ERROR(compute->synchronize());
     } else {
       std::memcpy(opt_sets[0].a[a].data(), opt[a], bytes);
-      STRATA_RETURN_IF_ERROR(nvme_put(opt_store, key(ci, kOptArrayKeys[a]), opt_sets[0].a[a], bytes));
+      STRATA_RETURN_IF_ERROR(nvme_put(opt_store, opt_key(ci, a), opt_sets[0].a[a], bytes));
     }
   }
   const size_t rest_off = cfg.placement.stage == 3 ? 0 : c.shard_begin;
@@ -145,6 +145,9 @@ Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {
   m.stage = cfg.placement.stage;
   m.world_size = 1;
   m.strata_version = STRATA_VERSION_STRING;
+  m.optimizer_type = std::string(optimizer->type());
+  m.optimizer_arrays.assign(optimizer->arrays().begin(), optimizer->arrays().end());
+  const size_t na = m.num_arrays();  // the optimizer's, then params16
   for (const ParamSlot& p : layout->params())
     m.params.push_back(ckpt::ParamEntry{p.name, p.shape, p.chunk, p.offset, p.numel});
   std::vector<uint8_t> file;
@@ -157,31 +160,32 @@ Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {
     ce.numel = n;
     ce.shard_begin = sharded() ? 0 : c.shard_begin;
     uint64_t off = 0;
-    for (int a = 0; a < ckpt::kNumArrays; ++a) {
+    ce.arrays.resize(na);
+    for (size_t a = 0; a < na; ++a) {
       ce.arrays[a].offset = off;
-      ce.arrays[a].bytes = n * (a == ckpt::kParams16 ? 2 : 4);
+      ce.arrays[a].bytes = n * m.element_bytes(a);
       off += ce.arrays[a].bytes;
     }
     file.assign(off, 0);
     // This rank's shard (the whole chunk with one rank), laid out like the file.
     std::vector<uint8_t>& mine = sharded() ? shard_file : file;
-    if (sharded()) shard_file.assign(c.shard * 14, 0);
-    const size_t so[4] = {0, c.shard * 4, c.shard * 8, c.shard * 12};
-    float* const opt[3] = {reinterpret_cast<float*>(mine.data() + (sharded() ? so[0] : ce.arrays[0].offset)),
-                           reinterpret_cast<float*>(mine.data() + (sharded() ? so[1] : ce.arrays[1].offset)),
-                           reinterpret_cast<float*>(mine.data() + (sharded() ? so[2] : ce.arrays[2].offset))};
-    uint16_t* p16 = reinterpret_cast<uint16_t*>(mine.data() + (sharded() ? so[3] : ce.arrays[3].offset));
+    std::vector<size_t> so(na);  // array offsets in `mine`
+    for (size_t a = 0; a < na; ++a) so[a] = sharded() ? c.shard * 4 * a : ce.arrays[a].offset;
+    if (sharded()) shard_file.assign(so[na - 1] + c.shard * 2, 0);
+    float* opt[optim::kMaxArrays] = {};
+    for (size_t a = 0; a + 1 < na; ++a) opt[a] = reinterpret_cast<float*>(mine.data() + so[a]);
+    uint16_t* p16 = reinterpret_cast<uint16_t*>(mine.data() + so[na - 1]);
     if (Status s = pull_chunk(ci, opt, p16); !s.is_ok()) return sharded() ? s : fail(s);
     if (sharded()) {
-      for (int a = 0; a < ckpt::kNumArrays; ++a) {
-        const comm::Elem e = a == ckpt::kParams16 ? comm::Elem::kBF16 : comm::Elem::kF32;
+      for (size_t a = 0; a < na; ++a) {
+        const comm::Elem e = a + 1 == na ? comm::Elem::kBF16 : comm::Elem::kF32;
         STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_gather(shard_file.data() + so[a], file.data() + ce.arrays[a].offset,
                                                               c.shard, e));
         STRATA_RETURN_IF_ERROR(w->wait());
       }
     }
     if (!writer || !broken.is_ok()) continue;
-    for (int a = 0; a < ckpt::kNumArrays; ++a) ce.arrays[a].xxh3 = ckpt::checksum(file.data() + ce.arrays[a].offset, ce.arrays[a].bytes);
+    for (size_t a = 0; a < na; ++a) ce.arrays[a].xxh3 = ckpt::checksum(file.data() + ce.arrays[a].offset, ce.arrays[a].bytes);
     if (Status s = fs::write_file(tmp + "/" + ce.file, file.data(), file.size()); !s.is_ok()) {
       if (!sharded()) return fail(s);
       broken = s;
@@ -213,6 +217,18 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
   if (m.dtype != dtype)
     return failed_precondition(where + "the params were trained in " + std::string(dtype_name(m.dtype)) + ", this engine trains in " +
                                std::string(dtype_name(dtype)) + " (fp16 / bf16 in the config)");
+  if (m.optimizer_arrays.size() != optimizer->arrays().size() ||
+      !std::equal(m.optimizer_arrays.begin(), m.optimizer_arrays.end(), optimizer->arrays().begin())) {
+    auto list = [](const auto& names) {
+      std::string s;
+      for (const auto& n : names) s += (s.empty() ? "" : ", ") + std::string(n);
+      return s;
+    };
+    const std::string theirs = m.optimizer_type.empty() ? "Adam or AdamW (format version 1)" : m.optimizer_type;
+    return failed_precondition(where + "the checkpoint holds the state of optimizer " + theirs + " (" + list(m.optimizer_arrays) +
+                               "), the configured optimizer is " + std::string(optimizer->type()) + " (" +
+                               list(optimizer->arrays()) + "): set optimizer.type to match, or train without this checkpoint");
+  }
   std::unordered_map<std::string, const ckpt::ParamEntry*> by_name;
   for (const ckpt::ParamEntry& p : m.params) by_name.emplace(p.name, &p);
   for (const ParamSlot& p : layout->params()) {
@@ -230,13 +246,13 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
   // Nothing changes until every chunk file checked out.
   STRATA_RETURN_IF_ERROR(ckpt::verify(dir, m).annotate(where + "refused, the engine is unchanged"));
 
-  std::vector<float> opt_buf[3];
+  std::vector<float> opt_buf[optim::kMaxArrays];
   std::vector<uint16_t> p16;
   size_t have = SIZE_MAX;
   std::vector<uint8_t> data;
   for (uint32_t ci = 0; ci < chunks.size(); ++ci) {
     const ChunkState& c = chunks[ci];
-    for (auto& b : opt_buf) b.assign(c.shard, 0.0f);
+    for (int a = 0; a < narrays(); ++a) opt_buf[a].assign(c.shard, 0.0f);
     p16.assign(c.shard, 0);
     for (uint32_t pi : c.params) {
       const ParamSlot& slot = layout->params()[pi];
@@ -253,10 +269,12 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
       const size_t lo = std::max(slot.offset, c.shard_begin), hi = std::min(slot.offset + slot.numel, c.shard_begin + c.shard);
       if (lo >= hi) continue;
       const size_t src = pe.offset - ce.shard_begin + (lo - slot.offset), dst = lo - c.shard_begin, n = hi - lo;
-      for (int a = 0; a < 3; ++a) std::memcpy(opt_buf[a].data() + dst, data.data() + ce.arrays[a].offset + src * 4, n * 4);
-      std::memcpy(p16.data() + dst, data.data() + ce.arrays[ckpt::kParams16].offset + src * 2, n * 2);
+      for (int a = 0; a < narrays(); ++a)
+        std::memcpy(opt_buf[a].data() + dst, data.data() + ce.arrays[static_cast<size_t>(a)].offset + src * 4, n * 4);
+      std::memcpy(p16.data() + dst, data.data() + ce.params16().offset + src * 2, n * 2);
     }
-    const float* const opt[3] = {opt_buf[0].data(), opt_buf[1].data(), opt_buf[2].data()};
+    const float* opt[optim::kMaxArrays] = {};
+    for (int a = 0; a < narrays(); ++a) opt[a] = opt_buf[a].data();
     STRATA_RETURN_IF_ERROR(push_chunk(ci, opt, p16.data()));
   }
   if (sharded()) STRATA_RETURN_IF_ERROR(all_gather_params());  // each rank pushed its shard of the bit16 params

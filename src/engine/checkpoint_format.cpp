@@ -94,11 +94,6 @@ const char* dtype_key(DType d) { return d == DType::kF32 ? "fp32" : d == DType::
 
 }  // namespace
 
-const char* array_name(int a) {
-  static const char* const kNames[kNumArrays] = {"master", "exp_avg", "exp_avg_sq", "params16"};
-  return a >= 0 && a < kNumArrays ? kNames[a] : "?";
-}
-
 uint64_t checksum(const void* data, size_t bytes) { return XXH3_64bits(data, bytes); }
 
 std::string Manifest::to_json() const {
@@ -116,6 +111,7 @@ std::string Manifest::to_json() const {
   j["seed"] = seed;
   j["stage"] = stage;
   j["world_size"] = world_size;
+  j["optimizer"] = {{"type", optimizer_type}, {"arrays", optimizer_arrays}};
   json ps = json::array();
   for (const ParamEntry& p : params)
     ps.push_back({{"name", p.name}, {"shape", p.shape}, {"chunk", p.chunk}, {"offset", p.offset}, {"numel", p.numel}});
@@ -123,7 +119,7 @@ std::string Manifest::to_json() const {
   json cs = json::array();
   for (const ChunkEntry& c : chunks) {
     json arrays = json::object();
-    for (int a = 0; a < kNumArrays; ++a)
+    for (size_t a = 0; a < c.arrays.size(); ++a)
       arrays[array_name(a)] = {{"offset", c.arrays[a].offset}, {"bytes", c.arrays[a].bytes}, {"xxh3", hex(c.arrays[a].xxh3)}};
     cs.push_back({{"file", c.file}, {"numel", c.numel}, {"shard_begin", c.shard_begin}, {"arrays", std::move(arrays)}});
   }
@@ -140,10 +136,33 @@ StatusOr<Manifest> Manifest::parse(const std::string& text, const std::string& w
   if (format != kFormat) return bad(where, "format \"" + format + "\", expected \"" + kFormat + "\"");
   int64_t version = 0;
   STRATA_RETURN_IF_ERROR(r.i64("version", &version));
-  if (version != kVersion)
+  if (version != 1 && version != kVersion)
     return Status(StatusCode::kUnsupported, where + ": checkpoint format version " + std::to_string(version) +
-                                                ", this strata reads version " + std::to_string(kVersion));
+                                                ", this strata reads versions 1 and " + std::to_string(kVersion));
   Manifest m;
+  m.version = static_cast<int>(version);
+  if (version == 1) {
+    m.optimizer_type.clear();  // Adam or AdamW: version 1 did not say
+  } else {
+    Status oe;
+    const json* oj = r.get("optimizer", json::value_t::object, &oe);
+    STRATA_RETURN_IF_ERROR(oe);
+    Reader o = r.sub(*oj, "optimizer");
+    STRATA_RETURN_IF_ERROR(o.str("type", &m.optimizer_type));
+    const json* names = nullptr;
+    STRATA_RETURN_IF_ERROR(o.arr("arrays", &names));
+    m.optimizer_arrays.clear();
+    for (const json& n : *names) {
+      if (!n.is_string() || n.get<std::string>().empty() || n.get<std::string>() == kParams16)
+        return bad(where, "optimizer.arrays holds " + n.dump().substr(0, 40) + ", not an array name");
+      for (const std::string& seen : m.optimizer_arrays)
+        if (seen == n.get<std::string>()) return bad(where, "optimizer.arrays names \"" + seen + "\" twice");
+      m.optimizer_arrays.push_back(n.get<std::string>());
+    }
+    if (m.optimizer_arrays.empty() || m.optimizer_arrays[0] != "master" || m.optimizer_arrays.size() > kMaxOptimizerArrays)
+      return bad(where, "optimizer.arrays must start with \"master\" and hold at most " + std::to_string(kMaxOptimizerArrays) +
+                            " names, got " + names->dump().substr(0, 80));
+  }
   STRATA_RETURN_IF_ERROR(r.str("strata_version", &m.strata_version));
   STRATA_RETURN_IF_ERROR(r.i64("optimizer_step", &m.optimizer_step));
   STRATA_RETURN_IF_ERROR(r.i64("micro_steps", &m.micro_steps));
@@ -180,10 +199,12 @@ StatusOr<Manifest> Manifest::parse(const std::string& text, const std::string& w
     const json* arrays = c.get("arrays", json::value_t::object, &e);
     STRATA_RETURN_IF_ERROR(e);
     uint64_t expect_offset = 0;
-    for (int a = 0; a < kNumArrays; ++a) {
-      const json* aj = c.sub(*arrays, "arrays").get(array_name(a), json::value_t::object, &e);
+    ce.arrays.resize(m.num_arrays());
+    for (size_t a = 0; a < m.num_arrays(); ++a) {
+      const std::string name = m.array_name(a);
+      const json* aj = c.sub(*arrays, "arrays").get(name, json::value_t::object, &e);
       STRATA_RETURN_IF_ERROR(e);
-      Reader ar = c.sub(*aj, std::string("arrays.") + array_name(a));
+      Reader ar = c.sub(*aj, "arrays." + name);
       ArrayEntry& ae = ce.arrays[a];
       std::string h;
       STRATA_RETURN_IF_ERROR(ar.u64("offset", &ae.offset));
@@ -192,9 +213,9 @@ StatusOr<Manifest> Manifest::parse(const std::string& text, const std::string& w
       char* end = nullptr;
       ae.xxh3 = std::strtoull(h.c_str(), &end, 16);
       if (h.size() != 16 || end != h.c_str() + 16) return bad(where, "chunks[" + std::to_string(i) + "] checksum \"" + h + "\" is not 16 hex digits");
-      const uint64_t want = ce.numel * (a == kParams16 ? 2 : 4);
+      const uint64_t want = ce.numel * m.element_bytes(a);
       if (ae.offset != expect_offset || ae.bytes != want)
-        return bad(where, "chunks[" + std::to_string(i) + "]." + array_name(a) + " is at " + std::to_string(ae.offset) + "+" +
+        return bad(where, "chunks[" + std::to_string(i) + "]." + name + " is at " + std::to_string(ae.offset) + "+" +
                               std::to_string(ae.bytes) + ", expected " + std::to_string(expect_offset) + "+" + std::to_string(want));
       expect_offset += ae.bytes;
     }
@@ -266,11 +287,11 @@ StatusOr<std::vector<uint8_t>> read_chunk(const std::string& ckpt_dir, const Man
                       std::to_string(shorter ? c.file_bytes() - raw.size() : raw.size() - c.file_bytes()) + " bytes " +
                       (shorter ? "short: truncated" : "too many") + ")");
   }
-  for (int a = 0; a < kNumArrays; ++a) {
+  for (size_t a = 0; a < c.arrays.size(); ++a) {
     const ArrayEntry& ae = c.arrays[a];
     const uint64_t got = checksum(raw.data() + ae.offset, ae.bytes);
     if (got != ae.xxh3)
-      return bad(path, std::string("checksum mismatch in ") + array_name(a) + " (manifest " + hex(ae.xxh3) + ", file " + hex(got) +
+      return bad(path, "checksum mismatch in " + m.array_name(a) + " (manifest " + hex(ae.xxh3) + ", file " + hex(got) +
                            "): the file is corrupt");
   }
   return std::vector<uint8_t>(raw.begin(), raw.end());

@@ -1,12 +1,15 @@
 // The checkpoint and weights-export formats, readable without an engine (the `strata checkpoint`
 // CLI uses them too).
 //
-// Checkpoint (version 1): <root>/<tag>/ holds
+// Checkpoint (version 2): <root>/<tag>/ holds
 //   manifest.json  format, version, step counters, loss-scaler state, precision, seed, stage,
-//                  world size; every param (name, shape, chunk, offset in the chunk, numel); every
-//                  chunk (its file, shard size, and per array: byte offset, length, xxh3-64)
-//   chunk<i>.bin   the chunk's shard: fp32 master, fp32 exp_avg, fp32 exp_avg_sq, bit16 params,
-//                  back to back, little-endian
+//                  world size; the optimizer (type and the names of its fp32 arrays, "master"
+//                  first); every param (name, shape, chunk, offset in the chunk, numel); every
+//                  chunk (its file, shard size, and per array by name: byte offset, length, xxh3-64)
+//   chunk<i>.bin   the chunk's shard: the optimizer's fp32 arrays in manifest order, then the
+//                  bit16 params ("params16"), back to back, little-endian
+// Version 1 (strata 0.1) had no "optimizer" entry: its arrays were Adam's master, exp_avg,
+// exp_avg_sq; it is still read.
 // and <root>/latest names the newest complete tag. Every file is fsync'd and a checkpoint appears
 // only by renaming its finished directory into place, so a crash leaves the previous one intact.
 //
@@ -24,10 +27,9 @@
 namespace strata::engine::ckpt {
 
 inline constexpr const char* kFormat = "strata-checkpoint";
-inline constexpr int kVersion = 1;
-
-enum Array : int { kMaster = 0, kExpAvg, kExpAvgSq, kParams16, kNumArrays };
-const char* array_name(int a);
+inline constexpr int kVersion = 2;
+inline constexpr const char* kParams16 = "params16";
+inline constexpr size_t kMaxOptimizerArrays = 16;
 
 uint64_t checksum(const void* data, size_t bytes);  // xxh3-64
 
@@ -38,8 +40,9 @@ struct ChunkEntry {
   std::string file;
   uint64_t numel = 0;        // elements of the shard in the file
   uint64_t shard_begin = 0;  // the shard's first element in the chunk
-  ArrayEntry arrays[kNumArrays];
-  uint64_t file_bytes() const { return arrays[kParams16].offset + arrays[kParams16].bytes; }
+  std::vector<ArrayEntry> arrays;  // the optimizer's arrays in manifest order, then params16
+  const ArrayEntry& params16() const { return arrays.back(); }
+  uint64_t file_bytes() const { return arrays.empty() ? 0 : arrays.back().offset + arrays.back().bytes; }
 };
 struct ParamEntry {
   std::string name;
@@ -49,6 +52,13 @@ struct ParamEntry {
   uint64_t numel = 0;
 };
 struct Manifest {
+  int version = kVersion;  // as read (1 or 2); written as kVersion
+  // The optimizer whose state the file holds; version 1: "" (Adam or AdamW, not recorded).
+  std::string optimizer_type = "AdamW";
+  std::vector<std::string> optimizer_arrays = {"master", "exp_avg", "exp_avg_sq"};
+  size_t num_arrays() const { return optimizer_arrays.size() + 1; }  // params16 last
+  std::string array_name(size_t a) const { return a < optimizer_arrays.size() ? optimizer_arrays[a] : kParams16; }
+  uint64_t element_bytes(size_t a) const { return a < optimizer_arrays.size() ? 4 : 2; }
   int64_t optimizer_step = 0, micro_steps = 0;
   LossScaler::State scaler{1.0, 0, -1, 1};
   DType dtype = DType::kBF16;  // the bit16 params' dtype

@@ -150,6 +150,40 @@ Status parse_offload(Obj& o, bool optimizer, EngineConfig* c) {
   return o.finish();
 }
 
+// "optimizer": the type names a registered optimizer (case as DeepSpeed: any); "params" takes the
+// keys that optimizer lists, over its defaults, and refuses the others by name.
+Status parse_optimizer(Obj& opt, OptimizerConfig* o) {
+  std::string type = o->type;
+  STRATA_RETURN_IF_ERROR(opt.get_string("type", &type));
+  auto reg = optim::find(type);
+  if (!reg.is_ok()) return invalid_argument(opt.path("type") + ": " + reg.status().message());
+  o->type = reg.value()->type;
+  o->hyper = reg.value()->defaults;
+  STRATA_ASSIGN_OR_RETURN(auto params, opt.sub("params"));
+  if (params) {
+    optim::Hyper& h = o->hyper;
+    for (std::string_view key : reg.value()->keys) {
+      if (key == "lr") STRATA_RETURN_IF_ERROR(params->get_double("lr", &h.lr, 0.0, 1e6));
+      if (key == "eps") STRATA_RETURN_IF_ERROR(params->get_double("eps", &h.eps, 1e-30, 1.0));
+      if (key == "weight_decay") STRATA_RETURN_IF_ERROR(params->get_double("weight_decay", &h.weight_decay, 0.0, 1e6));
+      if (key == "bias_correction") STRATA_RETURN_IF_ERROR(params->get_bool("bias_correction", &h.bias_correction));
+      if (key == "adam_w_mode") STRATA_RETURN_IF_ERROR(params->get_bool("adam_w_mode", &h.adam_w_mode));
+      if (key != "betas") continue;
+      if (const json* betas = params->take("betas")) {
+        if (!betas->is_array() || betas->size() != 2 || !(*betas)[0].is_number() || !(*betas)[1].is_number())
+          return invalid_argument(params->path("betas") + ": expected [beta1, beta2], got " + betas->dump());
+        h.beta1 = (*betas)[0].get<double>();
+        h.beta2 = (*betas)[1].get<double>();
+        if (!(h.beta1 >= 0 && h.beta1 < 1 && h.beta2 >= 0 && h.beta2 < 1))
+          return invalid_argument(params->path("betas") + " = " + betas->dump() + ": each must be in [0, 1)");
+      }
+    }
+    if (Status s = params->finish(); !s.is_ok())
+      return invalid_argument(s.message() + " — " + o->type + " has no such hyper-parameter");
+  }
+  return opt.finish();
+}
+
 Status parse_zero(Obj& z, EngineConfig* c) {
   STRATA_RETURN_IF_ERROR(z.get_count("stage", &c->placement.stage, 0, 3));
   STRATA_ASSIGN_OR_RETURN(auto oo, z.sub("offload_optimizer"));
@@ -201,30 +235,7 @@ Status parse_root(Obj& root, EngineConfig* c) {
 
   STRATA_ASSIGN_OR_RETURN(auto opt, root.sub("optimizer"));
   if (opt) {
-    std::string type = "AdamW";
-    STRATA_RETURN_IF_ERROR(opt->get_string("type", &type, {"Adam", "AdamW"}));
-    c->optimizer.adamw = type == "AdamW";
-    STRATA_ASSIGN_OR_RETURN(auto params, opt->sub("params"));
-    if (params) {
-      OptimizerConfig& o = c->optimizer;
-      STRATA_RETURN_IF_ERROR(params->get_double("lr", &o.lr, 0.0, 1e6));
-      STRATA_RETURN_IF_ERROR(params->get_double("eps", &o.eps, 1e-30, 1.0));
-      STRATA_RETURN_IF_ERROR(params->get_double("weight_decay", &o.weight_decay, 0.0, 1e6));
-      STRATA_RETURN_IF_ERROR(params->get_bool("bias_correction", &o.bias_correction));
-      bool adam_w_mode = c->optimizer.adamw;
-      STRATA_RETURN_IF_ERROR(params->get_bool("adam_w_mode", &adam_w_mode));  // DeepSpeed's Adam switch
-      c->optimizer.adamw = adam_w_mode;
-      if (const json* betas = params->take("betas")) {
-        if (!betas->is_array() || betas->size() != 2 || !(*betas)[0].is_number() || !(*betas)[1].is_number())
-          return invalid_argument(params->path("betas") + ": expected [beta1, beta2], got " + betas->dump());
-        o.beta1 = (*betas)[0].get<double>();
-        o.beta2 = (*betas)[1].get<double>();
-        if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1))
-          return invalid_argument(params->path("betas") + " = " + betas->dump() + ": each must be in [0, 1)");
-      }
-      STRATA_RETURN_IF_ERROR(params->finish());
-    }
-    STRATA_RETURN_IF_ERROR(opt->finish());
+    STRATA_RETURN_IF_ERROR(parse_optimizer(*opt, &c->optimizer));
   }
 
   STRATA_ASSIGN_OR_RETURN(auto zero, root.sub("zero_optimization"));

@@ -13,6 +13,7 @@
 #include "offload/aio_config.h"
 #include "src/common/status.h"
 #include "src/engine/placement.h"
+#include "src/optim/optimizer.h"
 
 namespace strata::engine {
 
@@ -26,10 +27,9 @@ struct LossScaleConfig {   // "fp16": dynamic loss scaling unless loss_scale > 0
   double min_loss_scale = 1.0;
 };
 
-struct OptimizerConfig {   // "optimizer": {"type": "Adam" | "AdamW", "params": {...}}
-  bool adamw = true;
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
-  bool bias_correction = true;
+struct OptimizerConfig {   // "optimizer": {"type": one of optim::registry(), "params": {...}}
+  std::string type = "AdamW";
+  optim::Hyper hyper;       // the type's defaults, then the keys given
 };
 
 struct EngineConfig {

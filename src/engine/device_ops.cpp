@@ -4,8 +4,8 @@
 #include <cstring>
 #include <limits>
 
-#include "kernels/cpu/adam.h"
 #include "kernels/cpu/casts.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/grad_norm.h"
 
 namespace strata::engine {
@@ -36,11 +36,10 @@ class HostDeviceOps final : public DeviceOps {
       return Status::ok();
     });
   }
-  Status adam(offload::Stream& s, const kernels::AdamCoeffs& c, const kernels::AdamTensor& t) override {
+  Status update(offload::Stream& s, const optim::Optimizer& opt, const optim::StepCoeffs& c, const optim::Tensor& t) override {
     const kernels::KernelTable* k = k_;
-    return s.launch_host([k, c, t] {
-      const kernels::AdamTensor ts[1] = {t};
-      kernels::adam_update(*k, c, ts);
+    return s.launch_host([k, &opt, c, t] {
+      (void)opt.update_host(*k, c, {&t, 1});
       return Status::ok();
     });
   }

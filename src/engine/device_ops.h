@@ -9,6 +9,7 @@
 #include "kernels/cpu/kernel_types.h"
 #include "offload/device.h"
 #include "src/common/status.h"
+#include "src/optim/optimizer.h"
 
 namespace strata::engine {
 
@@ -22,8 +23,9 @@ class DeviceOps {
   // Sum of squares of v (in double) into *host_out, a host double valid after the stream's work.
   // `scratch` holds norm_scratch_bytes(v.count) device bytes (unused by the host-emulated device).
   virtual Status sumsq(offload::Stream& s, const kernels::TensorView& v, void* scratch, double* host_out) = 0;
-  // One Adam update of t (every pointer a device pointer).
-  virtual Status adam(offload::Stream& s, const kernels::AdamCoeffs& c, const kernels::AdamTensor& t) = 0;
+  // The optimizer's update of t (every pointer a device pointer) with this step's constants.
+  // `opt` must outlive the stream's work.
+  virtual Status update(offload::Stream& s, const optim::Optimizer& opt, const optim::StepCoeffs& c, const optim::Tensor& t) = 0;
 };
 
 // Ops for `device` (CUDA kernels for a CudaDevice, CPU kernels of the best ISA otherwise).

@@ -1,7 +1,6 @@
 // DeviceOps of a CudaDevice: the kernels of kernels/cuda on the stream's cudaStream_t.
 #include <cuda_runtime_api.h>
 
-#include "kernels/cuda/adam_cuda.h"
 #include "kernels/cuda/grad_kernels.h"
 #include "src/common/cuda_check.h"
 #include "src/engine/device_ops.h"
@@ -31,8 +30,8 @@ class CudaDeviceOps final : public DeviceOps {
     STRATA_CUDA_CHECK(cudaMemcpyAsync(host_out, ws + blocks, sizeof(double), cudaMemcpyDeviceToHost, native(s)));
     return Status::ok();
   }
-  Status adam(offload::Stream& s, const kernels::AdamCoeffs& c, const kernels::AdamTensor& t) override {
-    return kernels::cuda::adam_update(c, t, native(s));
+  Status update(offload::Stream& s, const optim::Optimizer& opt, const optim::StepCoeffs& c, const optim::Tensor& t) override {
+    return opt.update_cuda(c, t, native(s));
   }
 };
 

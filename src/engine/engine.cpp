@@ -96,6 +96,10 @@ Status Engine::write_trace() {
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, EngineOptions options) {
   auto impl = std::make_unique<Impl>(config, std::move(options));
+  auto opt = optim::make(config.optimizer.type, config.optimizer.hyper);
+  if (!opt.is_ok()) return invalid_argument("optimizer: " + opt.status().message());
+  impl->optimizer = std::move(opt).value();
+  impl->cfg.placement.optimizer_state_bytes = impl->optimizer->bytes_per_element();
   STRATA_ASSIGN_OR_RETURN(offload::DeviceChoice choice, offload::parse_device_choice(config.device));
   Impl* p = impl.get();
   if (impl->seams.device_factory) {
@@ -306,7 +310,7 @@ Status Engine::Impl::allocate_all() {
     } else if (c.at.params16 == Tier::kHost) {
       STRATA_ASSIGN_OR_RETURN(c.p16_host, offload::AlignedBuffer::create(c.rest_numel * 2, pin));
     }
-    for (int a = 0; a < 3; ++a) {
+    for (int a = 0; a < narrays(); ++a) {
       if (c.at.optimizer == Tier::kDevice) {
         STRATA_ASSIGN_OR_RETURN(c.opt_dev[a], dev->allocate(c.shard * 4));
       } else if (c.at.optimizer == Tier::kHost) {
@@ -356,8 +360,8 @@ Status Engine::Impl::allocate_all() {
   if (opt_store != nullptr) {
     opt_sets.resize(static_cast<size_t>(pc.optimizer_buffer_count));
     for (OptSet& set : opt_sets)
-      for (auto& b : set.a) {
-        STRATA_ASSIGN_OR_RETURN(b, offload::AlignedBuffer::create(max_shard * 4, pin));
+      for (int a = 0; a < narrays(); ++a) {
+        STRATA_ASSIGN_OR_RETURN(set.a[a], offload::AlignedBuffer::create(max_shard * 4, pin));
       }
   }
   if (device_opt) {
@@ -451,21 +455,19 @@ Status Engine::Impl::write_initial_values() {
       std::memcpy(sb.data(), bit16.data(), bit16.size());
       STRATA_RETURN_IF_ERROR(nvme_put(param_store, key(ci, "p16"), sb, bit16.size()));
     }
-    // master, exp_avg, exp_avg_sq
+    // the master from the params, the optimizer's state zero
     const size_t bytes = c.shard * 4;
     if (c.at.optimizer == Tier::kDevice) {
       STRATA_RETURN_IF_ERROR(compute->copy(c.opt_dev[0], shard, bytes, offload::CopyKind::kHostToDevice));
-      STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.opt_dev[1], bytes));
-      STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.opt_dev[2], bytes));
+      for (int a = 1; a < narrays(); ++a) STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.opt_dev[a], bytes));
       STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.grad_dev, bytes));
       STRATA_RETURN_IF_ERROR(compute->synchronize());
     } else {
       offload::AlignedBuffer* dst = c.at.optimizer == Tier::kHost ? c.opt_host : opt_sets[0].a;
       std::memcpy(dst[0].data(), shard, bytes);
-      std::memset(dst[1].data(), 0, bytes);
-      std::memset(dst[2].data(), 0, bytes);
+      for (int a = 1; a < narrays(); ++a) std::memset(dst[a].data(), 0, bytes);
       if (c.at.optimizer == Tier::kNvme) {
-        for (int a = 0; a < 3; ++a) STRATA_RETURN_IF_ERROR(nvme_put(opt_store, key(ci, kOptArrayKeys[a]), dst[a], bytes));
+        for (int a = 0; a < narrays(); ++a) STRATA_RETURN_IF_ERROR(nvme_put(opt_store, opt_key(ci, a), dst[a], bytes));
       }
     }
   }
@@ -576,7 +578,7 @@ Status Engine::Impl::read_shard_master(const ParamSlot& slot, float* dst) {
                                          offload::CopyKind::kDeviceToHost));
     STRATA_RETURN_IF_ERROR(compute->synchronize());
   } else {
-    STRATA_RETURN_IF_ERROR(opt_store->get(key(slot.chunk, "master"), opt_sets[0].a[0], c.shard * 4).wait());
+    STRATA_RETURN_IF_ERROR(opt_store->get(opt_key(slot.chunk, 0), opt_sets[0].a[0], c.shard * 4).wait());
     std::memcpy(dst, opt_sets[0].a[0].bytes() + off * 4, bytes);
   }
   return Status::ok();

@@ -1,8 +1,8 @@
 // The training engine: owns the model state of registered parameters and decides where each piece
 // lives (device, pinned host, NVMe) from the config and the budgets; hands bit16 parameters to the
 // host program on the device (fetch / release), takes gradients back (grad), and runs the optimizer
-// step (overflow check, dynamic loss scaling, global-norm clipping, Adam on the fp32 master state,
-// bit16 params refreshed where they rest).
+// step (overflow check, dynamic loss scaling, global-norm clipping, the configured optimizer —
+// Adam, AdamW, Lion or Adagrad — on the fp32 master state, bit16 params refreshed where they rest).
 //
 // Life cycle: create -> register every parameter -> prepare (explicit, or implied by the first
 // fetch: builds the chunk layout, plans and prints the placement, allocates, writes the initial
@@ -81,7 +81,7 @@ struct EngineStats {
   double stall_fetch_s = 0;     // host blocked in fetch waiting for params (copies, NVMe reads)
   double stall_grad_s = 0;      // host blocked in grad / step waiting for gradient copies
   double step_s = 0;            // time in optimizer steps (boundary calls of step)
-  double step_adam_s = 0;       //   of which Adam on host-resident state
+  double step_update_s = 0;     //   of which the optimizer update of host-resident state
   double step_nvme_s = 0;       //   of which NVMe reads and writes of the optimizer state / params
   int64_t micro_steps = 0, optimizer_steps = 0, skipped_steps = 0;
   int64_t bucket_flushes = 0;   // gradient buckets moved off the device

@@ -14,7 +14,6 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cpu/adam.h"
 #include "kernels/cpu/kernel_types.h"
 #include "offload/aligned_buffer.h"
 #include "offload/device.h"
@@ -28,6 +27,7 @@
 #include "src/engine/loss_scaler.h"
 #include "src/engine/trace.h"
 #include "src/engine/weights_export.h"
+#include "src/optim/optimizer.h"
 
 namespace strata::engine {
 
@@ -42,9 +42,10 @@ struct ChunkState {
   // bit16 params at rest: device (p16_dev), host (p16_host) or NVMe (key "c<i>.p16").
   void* p16_dev = nullptr;
   offload::AlignedBuffer p16_host;
-  // fp32 master, exp_avg, exp_avg_sq of the shard: device, host, or NVMe keys "c<i>.master" ...
-  void* opt_dev[3] = {nullptr, nullptr, nullptr};
-  offload::AlignedBuffer opt_host[3];
+  // The optimizer's fp32 arrays of the shard (master first): device, host, or NVMe keys
+  // "c<i>.<array name>"; the first Optimizer::num_arrays() are used.
+  void* opt_dev[optim::kMaxArrays] = {};
+  offload::AlignedBuffer opt_host[optim::kMaxArrays];
   // fp32 gradient of the shard, on the optimizer's side (device or host).
   void* grad_dev = nullptr;
   offload::AlignedBuffer grad_host;
@@ -96,12 +97,12 @@ struct Staging {
   int staged_chunk = -1;  // the chunk whose bit16 params it holds or is reading (prefetch), -1 if none
 };
 
-// One buffer set of the NVMe optimizer pipeline: master, exp_avg, exp_avg_sq of one chunk's
-// shard ([shard] fp32 each), read ahead of Adam and written back behind it.
+// One buffer set of the NVMe optimizer pipeline: the optimizer's arrays of one chunk's shard
+// ([shard] fp32 each), read ahead of the update and written back behind it.
 struct OptSet {
   enum class State { kFree, kReading, kReady, kWriting } state = State::kFree;
-  offload::AlignedBuffer a[3];
-  offload::IoHandle io[3];
+  offload::AlignedBuffer a[optim::kMaxArrays];
+  offload::IoHandle io[optim::kMaxArrays];
   int chunk = -1;
   uint64_t issued = 0;  // order of the last read / write issued, to wait for the oldest
 };
@@ -109,8 +110,6 @@ struct OptSet {
 // "[64, 32]"
 std::string shape_string(const std::vector<int64_t>& shape);
 
-// NVMe keys of the optimizer arrays: "c<i>.master" ...
-inline constexpr const char* kOptArrayKeys[3] = {"master", "exp_avg", "exp_avg_sq"};
 
 using Clock = std::chrono::steady_clock;
 inline double seconds_since(Clock::time_point t0) {
@@ -159,6 +158,8 @@ struct Engine::Impl {
   EngineConfig cfg;
   EngineOptions opts;
   EngineSeams seams;
+  std::unique_ptr<optim::Optimizer> optimizer;  // its arrays shape every chunk's optimizer side
+  int narrays() const { return optimizer->num_arrays(); }
   DType dtype = DType::kBF16;
   LossScaler scaler;
   std::unique_ptr<offload::Device> dev;
@@ -229,6 +230,7 @@ struct Engine::Impl {
   void call_end() { last_return = Clock::now(); }
   size_t bit16_bytes(size_t n) const { return n * 2; }
   static std::string key(size_t chunk, const char* what) { return "c" + std::to_string(chunk) + "." + what; }
+  std::string opt_key(size_t chunk, int array) const { return key(chunk, optimizer->arrays()[static_cast<size_t>(array)]); }
   const ParamSlot* find(const std::string& name) const { return layout->find(name); }
   StatusOr<uint32_t> param_index(const std::string& name, const char* call) const;
 
@@ -259,8 +261,9 @@ struct Engine::Impl {
   Status load(const std::string& root, const std::string& tag);
   Status export_weights(const std::string& out_dir, const ckpt::ExportOptions& options);
   Status quiet_for_io(const char* call);  // no param fetched; every copy and I/O finished
-  Status pull_chunk(uint32_t ci, float* const opt[3], uint16_t* p16);
-  Status push_chunk(uint32_t ci, const float* const opt[3], const uint16_t* p16);
+  // Chunk ci's optimizer arrays (opt[0 .. narrays())) and bit16 params to / from host memory.
+  Status pull_chunk(uint32_t ci, float* const* opt, uint16_t* p16);
+  Status push_chunk(uint32_t ci, const float* const* opt, const uint16_t* p16);
   void hook(const std::string& point) const;
   Status read_master_into(const ParamSlot& slot, float* dst);  // engine idle
 
@@ -285,18 +288,18 @@ struct Engine::Impl {
   int consecutive_skips = 0;                  // skips that could not help, in a row (max_consecutive_skips)
   StatusOr<std::string> first_nonfinite_grad();  // "in 'name' (element i of [shape])"; collective across ranks
   Status check_masters();                     // fp32 masters after an update: an error naming the first bad chunk
-  int bad_master_chunk = -1;                  // the lowest chunk whose host Adam produced inf / NaN this step
+  int bad_master_chunk = -1;                  // the lowest chunk whose host update produced inf / NaN this step
   Status nonfinite_masters(uint32_t chunk) const;
   Status retire_loads();                      // working buffers emptied, their loads finished
   Status after_step(const StepResult& r);     // prefetch for the next micro-batch, summary line
   Clock::time_point created_at = Clock::now(), summary_at{};
   EngineStats summary_st;                     // stats at the last summary
-  // optimizer_pipeline.cpp: Adam over every chunk where its state lives; the NVMe-resident
+  // optimizer_pipeline.cpp: the optimizer over every chunk where its state lives; the NVMe-resident
   // chunks stream through opt_sets (read ahead, write behind; one set at a time without overlap).
   std::vector<uint32_t> opt_order() const;  // chunks in the order the step updates them
   Status start_opt_reads();                 // reads ahead before the norm is known (safe: read only)
-  Status update_chunks(const kernels::AdamCoeffs& coeffs);
-  Status adam_chunk(uint32_t ci, offload::AlignedBuffer* state, const kernels::AdamCoeffs& coeffs);
+  Status update_chunks(const optim::StepCoeffs& coeffs);
+  Status update_host_chunk(uint32_t ci, offload::AlignedBuffer* state, const optim::StepCoeffs& coeffs);
   StatusOr<int> free_opt_set(bool block);
   Status read_opt_set(int s, uint32_t ci);
   Status wait_opt_set(int s);              // the set's reads or writes finished

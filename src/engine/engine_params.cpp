@@ -171,7 +171,7 @@ Status Engine::Impl::drain(int b) {
                             kernels::TensorView{bk.landing.bytes() + slot.offset * 2, dtype, slot.numel}, 1.0f);
       }
     });
-    trace_span(TraceLane::kAdam, "accumulate grads c" + std::to_string(bk.chunk), t0, Clock::now());
+    trace_span(TraceLane::kUpdate, "accumulate grads c" + std::to_string(bk.chunk), t0, Clock::now());
   }
   bk.state = Bucket::State::kFree;
   bk.chunk = -1;

@@ -123,14 +123,8 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   for (size_t i = 0; i < params.size(); ++i)
     if (params[i].fetches > 0)
       return failed_precondition("step while '" + layout->params()[i].name + "' is fetched: release every param before step");
-  const double lr = lr_arg < 0 ? cfg.optimizer.lr : lr_arg;
-  kernels::AdamHyper h;
-  h.lr = static_cast<float>(lr);
-  h.beta1 = static_cast<float>(cfg.optimizer.beta1);
-  h.beta2 = static_cast<float>(cfg.optimizer.beta2);
-  h.eps = static_cast<float>(cfg.optimizer.eps);
-  h.weight_decay = static_cast<float>(cfg.optimizer.weight_decay);
-  if (Status v = kernels::validate_adam_hyper(h); !v.is_ok()) return invalid_argument("step: " + v.message());
+  const double lr = lr_arg < 0 ? optimizer->hyper().lr : lr_arg;
+  if (Status v = optimizer->coeffs(opt_step + 1, lr, 1.0f).status(); !v.is_ok()) return invalid_argument("step: " + v.message());
 
   ++micro;
   ++st.micro_steps;
@@ -228,18 +222,16 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   }
   r.grad_norm = std::sqrt(sumsq) * inv;
   r.clip_coef = kernels::clip_coefficient(r.grad_norm, cfg.gradient_clipping);
-  h.grad_scale = static_cast<float>(inv * r.clip_coef);
-  if (Status v = kernels::validate_adam_hyper(h); !v.is_ok()) return internal_error("step: " + v.message());
+  auto coeffs = optimizer->coeffs(opt_step + 1, lr, static_cast<float>(inv * r.clip_coef));
+  if (!coeffs.is_ok()) return internal_error("step: " + coeffs.status().message());
   ++opt_step;
-  const kernels::AdamCoeffs coeffs = kernels::make_adam_coeffs(
-      cfg.optimizer.adamw ? kernels::AdamMode::kAdamW : kernels::AdamMode::kAdam, cfg.optimizer.bias_correction, opt_step, h);
 
   // Loads of working buffers must not race the update of what they read; the copies are stale after it.
   if (Status q = retire_loads(); !q.is_ok()) {
     (void)quiesce_opt_sets();
     return q;
   }
-  if (Status u = update_chunks(coeffs); !u.is_ok()) {
+  if (Status u = update_chunks(coeffs.value()); !u.is_ok()) {
     (void)quiesce_opt_sets();
     return u;
   }
@@ -373,11 +365,11 @@ Status Engine::Impl::after_step(const StepResult& r) {
     char line[512];
     auto mb = [](size_t b) { return static_cast<double>(b) / 1e6; };
     std::snprintf(line, sizeof(line),
-                  "step %lld%s: %.1f ms (optimizer %.1f ms: Adam %.1f, NVMe wait %.1f), stall %.1f ms, overlap %.0f%%, "
+                  "step %lld%s: %.1f ms (optimizer %.1f ms: update %.1f, NVMe wait %.1f), stall %.1f ms, overlap %.0f%%, "
                   "H2D %.1f MB, D2H %.1f MB, NVMe read %.1f MB, write %.1f MB, prefetch %lld (hits %lld), "
                   "on demand %lld, grad norm %.4g, loss scale %g",
                   static_cast<long long>(opt_step), r.overflow ? " (skipped: overflow)" : "", wall * 1e3,
-                  (st.step_s - a.step_s) * 1e3, (st.step_adam_s - a.step_adam_s) * 1e3, (st.step_nvme_s - a.step_nvme_s) * 1e3,
+                  (st.step_s - a.step_s) * 1e3, (st.step_update_s - a.step_update_s) * 1e3, (st.step_nvme_s - a.step_nvme_s) * 1e3,
                   stall * 1e3, wall > 0 ? 100.0 * (1.0 - stall / wall) : 100.0, mb(st.bytes_h2d - a.bytes_h2d),
                   mb(st.bytes_d2h - a.bytes_d2h), mb(st.bytes_nvme_read - a.bytes_nvme_read),
                   mb(st.bytes_nvme_write - a.bytes_nvme_write), static_cast<long long>(st.prefetches - a.prefetches),

@@ -1,6 +1,7 @@
-// Engine: the update half of the optimizer step. Every chunk gets Adam where its state lives:
-// device kernels, host Adam in place, or — for state on NVMe — a pipeline over
-// offload_optimizer.buffer_count buffer sets: reads of the next chunks run while Adam updates
+// Engine: the update half of the optimizer step. Every chunk gets the optimizer's update where
+// its state lives: device kernels, the host kernels in place, or — for state on NVMe — a pipeline
+// over offload_optimizer.buffer_count buffer sets: reads of the next chunks run while this one is
+// updated
 // this one and the previous ones are written back. With overlap, reads start during the
 // forward / backward of the micro-batch that ends the accumulation cycle (the state does not
 // change before the step), and the last write-backs finish during the next one. Chunks go in descending order, the order in
@@ -83,8 +84,8 @@ Status Engine::Impl::read_opt_set(int s, uint32_t ci) {
   set.chunk = static_cast<int>(ci);
   set.state = OptSet::State::kReading;
   set.issued = ++opt_issue;
-  for (int a = 0; a < 3; ++a) {
-    set.io[a] = opt_store->get(key(ci, kOptArrayKeys[a]), set.a[a], bytes, io_span(TraceLane::kNvmeRead, "read " + key(ci, kOptArrayKeys[a])));
+  for (int a = 0; a < narrays(); ++a) {
+    set.io[a] = opt_store->get(opt_key(ci, a), set.a[a], bytes, io_span(TraceLane::kNvmeRead, "read " + opt_key(ci, a)));
     st.bytes_nvme_read += bytes;
   }
   return Status::ok();
@@ -136,9 +137,9 @@ Status Engine::Impl::quiesce_opt_sets() {
   return first;
 }
 
-// Adam on one chunk whose fp32 state is in host memory (`state`: master, exp_avg, exp_avg_sq),
-// then the updated bit16 values to where the params rest.
-Status Engine::Impl::adam_chunk(uint32_t ci, offload::AlignedBuffer* state, const kernels::AdamCoeffs& coeffs) {
+// The update of one chunk whose fp32 arrays are in host memory (`state`, master first), then the
+// updated bit16 values to where the params rest.
+Status Engine::Impl::update_host_chunk(uint32_t ci, offload::AlignedBuffer* state, const optim::StepCoeffs& coeffs) {
   ChunkState& c = chunks[ci];
   const size_t rest_off = cfg.placement.stage == 3 ? 0 : c.shard_begin;  // the shard's place in the resting array
   Staging* sb = nullptr;
@@ -149,10 +150,8 @@ Status Engine::Impl::adam_chunk(uint32_t ci, offload::AlignedBuffer* state, cons
     STRATA_ASSIGN_OR_RETURN(sb, take_staging(&st.step_nvme_s));
     out = sb->buf.data();
   }
-  kernels::AdamTensor t;
-  t.params = static_cast<float*>(state[0].data());
-  t.exp_avg = static_cast<float*>(state[1].data());
-  t.exp_avg_sq = static_cast<float*>(state[2].data());
+  optim::Tensor t;
+  for (int a = 0; a < narrays(); ++a) t.array[a] = static_cast<float*>(state[a].data());
   t.grads = c.grad_host.data();
   t.grad_dtype = DType::kF32;
   t.params_out = out;
@@ -160,9 +159,9 @@ Status Engine::Impl::adam_chunk(uint32_t ci, offload::AlignedBuffer* state, cons
   t.count = c.shard;
   const Clock::time_point ta = Clock::now();
   bool finite = true;
-  kernels::arena_execute(arena, [&] { finite = kernels::adam_update(*k, coeffs, {&t, 1}); });
-  st.step_adam_s += seconds_since(ta);
-  trace_span(TraceLane::kAdam, "adam c" + std::to_string(ci), ta, Clock::now());
+  kernels::arena_execute(arena, [&] { finite = optimizer->update_host(*k, coeffs, {&t, 1}); });
+  st.step_update_s += seconds_since(ta);
+  trace_span(TraceLane::kUpdate, "update c" + std::to_string(ci), ta, Clock::now());
   if (!finite && (bad_master_chunk < 0 || static_cast<int>(ci) < bad_master_chunk))
     bad_master_chunk = static_cast<int>(ci);  // the lowest, reported after the update (engine_step.cpp)
   if (c.at.params16 == Tier::kDevice) {
@@ -186,7 +185,7 @@ Status Engine::Impl::adam_chunk(uint32_t ci, offload::AlignedBuffer* state, cons
   return Status::ok();
 }
 
-Status Engine::Impl::update_chunks(const kernels::AdamCoeffs& coeffs) {
+Status Engine::Impl::update_chunks(const optim::StepCoeffs& coeffs) {
   const std::vector<uint32_t> order = opt_order();
   std::vector<uint32_t> nvme;  // the NVMe-resident chunks, in update order
   for (uint32_t ci : order)
@@ -204,20 +203,18 @@ Status Engine::Impl::update_chunks(const kernels::AdamCoeffs& coeffs) {
   for (uint32_t ci : order) {
     ChunkState& c = chunks[ci];
     if (c.at.optimizer == Tier::kDevice) {
-      kernels::AdamTensor t;
-      t.params = static_cast<float*>(c.opt_dev[0]);
-      t.exp_avg = static_cast<float*>(c.opt_dev[1]);
-      t.exp_avg_sq = static_cast<float*>(c.opt_dev[2]);
+      optim::Tensor t;
+      for (int a = 0; a < narrays(); ++a) t.array[a] = static_cast<float*>(c.opt_dev[a]);
       t.grads = c.grad_dev;
       t.grad_dtype = DType::kF32;
       t.params_out = static_cast<uint8_t*>(c.p16_dev) + (cfg.placement.stage == 3 ? 0 : c.shard_begin) * 2;
       t.out_dtype = dtype;
       t.count = c.shard;
-      STRATA_RETURN_IF_ERROR(ops->adam(*compute, coeffs, t));
+      STRATA_RETURN_IF_ERROR(ops->update(*compute, *optimizer, coeffs, t));
       continue;
     }
     if (c.at.optimizer == Tier::kHost) {
-      STRATA_RETURN_IF_ERROR(adam_chunk(ci, c.opt_host, coeffs));
+      STRATA_RETURN_IF_ERROR(update_host_chunk(ci, c.opt_host, coeffs));
       continue;
     }
     // Keep `depth` chunks read ahead, waiting for a write-back only for the chunk needed now.
@@ -233,11 +230,11 @@ Status Engine::Impl::update_chunks(const kernels::AdamCoeffs& coeffs) {
     const Clock::time_point tr = Clock::now();
     STRATA_RETURN_IF_ERROR(wait_opt_set(s));
     if (seconds_since(tr) > 1e-5) trace_span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr, Clock::now());
-    STRATA_RETURN_IF_ERROR(adam_chunk(ci, set.a, coeffs));
+    STRATA_RETURN_IF_ERROR(update_host_chunk(ci, set.a, coeffs));
     set.state = OptSet::State::kWriting;
     set.issued = ++opt_issue;
-    for (int a = 0; a < 3; ++a) {
-      set.io[a] = opt_store->put(key(ci, kOptArrayKeys[a]), set.a[a], c.shard * 4, io_span(TraceLane::kNvmeWrite, "write " + key(ci, kOptArrayKeys[a])));
+    for (int a = 0; a < narrays(); ++a) {
+      set.io[a] = opt_store->put(opt_key(ci, a), set.a[a], c.shard * 4, io_span(TraceLane::kNvmeWrite, "write " + opt_key(ci, a)));
       st.bytes_nvme_write += c.shard * 4;
     }
     if (!cfg.overlap) STRATA_RETURN_IF_ERROR(wait_opt_set(s));

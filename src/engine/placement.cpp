@@ -125,7 +125,7 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
     cp.grad32 = cp.optimizer == Tier::kNvme ? Tier::kHost : cp.optimizer;
     const size_t rest = c.stage == 3 ? ch.shard_numel : ch.numel;
     add(cp.params16, Use::kParams16, rest * 2 * (cp.params16 == Tier::kNvme ? kNvmeSlotFactor : 1));
-    add(cp.optimizer, Use::kOptimizer, ch.shard_numel * 12 * (cp.optimizer == Tier::kNvme ? kNvmeSlotFactor : 1));
+    add(cp.optimizer, Use::kOptimizer, ch.shard_numel * c.optimizer_state_bytes * (cp.optimizer == Tier::kNvme ? kNvmeSlotFactor : 1));
     add(cp.grad32, Use::kGrad32, ch.shard_numel * 4);
     p.chunks.push_back(cp);
   }
@@ -149,7 +149,7 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
     // ZeRO across ranks with device gradients: a bucket's span widened to fp32 for the cross-rank sum.
     if (device_optimizer && c.stage >= 1 && layout.world() > 1) add(Tier::kDevice, Use::kScratch, max_chunk * 4);
     if (c.offload_optimizer == OffloadTarget::kNvme && offloaded > 0)
-      add(Tier::kHost, Use::kOptStaging, static_cast<size_t>(c.optimizer_buffer_count) * max_shard * 12);
+      add(Tier::kHost, Use::kOptStaging, static_cast<size_t>(c.optimizer_buffer_count) * max_shard * c.optimizer_state_bytes);
   }
   add(Tier::kHost, Use::kHostProgram, budgets.host_program);
   for (int t = 0; t < kNumTiers; ++t) {

@@ -30,7 +30,7 @@ enum class Use : int {
   kParamStaging,    // pinned host buffers for params: NVMe <-> device, or host optimizer -> device
   kGradBuckets,     // device bit16 gradient buckets, streamed off as they fill
   kGrad32,          // fp32 gradient of the owned shard
-  kOptimizer,       // fp32 master, exp_avg, exp_avg_sq of the owned shard (12 bytes / element)
+  kOptimizer,       // the optimizer's fp32 arrays of the owned shard (master + state: 12 bytes / element for Adam, 8 for Lion / Adagrad)
   kOptStaging,      // pinned host buffers of the NVMe optimizer pipeline
   kGradStaging,     // pinned host buffers gradient buckets land in before fp32 accumulation
   kScratch,         // device scratch: partial sums of the gradient norm of device-resident chunks
@@ -55,6 +55,7 @@ struct PlacementConfig {
   int param_buffer_count = 5;          // offload_param.buffer_count: chunk-sized staging buffers (nvme)
   int live_chunks = 2;                 // device working buffers when params are offloaded
   int grad_buckets = 2;                // device gradient buckets
+  size_t optimizer_state_bytes = 12;   // fp32 bytes per element of the optimizer's arrays (Optimizer::bytes_per_element)
 };
 
 struct Budgets {

@@ -16,7 +16,7 @@ const char* trace_lane_name(TraceLane lane) {
     case TraceLane::kD2H: return "D2H copies";
     case TraceLane::kNvmeRead: return "NVMe read";
     case TraceLane::kNvmeWrite: return "NVMe write";
-    case TraceLane::kAdam: return "CPU Adam";
+    case TraceLane::kUpdate: return "CPU optimizer";
     case TraceLane::kEngine: return "engine (stalls, step)";
     case TraceLane::kCollective: return "collectives";
     case TraceLane::kCount: break;

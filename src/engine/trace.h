@@ -1,5 +1,5 @@
 // Tracer: the engine's timeline. Spans (begin, end, name) on fixed lanes — the host program
-// between engine calls, compute stream, H2D, D2H, NVMe read, NVMe write, CPU Adam, collectives —
+// between engine calls, compute stream, H2D, D2H, NVMe read, NVMe write, CPU optimizer, collectives —
 // kept in memory and written as Chrome trace-event JSON (opens in Perfetto or chrome://tracing).
 // Thread-safe: stream and I/O threads add spans. Not a profiler: only what the engine drives.
 #pragma once
@@ -14,7 +14,7 @@
 
 namespace strata::engine {
 
-enum class TraceLane : int { kHost = 0, kCompute, kH2D, kD2H, kNvmeRead, kNvmeWrite, kAdam, kEngine, kCollective, kCount };
+enum class TraceLane : int { kHost = 0, kCompute, kH2D, kD2H, kNvmeRead, kNvmeWrite, kUpdate, kEngine, kCollective, kCount };
 const char* trace_lane_name(TraceLane lane);
 
 class Tracer {

@@ -196,7 +196,7 @@ Status export_checkpoint(const std::string& ckpt_dir, const std::string& out_dir
     }
     const ChunkEntry& c = m.chunks[p.chunk];
     std::vector<float> v(p.numel);
-    std::memcpy(v.data(), data.data() + c.arrays[kMaster].offset + (p.offset - c.shard_begin) * 4, p.numel * 4);
+    std::memcpy(v.data(), data.data() + c.arrays[0].offset + (p.offset - c.shard_begin) * 4, p.numel * 4);
     STRATA_RETURN_IF_ERROR(w.add(p.name, p.shape, v.data(), p.numel));
   }
   return w.finish();

@@ -329,11 +329,11 @@ TEST_F(Refused, ANewerFormatVersion) {
     ss << in.rdbuf();
     text = ss.str();
   }
-  const size_t at = text.find("\"version\": 1");
+  const size_t at = text.find("\"version\": 2");
   ASSERT_NE(at, std::string::npos);
-  text.replace(at, 12, "\"version\": 2");
+  text.replace(at, 12, "\"version\": 3");
   std::ofstream(dir_ + "/manifest.json") << text;
-  expect_refused(StatusCode::kUnsupported, "format version 2");
+  expect_refused(StatusCode::kUnsupported, "format version 3");
 }
 
 TEST_F(Refused, NoCheckpointThere) {

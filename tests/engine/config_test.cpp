@@ -44,10 +44,11 @@ TEST(EngineConfig, DeepSpeedConfigMovesOverUnchanged) {
   EXPECT_EQ(c.loss_scale.loss_scale_window, 500);
   EXPECT_EQ(c.gradient_accumulation_steps, 8);
   EXPECT_DOUBLE_EQ(c.gradient_clipping, 1.0);
-  EXPECT_TRUE(c.optimizer.adamw);
-  EXPECT_DOUBLE_EQ(c.optimizer.lr, 3e-4);
-  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.95);
-  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.1);
+  EXPECT_EQ(c.optimizer.type, "AdamW");
+  EXPECT_TRUE(c.optimizer.hyper.adam_w_mode);
+  EXPECT_DOUBLE_EQ(c.optimizer.hyper.lr, 3e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.hyper.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optimizer.hyper.weight_decay, 0.1);
   EXPECT_EQ(c.placement.stage, 3);
   EXPECT_EQ(c.placement.offload_optimizer, OffloadTarget::kNvme);
   EXPECT_EQ(c.placement.offload_param, OffloadTarget::kCpu);
@@ -109,7 +110,12 @@ TEST(EngineConfig, ErrorsNameTheKeyByItsPath) {
   expect_error(R"({"zero_optimization": {"offload_optimizer": {"device": "cpu", "ratio": 1.5}}})",
                "zero_optimization.offload_optimizer.ratio = 1.5");
   expect_error(R"({"fp16": {"enabled": true}, "bf16": {"enabled": true}})", "both true");
-  expect_error(R"({"optimizer": {"type": "Lamb"}})", "optimizer.type = \"Lamb\": expected one of Adam, AdamW");
+  expect_error(R"({"optimizer": {"type": "Lamb"}})",
+               "optimizer.type: optimizer type \"Lamb\" is not one strata has (accepted: Adam, AdamW, Lion, Adagrad)");
+  expect_error(R"({"optimizer": {"type": "Lion", "params": {"eps": 1e-8}}})",
+               "optimizer.params.eps: unknown key (known here: lr, betas, weight_decay) — Lion has no such hyper-parameter");
+  expect_error(R"({"optimizer": {"type": "Adagrad", "params": {"betas": [0.9, 0.99]}}})",
+               "optimizer.params.betas: unknown key (known here: lr, eps, weight_decay)");
   expect_error(R"({"optimizer": {"params": {"betas": [0.9]}}})", "optimizer.params.betas: expected [beta1, beta2]");
   expect_error(R"({"optimizer": {"params": {"betas": [0.9, 1.0]}}})", "each must be in [0, 1)");
   expect_error(R"({"gradient_accumulation_steps": 0})", "gradient_accumulation_steps = 0");
@@ -128,6 +134,27 @@ TEST(EngineConfig, ErrorsNameTheKeyByItsPath) {
   expect_error(R"({"zero_optimization": {"stage": 99999999999999999999}})", "zero_optimization.stage = 1e+20: expected an integer in 0 .. 3");
   expect_error(R"({"strata": {"device_bytes": 1e30}})", "strata.device_bytes = 1e+30: expected an integer in 0 .. 72057594037927936");
   expect_error(R"({"strata": {"seed": -1}})", "strata.seed = -1: expected an integer in 0 ..");
+}
+
+// Lion and Adagrad by DeepSpeed's names (any case), with DeepSpeed's defaults for what is not given.
+TEST(EngineConfig, LionAndAdagradTakeTheirOwnKeysAndDefaults) {
+  auto lion = parse_engine_config(R"({"optimizer": {"type": "lion", "params": {"lr": 1e-4, "betas": [0.95, 0.98]}}})");
+  ASSERT_TRUE(lion.is_ok()) << lion.status().to_string();
+  EXPECT_EQ(lion.value().optimizer.type, "Lion");
+  EXPECT_DOUBLE_EQ(lion.value().optimizer.hyper.lr, 1e-4);
+  EXPECT_DOUBLE_EQ(lion.value().optimizer.hyper.beta1, 0.95);
+  EXPECT_DOUBLE_EQ(lion.value().optimizer.hyper.beta2, 0.98);
+  EXPECT_DOUBLE_EQ(lion.value().optimizer.hyper.weight_decay, 0.0);
+  auto ada = parse_engine_config(R"({"optimizer": {"type": "Adagrad", "params": {"weight_decay": 0.01}}})");
+  ASSERT_TRUE(ada.is_ok()) << ada.status().to_string();
+  EXPECT_EQ(ada.value().optimizer.type, "Adagrad");
+  EXPECT_DOUBLE_EQ(ada.value().optimizer.hyper.lr, 1e-2);
+  EXPECT_DOUBLE_EQ(ada.value().optimizer.hyper.eps, 1e-10);
+  EXPECT_DOUBLE_EQ(ada.value().optimizer.hyper.weight_decay, 0.01);
+  auto adam = parse_engine_config(R"({"optimizer": {"type": "ADAM"}})");
+  ASSERT_TRUE(adam.is_ok());
+  EXPECT_EQ(adam.value().optimizer.type, "Adam");
+  EXPECT_FALSE(adam.value().optimizer.hyper.adam_w_mode);
 }
 
 }  // namespace

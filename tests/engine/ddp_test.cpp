@@ -41,8 +41,8 @@ comm::Communicator& world() {
 const std::vector<std::pair<std::string, std::vector<int64_t>>> kParams = {{"w1", {3000}}, {"w2", {50, 80}}, {"b", {7}}};
 constexpr int kSteps = 5;
 
-std::unique_ptr<Engine> make(const std::string& zero, int gas, comm::Communicator* c) {
-  const std::string json = "{\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 0.01, \"weight_decay\": 0.01}}, "
+std::unique_ptr<Engine> make(const std::string& zero, int gas, comm::Communicator* c, const std::string& type = "AdamW") {
+  const std::string json = "{\"optimizer\": {\"type\": \"" + type + "\", \"params\": {\"lr\": 0.01, \"weight_decay\": 0.01}}, "
                            "\"gradient_clipping\": 1.0, \"gradient_accumulation_steps\": " + std::to_string(gas) +
                            ", \"zero_optimization\": {" + zero +
                            "}, \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096}}";
@@ -298,6 +298,43 @@ TEST(DdpSetup, RanksWithDifferentParamsAreRefusedOnEveryRank) {
   ASSERT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
   EXPECT_NE(s.message().find("different params"), std::string::npos) << s.message();
 }
+
+// Lion and Adagrad across ranks at ZeRO stages 2 and 3 (optimizer on the host and on NVMe):
+// N ranks equal one rank accumulating their shares, as for Adam above.
+struct OtherCase {
+  const char* type;
+  ZeroCase zero;
+};
+
+void PrintTo(const OtherCase& o, std::ostream* os) {
+  *os << o.type << ", ";
+  PrintTo(o.zero, os);
+}
+
+class OtherOptimizers : public ::testing::TestWithParam<OtherCase> {};
+
+TEST_P(OtherOptimizers, NRanksEqualOneRankAccumulatingTheirShares) {
+  comm::Communicator& c = world();
+  const OtherCase o = GetParam();
+  const std::string dir = scratch_dir();
+  std::filesystem::create_directories(dir);
+  auto sharded = make(zero_json(o.zero, dir + "/sharded_" + o.type), 1, &c, o.type);
+  auto single = make(zero_json(o.zero, dir + "/single_" + o.type + std::to_string(c.rank())), c.size(), nullptr, o.type);
+  std::vector<float> got;
+  train_both(c, *sharded, *single, &got);
+  sharded.reset();
+  single.reset();
+  ASSERT_TRUE(c.barrier().is_ok());
+  if (c.rank() == 0) std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(LionAdagrad, OtherOptimizers,
+                         ::testing::Values(OtherCase{"Lion", {2, "cpu", "none"}}, OtherCase{"Lion", {3, "nvme", "cpu"}},
+                                           OtherCase{"Adagrad", {2, "nvme", "none"}}, OtherCase{"Adagrad", {3, "cpu", "nvme"}}),
+                         [](const ::testing::TestParamInfo<OtherCase>& i) {
+                           return std::string(i.param.type) + "_stage" + std::to_string(i.param.zero.stage) + "_opt_" +
+                                  i.param.zero.optimizer + "_param_" + i.param.zero.param;
+                         });
 
 }  // namespace
 }  // namespace strata::engine

@@ -20,7 +20,7 @@ using strata::testing::Mlp;
 using strata::testing::MlpShape;
 
 constexpr int kSteps = 6, kAccum = 2;
-constexpr double kLr = 5e-3, kWeightDecay = 0.01, kClip = 0.09;
+constexpr double kLr = 5e-3, kLionLr = 5e-4, kWeightDecay = 0.01, kClip = 0.09;
 
 // The engine as the model's ParamAccess.
 class EngineAccess final : public strata::testing::ParamAccess {
@@ -48,14 +48,22 @@ struct EngineRun {
   size_t device_budget = 0;
 };
 
-// `strata` adds keys to the "strata" section (", \"overlap\": false").
+// The "optimizer" section of the tests' configs: AdamW (lr kLr), Lion (lr kLionLr, betas 0.9 / 0.99)
+// or Adagrad (lr kLr), weight decay kWeightDecay.
+inline std::string optimizer_json(const std::string& type = "AdamW") {
+  const std::string extra = type == "Lion" ? ", \"betas\": [0.9, 0.99]" : "";
+  return "\"optimizer\": {\"type\": \"" + type + "\", \"params\": {\"lr\": " + std::to_string(type == "Lion" ? kLionLr : kLr) +
+         ", \"weight_decay\": " + std::to_string(kWeightDecay) + extra + "}}";
+}
+
+// `strata` adds keys to the "strata" section (", \"overlap\": false"); `optimizer` replaces the
+// optimizer section (optimizer_json).
 inline std::string config_json(const std::string& zero, size_t device_bytes, const std::string& fp16 = "",
-                               const std::string& strata = "") {
+                               const std::string& strata = "", const std::string& optimizer = optimizer_json()) {
   return std::string("{") + "\"train_micro_batch_size_per_gpu\": 16, \"gradient_accumulation_steps\": " +
          std::to_string(kAccum) + ", \"gradient_clipping\": " + std::to_string(kClip) + "," +
          (fp16.empty() ? "\"bf16\": {\"enabled\": true}," : fp16 + ",") +
-         "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": " + std::to_string(kLr) +
-         ", \"weight_decay\": " + std::to_string(kWeightDecay) + "}}," + "\"zero_optimization\": {" + zero + "}," +
+         optimizer + "," + "\"zero_optimization\": {" + zero + "}," +
          "\"strata\": {\"device\": \"host\", \"device_bytes\": " + std::to_string(device_bytes) +
          ", \"chunk_bytes\": 8192" + strata + "}}";
 }

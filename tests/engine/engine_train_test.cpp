@@ -10,9 +10,9 @@
 #include <map>
 #include <string>
 
-#include "kernels/reference/adam_ref.h"
 #include "src/engine/engine.h"
 #include "tests/engine/engine_harness.h"
+#include "tests/engine/reference_training.h"
 #include "tests/engine/mlp_model.h"
 #include "tests/offload/scratch_dir.h"
 
@@ -30,107 +30,15 @@ using testing::Mlp;
 using testing::MlpShape;
 using harness::RunOptions;
 using harness::train_engine;
+using reftrain::max_diff;
+using reftrain::RefRun;
+using reftrain::train_reference;
 
 // The in-memory run keeps its master in double, the engine in fp32; a bit16 param whose master sits
 // on a rounding boundary can round differently, so agreement is within a tolerance: the largest
 // difference measured over these steps is 1.2e-5 with bf16 and 1.3e-5 with fp16 (the Adam step
 // size is lr = 5e-3, so that is 0.25% of one step).
 constexpr double kTolerance = 5e-5;
-
-// Plain in-memory training: the independent reference.
-class Reference final : public testing::ParamAccess {
- public:
-  Reference(const Mlp& mlp, DType dt, double scale) : dt_(dt), scale_(scale) {
-    for (const auto& l : mlp.layers()) {
-      add(l.w, mlp.init(l, true, 1));
-      add(l.b, mlp.init(l, false, 1));
-    }
-  }
-  const uint16_t* fetch(const std::string& n) override { return t_.at(n).p16.data(); }
-  void release(const std::string&) override {}
-  void grad(const std::string& n, const uint16_t* g, size_t count) override {
-    T& t = t_.at(n);
-    for (size_t i = 0; i < count; ++i) t.acc[i] += testing::widen(g[i], dt_);
-  }
-  // Returns {applied, clip coefficient}.
-  std::pair<bool, double> step(int64_t* t_count) {
-    double sumsq = 0.0;
-    for (auto& [n, t] : t_) sumsq += reference::sumsq_ref(t.acc.data(), DType::kF32, t.acc.size());
-    const double inv = 1.0 / (scale_ * kAccum);
-    if (!std::isfinite(sumsq)) {
-      for (auto& [n, t] : t_) std::fill(t.acc.begin(), t.acc.end(), 0.0f);
-      scale_ /= 2;  // hysteresis 1
-      return {false, 1.0};
-    }
-    const double norm = std::sqrt(sumsq) * inv;
-    const double clip = std::min(1.0, kClip / (norm + 1e-6));  // torch's clip_grad_norm_
-    reference::AdamRefHyper h;
-    h.lr = kLr;
-    h.weight_decay = kWeightDecay;
-    h.grad_scale = static_cast<double>(static_cast<float>(inv * clip));
-    ++*t_count;
-    for (auto& [n, t] : t_) {
-      reference::adam_step_ref(kernels::AdamMode::kAdamW, true, *t_count, h, t.p.data(), t.m.data(), t.v.data(),
-                               t.acc.data(), DType::kF32, t.p.size());
-      for (size_t i = 0; i < t.p.size(); ++i) t.p16[i] = testing::narrow(static_cast<float>(t.p[i]), dt_);
-      std::fill(t.acc.begin(), t.acc.end(), 0.0f);
-    }
-    return {true, clip};
-  }
-  const std::vector<double>& master(const std::string& n) const { return t_.at(n).p; }
-  double scale() const { return scale_; }
-
- private:
-  struct T {
-    std::vector<double> p, m, v;
-    std::vector<float> acc;
-    std::vector<uint16_t> p16;
-  };
-  void add(const std::string& n, const std::vector<float>& init) {
-    T t;
-    t.p.assign(init.begin(), init.end());
-    t.m.assign(init.size(), 0.0);
-    t.v.assign(init.size(), 0.0);
-    t.acc.assign(init.size(), 0.0f);
-    for (float f : init) t.p16.push_back(testing::narrow(f, dt_));
-    t_.emplace(n, std::move(t));
-  }
-  DType dt_;
-  double scale_;
-  std::map<std::string, T> t_;
-};
-
-struct RefRun {
-  Reference ref;
-  std::vector<double> losses;
-  std::vector<bool> applied;
-  int clipped = 0;
-};
-
-RefRun train_reference(const Mlp& mlp, DType dt, double scale, int poison_micro = -1) {
-  RefRun r{Reference(mlp, dt, scale), {}, {}, 0};
-  std::vector<float> x, y;
-  int64_t t = 0;
-  for (int micro = 0; micro < kSteps * kAccum; ++micro) {
-    mlp.batch(100 + static_cast<uint32_t>(micro), &x, &y);
-    r.losses.push_back(mlp.train_micro(r.ref, x, y, dt, r.ref.scale(), micro == poison_micro ? 3 : -1));
-    if ((micro + 1) % kAccum == 0) {
-      auto [applied, clip] = r.ref.step(&t);
-      r.applied.push_back(applied);
-      r.clipped += clip < 1.0;
-    }
-  }
-  return r;
-}
-
-double max_diff(const EngineRun& run, const Reference& ref) {
-  double worst = 0.0;
-  for (const auto& [n, v] : run.master) {
-    const auto& p = ref.master(n);
-    for (size_t i = 0; i < v.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(v[i]) - p[i]));
-  }
-  return worst;
-}
 
 class EngineTraining : public ::testing::Test {
  protected:

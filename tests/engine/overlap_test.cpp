@@ -187,7 +187,7 @@ TEST(Timeline, TraceFileAndStepSummaries) {
     ++spans[lanes.at(e.at("tid").get<int>())];
   }
   for (const char* lane : {"host program (forward / backward)", "compute stream", "H2D copies", "D2H copies", "NVMe read",
-                           "NVMe write", "CPU Adam", "engine (stalls, step)"})
+                           "NVMe write", "CPU optimizer", "engine (stalls, step)"})
     EXPECT_GT(spans[lane], 0) << lane;
   EXPECT_EQ(spans["NVMe write"], spans["NVMe read"]) << "every optimizer array read is written back";
   EXPECT_EQ(spans["NVMe write"] % (3 * harness::kSteps), 0) << "three arrays per chunk per step";
