@@ -17,6 +17,7 @@ const char* const kTrainHelp =
     "  --batch N --seq N       sequences per micro-batch, tokens per sequence (default 4 x 64; seq <= max-seq)\n"
     "  --grad-accum N          micro-batches per optimizer step (default 1)\n"
     "  --steps N --lr X --warmup N   optimizer steps (50), peak lr (min(3e-3, 0.6 / channels), cosine to 10%), warm-up steps (10)\n"
+    "  --optimizer TYPE        Adam | AdamW | Lion | Adagrad (default AdamW; Lion's default peak lr is a tenth of the above)\n"
     "  --precision bf16|fp16   (default bf16)\n"
     "  --device auto|host|cuda --device-memory SIZE --host-memory SIZE   device and budgets (SIZE: 64M, 2G, ...)\n"
     "  --stage N               ZeRO stage 0..3\n"
@@ -113,7 +114,8 @@ StatusOr<TrainArgs> parse_train_args(const std::vector<std::string>& args, bool*
     } else if (a == "--precision") {
       if (v != "bf16" && v != "fp16") s = invalid_argument("--precision " + printable(v) + ": expected bf16 or fp16");
       set(v == "fp16" ? "/fp16/enabled" : "/bf16/enabled", true);
-    } else if (a == "--device") s = text("/strata/device", a, v);
+    } else if (a == "--optimizer") s = text("/optimizer/type", a, v);
+    else if (a == "--device") s = text("/strata/device", a, v);
     else if (a == "--device-memory") s = size("/strata/device_bytes", 0);
     else if (a == "--host-memory") s = size("/strata/host_bytes", 0);
     else if (a == "--chunk-size") s = size("/strata/chunk_bytes", 4096);

@@ -78,6 +78,7 @@ int train_command(const std::vector<std::string>& args) {
   auto opts = cli::train_options(args_in);
   if (!opts.is_ok()) return fail(opts.status());
   train::TrainOptions o = opts.value();
+  if (!args_in.lr_given) o.lr = train::default_lr(o.shape, ecfg.value().optimizer.type);
   install_stop_handlers();
   o.stop_requested = [] { return g_signal.load(); };
   const std::string data = args_in.data;

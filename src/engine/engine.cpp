@@ -100,6 +100,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
   if (!opt.is_ok()) return invalid_argument("optimizer: " + opt.status().message());
   impl->optimizer = std::move(opt).value();
   impl->cfg.placement.optimizer_state_bytes = impl->optimizer->bytes_per_element();
+  impl->cfg.placement.optimizer_type = std::string(impl->optimizer->type());
   STRATA_ASSIGN_OR_RETURN(offload::DeviceChoice choice, offload::parse_device_choice(config.device));
   Impl* p = impl.get();
   if (impl->seams.device_factory) {

@@ -9,7 +9,7 @@ namespace strata::engine {
 namespace {
 
 const char* kUseNames[kNumUses] = {"bit16 params",        "param working buffers", "param staging (pinned)",
-                                   "gradient buckets",    "fp32 gradients",        "optimizer state (master, m, v)",
+                                   "gradient buckets",    "fp32 gradients",        "optimizer state",
                                    "optimizer staging (pinned)", "gradient staging (pinned)", "device scratch",
                                    "host program (activations)"};
 const char* kTierNames[kNumTiers] = {"device", "host", "nvme"};
@@ -88,7 +88,8 @@ std::string Plan::table() const {
   out += line;
   for (int u = 0; u < kNumUses; ++u) {
     if (bytes[0][u] + bytes[1][u] + bytes[2][u] == 0) continue;
-    std::snprintf(line, sizeof(line), "%-32s %14s %14s %14s\n", kUseNames[u],
+    const std::string name = u == static_cast<int>(Use::kOptimizer) ? "optimizer state (" + optimizer + ")" : kUseNames[u];
+    std::snprintf(line, sizeof(line), "%-32s %14s %14s %14s\n", name.c_str(),
                   bytes[0][u] ? format_bytes(bytes[0][u]).c_str() : "-", bytes[1][u] ? format_bytes(bytes[1][u]).c_str() : "-",
                   bytes[2][u] ? format_bytes(bytes[2][u]).c_str() : "-");
     out += line;
@@ -106,6 +107,7 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
   STRATA_RETURN_IF_ERROR(validate(layout, c));
   Plan p;
   p.budgets = budgets;
+  p.optimizer = c.optimizer_type;
   const auto& chunks = layout.chunks();
   size_t max_chunk = 0, max_shard = 0;
   for (const ChunkInfo& ch : chunks) {

@@ -56,6 +56,7 @@ struct PlacementConfig {
   int live_chunks = 2;                 // device working buffers when params are offloaded
   int grad_buckets = 2;                // device gradient buckets
   size_t optimizer_state_bytes = 12;   // fp32 bytes per element of the optimizer's arrays (Optimizer::bytes_per_element)
+  std::string optimizer_type = "AdamW";  // named in the plan's table
 };
 
 struct Budgets {
@@ -75,6 +76,7 @@ struct Plan {
   std::vector<ChunkPlacement> chunks;
   std::array<std::array<size_t, kNumUses>, kNumTiers> bytes{};  // bytes[tier][use]
   Budgets budgets;
+  std::string optimizer = "AdamW";  // the optimizer whose state the kOptimizer row counts
   size_t tier_total(Tier t) const;
   // The plan as a table: one row per use, one column per tier, then totals and budgets.
   std::string table() const;

@@ -84,7 +84,10 @@ Status check_host_memory(const TrainOptions& o, bool on_gpu) {
 
 }  // namespace
 
-double default_lr(const GptShape& s) { return std::min(3e-3, 0.6 / s.channels); }
+double default_lr(const GptShape& s, std::string_view optimizer) {
+  const double adam = std::min(3e-3, 0.6 / s.channels);
+  return optimizer == "Lion" ? adam / 10 : adam;
+}
 
 double lr_at(const TrainOptions& o, int64_t step) {
   if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / o.warmup;

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "src/engine/engine.h"
@@ -38,8 +39,10 @@ struct TrainOptions {
 };
 
 // A peak learning rate that trains the model's width stably: min(3e-3, 0.6 / channels) — about
-// GPT-3's choices (6e-4 at 768 channels, 3e-4 at 2048) and 3e-3 for the small test models.
-double default_lr(const GptShape& s);
+// GPT-3's choices (6e-4 at 768 channels, 3e-4 at 2048) and 3e-3 for the small test models. Lion
+// (whose update has the size of lr in every element) gets a tenth of it, as its authors advise
+// (3-10x smaller than AdamW's).
+double default_lr(const GptShape& s, std::string_view optimizer = "AdamW");
 
 struct TrainSummary {
   int64_t steps = 0;             // optimizer steps at the end

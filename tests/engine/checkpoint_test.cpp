@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <tuple>
 #include <string>
 
 #include "kernels/reference/half.h"
@@ -108,6 +109,47 @@ TEST_P(Resume, SaveLoadContinueEqualsStraightTraining) {
 
 INSTANTIATE_TEST_SUITE_P(Placements, Resume,
                          ::testing::Values("device", "optimizer cpu", "optimizer nvme", "params cpu", "params nvme"));
+
+// Lion and Adagrad resume bit-exactly too: their one state array round-trips through the
+// checkpoint (format 2 names it) from every tier.
+class OptimizerResume : public ::testing::TestWithParam<std::tuple<const char*, const char*>> {};
+
+TEST_P(OptimizerResume, SaveLoadContinueEqualsStraightTraining) {
+  const Mlp mlp{MlpShape{}};
+  const auto [type, placement] = GetParam();
+  strata::testing::ScratchDir d1, d2, d3, ckpt;
+  auto json = [&](const std::string& dir) {
+    return config_json(zero_for(placement, dir), budget_for(placement), "", "", harness::optimizer_json(type));
+  };
+  const EngineRun straight = train_engine(json(d1.path()), mlp);
+  {
+    auto first = new_engine(json(d2.path()), mlp);
+    ASSERT_TRUE(first);
+    (void)train_range(*first, json(d2.path()), mlp, 0, kSplit);
+    ASSERT_TRUE(first->save(ckpt.path()).is_ok());
+  }
+  const auto m = ckpt::read_manifest(ckpt.path() + "/step3");
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  EXPECT_EQ(m.value().optimizer_type, type);
+  EXPECT_EQ(m.value().optimizer_arrays.size(), 2u);
+  auto second = new_engine(json(d3.path()), mlp);
+  ASSERT_TRUE(second);
+  Status l = second->load(ckpt.path());
+  ASSERT_TRUE(l.is_ok()) << l.to_string();
+  const EngineRun resumed = train_range(*second, json(d3.path()), mlp, kSplit, kSteps * kAccum);
+  for (const auto& [n, v] : straight.master) EXPECT_EQ(resumed.master.at(n), v) << type << " " << placement << ": " << n;
+}
+
+INSTANTIATE_TEST_SUITE_P(LionAdagrad, OptimizerResume,
+                         ::testing::Combine(::testing::Values("Lion", "Adagrad"),
+                                            ::testing::Values("device", "optimizer cpu", "optimizer nvme", "params cpu",
+                                                              "params nvme")),
+                         [](const auto& p) {
+                           std::string s = std::string(std::get<0>(p.param)) + "_" + std::get<1>(p.param);
+                           for (char& ch : s)
+                             if (ch == ' ') ch = '_';
+                           return s;
+                         });
 
 // A checkpoint loads into another chunk size and placement: params are matched by name.
 TEST(Checkpoint, LoadsIntoAnotherChunkSizeAndPlacement) {
@@ -359,6 +401,33 @@ TEST_F(Refused, AnotherPrecision) {
   Status s = e->load(root_.path());
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.to_string();
   EXPECT_NE(s.to_string().find("trained in bf16, this engine trains in fp16"), std::string::npos) << s.to_string();
+}
+
+// An AdamW checkpoint into a Lion engine (and back): the state arrays differ, both are named.
+TEST_F(Refused, AnotherOptimizersState) {
+  auto lion = new_engine(config_json(zero_for("optimizer cpu", ""), budget_for("optimizer cpu"), "", "",
+                                     harness::optimizer_json("Lion")),
+                         mlp_);
+  ASSERT_TRUE(lion);
+  const Masters lion_before = harness::read_masters(*lion, mlp_);
+  Status s = lion->load(root_.path());
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.to_string();
+  EXPECT_NE(s.to_string().find("the checkpoint holds the state of optimizer AdamW (master, exp_avg, exp_avg_sq), the "
+                               "configured optimizer is Lion (master, exp_avg)"),
+            std::string::npos)
+      << s.to_string();
+  EXPECT_EQ(harness::read_masters(*lion, mlp_), lion_before) << "a refused load changed the engine";
+  // Lion and Adagrad both keep two arrays, but not the same ones.
+  strata::testing::ScratchDir lroot;
+  ASSERT_TRUE(lion->save(lroot.path()).is_ok());
+  auto ada = new_engine(config_json(zero_for("optimizer cpu", ""), budget_for("optimizer cpu"), "", "",
+                                    harness::optimizer_json("Adagrad")),
+                        mlp_);
+  ASSERT_TRUE(ada);
+  s = ada->load(lroot.path());
+  EXPECT_NE(s.to_string().find("optimizer Lion (master, exp_avg), the configured optimizer is Adagrad (master, sum)"),
+            std::string::npos)
+      << s.to_string();
 }
 
 TEST(CheckpointSave, RefusesMidCycleFetchedAndBadTags) {

@@ -207,7 +207,7 @@ TEST(Placement, TableShowsEveryUsedRow) {
   c.offload_param = OffloadTarget::kCpu;
   const std::string t = plan_placement(layout(), c, unlimited()).value().table();
   for (const char* row : {"bit16 params", "param working buffers", "gradient buckets", "fp32 gradients",
-                          "optimizer state (master, m, v)", "optimizer staging (pinned)", "gradient staging (pinned)", "total",
+                          "optimizer state (AdamW)", "optimizer staging (pinned)", "gradient staging (pinned)", "total",
                           "budget"})
     EXPECT_NE(t.find(row), std::string::npos) << row << "\n" << t;
   EXPECT_EQ(t.find("param staging (pinned)"), std::string::npos) << "unused rows are left out";
