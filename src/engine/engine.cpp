@@ -189,7 +189,8 @@ Status Engine::prepare() {
     for (const std::string& level : per_rank ? std::vector<std::string>{d.substr(0, d.size() - rank_dir.size()), d}
                                              : std::vector<std::string>{d}) {
       if (fs::is_dir(level)) continue;
-      if (fs::exists(level)) return invalid_argument("nvme_path '" + level + "' is not a directory");
+      // Ranks sharing the folder create it concurrently: is_dir again after exists.
+      if (fs::exists(level) && !fs::is_dir(level)) return invalid_argument("nvme_path '" + level + "' is not a directory");
       const std::string parent = fs::parent_dir(level);
       if (!fs::is_dir(parent))
         return not_found("nvme_path '" + level + "': its parent '" + parent +

@@ -262,6 +262,7 @@ TEST_P(Zero, NRanksOfShardsEqualOneRankAccumulatingTheirShares) {
   single.reset();
   ASSERT_TRUE(c.barrier().is_ok());
   if (c.rank() == 0) std::filesystem::remove_all(dir);
+  ASSERT_TRUE(c.barrier().is_ok());  // no rank starts the next test's files before the removal
 }
 
 INSTANTIATE_TEST_SUITE_P(Stages, Zero,
@@ -326,6 +327,7 @@ TEST_P(OtherOptimizers, NRanksEqualOneRankAccumulatingTheirShares) {
   single.reset();
   ASSERT_TRUE(c.barrier().is_ok());
   if (c.rank() == 0) std::filesystem::remove_all(dir);
+  ASSERT_TRUE(c.barrier().is_ok());  // no rank starts the next test's files before the removal
 }
 
 INSTANTIATE_TEST_SUITE_P(LionAdagrad, OtherOptimizers,
