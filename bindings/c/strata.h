@@ -179,6 +179,77 @@ STRATA_API strata_status_t strata_cpu_adam_set_step(strata_cpu_adam_t* adam, int
 /* The SIMD instruction set the optimizer's kernels use: "avx512", "avx2" or "scalar". */
 STRATA_API strata_status_t strata_cpu_adam_get_isa(const strata_cpu_adam_t* adam, const char** isa);
 
+/* ---- standalone CPU optimizers of any type (0.2) --------------------------------------------- */
+/* Adam, AdamW, Lion and Adagrad (the names DeepSpeed configs use, any case) on the CPU, like
+ * strata_cpu_adam_* (which stays). An optimizer keeps fp32 params and its own state arrays per
+ * element, named by strata_cpu_optimizer_get_state: Adam / AdamW "exp_avg", "exp_avg_sq"; Lion
+ * "exp_avg"; Adagrad "sum". */
+
+typedef struct strata_cpu_optimizer strata_cpu_optimizer_t;
+
+typedef struct strata_cpu_optimizer_config {
+  size_t struct_size;   /* sizeof(strata_cpu_optimizer_config_t), set by the INIT macro */
+  const char* type;     /* "Adam", "AdamW", "Lion" or "Adagrad"; NULL: "AdamW" */
+  int bias_correction;  /* Adam / AdamW: non-zero divides the moments by 1 - beta^t (default 1) */
+  int num_threads;      /* threads for each step; 0 = all cores (default 0) */
+  strata_isa_t isa;     /* default STRATA_ISA_BEST; one this CPU lacks: STRATA_ERR_UNSUPPORTED */
+  uint64_t reserved[8]; /* must be zero */
+} strata_cpu_optimizer_config_t;
+
+#define STRATA_CPU_OPTIMIZER_CONFIG_INIT \
+  { sizeof(strata_cpu_optimizer_config_t), NULL, 1, 0, STRATA_ISA_BEST, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+
+/* Hyper-parameters of one step; each optimizer reads those it has: Adam / AdamW all; Lion lr,
+ * beta1, beta2, weight_decay (DeepSpeed's defaults 1e-3, 0.9, 0.999, 0); Adagrad lr, eps,
+ * weight_decay (1e-2, 1e-10, 0). The INIT values are Adam's. */
+typedef struct strata_optimizer_step_args {
+  size_t struct_size;   /* sizeof(strata_optimizer_step_args_t), set by the INIT macro */
+  float lr, beta1, beta2, eps, weight_decay;
+  float grad_scale;     /* > 0: gradients are multiplied by this first (1/loss_scale x clip), default 1 */
+  uint64_t reserved[8]; /* must be zero */
+} strata_optimizer_step_args_t;
+
+#define STRATA_OPTIMIZER_STEP_ARGS_INIT \
+  { sizeof(strata_optimizer_step_args_t), 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+
+/* One tensor of a step. params and state[i]: float[count], updated in place; state[i] for the
+ * optimizer's i-th state array, NULL past its count. grads, params_out, count and the no-overlap
+ * rule as in strata_adam_tensor_t. */
+typedef struct strata_optimizer_tensor {
+  float* params;
+  float* state[2];
+  const void* grads;
+  strata_dtype_t grad_dtype;
+  strata_dtype_t out_dtype;
+  void* params_out;
+  size_t count;
+  void* reserved[2]; /* must be NULL */
+} strata_optimizer_tensor_t;
+
+/* An optimizer with its own threads and a step counter at 0; an unknown type is
+ * STRATA_ERR_INVALID_ARGUMENT naming the accepted ones. Synchronous; thread-safe. */
+STRATA_API strata_status_t strata_cpu_optimizer_create(const strata_cpu_optimizer_config_t* config,
+                                                       strata_cpu_optimizer_t** out);
+/* NULL is a no-op. Always STRATA_OK. */
+STRATA_API strata_status_t strata_cpu_optimizer_destroy(strata_cpu_optimizer_t* opt);
+/* One step over num_tensors tensors, as strata_cpu_adam_step: everything is checked first, on
+ * error nothing changes and the counter stays. */
+STRATA_API strata_status_t strata_cpu_optimizer_step(strata_cpu_optimizer_t* opt, const strata_optimizer_step_args_t* args,
+                                                     const strata_optimizer_tensor_t* tensors, size_t num_tensors);
+/* Global L2 norm and finiteness of the gradients, as strata_cpu_adam_grad_norm. */
+STRATA_API strata_status_t strata_cpu_optimizer_grad_norm(strata_cpu_optimizer_t* opt, const void* const* grads,
+                                                          const strata_dtype_t* dtypes, const size_t* counts,
+                                                          size_t num_grads, double* norm, int* all_finite);
+STRATA_API strata_status_t strata_cpu_optimizer_get_step(const strata_cpu_optimizer_t* opt, int64_t* step);
+STRATA_API strata_status_t strata_cpu_optimizer_set_step(strata_cpu_optimizer_t* opt, int64_t step);
+/* The canonical type name ("AdamW", "Lion", ...), valid while the handle lives. */
+STRATA_API strata_status_t strata_cpu_optimizer_get_type(const strata_cpu_optimizer_t* opt, const char** type);
+/* *count receives the number of state arrays; when names is not NULL, names[i] for i < min(*count,
+ * max_names) receives the i-th array's name, valid while the handle lives. */
+STRATA_API strata_status_t strata_cpu_optimizer_get_state(const strata_cpu_optimizer_t* opt, const char** names,
+                                                          size_t max_names, size_t* count);
+STRATA_API strata_status_t strata_cpu_optimizer_get_isa(const strata_cpu_optimizer_t* opt, const char** isa);
+
 /* ---- training engine ------------------------------------------------------------------------- */
 /* strata owns the model state of the parameters registered with it: bit16 working params, fp32
  * gradients, fp32 master weights and Adam moments, each placed on the device, in pinned host

@@ -1,7 +1,7 @@
 """strata — train models larger than GPU memory: Python bindings over the C API of libstrata.
 
     import strata                 # the engine, communicators and the CPU Adam kernel (ctypes only)
-    import strata.torch           # initialize(model, config) for any torch.nn.Module; CPUAdam
+    import strata.torch           # initialize(model, config) for any torch.nn.Module; CPUAdam, CPULion, CPUAdagrad
 
 The C library is found next to this package (pip install bindings/python), in a checkout's
 build/ tree, or at $STRATA_LIBRARY. docs/python.md.

@@ -121,6 +121,22 @@ class AdamTensor(Structure):
                 ("reserved", c_void_p * 2)]
 
 
+class CpuOptimizerConfig(Structure):
+    _fields_ = [("struct_size", c_size_t), ("type", c_char_p), ("bias_correction", c_int), ("num_threads", c_int),
+                ("isa", c_int), ("reserved", c_uint64 * 8)]
+
+
+class OptimizerStepArgs(Structure):
+    _fields_ = [("struct_size", c_size_t), ("lr", ctypes.c_float), ("beta1", ctypes.c_float),
+                ("beta2", ctypes.c_float), ("eps", ctypes.c_float), ("weight_decay", ctypes.c_float),
+                ("grad_scale", ctypes.c_float), ("reserved", c_uint64 * 8)]
+
+
+class OptimizerTensor(Structure):
+    _fields_ = [("params", c_void_p), ("state", c_void_p * 2), ("grads", c_void_p), ("grad_dtype", c_int),
+                ("out_dtype", c_int), ("params_out", c_void_p), ("count", c_size_t), ("reserved", c_void_p * 2)]
+
+
 LOG_FN = ctypes.CFUNCTYPE(None, c_void_p, c_char_p)
 
 
@@ -225,6 +241,14 @@ F = {
     "strata_cpu_adam_get_step": [_vp, POINTER(c_int64)],
     "strata_cpu_adam_set_step": [_vp, c_int64],
     "strata_cpu_adam_get_isa": [_vp, POINTER(c_char_p)],
+    "strata_cpu_optimizer_create": [POINTER(CpuOptimizerConfig), _pvp],
+    "strata_cpu_optimizer_destroy": [_vp],
+    "strata_cpu_optimizer_step": [_vp, POINTER(OptimizerStepArgs), POINTER(OptimizerTensor), c_size_t],
+    "strata_cpu_optimizer_get_step": [_vp, POINTER(c_int64)],
+    "strata_cpu_optimizer_set_step": [_vp, c_int64],
+    "strata_cpu_optimizer_get_type": [_vp, POINTER(c_char_p)],
+    "strata_cpu_optimizer_get_state": [_vp, POINTER(c_char_p), c_size_t, POINTER(c_size_t)],
+    "strata_cpu_optimizer_get_isa": [_vp, POINTER(c_char_p)],
     "strata_comm_create_mpi": [c_int64, _pvp],
     "strata_comm_make_nccl_id": [POINTER(c_char)],
     "strata_comm_create_nccl": [POINTER(c_char), c_int, c_int, c_int, c_int64, _pvp],

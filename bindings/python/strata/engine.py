@@ -200,6 +200,63 @@ class Engine:
         C.call("strata_engine_export", self._h, _b(str(directory)), ctypes.byref(o))
 
 
+class CpuOptimizerKernel:
+    """The standalone CPU optimizer of any type (strata_cpu_optimizer_*: Adam, AdamW, Lion,
+    Adagrad) over raw pointers; strata.torch.CPULion / CPUAdagrad wrap it as torch optimizers."""
+
+    def __init__(self, type_name: str, bias_correction: bool = True, num_threads: int = 0, isa: int = C.ISA_BEST):
+        cfg = C.new(C.CpuOptimizerConfig, type=type_name.encode(), bias_correction=int(bias_correction),
+                    num_threads=num_threads, isa=isa)
+        h = ctypes.c_void_p()
+        C.call("strata_cpu_optimizer_create", ctypes.byref(cfg), ctypes.byref(h))
+        self._h = h
+        n = ctypes.c_size_t()
+        names = (ctypes.c_char_p * 2)()
+        C.call("strata_cpu_optimizer_get_state", self._h, names, 2, ctypes.byref(n))
+        self.state_names = [names[i].decode() for i in range(n.value)]
+
+    def __del__(self):
+        if getattr(self, "_h", None) is not None and self._h.value:
+            C.fn["strata_cpu_optimizer_destroy"](self._h)
+            self._h = ctypes.c_void_p()
+
+    def _text(self, fn: str) -> str:
+        s = ctypes.c_char_p()
+        C.call(fn, self._h, ctypes.byref(s))
+        return s.value.decode()
+
+    @property
+    def type(self) -> str:
+        return self._text("strata_cpu_optimizer_get_type")
+
+    @property
+    def isa(self) -> str:
+        return self._text("strata_cpu_optimizer_get_isa")
+
+    @property
+    def step_count(self) -> int:
+        n = ctypes.c_int64()
+        C.call("strata_cpu_optimizer_get_step", self._h, ctypes.byref(n))
+        return n.value
+
+    @step_count.setter
+    def step_count(self, n: int) -> None:
+        C.call("strata_cpu_optimizer_set_step", self._h, n)
+
+    def step(self, tensors, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+             weight_decay: float = 0.0, grad_scale: float = 1.0) -> None:
+        """tensors: (params_ptr, [state_ptr, ...], grads_ptr, grad_dtype, count) per tensor."""
+        arr = (C.OptimizerTensor * len(tensors))()
+        for t, (p, states, g, gd, n) in zip(arr, tensors):
+            t.params, t.grads, t.grad_dtype, t.count = p, g, gd, n
+            for i, s in enumerate(states):
+                t.state[i] = s
+            t.out_dtype = C.DTYPE_BF16
+        args = C.new(C.OptimizerStepArgs, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                     grad_scale=grad_scale)
+        C.call("strata_cpu_optimizer_step", self._h, ctypes.byref(args), arr, len(tensors))
+
+
 class CpuAdamKernel:
     """The standalone CPU Adam (strata_cpu_adam_*) over raw pointers; strata.torch.CPUAdam wraps it
     as a torch optimizer."""

@@ -468,3 +468,89 @@ class CPUAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 self.state[p].pop("_g", None) if p in self.state else None
         return loss
+
+
+class _CpuOptimizer(torch.optim.Optimizer):
+    """A torch optimizer over strata's standalone CPU optimizer of type `_TYPE`: fp32 params on the
+    CPU, gradients fp32 / bf16 / fp16, one fused pass per param group; the state tensors are named
+    as the C API names them."""
+
+    _TYPE = ""
+
+    def __init__(self, params: Iterable, defaults: dict, num_threads: int = 0, isa: str | None = None):
+        if isa not in CPUAdam._ISA:
+            raise C.InvalidArgument(f"{type(self).__name__}: isa '{isa}': expected scalar, avx2, avx512 or None")
+        super().__init__(params, defaults)
+        self._config = (self._TYPE, True, num_threads, CPUAdam._ISA[isa])
+        from .engine import CpuOptimizerKernel
+        self._kernels = [CpuOptimizerKernel(*self._config) for _ in self.param_groups]
+
+    @property
+    def isa(self) -> str:
+        return self._kernels[0].isa
+
+    def add_param_group(self, group: dict) -> None:
+        super().add_param_group(group)
+        if hasattr(self, "_kernels"):
+            from .engine import CpuOptimizerKernel
+            self._kernels.append(CpuOptimizerKernel(*self._config))
+
+    def _hyper(self, group: dict) -> dict:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        name = type(self).__name__
+        for group, kernel in zip(self.param_groups, self._kernels):
+            tensors, keep = [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
+                    raise C.InvalidArgument(f"{name}: params must be contiguous fp32 CPU tensors")
+                g = p.grad.contiguous()
+                if g.dtype not in _ALL:
+                    raise C.InvalidArgument(f"{name}: gradient dtype {g.dtype} (fp32, bf16 or fp16 only)")
+                state = self.state[p]
+                for s in kernel.state_names:
+                    if s not in state:
+                        state[s] = torch.zeros_like(p)
+                keep.append(g)  # alive until the kernel ran
+                tensors.append((p.data_ptr(), [state[s].data_ptr() for s in kernel.state_names], g.data_ptr(),
+                                _ALL[g.dtype], p.numel()))
+            if tensors:
+                kernel.step(tensors, group["lr"], weight_decay=group["weight_decay"], **self._hyper(group))
+        return loss
+
+
+class CPULion(_CpuOptimizer):
+    """Lion on the CPU through strata's SIMD kernels (DeepSpeedCPULion's role): one moment
+    (state 'exp_avg'), sign update, decoupled weight decay; DeepSpeed's defaults."""
+
+    _TYPE = "Lion"
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas=(0.9, 0.999), weight_decay: float = 0.0,
+                 num_threads: int = 0, isa: str | None = None):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay), num_threads, isa)
+
+    def _hyper(self, group: dict) -> dict:
+        b1, b2 = group["betas"]
+        return dict(beta1=b1, beta2=b2)
+
+
+class CPUAdagrad(_CpuOptimizer):
+    """Adagrad on the CPU through strata's SIMD kernels (DeepSpeedCPUAdagrad's role): the sum of
+    squared gradients (state 'sum', as torch.optim.Adagrad names it), L2 weight decay."""
+
+    _TYPE = "Adagrad"
+
+    def __init__(self, params: Iterable, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0.0,
+                 num_threads: int = 0, isa: str | None = None):
+        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay), num_threads, isa)
+
+    def _hyper(self, group: dict) -> dict:
+        return dict(eps=group["eps"])
