@@ -1,8 +1,9 @@
-// bench/cpu_adam: params/s and bytes/s of the fused CPU Adam for 10^8 parameters, beside, in the
-// same run, (1) its limit: a streaming loop that moves exactly the same arrays with the same
-// element types with trivial arithmetic, vectorised and threaded the same way; (2) the same work
-// unfused (unscale pass, Adam, cast pass); (3) a plain scalar loop. One JSON object per line on
-// stdout, a table on stderr.
+// bench/cpu_optimizers: params/s and bytes/s of every CPU optimizer for 10^8 parameters, each
+// beside its own limit measured in the same run: a streaming loop that moves exactly the arrays
+// that optimizer reads and writes, with the same element types, trivial arithmetic, vectorised and
+// threaded the same way (Adam: p, g, m, v in and p, m, v, copy out; Lion / Adagrad: p, g, state in
+// and p, state, copy out). For Adam also (2) the same work unfused (unscale pass, Adam, cast pass)
+// and (3) a plain scalar loop. One JSON object per line on stdout, a table on stderr.
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
@@ -17,6 +18,7 @@
 #include "kernels/cpu/casts.h"
 #include "kernels/reference/half.h"
 #include "naive_adam.h"
+#include "src/optim/optimizer.h"
 
 namespace strata::bench {
 namespace {
@@ -29,6 +31,7 @@ struct Options {
   int scalar_reps = 2;
   bool all_combos = true;
   kernels::Isa isa = kernels::best_isa();
+  std::vector<std::string> optimizers = {"Adam", "Lion", "Adagrad"};
 };
 
 struct Combo {
@@ -173,10 +176,83 @@ void report(const Combo& c, int threads, const Options& o, const Result& r, cons
   std::fprintf(stderr, "\n");
 }
 
+// --- the one-state optimizers (Lion, Adagrad) through their plug-ins -----------------------
+
+size_t one_state_bytes(const Combo& c) { return 8 /* read p, s */ + dtype_size(c.grad) + 8 /* write p, s */ + (c.out < 0 ? 0 : 2); }
+
+struct OneState {
+  Buffer p, s, g, out;
+  optim::Tensor t;
+};
+
+OneState make_one_state(const Combo& c, size_t n, tbb::task_arena& arena) {
+  OneState s{alloc_buffer(n * 4), alloc_buffer(n * 4), alloc_buffer(n * dtype_size(c.grad)), alloc_buffer(n * 2), {}};
+  float* p = reinterpret_cast<float*>(s.p.get());
+  float* st = reinterpret_cast<float*>(s.s.get());
+  unsigned char* g = s.g.get();
+  uint16_t* out = reinterpret_cast<uint16_t*>(s.out.get());
+  arena.execute([&] {
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 1 << 16), [&](const tbb::blocked_range<size_t>& r) {
+      for (size_t i = r.begin(); i != r.end(); ++i) {
+        const float gv = 0.001f + static_cast<float>(i % 97) * 1e-4f;
+        p[i] = 0.1f;
+        st[i] = 0.0f;
+        out[i] = 0;
+        if (c.grad == DType::kF32) {
+          std::memcpy(g + 4 * i, &gv, 4);
+        } else {
+          const uint16_t h = c.grad == DType::kBF16 ? reference::float_to_bf16(gv) : reference::float_to_fp16(gv);
+          std::memcpy(g + 2 * i, &h, 2);
+        }
+      }
+    });
+  });
+  s.t.array[0] = p;
+  s.t.array[1] = st;
+  s.t.grads = g;
+  s.t.grad_dtype = c.grad;
+  s.t.params_out = c.out < 0 ? nullptr : out;
+  s.t.out_dtype = c.out < 0 ? DType::kBF16 : static_cast<DType>(c.out);
+  s.t.count = n;
+  return s;
+}
+
+void run_one_state(const optim::Optimizer& opt, const kernels::KernelTable& k, const Combo& c, int threads, const Options& o) {
+  tbb::task_arena arena(threads);
+  OneState s = make_one_state(c, o.params, arena);
+  const optim::StepCoeffs coeffs = opt.coeffs(1, opt.hyper().lr, 0.5f).value();
+  const std::span<const optim::Tensor> one(&s.t, 1);
+  auto fused = [&] { arena.execute([&] { (void)opt.update_host(k, coeffs, one); }); };
+  auto limit = [&] { arena.execute([&] { opt.stream_limit(k, one); }); };
+  fused();
+  limit();
+  std::vector<double> tu, tl;
+  for (int r = 0; r < o.reps; ++r) {
+    tu.push_back(seconds(fused));
+    tl.push_back(seconds(limit));
+  }
+  const Timing u{best(tu), median(tu)}, l{best(tl), median(tl)};
+  const size_t bpp = one_state_bytes(c);
+  const double ratio = l.best_s / u.best_s;
+  std::string j = "{\"bench\": \"cpu_optimizer\", \"optimizer\": \"" + std::string(opt.type()) + "\", \"git_sha\": \"" STRATA_GIT_SHA "\", ";
+  j += "\"where\": " + where_json(k.name) + ", ";
+  j += "\"params\": " + std::to_string(o.params) + ", \"grad\": \"" + std::string(dtype_name(c.grad)) + "\", \"out\": \"" +
+       out_name(c.out) + "\", \"threads\": " + std::to_string(threads) + ", \"bytes_per_param\": " + std::to_string(bpp) +
+       ", \"reps\": " + std::to_string(o.reps) + ", ";
+  j += "\"update\": " + timing_json(u, o.params, bpp) + ", \"limit_same_mix\": " + timing_json(l, o.params, bpp);
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), ", \"ratio_to_limit\": %.3f}", ratio);
+  std::printf("%s%s\n", j.c_str(), buf);
+  std::fflush(stdout);
+  std::fprintf(stderr, "%-7s %-5s %-5s %3d thr | update %6.3f Gp/s %6.2f GB/s | limit %6.3f Gp/s | ratio %5.3f\n",
+               std::string(opt.type()).c_str(), std::string(dtype_name(c.grad)).c_str(), out_name(c.out).c_str(), threads,
+               o.params / u.best_s / 1e9, o.params * bpp / u.best_s / 1e9, o.params / l.best_s / 1e9, ratio);
+}
+
 int usage(const char* argv0, const std::string& why) {
   std::fprintf(stderr,
                "%s\nusage: %s [--params N] [--reps R] [--scalar-reps R] [--combos all|main] "
-               "[--isa scalar|avx2|avx512|best]\n",
+               "[--isa scalar|avx2|avx512|best] [--optimizers Adam,Lion,Adagrad]\n",
                why.c_str(), argv0);
   return 2;
 }
@@ -203,6 +279,15 @@ int main(int argc, char** argv) {
     } else if (a == "--combos") {
       if (v != "all" && v != "main") return usage(argv[0], "--combos is all or main, not '" + v + "'");
       o.all_combos = v == "all";
+    } else if (a == "--optimizers") {
+      o.optimizers.clear();
+      for (size_t at = 0; at <= v.size();) {
+        const size_t comma = std::min(v.find(',', at), v.size());
+        auto r = optim::find(v.substr(at, comma - at));
+        if (!r.is_ok()) return usage(argv[0], "--optimizers: " + r.status().message());
+        o.optimizers.push_back(r.value()->type);
+        at = comma + 1;
+      }
     } else if (a == "--isa") {
       auto isa = kernels::parse_isa(v);
       if (!isa.is_ok()) return usage(argv[0], isa.status().message());
@@ -225,10 +310,23 @@ int main(int argc, char** argv) {
     for (DType g : {DType::kF32, DType::kBF16, DType::kF16})
       for (int out : {-1, static_cast<int>(DType::kBF16), static_cast<int>(DType::kF16)}) combos.push_back({g, out});
   }
-  std::fprintf(stderr, "cpu_adam: %zu params, %s kernels, %d threads max, %d reps (best of), CPU %s\n", o.params,
+  std::fprintf(stderr, "cpu_optimizers: %zu params, %s kernels, %d threads max, %d reps (best of), CPU %s\n", o.params,
                k.name, all, o.reps, cpu_model().c_str());
-  if (all > 1)
-    for (const Combo& c : main_combos) report(c, 1, o, run(k, c, 1, o, false), k);
-  for (const Combo& c : combos) report(c, all, o, run(k, c, all, o, o.scalar_reps > 0), k);
+  for (const std::string& type : o.optimizers) {
+    if (type == "Adam" || type == "AdamW") {
+      if (all > 1)
+        for (const Combo& c : main_combos) report(c, 1, o, run(k, c, 1, o, false), k);
+      for (const Combo& c : combos) report(c, all, o, run(k, c, all, o, o.scalar_reps > 0), k);
+      continue;
+    }
+    auto opt = optim::make(type, optim::find(type).value()->defaults);
+    if (!opt.is_ok()) {
+      std::fprintf(stderr, "%s\n", opt.status().to_string().c_str());
+      return 1;
+    }
+    if (all > 1)
+      for (const Combo& c : main_combos) run_one_state(*opt.value(), k, c, 1, o);
+    for (const Combo& c : combos) run_one_state(*opt.value(), k, c, all, o);
+  }
   return 0;
 }
