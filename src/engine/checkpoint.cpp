@@ -47,7 +47,7 @@ Status Engine::Impl::quiet_for_io(const char* call) {
     if (params[i].fetches > 0)
       return failed_precondition(std::string(call) + " while '" + layout->params()[i].name + "' is fetched: release every param first");
   STRATA_RETURN_IF_ERROR(drain_all());
-  STRATA_RETURN_IF_ERROR(quiesce_opt_sets());
+  STRATA_RETURN_IF_ERROR(quiesce_io());
   STRATA_RETURN_IF_ERROR(retire_loads());
   return synchronize_streams();
 }
@@ -55,17 +55,7 @@ Status Engine::Impl::quiet_for_io(const char* call) {
 // Chunk ci's shard into host memory: the optimizer's fp32 arrays and the bit16 params.
 Status Engine::Impl::pull_chunk(uint32_t ci, float* const* opt, uint16_t* p16) {
   ChunkState& c = chunks[ci];
-  const size_t bytes = c.shard * 4;
-  for (int a = 0; a < narrays(); ++a) {
-    if (c.at.optimizer == Tier::kHost) {
-      std::memcpy(opt[a], c.opt_host[a].data(), bytes);
-    } else if (c.at.optimizer == Tier::kDevice) {
-      STRATA_RETURN_IF_ERROR(compute->copy(opt[a], c.opt_dev[a], bytes, offload::CopyKind::kDeviceToHost));
-    } else {
-      STRATA_RETURN_IF_ERROR(nvme_get(opt_store, opt_key(ci, a), opt_sets[0].a[a], bytes));
-      std::memcpy(opt[a], opt_sets[0].a[a].data(), bytes);
-    }
-  }
+  STRATA_RETURN_IF_ERROR(runner->read_arrays(ci, opt));
   const size_t rest_off = cfg.placement.stage == 3 ? 0 : c.shard_begin;
   if (c.at.params16 == Tier::kDevice) {
     STRATA_RETURN_IF_ERROR(compute->copy(p16, static_cast<const uint8_t*>(c.p16_dev) + rest_off * 2, c.shard * 2,
@@ -81,18 +71,7 @@ Status Engine::Impl::pull_chunk(uint32_t ci, float* const* opt, uint16_t* p16) {
 
 Status Engine::Impl::push_chunk(uint32_t ci, const float* const* opt, const uint16_t* p16) {
   ChunkState& c = chunks[ci];
-  const size_t bytes = c.shard * 4;
-  for (int a = 0; a < narrays(); ++a) {
-    if (c.at.optimizer == Tier::kHost) {
-      std::memcpy(c.opt_host[a].data(), opt[a], bytes);
-    } else if (c.at.optimizer == Tier::kDevice) {
-      STRATA_RETURN_IF_ERROR(compute->copy(c.opt_dev[a], opt[a], bytes, offload::CopyKind::kHostToDevice));
-      STRATA_RETURN_IF_ERROR(compute->synchronize());
-    } else {
-      std::memcpy(opt_sets[0].a[a].data(), opt[a], bytes);
-      STRATA_RETURN_IF_ERROR(nvme_put(opt_store, opt_key(ci, a), opt_sets[0].a[a], bytes));
-    }
-  }
+  STRATA_RETURN_IF_ERROR(runner->write_arrays(ci, opt));
   const size_t rest_off = cfg.placement.stage == 3 ? 0 : c.shard_begin;
   if (c.at.params16 == Tier::kDevice) {
     STRATA_RETURN_IF_ERROR(compute->copy(static_cast<uint8_t*>(c.p16_dev) + rest_off * 2, p16, c.shard * 2,
@@ -145,8 +124,8 @@ Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {
   m.stage = cfg.placement.stage;
   m.world_size = 1;
   m.strata_version = STRATA_VERSION_STRING;
-  m.optimizer_type = std::string(optimizer->type());
-  m.optimizer_arrays.assign(optimizer->arrays().begin(), optimizer->arrays().end());
+  m.optimizer_type = std::string(runner->optimizer().type());
+  m.optimizer_arrays.assign(runner->optimizer().arrays().begin(), runner->optimizer().arrays().end());
   const size_t na = m.num_arrays();  // the optimizer's, then params16
   for (const ParamSlot& p : layout->params())
     m.params.push_back(ckpt::ParamEntry{p.name, p.shape, p.chunk, p.offset, p.numel});
@@ -217,8 +196,8 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
   if (m.dtype != dtype)
     return failed_precondition(where + "the params were trained in " + std::string(dtype_name(m.dtype)) + ", this engine trains in " +
                                std::string(dtype_name(dtype)) + " (fp16 / bf16 in the config)");
-  if (m.optimizer_arrays.size() != optimizer->arrays().size() ||
-      !std::equal(m.optimizer_arrays.begin(), m.optimizer_arrays.end(), optimizer->arrays().begin())) {
+  if (m.optimizer_arrays.size() != runner->optimizer().arrays().size() ||
+      !std::equal(m.optimizer_arrays.begin(), m.optimizer_arrays.end(), runner->optimizer().arrays().begin())) {
     auto list = [](const auto& names) {
       std::string s;
       for (const auto& n : names) s += (s.empty() ? "" : ", ") + std::string(n);
@@ -226,8 +205,8 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
     };
     const std::string theirs = m.optimizer_type.empty() ? "Adam or AdamW (format version 1)" : m.optimizer_type;
     return failed_precondition(where + "the checkpoint holds the state of optimizer " + theirs + " (" + list(m.optimizer_arrays) +
-                               "), the configured optimizer is " + std::string(optimizer->type()) + " (" +
-                               list(optimizer->arrays()) + "): set optimizer.type to match, or train without this checkpoint");
+                               "), the configured optimizer is " + std::string(runner->optimizer().type()) + " (" +
+                               list(runner->optimizer().arrays()) + "): set optimizer.type to match, or train without this checkpoint");
   }
   std::unordered_map<std::string, const ckpt::ParamEntry*> by_name;
   for (const ckpt::ParamEntry& p : m.params) by_name.emplace(p.name, &p);
@@ -252,7 +231,7 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
   std::vector<uint8_t> data;
   for (uint32_t ci = 0; ci < chunks.size(); ++ci) {
     const ChunkState& c = chunks[ci];
-    for (int a = 0; a < narrays(); ++a) opt_buf[a].assign(c.shard, 0.0f);
+    for (int a = 0; a < runner->num_arrays(); ++a) opt_buf[a].assign(c.shard, 0.0f);
     p16.assign(c.shard, 0);
     for (uint32_t pi : c.params) {
       const ParamSlot& slot = layout->params()[pi];
@@ -269,12 +248,12 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
       const size_t lo = std::max(slot.offset, c.shard_begin), hi = std::min(slot.offset + slot.numel, c.shard_begin + c.shard);
       if (lo >= hi) continue;
       const size_t src = pe.offset - ce.shard_begin + (lo - slot.offset), dst = lo - c.shard_begin, n = hi - lo;
-      for (int a = 0; a < narrays(); ++a)
+      for (int a = 0; a < runner->num_arrays(); ++a)
         std::memcpy(opt_buf[a].data() + dst, data.data() + ce.arrays[static_cast<size_t>(a)].offset + src * 4, n * 4);
       std::memcpy(p16.data() + dst, data.data() + ce.params16().offset + src * 2, n * 2);
     }
     const float* opt[optim::kMaxArrays] = {};
-    for (int a = 0; a < narrays(); ++a) opt[a] = opt_buf[a].data();
+    for (int a = 0; a < runner->num_arrays(); ++a) opt[a] = opt_buf[a].data();
     STRATA_RETURN_IF_ERROR(push_chunk(ci, opt, p16.data()));
   }
   if (sharded()) STRATA_RETURN_IF_ERROR(all_gather_params());  // each rank pushed its shard of the bit16 params

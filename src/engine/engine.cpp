@@ -98,9 +98,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
   auto impl = std::make_unique<Impl>(config, std::move(options));
   auto opt = optim::make(config.optimizer.type, config.optimizer.hyper);
   if (!opt.is_ok()) return invalid_argument("optimizer: " + opt.status().message());
-  impl->optimizer = std::move(opt).value();
-  impl->cfg.placement.optimizer_state_bytes = impl->optimizer->bytes_per_element();
-  impl->cfg.placement.optimizer_type = std::string(impl->optimizer->type());
+  impl->runner = std::make_unique<OptimizerRunner>(std::move(opt).value());
+  impl->cfg.placement.optimizer_state_bytes = impl->runner->optimizer().bytes_per_element();
+  impl->cfg.placement.optimizer_type = std::string(impl->runner->optimizer().type());
   STRATA_ASSIGN_OR_RETURN(offload::DeviceChoice choice, offload::parse_device_choice(config.device));
   Impl* p = impl.get();
   if (impl->seams.device_factory) {
@@ -312,13 +312,6 @@ Status Engine::Impl::allocate_all() {
     } else if (c.at.params16 == Tier::kHost) {
       STRATA_ASSIGN_OR_RETURN(c.p16_host, offload::AlignedBuffer::create(c.rest_numel * 2, pin));
     }
-    for (int a = 0; a < narrays(); ++a) {
-      if (c.at.optimizer == Tier::kDevice) {
-        STRATA_ASSIGN_OR_RETURN(c.opt_dev[a], dev->allocate(c.shard * 4));
-      } else if (c.at.optimizer == Tier::kHost) {
-        STRATA_ASSIGN_OR_RETURN(c.opt_host[a], offload::AlignedBuffer::create(c.shard * 4, pin));
-      }
-    }
     if (c.at.grad32 == Tier::kDevice) {
       STRATA_ASSIGN_OR_RETURN(c.grad_dev, dev->allocate(c.shard * 4));
       device_opt = true;
@@ -359,29 +352,42 @@ Status Engine::Impl::allocate_all() {
     STRATA_ASSIGN_OR_RETURN(gather_full, offload::AlignedBuffer::create(max_chunk * 2, pin));
     STRATA_ASSIGN_OR_RETURN(gather_copied, dev->create_event());
   }
-  if (opt_store != nullptr) {
-    opt_sets.resize(static_cast<size_t>(pc.optimizer_buffer_count));
-    for (OptSet& set : opt_sets)
-      for (int a = 0; a < narrays(); ++a) {
-        STRATA_ASSIGN_OR_RETURN(set.a[a], offload::AlignedBuffer::create(max_shard * 4, pin));
-      }
-  }
   if (device_opt) {
     STRATA_ASSIGN_OR_RETURN(scratch, dev->allocate(norm_scratch_bytes(max_shard)));
   }
-  return Status::ok();
+  OptimizerRunner::Context rc;
+  rc.dev = dev.get();
+  rc.ops = ops.get();
+  rc.compute = compute.get();
+  rc.k = k;
+  rc.arena = &arena;
+  rc.stats = &st;
+  rc.tracer = tracer.get();
+  rc.store = opt_store;
+  rc.scratch = scratch;
+  rc.pin = pin;
+  rc.overlap = cfg.overlap;
+  rc.buffer_count = pc.optimizer_buffer_count;
+  rc.bit16 = dtype;
+  std::vector<size_t> shards;
+  std::vector<Tier> tiers;
+  for (const ChunkState& c : chunks) {
+    shards.push_back(c.shard);
+    tiers.push_back(c.at.optimizer);
+  }
+  return runner->allocate(rc, shards, tiers);
 }
 
 Status Engine::Impl::free_all() {
-  Status first = quiesce_opt_sets();
+  Status first = quiesce_io();
   if (Status s = synchronize_streams(); first.is_ok() && !s.is_ok()) first = std::move(s);
   auto keep = [&first](Status s) {
     if (first.is_ok() && !s.is_ok()) first = std::move(s);
   };
+  if (runner) keep(runner->free());
   if (dev) {
     for (ChunkState& c : chunks) {
       keep(dev->free(c.p16_dev));
-      for (void*& p : c.opt_dev) keep(dev->free(std::exchange(p, nullptr)));
       keep(dev->free(c.grad_dev));
       c.p16_dev = c.grad_dev = nullptr;
     }
@@ -393,7 +399,6 @@ Status Engine::Impl::free_all() {
   work.clear();
   buckets.clear();
   param_staging.clear();
-  opt_sets.clear();
   for (auto& [dir, s] : stores) keep(s->close());
   stores.clear();
   opt_store = param_store = nullptr;
@@ -457,20 +462,11 @@ Status Engine::Impl::write_initial_values() {
       std::memcpy(sb.data(), bit16.data(), bit16.size());
       STRATA_RETURN_IF_ERROR(nvme_put(param_store, key(ci, "p16"), sb, bit16.size()));
     }
-    // the master from the params, the optimizer's state zero
-    const size_t bytes = c.shard * 4;
-    if (c.at.optimizer == Tier::kDevice) {
-      STRATA_RETURN_IF_ERROR(compute->copy(c.opt_dev[0], shard, bytes, offload::CopyKind::kHostToDevice));
-      for (int a = 1; a < narrays(); ++a) STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.opt_dev[a], bytes));
-      STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.grad_dev, bytes));
+    // the master from the params, the optimizer's state zero; a device gradient zero
+    STRATA_RETURN_IF_ERROR(runner->init(static_cast<uint32_t>(ci), shard));
+    if (c.grad_dev != nullptr) {
+      STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.grad_dev, c.shard * 4));
       STRATA_RETURN_IF_ERROR(compute->synchronize());
-    } else {
-      offload::AlignedBuffer* dst = c.at.optimizer == Tier::kHost ? c.opt_host : opt_sets[0].a;
-      std::memcpy(dst[0].data(), shard, bytes);
-      for (int a = 1; a < narrays(); ++a) std::memset(dst[a].data(), 0, bytes);
-      if (c.at.optimizer == Tier::kNvme) {
-        for (int a = 0; a < narrays(); ++a) STRATA_RETURN_IF_ERROR(nvme_put(opt_store, opt_key(ci, a), dst[a], bytes));
-      }
     }
   }
   // Initialisation traffic is not training traffic.
@@ -537,7 +533,7 @@ StatusOr<StepResult> Engine::step(double lr) {
 
 Status Engine::synchronize() {
   STRATA_RETURN_IF_ERROR(impl_->drain_all());
-  STRATA_RETURN_IF_ERROR(impl_->quiesce_opt_sets());
+  STRATA_RETURN_IF_ERROR(impl_->quiesce_io());
   return impl_->synchronize_streams();
 }
 
@@ -571,19 +567,8 @@ Status Engine::Impl::read_master_into(const ParamSlot& slot, float* dst) {
 
 // The master values of `slot` (which lies inside this rank's shard of its chunk).
 Status Engine::Impl::read_shard_master(const ParamSlot& slot, float* dst) {
-  ChunkState& c = chunks[slot.chunk];
-  const size_t off = slot.offset - c.shard_begin, bytes = slot.numel * 4;
-  if (c.at.optimizer == Tier::kHost) {
-    std::memcpy(dst, c.opt_host[0].bytes() + off * 4, bytes);
-  } else if (c.at.optimizer == Tier::kDevice) {
-    STRATA_RETURN_IF_ERROR(compute->copy(dst, static_cast<const uint8_t*>(c.opt_dev[0]) + off * 4, bytes,
-                                         offload::CopyKind::kDeviceToHost));
-    STRATA_RETURN_IF_ERROR(compute->synchronize());
-  } else {
-    STRATA_RETURN_IF_ERROR(opt_store->get(opt_key(slot.chunk, 0), opt_sets[0].a[0], c.shard * 4).wait());
-    std::memcpy(dst, opt_sets[0].a[0].bytes() + off * 4, bytes);
-  }
-  return Status::ok();
+  const ChunkState& c = chunks[slot.chunk];
+  return runner->read_master(slot.chunk, slot.offset - c.shard_begin, dst, slot.numel);
 }
 
 // Across ranks, save and export write from rank 0: with DDP only rank 0 runs them (every rank

@@ -23,6 +23,7 @@
 #include "src/engine/device_ops.h"
 #include "src/engine/engine.h"
 #include "src/engine/engine_seams.h"
+#include "src/engine/optimizer_runner.h"
 #include "comm/communicator.h"
 #include "src/engine/loss_scaler.h"
 #include "src/engine/trace.h"
@@ -31,8 +32,8 @@
 
 namespace strata::engine {
 
-// One chunk's arrays. The optimizer side (fp32 gradient, master, m, v) holds this rank's shard of
-// the chunk (the whole chunk with one rank, or at stage 0).
+// One chunk's arrays besides the optimizer's (OptimizerRunner). The fp32 gradient holds this
+// rank's shard of the chunk (the whole chunk with one rank, or at stage 0).
 struct ChunkState {
   ChunkPlacement at;
   size_t numel = 0;        // the chunk, padded
@@ -42,10 +43,6 @@ struct ChunkState {
   // bit16 params at rest: device (p16_dev), host (p16_host) or NVMe (key "c<i>.p16").
   void* p16_dev = nullptr;
   offload::AlignedBuffer p16_host;
-  // The optimizer's fp32 arrays of the shard (master first): device, host, or NVMe keys
-  // "c<i>.<array name>"; the first Optimizer::num_arrays() are used.
-  void* opt_dev[optim::kMaxArrays] = {};
-  offload::AlignedBuffer opt_host[optim::kMaxArrays];
   // fp32 gradient of the shard, on the optimizer's side (device or host).
   void* grad_dev = nullptr;
   offload::AlignedBuffer grad_host;
@@ -97,24 +94,10 @@ struct Staging {
   int staged_chunk = -1;  // the chunk whose bit16 params it holds or is reading (prefetch), -1 if none
 };
 
-// One buffer set of the NVMe optimizer pipeline: the optimizer's arrays of one chunk's shard
-// ([shard] fp32 each), read ahead of the update and written back behind it.
-struct OptSet {
-  enum class State { kFree, kReading, kReady, kWriting } state = State::kFree;
-  offload::AlignedBuffer a[optim::kMaxArrays];
-  offload::IoHandle io[optim::kMaxArrays];
-  int chunk = -1;
-  uint64_t issued = 0;  // order of the last read / write issued, to wait for the oldest
-};
-
 // "[64, 32]"
 std::string shape_string(const std::vector<int64_t>& shape);
 
 
-using Clock = std::chrono::steady_clock;
-inline double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 struct Engine::Impl {
   // Data-parallel ranks (EngineOptions::comm): refused combinations, per-rank NVMe paths; the
@@ -158,8 +141,7 @@ struct Engine::Impl {
   EngineConfig cfg;
   EngineOptions opts;
   EngineSeams seams;
-  std::unique_ptr<optim::Optimizer> optimizer;  // its arrays shape every chunk's optimizer side
-  int narrays() const { return optimizer->num_arrays(); }
+  std::unique_ptr<OptimizerRunner> runner;  // the optimizer and its arrays (optimizer_runner.h)
   DType dtype = DType::kBF16;
   LossScaler scaler;
   std::unique_ptr<offload::Device> dev;
@@ -195,10 +177,9 @@ struct Engine::Impl {
   offload::AlignedBuffer gather_full;
   std::unique_ptr<offload::Event> gather_copied;
   bool gather_pending = false;
-  std::vector<OptSet> opt_sets;  // offload_optimizer.buffer_count sets (NVMe optimizer only)
   void* scratch = nullptr;
   std::map<std::string, std::unique_ptr<offload::NvmeStore>> stores;  // by directory
-  offload::NvmeStore* opt_store = nullptr;
+  offload::NvmeStore* opt_store = nullptr;  // handed to the runner
   offload::NvmeStore* param_store = nullptr;
 
   // Offloaded params with overlap only: one recorded fetch order for training micro-batches, one
@@ -230,7 +211,6 @@ struct Engine::Impl {
   void call_end() { last_return = Clock::now(); }
   size_t bit16_bytes(size_t n) const { return n * 2; }
   static std::string key(size_t chunk, const char* what) { return "c" + std::to_string(chunk) + "." + what; }
-  std::string opt_key(size_t chunk, int array) const { return key(chunk, optimizer->arrays()[static_cast<size_t>(array)]); }
   const ParamSlot* find(const std::string& name) const { return layout->find(name); }
   StatusOr<uint32_t> param_index(const std::string& name, const char* call) const;
 
@@ -261,9 +241,10 @@ struct Engine::Impl {
   Status load(const std::string& root, const std::string& tag);
   Status export_weights(const std::string& out_dir, const ckpt::ExportOptions& options);
   Status quiet_for_io(const char* call);  // no param fetched; every copy and I/O finished
-  // Chunk ci's optimizer arrays (opt[0 .. narrays())) and bit16 params to / from host memory.
+  // Chunk ci's optimizer arrays (opt[0 .. num_arrays)) and bit16 params to / from host memory.
   Status pull_chunk(uint32_t ci, float* const* opt, uint16_t* p16);
   Status push_chunk(uint32_t ci, const float* const* opt, const uint16_t* p16);
+  Status quiesce_io();  // the runner's NVMe I/O and the param staging reads / writes finished
   void hook(const std::string& point) const;
   Status read_master_into(const ParamSlot& slot, float* dst);  // engine idle
 
@@ -288,26 +269,14 @@ struct Engine::Impl {
   int consecutive_skips = 0;                  // skips that could not help, in a row (max_consecutive_skips)
   StatusOr<std::string> first_nonfinite_grad();  // "in 'name' (element i of [shape])"; collective across ranks
   Status check_masters();                     // fp32 masters after an update: an error naming the first bad chunk
-  int bad_master_chunk = -1;                  // the lowest chunk whose host update produced inf / NaN this step
   Status nonfinite_masters(uint32_t chunk) const;
   Status retire_loads();                      // working buffers emptied, their loads finished
   Status after_step(const StepResult& r);     // prefetch for the next micro-batch, summary line
   Clock::time_point created_at = Clock::now(), summary_at{};
   EngineStats summary_st;                     // stats at the last summary
-  // optimizer_pipeline.cpp: the optimizer over every chunk where its state lives; the NVMe-resident
-  // chunks stream through opt_sets (read ahead, write behind; one set at a time without overlap).
-  std::vector<uint32_t> opt_order() const;  // chunks in the order the step updates them
-  Status start_opt_reads();                 // reads ahead before the norm is known (safe: read only)
-  Status update_chunks(const optim::StepCoeffs& coeffs);
-  Status update_host_chunk(uint32_t ci, offload::AlignedBuffer* state, const optim::StepCoeffs& coeffs);
-  StatusOr<int> free_opt_set(bool block);
-  Status read_opt_set(int s, uint32_t ci);
-  Status wait_opt_set(int s);              // the set's reads or writes finished
-  Status quiesce_opt_sets();               // every set idle: waits for reads and write-backs
-  Status reap_opt_sets();                  // frees sets whose write-back finished, without waiting
-  bool writing(uint32_t ci) const;         // a write-back of chunk ci is in flight
   bool boundary_micro() const { return (micro + 1) % cfg.gradient_accumulation_steps == 0; }
-  uint64_t opt_issue = 0;
+  // The sink the runner's update writes the new bit16 values through (engine_step.cpp).
+  class Bit16Sink;
 };
 
 }  // namespace strata::engine

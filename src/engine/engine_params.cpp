@@ -68,7 +68,7 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
   ++params[pi].fetches;
   if (!in_eval) params[pi].fetched_in_micro = true;  // an evaluation fetch does not allow a gradient
   STRATA_RETURN_IF_ERROR(prefetch());
-  if (opt_store != nullptr && boundary_micro()) STRATA_RETURN_IF_ERROR(start_opt_reads());
+  if (runner->has_nvme() && boundary_micro()) STRATA_RETURN_IF_ERROR(runner->start_reads());
   return static_cast<void*>(base + slot.offset * 2);
 }
 
@@ -288,7 +288,7 @@ Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, 
   }
   bk.params.push_back(pi);
   ps.grad_in_micro = true;
-  if (opt_store != nullptr && boundary_micro()) STRATA_RETURN_IF_ERROR(start_opt_reads());
+  if (runner->has_nvme() && boundary_micro()) STRATA_RETURN_IF_ERROR(runner->start_reads());
   if (++c.grads_in_micro == c.params.size()) {
     STRATA_RETURN_IF_ERROR(flush(b));
     if (world() > 1 && !sharded() && boundary_micro() && cfg.overlap) reduce_ready.push_back(slot.chunk);  // DDP

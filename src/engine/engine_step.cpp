@@ -1,7 +1,7 @@
 // Engine: the optimizer step. At the end of each accumulation cycle: gather the gradients
 // (drain the buckets), compute the global norm and the overflow flag over every chunk, update the
-// loss scale, then chunk by chunk run Adam where the optimizer state lives (device, host, or host
-// after an NVMe read; optimizer_pipeline.cpp) and put the updated bit16 params where they rest.
+// loss scale, then let the OptimizerRunner update every chunk where its state lives, the updated
+// bit16 params going where they rest (Bit16Sink).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +15,56 @@
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
+
+// The runner's view of a chunk: its fp32 gradient, and where the updated bit16 values go — the
+// device copy in place, the host copy in place, or a pinned staging buffer that is then copied to
+// the device or written to NVMe.
+class Engine::Impl::Bit16Sink final : public OptimizerRunner::ChunkSink {
+ public:
+  explicit Bit16Sink(Impl& m) : m_(m) {}
+  const void* grads(uint32_t ci) override {
+    const ChunkState& c = m_.chunks[ci];
+    return c.grad_dev != nullptr ? c.grad_dev : c.grad_host.data();
+  }
+  StatusOr<void*> bit16_out(uint32_t ci) override {
+    ChunkState& c = m_.chunks[ci];
+    const size_t rest_off = m_.cfg.placement.stage == 3 ? 0 : c.shard_begin;  // the shard's place in the resting array
+    sb_ = nullptr;
+    if (c.at.optimizer == Tier::kDevice) return static_cast<void*>(static_cast<uint8_t*>(c.p16_dev) + rest_off * 2);
+    if (c.at.params16 == Tier::kHost) return static_cast<void*>(c.p16_host.bytes() + rest_off * 2);
+    STRATA_ASSIGN_OR_RETURN(sb_, m_.take_staging(&m_.st.step_nvme_s));
+    return sb_->buf.data();
+  }
+  Status bit16_written(uint32_t ci) override {
+    ChunkState& c = m_.chunks[ci];
+    if (sb_ == nullptr) return Status::ok();  // written in place
+    Staging* sb = std::exchange(sb_, nullptr);
+    if (c.at.params16 == Tier::kDevice) {
+      const size_t rest_off = m_.cfg.placement.stage == 3 ? 0 : c.shard_begin;
+      STRATA_RETURN_IF_ERROR(m_.h2d->copy(static_cast<uint8_t*>(c.p16_dev) + rest_off * 2, sb->buf.data(), c.shard * 2,
+                                          offload::CopyKind::kHostToDevice));
+      STRATA_RETURN_IF_ERROR(m_.h2d->record(*sb->copied));
+      sb->pending = true;
+      m_.st.bytes_h2d += c.shard * 2;
+      return Status::ok();
+    }
+    sb->io = m_.param_store->put(key(ci, "p16"), sb->buf, c.rest_numel * 2,
+                                 m_.io_span(TraceLane::kNvmeWrite, "write " + key(ci, "p16")));
+    sb->put_chunk = static_cast<int>(ci);
+    m_.st.bytes_nvme_write += c.rest_numel * 2;
+    if (m_.cfg.overlap) return Status::ok();
+    const Clock::time_point tn = Clock::now();
+    Status r = sb->io.wait();
+    sb->io = offload::IoHandle();
+    m_.st.step_nvme_s += seconds_since(tn);
+    return r;
+  }
+
+ private:
+  Impl& m_;
+  Staging* sb_ = nullptr;  // the staging buffer of the chunk being updated
+};
+
 Status Engine::Impl::zero_grads() {
   std::vector<ChunkState*> host;
   for (ChunkState& c : chunks) {
@@ -123,8 +173,8 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   for (size_t i = 0; i < params.size(); ++i)
     if (params[i].fetches > 0)
       return failed_precondition("step while '" + layout->params()[i].name + "' is fetched: release every param before step");
-  const double lr = lr_arg < 0 ? optimizer->hyper().lr : lr_arg;
-  if (Status v = optimizer->coeffs(opt_step + 1, lr, 1.0f).status(); !v.is_ok()) return invalid_argument("step: " + v.message());
+  const double lr = lr_arg < 0 ? runner->optimizer().hyper().lr : lr_arg;
+  if (Status v = runner->optimizer().coeffs(opt_step + 1, lr, 1.0f).status(); !v.is_ok()) return invalid_argument("step: " + v.message());
 
   ++micro;
   ++st.micro_steps;
@@ -142,16 +192,16 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   r.boundary = true;
   const Clock::time_point t0 = Clock::now();
   // Optimizer state on NVMe is read ahead while the last gradients land and the norm is computed.
-  Status ahead = start_opt_reads();
+  Status ahead = runner->start_reads();
   if (ahead.is_ok()) ahead = drain_all();
   if (ahead.is_ok()) ahead = compute->synchronize();
   if (!ahead.is_ok()) {
-    (void)quiesce_opt_sets();
+    (void)quiesce_io();
     return ahead;
   }
 
   if (Status a = all_reduce_grads(); !a.is_ok()) {
-    (void)quiesce_opt_sets();
+    (void)quiesce_io();
     return a;
   }
 
@@ -222,17 +272,18 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   }
   r.grad_norm = std::sqrt(sumsq) * inv;
   r.clip_coef = kernels::clip_coefficient(r.grad_norm, cfg.gradient_clipping);
-  auto coeffs = optimizer->coeffs(opt_step + 1, lr, static_cast<float>(inv * r.clip_coef));
+  auto coeffs = runner->optimizer().coeffs(opt_step + 1, lr, static_cast<float>(inv * r.clip_coef));
   if (!coeffs.is_ok()) return internal_error("step: " + coeffs.status().message());
   ++opt_step;
 
   // Loads of working buffers must not race the update of what they read; the copies are stale after it.
   if (Status q = retire_loads(); !q.is_ok()) {
-    (void)quiesce_opt_sets();
+    (void)quiesce_io();
     return q;
   }
-  if (Status u = update_chunks(coeffs.value()); !u.is_ok()) {
-    (void)quiesce_opt_sets();
+  Bit16Sink sink(*this);
+  if (Status u = runner->update(coeffs.value(), sink); !u.is_ok()) {
+    (void)quiesce_io();
     return u;
   }
   STRATA_RETURN_IF_ERROR(check_masters());
@@ -295,19 +346,10 @@ StatusOr<std::string> Engine::Impl::first_nonfinite_grad() {
   return "in '" + s.name + "' (element " + std::to_string(best_elem) + " of " + shape_string(s.shape) + ")";
 }
 
-// The masters after an update: host Adam flagged its chunks as it went (bad_master_chunk);
-// device-resident ones get a sum of squares each. Across ranks the lowest bad chunk is agreed on,
-// so that every rank stops at the same step.
+// The masters after an update (OptimizerRunner::first_nonfinite_master). Across ranks the lowest
+// bad chunk is agreed on, so that every rank stops at the same step.
 Status Engine::Impl::check_masters() {
-  int bad = std::exchange(bad_master_chunk, -1);
-  std::vector<double> sums(chunks.size(), 0.0);  // in stream order, so they share the scratch
-  for (size_t ci = 0; ci < chunks.size(); ++ci)
-    if (chunks[ci].at.optimizer == Tier::kDevice)
-      STRATA_RETURN_IF_ERROR(ops->sumsq(*compute, kernels::TensorView{chunks[ci].opt_dev[0], DType::kF32, chunks[ci].shard},
-                                        scratch, &sums[ci]));
-  STRATA_RETURN_IF_ERROR(compute->synchronize());
-  for (size_t ci = 0; ci < chunks.size(); ++ci)
-    if (!std::isfinite(sums[ci]) && (bad < 0 || static_cast<int>(ci) < bad)) bad = static_cast<int>(ci);
+  STRATA_ASSIGN_OR_RETURN(int bad, runner->first_nonfinite_master());
   if (sharded()) {
     const int32_t n = static_cast<int32_t>(chunks.size());
     int32_t v[1] = {bad < 0 ? -n : -bad};

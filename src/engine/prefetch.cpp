@@ -313,6 +313,29 @@ Status Engine::Impl::gather_into(WorkBuffer& w, uint32_t ci) {
   return Status::ok();
 }
 
+// Every NVMe operation finished: the runner's, then the staging buffers' (a finished read stays
+// staged for its working buffer; a failed one is forgotten with its buffer's chunk).
+Status Engine::Impl::quiesce_io() {
+  Status first = runner ? runner->quiesce() : Status::ok();
+  for (Staging& sb : param_staging) {
+    if (!sb.io.valid()) continue;
+    Status r = sb.io.wait();
+    sb.io = offload::IoHandle();
+    sb.put_chunk = -1;
+    if (r.is_ok()) continue;
+    if (sb.loading_work >= 0) {
+      WorkBuffer& w = work[static_cast<size_t>(sb.loading_work)];
+      if (w.chunk >= 0) chunks[static_cast<size_t>(w.chunk)].work = -1;
+      w.chunk = -1;
+      w.loading = nullptr;
+      w.prefetched = false;
+    }
+    sb.loading_work = sb.staged_chunk = -1;
+    if (first.is_ok()) first = std::move(r);
+  }
+  return first;
+}
+
 void Engine::Impl::on_pass_end() {
   if (train_sched) train_sched->end_pass();
 }

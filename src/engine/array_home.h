@@ -1,0 +1,55 @@
+// Where one array of one chunk lives — device memory, pinned host memory, or a key of an NVMe
+// store — behind one interface: synchronous reads and writes of a range through host memory, the
+// resident memory when there is some, asynchronous whole-array NVMe I/O. The three tiers are
+// implemented once here; code holding an ArrayHome does not branch on the tier to move bytes.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "offload/aligned_buffer.h"
+#include "offload/device.h"
+#include "offload/nvme_store.h"
+#include "src/common/status.h"
+#include "src/engine/device_ops.h"
+#include "src/engine/engine.h"
+#include "src/engine/placement.h"
+
+namespace strata::engine {
+
+class ArrayHome {
+ public:
+  virtual ~ArrayHome() = default;
+  virtual Tier tier() const = 0;
+  size_t bytes() const { return bytes_; }
+  // The array's memory: a device pointer (device), host memory (host); nullptr on NVMe.
+  virtual void* resident() = 0;
+  // Bytes [off, off + n) into / from host memory; synchronous. Nothing else may be using the
+  // array (the engine is idle); NVMe reads and writes go through the bounce buffer.
+  virtual Status read(size_t off, void* dst, size_t n) = 0;
+  virtual Status write(size_t off, const void* src, size_t n) = 0;
+  virtual Status zero() = 0;
+  // NVMe: the whole array into / from `buf` (at least bytes() long), asynchronously; `done` runs
+  // when the I/O completes. Other tiers: an unsupported error.
+  virtual StatusOr<offload::IoHandle> get_async(offload::AlignedBuffer& buf, std::function<void()> done);
+  virtual StatusOr<offload::IoHandle> put_async(const offload::AlignedBuffer& buf, std::function<void()> done);
+  virtual Status release() { return Status::ok(); }  // frees device memory (before the device goes)
+
+ protected:
+  explicit ArrayHome(size_t bytes) : bytes_(bytes) {}
+  size_t bytes_;
+};
+
+// Device memory of `dev`; copies on `stream` (synchronised), zeroes with `ops`.
+StatusOr<std::unique_ptr<ArrayHome>> device_array(offload::Device& dev, offload::Stream& stream, DeviceOps& ops,
+                                                  size_t bytes);
+// Host memory, pinned by `pin`.
+StatusOr<std::unique_ptr<ArrayHome>> host_array(size_t bytes, offload::PinMode pin);
+// `key` of `store`; synchronous reads and writes use `bounce` (at least bytes long, shared by
+// arrays that are never read at the same time); NVMe bytes are counted in stats.
+std::unique_ptr<ArrayHome> nvme_array(offload::NvmeStore& store, std::string key, size_t bytes,
+                                      offload::AlignedBuffer* bounce, EngineStats* stats);
+
+}  // namespace strata::engine

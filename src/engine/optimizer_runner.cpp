@@ -1,0 +1,305 @@
+// OptimizerRunner: allocation of the optimizer's arrays, initial values, checkpoint reads and
+// writes, and the update of every chunk. With overlap, NVMe reads start during the forward /
+// backward of the micro-batch that ends the accumulation cycle (the state does not change before
+// the step) and the last write-backs finish during the next one. Results do not depend on the
+// order or on the overlap: each chunk's update reads only its own state and gradient.
+#include "src/engine/optimizer_runner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "kernels/cpu/parallel.h"
+
+namespace strata::engine {
+
+Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& shard_numel, const std::vector<Tier>& tiers) {
+  ctx_ = ctx;
+  chunks_.resize(shard_numel.size());
+  size_t max_shard = 0;
+  bool nvme = false;
+  for (size_t ci = 0; ci < chunks_.size(); ++ci) {
+    chunks_[ci].shard = shard_numel[ci];
+    chunks_[ci].tier = tiers[ci];
+    max_shard = std::max(max_shard, shard_numel[ci]);
+    nvme |= tiers[ci] == Tier::kNvme;
+  }
+  if (nvme) {
+    if (ctx_.store == nullptr) return internal_error("optimizer state on NVMe without a store");
+    sets_.resize(static_cast<size_t>(std::max(1, ctx_.buffer_count)));
+    for (Set& set : sets_) {
+      for (int a = 0; a < num_arrays(); ++a) {
+        STRATA_ASSIGN_OR_RETURN(set.buf[a], offload::AlignedBuffer::create(max_shard * 4, ctx_.pin));
+      }
+    }
+  }
+  for (size_t ci = 0; ci < chunks_.size(); ++ci) {
+    Chunk& c = chunks_[ci];
+    const size_t bytes = c.shard * 4;
+    for (int a = 0; a < num_arrays(); ++a) {
+      if (c.tier == Tier::kDevice) {
+        STRATA_ASSIGN_OR_RETURN(c.a[a], device_array(*ctx_.dev, *ctx_.compute, *ctx_.ops, bytes));
+      } else if (c.tier == Tier::kHost) {
+        STRATA_ASSIGN_OR_RETURN(c.a[a], host_array(bytes, ctx_.pin));
+      } else {
+        const std::string key = "c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
+        c.a[a] = nvme_array(*ctx_.store, key, bytes, &sets_[0].buf[a], ctx_.stats);
+      }
+    }
+  }
+  return Status::ok();
+}
+
+Status OptimizerRunner::free() {
+  Status first = quiesce();
+  for (Chunk& c : chunks_)
+    for (auto& a : c.a)
+      if (a) {
+        if (Status s = a->release(); first.is_ok() && !s.is_ok()) first = std::move(s);
+        a.reset();
+      }
+  chunks_.clear();
+  sets_.clear();
+  return first;
+}
+
+Status OptimizerRunner::init(uint32_t ci, const float* master) {
+  Chunk& c = chunks_[ci];
+  STRATA_RETURN_IF_ERROR(c.a[0]->write(0, master, c.shard * 4));
+  for (int a = 1; a < num_arrays(); ++a) STRATA_RETURN_IF_ERROR(c.a[a]->zero());
+  return Status::ok();
+}
+
+Status OptimizerRunner::read_arrays(uint32_t ci, float* const* dst) {
+  Chunk& c = chunks_[ci];
+  for (int a = 0; a < num_arrays(); ++a) STRATA_RETURN_IF_ERROR(c.a[a]->read(0, dst[a], c.shard * 4));
+  return Status::ok();
+}
+
+Status OptimizerRunner::write_arrays(uint32_t ci, const float* const* src) {
+  Chunk& c = chunks_[ci];
+  for (int a = 0; a < num_arrays(); ++a) STRATA_RETURN_IF_ERROR(c.a[a]->write(0, src[a], c.shard * 4));
+  return Status::ok();
+}
+
+Status OptimizerRunner::read_master(uint32_t ci, size_t off, float* dst, size_t n) {
+  return chunks_[ci].a[0]->read(off * 4, dst, n * 4);
+}
+
+std::vector<uint32_t> OptimizerRunner::order() const {
+  std::vector<uint32_t> o(chunks_.size());
+  for (size_t i = 0; i < o.size(); ++i) o[i] = static_cast<uint32_t>(o.size() - 1 - i);
+  return o;
+}
+
+void OptimizerRunner::span(TraceLane lane, std::string name, Clock::time_point b) const {
+  if (ctx_.tracer) ctx_.tracer->span(lane, std::move(name), b, Clock::now());
+}
+
+std::function<void()> OptimizerRunner::io_span(TraceLane lane, std::string name) const {
+  if (!ctx_.tracer) return {};
+  return [t = ctx_.tracer, lane, name = std::move(name), t0 = Clock::now()] { t->span(lane, name, t0, Clock::now()); };
+}
+
+// --- the NVMe pipeline's buffer sets ---
+
+Status OptimizerRunner::wait_set(int s) {
+  Set& set = sets_[static_cast<size_t>(s)];
+  if (set.state != Set::State::kReading && set.state != Set::State::kWriting) return Status::ok();
+  const Clock::time_point t0 = Clock::now();
+  Status first;
+  for (offload::IoHandle& h : set.io) {
+    if (!h.valid()) continue;
+    Status r = h.wait();
+    if (first.is_ok() && !r.is_ok()) first = std::move(r);
+    h = offload::IoHandle();
+  }
+  ctx_.stats->step_nvme_s += seconds_since(t0);
+  if (set.state == Set::State::kReading && first.is_ok()) {
+    set.state = Set::State::kReady;
+  } else {
+    set.state = Set::State::kFree;
+    set.chunk = -1;
+  }
+  return first;
+}
+
+static bool all_done(const std::array<offload::IoHandle, optim::kMaxArrays>& io) {
+  return std::all_of(io.begin(), io.end(), [](const offload::IoHandle& h) { return !h.valid() || h.done(); });
+}
+
+StatusOr<int> OptimizerRunner::free_set(bool block) {
+  int oldest = -1;
+  for (size_t s = 0; s < sets_.size(); ++s) {
+    Set& set = sets_[s];
+    if (set.state == Set::State::kWriting && all_done(set.io)) STRATA_RETURN_IF_ERROR(wait_set(static_cast<int>(s)));
+    if (set.state == Set::State::kFree) return static_cast<int>(s);
+    if (set.state == Set::State::kWriting && (oldest < 0 || set.issued < sets_[static_cast<size_t>(oldest)].issued))
+      oldest = static_cast<int>(s);
+  }
+  if (!block || oldest < 0) return -1;
+  STRATA_RETURN_IF_ERROR(wait_set(oldest));
+  return oldest;
+}
+
+Status OptimizerRunner::reap_sets() {
+  for (size_t s = 0; s < sets_.size(); ++s)
+    if (sets_[s].state == Set::State::kWriting && all_done(sets_[s].io)) STRATA_RETURN_IF_ERROR(wait_set(static_cast<int>(s)));
+  return Status::ok();
+}
+
+bool OptimizerRunner::writing(uint32_t ci) const {
+  for (const Set& set : sets_)
+    if (set.state == Set::State::kWriting && set.chunk == static_cast<int>(ci)) return true;
+  return false;
+}
+
+int OptimizerRunner::set_of(uint32_t ci) const {
+  for (size_t s = 0; s < sets_.size(); ++s)
+    if (sets_[s].chunk == static_cast<int>(ci) && sets_[s].state != Set::State::kWriting) return static_cast<int>(s);
+  return -1;
+}
+
+Status OptimizerRunner::read_set(int s, uint32_t ci) {
+  // The chunk's write-back of the previous step must land before it is read again.
+  for (size_t o = 0; o < sets_.size(); ++o)
+    if (sets_[o].state == Set::State::kWriting && sets_[o].chunk == static_cast<int>(ci))
+      STRATA_RETURN_IF_ERROR(wait_set(static_cast<int>(o)));
+  Set& set = sets_[static_cast<size_t>(s)];
+  set.chunk = static_cast<int>(ci);
+  set.state = Set::State::kReading;
+  set.issued = ++issue_;
+  for (int a = 0; a < num_arrays(); ++a) {
+    const std::string name = "read c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
+    STRATA_ASSIGN_OR_RETURN(set.io[a], chunks_[ci].a[a]->get_async(set.buf[a], io_span(TraceLane::kNvmeRead, name)));
+  }
+  return Status::ok();
+}
+
+Status OptimizerRunner::start_reads() {
+  if (sets_.empty() || !ctx_.overlap) return Status::ok();
+  STRATA_RETURN_IF_ERROR(reap_sets());
+  for (uint32_t ci : order()) {
+    if (chunks_[ci].tier != Tier::kNvme || set_of(ci) >= 0) continue;
+    if (writing(ci)) break;
+    STRATA_ASSIGN_OR_RETURN(int s, free_set(false));
+    if (s < 0) break;
+    STRATA_RETURN_IF_ERROR(read_set(s, ci));
+  }
+  return Status::ok();
+}
+
+Status OptimizerRunner::quiesce() {
+  Status first;
+  for (size_t s = 0; s < sets_.size(); ++s) {
+    Status r = wait_set(static_cast<int>(s));
+    if (first.is_ok() && !r.is_ok()) first = std::move(r);
+    sets_[s].state = Set::State::kFree;
+    sets_[s].chunk = -1;
+  }
+  return first;
+}
+
+// --- the update ---
+
+Status OptimizerRunner::update_device(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink) {
+  Chunk& ch = chunks_[ci];
+  optim::Tensor t;
+  for (int a = 0; a < num_arrays(); ++a) t.array[a] = static_cast<float*>(ch.a[a]->resident());
+  t.grads = sink.grads(ci);
+  t.grad_dtype = DType::kF32;
+  STRATA_ASSIGN_OR_RETURN(t.params_out, sink.bit16_out(ci));
+  t.out_dtype = ctx_.bit16;
+  t.count = ch.shard;
+  return ctx_.ops->update(*ctx_.compute, *opt_, c, t);
+}
+
+// The update of one chunk whose arrays are in host memory (`state`, master first), then the new
+// bit16 values handed to the sink.
+Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const optim::StepCoeffs& c, ChunkSink& sink) {
+  optim::Tensor t;
+  for (int a = 0; a < num_arrays(); ++a) t.array[a] = state[a];
+  t.grads = sink.grads(ci);
+  t.grad_dtype = DType::kF32;
+  STRATA_ASSIGN_OR_RETURN(t.params_out, sink.bit16_out(ci));
+  t.out_dtype = ctx_.bit16;
+  t.count = chunks_[ci].shard;
+  const Clock::time_point ta = Clock::now();
+  bool finite = true;
+  kernels::arena_execute(*ctx_.arena, [&] { finite = opt_->update_host(*ctx_.k, c, {&t, 1}); });
+  ctx_.stats->step_update_s += seconds_since(ta);
+  span(TraceLane::kUpdate, "update c" + std::to_string(ci), ta);
+  if (!finite && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_)) bad_master_ = static_cast<int>(ci);
+  return sink.bit16_written(ci);
+}
+
+Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
+  const std::vector<uint32_t> all = order();
+  std::vector<uint32_t> nvme;  // the NVMe-resident chunks, in update order
+  for (uint32_t ci : all)
+    if (chunks_[ci].tier == Tier::kNvme) nvme.push_back(ci);
+  const size_t depth = ctx_.overlap ? sets_.size() : 1;  // chunks read ahead, this one included
+  size_t next_read = 0, done = 0;
+  // Reads started before the norm was known count as issued.
+  while (next_read < nvme.size() && set_of(nvme[next_read]) >= 0) ++next_read;
+
+  for (uint32_t ci : all) {
+    Chunk& ch = chunks_[ci];
+    if (ch.tier == Tier::kDevice) {
+      STRATA_RETURN_IF_ERROR(update_device(ci, c, sink));
+      continue;
+    }
+    if (ch.tier == Tier::kHost) {
+      float* state[optim::kMaxArrays] = {};
+      for (int a = 0; a < num_arrays(); ++a) state[a] = static_cast<float*>(ch.a[a]->resident());
+      STRATA_RETURN_IF_ERROR(update_host(ci, state, c, sink));
+      continue;
+    }
+    // Keep `depth` chunks read ahead, waiting for a write-back only for the chunk needed now.
+    while (next_read < nvme.size() && next_read < done + depth) {
+      STRATA_ASSIGN_OR_RETURN(int s, free_set(next_read == done));
+      if (s < 0) break;
+      STRATA_RETURN_IF_ERROR(read_set(s, nvme[next_read]));
+      ++next_read;
+    }
+    const int s = set_of(ci);
+    if (s < 0) return internal_error("optimizer pipeline: chunk " + std::to_string(ci) + " was not read");
+    Set& set = sets_[static_cast<size_t>(s)];
+    const Clock::time_point tr = Clock::now();
+    STRATA_RETURN_IF_ERROR(wait_set(s));
+    if (seconds_since(tr) > 1e-5) span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr);
+    float* state[optim::kMaxArrays] = {};
+    for (int a = 0; a < num_arrays(); ++a) state[a] = static_cast<float*>(set.buf[a].data());
+    STRATA_RETURN_IF_ERROR(update_host(ci, state, c, sink));
+    set.state = Set::State::kWriting;
+    set.issued = ++issue_;
+    for (int a = 0; a < num_arrays(); ++a) {
+      const std::string name = "write c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
+      STRATA_ASSIGN_OR_RETURN(set.io[a], ch.a[a]->put_async(set.buf[a], io_span(TraceLane::kNvmeWrite, name)));
+    }
+    if (!ctx_.overlap) STRATA_RETURN_IF_ERROR(wait_set(s));
+    ++done;
+  }
+  // With overlap the last write-backs land during the next forward (write-behind); whoever reads
+  // the state next (the next step's reads, read_master, save) waits for them.
+  return ctx_.overlap ? Status::ok() : quiesce();
+}
+
+// Host updates flagged their chunks as they went; device-resident masters get a sum of squares
+// each (in stream order, so they share the scratch).
+StatusOr<int> OptimizerRunner::first_nonfinite_master() {
+  int bad = std::exchange(bad_master_, -1);
+  std::vector<double> sums(chunks_.size(), 0.0);
+  for (size_t ci = 0; ci < chunks_.size(); ++ci)
+    if (chunks_[ci].tier == Tier::kDevice)
+      STRATA_RETURN_IF_ERROR(ctx_.ops->sumsq(*ctx_.compute,
+                                             kernels::TensorView{chunks_[ci].a[0]->resident(), DType::kF32, chunks_[ci].shard},
+                                             ctx_.scratch, &sums[ci]));
+  STRATA_RETURN_IF_ERROR(ctx_.compute->synchronize());
+  for (size_t ci = 0; ci < chunks_.size(); ++ci)
+    if (!std::isfinite(sums[ci]) && (bad < 0 || static_cast<int>(ci) < bad)) bad = static_cast<int>(ci);
+  return bad;
+}
+
+}  // namespace strata::engine

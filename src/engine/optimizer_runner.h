@@ -1,0 +1,124 @@
+// The engine's optimizer part: the configured optimizer (src/optim) and, for every chunk, its fp32
+// arrays of this rank's shard wherever the plan put them (one ArrayHome each: device, pinned host
+// or NVMe); their initial values; the update of every chunk where its state lives (device kernels,
+// host kernels in place, or — state on NVMe — a pipeline over offload_optimizer.buffer_count
+// buffer sets: reads of the next chunks run while this one is updated and the previous ones are
+// written back); the reads and writes checkpoints and read_master need. What the update reads
+// (the fp32 gradient) and where the new bit16 values go belong to the rest of the engine, which
+// it reaches through a ChunkSink.
+#pragma once
+
+#include <oneapi/tbb/task_arena.h>
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/kernel_types.h"
+#include "offload/aligned_buffer.h"
+#include "offload/device.h"
+#include "offload/nvme_store.h"
+#include "src/engine/array_home.h"
+#include "src/engine/device_ops.h"
+#include "src/engine/engine.h"
+#include "src/engine/placement.h"
+#include "src/engine/trace.h"
+#include "src/optim/optimizer.h"
+
+namespace strata::engine {
+
+class OptimizerRunner {
+ public:
+  // What the runner uses of the engine (owned there, alive as long as the runner).
+  struct Context {
+    offload::Device* dev = nullptr;
+    DeviceOps* ops = nullptr;
+    offload::Stream* compute = nullptr;     // device updates and copies
+    const kernels::KernelTable* k = nullptr;
+    tbb::task_arena* arena = nullptr;       // host updates
+    EngineStats* stats = nullptr;           // step_update_s, step_nvme_s, NVMe bytes
+    Tracer* tracer = nullptr;               // may be null
+    offload::NvmeStore* store = nullptr;    // set when some chunk's state is on NVMe
+    void* scratch = nullptr;                // device scratch for the masters' sums of squares
+    offload::PinMode pin = offload::PinMode::kAuto;
+    bool overlap = true;                    // read ahead / write behind (false: one chunk at a time)
+    int buffer_count = 4;                   // NVMe pipeline buffer sets
+    DType bit16 = DType::kBF16;             // the params' dtype: the updated copy's
+  };
+
+  // The rest of the engine's side of one chunk's update.
+  class ChunkSink {
+   public:
+    virtual ~ChunkSink() = default;
+    // The chunk's fp32 gradient of the shard: device memory for device-resident state, host else.
+    virtual const void* grads(uint32_t ci) = 0;
+    // Where the updated bit16 values of the shard go: device memory for device-resident state,
+    // host memory else (then bit16_written forwards them where the params rest).
+    virtual StatusOr<void*> bit16_out(uint32_t ci) = 0;
+    virtual Status bit16_written(uint32_t ci) = 0;
+  };
+
+  explicit OptimizerRunner(std::unique_ptr<optim::Optimizer> opt) : opt_(std::move(opt)) {}
+  ~OptimizerRunner() { (void)free(); }
+  const optim::Optimizer& optimizer() const { return *opt_; }
+  int num_arrays() const { return opt_->num_arrays(); }
+
+  // Allocates every chunk's arrays on its tier (shard elements each) and the NVMe buffer sets.
+  Status allocate(const Context& ctx, const std::vector<size_t>& shard_numel, const std::vector<Tier>& tiers);
+  Status free();  // waits for I/O, frees device memory
+
+  // The master from `master` ([shard] fp32), the optimizer's state zero. Synchronous.
+  Status init(uint32_t ci, const float* master);
+  // Every array of chunk ci's shard into / from host memory (dst[a] / src[a], [shard] fp32 each).
+  // The engine must be idle (quiesce first).
+  Status read_arrays(uint32_t ci, float* const* dst);
+  Status write_arrays(uint32_t ci, const float* const* src);
+  // Master elements [off, off + n) of chunk ci's shard into host memory (engine idle).
+  Status read_master(uint32_t ci, size_t off, float* dst, size_t n);
+
+  bool has_nvme() const { return !sets_.empty(); }
+  // NVMe reads ahead of the step (never blocks; safe before the norm is known: reads only).
+  Status start_reads();
+  // Every chunk's update, in descending chunk order (the order backward completes them).
+  Status update(const optim::StepCoeffs& c, ChunkSink& sink);
+  // The lowest chunk whose fp32 master holds inf / NaN after the last update, or -1.
+  StatusOr<int> first_nonfinite_master();
+  // Every read and write-back finished.
+  Status quiesce();
+
+ private:
+  struct Chunk {
+    size_t shard = 0;
+    Tier tier = Tier::kDevice;
+    std::array<std::unique_ptr<ArrayHome>, optim::kMaxArrays> a;
+  };
+  // One buffer set of the NVMe pipeline: one chunk's arrays, read ahead and written behind.
+  struct Set {
+    enum class State { kFree, kReading, kReady, kWriting } state = State::kFree;
+    std::array<offload::AlignedBuffer, optim::kMaxArrays> buf;
+    std::array<offload::IoHandle, optim::kMaxArrays> io;
+    int chunk = -1;
+    uint64_t issued = 0;  // order of the last read / write issued, to wait for the oldest
+  };
+  std::vector<uint32_t> order() const;
+  Status update_host(uint32_t ci, float* const* state, const optim::StepCoeffs& c, ChunkSink& sink);
+  Status update_device(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);
+  StatusOr<int> free_set(bool block);
+  Status read_set(int s, uint32_t ci);
+  Status wait_set(int s);
+  Status reap_sets();
+  bool writing(uint32_t ci) const;
+  int set_of(uint32_t ci) const;  // the set holding (or reading) chunk ci, -1 if none
+  void span(TraceLane lane, std::string name, Clock::time_point b) const;
+  std::function<void()> io_span(TraceLane lane, std::string name) const;
+
+  std::unique_ptr<optim::Optimizer> opt_;
+  Context ctx_;
+  std::vector<Chunk> chunks_;
+  std::vector<Set> sets_;
+  uint64_t issue_ = 0;
+  int bad_master_ = -1;  // the lowest chunk whose host update produced inf / NaN
+};
+
+}  // namespace strata::engine
