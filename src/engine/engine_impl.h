@@ -265,6 +265,16 @@ struct Engine::Impl {
 
   // engine_step.cpp
   StatusOr<StepResult> step(double lr);
+  struct GradNorm {
+    double sumsq = 0;
+    bool finite = true;
+  };
+  Status check_step_call() const;  // no evaluation pass open, no param fetched
+  void end_micro();                // counters and per-micro-batch flags
+  Status gather_grads();           // buckets drained, replicated gradients all-reduced
+  StatusOr<GradNorm> grad_norm();
+  StatusOr<StepResult> skip_step(StepResult r, Clock::time_point t0);
+  Status apply_update(const optim::StepCoeffs& coeffs);
   Status zero_grads();
   int consecutive_skips = 0;                  // skips that could not help, in a row (max_consecutive_skips)
   StatusOr<std::string> first_nonfinite_grad();  // "in 'name' (element i of [shape])"; collective across ranks

@@ -167,46 +167,36 @@ Status Engine::Impl::all_reduce_grads() {
   return s;
 }
 
-StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
-  STRATA_RETURN_IF_ERROR(dev->make_current());
+Status Engine::Impl::check_step_call() const {
   if (in_eval) return failed_precondition("step during an evaluation pass (begin_eval): end_eval first");
   for (size_t i = 0; i < params.size(); ++i)
     if (params[i].fetches > 0)
       return failed_precondition("step while '" + layout->params()[i].name + "' is fetched: release every param before step");
-  const double lr = lr_arg < 0 ? runner->optimizer().hyper().lr : lr_arg;
-  if (Status v = runner->optimizer().coeffs(opt_step + 1, lr, 1.0f).status(); !v.is_ok()) return invalid_argument("step: " + v.message());
+  return Status::ok();
+}
 
+void Engine::Impl::end_micro() {
   ++micro;
   ++st.micro_steps;
   on_pass_end();
   for (ParamState& p : params) p.fetched_in_micro = p.grad_in_micro = false;
   for (ChunkState& c : chunks) c.grads_in_micro = 0;
-  StepResult r;
-  r.loss_scale = scaler.scale();
-  r.optimizer_step = opt_step;
-  if (micro % cfg.gradient_accumulation_steps != 0) {
-    for (size_t b = 0; b < buckets.size(); ++b)
-      if (buckets[b].state == Bucket::State::kOpen) STRATA_RETURN_IF_ERROR(flush(static_cast<int>(b)));
-    return r;
-  }
-  r.boundary = true;
-  const Clock::time_point t0 = Clock::now();
-  // Optimizer state on NVMe is read ahead while the last gradients land and the norm is computed.
-  Status ahead = runner->start_reads();
-  if (ahead.is_ok()) ahead = drain_all();
-  if (ahead.is_ok()) ahead = compute->synchronize();
-  if (!ahead.is_ok()) {
-    (void)quiesce_io();
-    return ahead;
-  }
+}
 
-  if (Status a = all_reduce_grads(); !a.is_ok()) {
-    (void)quiesce_io();
-    return a;
-  }
+// Every gradient of the cycle in its fp32 shard, summed over the ranks where they are replicated.
+// Optimizer state on NVMe is read ahead meanwhile (reads only: safe before the norm is known).
+Status Engine::Impl::gather_grads() {
+  Status s = runner->start_reads();
+  if (s.is_ok()) s = drain_all();
+  if (s.is_ok()) s = compute->synchronize();
+  if (s.is_ok()) s = all_reduce_grads();
+  if (!s.is_ok()) (void)quiesce_io();
+  return s;
+}
 
-  // Global norm and overflow over every chunk's fp32 gradient: host chunks in one deterministic
-  // multi-tensor pass, device chunks one by one.
+// Sum of squares and finiteness of every chunk's fp32 gradient: host chunks in one deterministic
+// multi-tensor pass, device chunks one by one; across shards, summed over the ranks.
+StatusOr<Engine::Impl::GradNorm> Engine::Impl::grad_norm() {
   std::vector<kernels::TensorView> host_views;
   std::vector<double> dev_sumsq(chunks.size(), 0.0);
   for (size_t i = 0; i < chunks.size(); ++i) {
@@ -220,78 +210,101 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   kernels::NormResult hn;
   kernels::arena_execute(arena, [&] { hn = kernels::multi_tensor_sumsq(*k, host_views); });
   STRATA_RETURN_IF_ERROR(compute->synchronize());
-  double sumsq = hn.sumsq;
-  for (double d : dev_sumsq) sumsq += d;
-  bool all_finite = hn.finite;
+  GradNorm n{hn.sumsq, hn.finite};
+  for (double d : dev_sumsq) n.sumsq += d;
   if (sharded()) {  // each rank holds its shard of the gradients: sum the squares and flags
-    double v[2] = {sumsq, hn.finite ? 0.0 : 1.0};
+    double v[2] = {n.sumsq, n.finite ? 0.0 : 1.0};
     STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(v, v, 2, comm::Elem::kF64, comm::ReduceOp::kSum));
-    sumsq = v[0];
-    all_finite = v[1] == 0.0;
+    n.sumsq = v[0];
+    n.finite = v[1] == 0.0;
   }
-  const bool finite = all_finite && std::isfinite(sumsq);
-  // Gradients are sums over the cycle's micro-batches (and the ranks) of scaled gradients:
-  // average and unscale.
-  const double inv = 1.0 / (scaler.scale() * cfg.gradient_accumulation_steps * world());
-  if (!finite) {
-    r.overflow = true;
-    r.grad_norm = std::numeric_limits<double>::infinity();
-    // A skip that cannot help (bf16, a static scale, or a dynamic scale already at its minimum)
-    // counts towards max_consecutive_skips: the run stops instead of skipping forever.
-    const double scale_before = scaler.scale();
-    const bool hopeless = !scaler.dynamic() || scale_before <= cfg.loss_scale.min_loss_scale;
-    consecutive_skips = hopeless ? consecutive_skips + 1 : 0;
-    Status diverged;
-    if (consecutive_skips >= cfg.max_consecutive_skips) {
-      STRATA_ASSIGN_OR_RETURN(std::string where, first_nonfinite_grad());
-      char scale[32];
-      std::snprintf(scale, sizeof(scale), "%g", scale_before);
-      diverged = Status(StatusCode::kNonFinite,
-                        "step " + std::to_string(opt_step + 1) + ": the gradients held inf / NaN in " +
-                            std::to_string(consecutive_skips) + " steps in a row (strata.max_consecutive_skips = " +
-                            std::to_string(cfg.max_consecutive_skips) + ") with the loss scale at " + scale +
-                            (scaler.dynamic() ? " (its minimum, fp16.min_loss_scale)" : "") + "; the first non-finite gradient is " +
-                            where + ". Training diverged: lower the learning rate, set gradient_clipping, or resume from an "
-                            "earlier checkpoint");
-      consecutive_skips = 0;
-    }
-    scaler.update(true);
-    ++st.skipped_steps;
-    st.last_grad_norm = r.grad_norm;
-    // Reads already done stay valid: the state did not change.
-    STRATA_RETURN_IF_ERROR(zero_grads());
-    if (!diverged.is_ok()) {
-      st.step_s += seconds_since(t0);
-      return diverged;
-    }
-    r.loss_scale = scaler.scale();
-    log("step " + std::to_string(opt_step + 1) + ": gradient overflow (inf / NaN), step skipped, loss scale now " +
-        std::to_string(scaler.scale()));
-    st.step_s += seconds_since(t0);
-    return r;
-  }
-  r.grad_norm = std::sqrt(sumsq) * inv;
-  r.clip_coef = kernels::clip_coefficient(r.grad_norm, cfg.gradient_clipping);
-  auto coeffs = runner->optimizer().coeffs(opt_step + 1, lr, static_cast<float>(inv * r.clip_coef));
-  if (!coeffs.is_ok()) return internal_error("step: " + coeffs.status().message());
-  ++opt_step;
+  n.finite = n.finite && std::isfinite(n.sumsq);
+  return n;
+}
 
-  // Loads of working buffers must not race the update of what they read; the copies are stale after it.
-  if (Status q = retire_loads(); !q.is_ok()) {
-    (void)quiesce_io();
-    return q;
+// An overflow: the step is skipped and the loss scale updated. A skip that cannot help (bf16, a
+// static scale, or a dynamic scale already at its minimum) counts towards max_consecutive_skips:
+// the run stops instead of skipping forever.
+StatusOr<StepResult> Engine::Impl::skip_step(StepResult r, Clock::time_point t0) {
+  r.overflow = true;
+  r.grad_norm = std::numeric_limits<double>::infinity();
+  const double scale_before = scaler.scale();
+  const bool hopeless = !scaler.dynamic() || scale_before <= cfg.loss_scale.min_loss_scale;
+  consecutive_skips = hopeless ? consecutive_skips + 1 : 0;
+  Status diverged;
+  if (consecutive_skips >= cfg.max_consecutive_skips) {
+    STRATA_ASSIGN_OR_RETURN(std::string where, first_nonfinite_grad());
+    char scale[32];
+    std::snprintf(scale, sizeof(scale), "%g", scale_before);
+    diverged = Status(StatusCode::kNonFinite,
+                      "step " + std::to_string(opt_step + 1) + ": the gradients held inf / NaN in " +
+                          std::to_string(consecutive_skips) + " steps in a row (strata.max_consecutive_skips = " +
+                          std::to_string(cfg.max_consecutive_skips) + ") with the loss scale at " + scale +
+                          (scaler.dynamic() ? " (its minimum, fp16.min_loss_scale)" : "") + "; the first non-finite gradient is " +
+                          where + ". Training diverged: lower the learning rate, set gradient_clipping, or resume from an "
+                          "earlier checkpoint");
+    consecutive_skips = 0;
   }
+  scaler.update(true);
+  ++st.skipped_steps;
+  st.last_grad_norm = r.grad_norm;
+  STRATA_RETURN_IF_ERROR(zero_grads());  // reads already done stay valid: the state did not change
+  st.step_s += seconds_since(t0);
+  if (!diverged.is_ok()) return diverged;
+  r.loss_scale = scaler.scale();
+  log("step " + std::to_string(opt_step + 1) + ": gradient overflow (inf / NaN), step skipped, loss scale now " +
+      std::to_string(scaler.scale()));
+  return r;
+}
+
+// The update of every chunk, then the gradients cleared and the new params where they are used.
+Status Engine::Impl::apply_update(const optim::StepCoeffs& coeffs) {
+  // Loads of working buffers must not race the update of what they read; the copies are stale after it.
+  Status s = retire_loads();
   Bit16Sink sink(*this);
-  if (Status u = runner->update(coeffs.value(), sink); !u.is_ok()) {
+  if (s.is_ok()) s = runner->update(coeffs, sink);
+  if (!s.is_ok()) {
     (void)quiesce_io();
-    return u;
+    return s;
   }
   STRATA_RETURN_IF_ERROR(check_masters());
-  consecutive_skips = 0;
   STRATA_RETURN_IF_ERROR(zero_grads());
   STRATA_RETURN_IF_ERROR(h2d->synchronize());
   if (sharded()) STRATA_RETURN_IF_ERROR(all_gather_params());
-  for (Staging& s : param_staging) s.pending = false;
+  for (Staging& sb : param_staging) sb.pending = false;
+  return Status::ok();
+}
+
+StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
+  STRATA_RETURN_IF_ERROR(dev->make_current());
+  STRATA_RETURN_IF_ERROR(check_step_call());
+  const optim::Optimizer& opt = runner->optimizer();
+  const double lr = lr_arg < 0 ? opt.hyper().lr : lr_arg;
+  if (Status v = opt.coeffs(opt_step + 1, lr, 1.0f).status(); !v.is_ok()) return invalid_argument("step: " + v.message());
+  end_micro();
+  StepResult r;
+  r.loss_scale = scaler.scale();
+  r.optimizer_step = opt_step;
+  if (micro % cfg.gradient_accumulation_steps != 0) {
+    for (size_t b = 0; b < buckets.size(); ++b)
+      if (buckets[b].state == Bucket::State::kOpen) STRATA_RETURN_IF_ERROR(flush(static_cast<int>(b)));
+    return r;
+  }
+  r.boundary = true;
+  const Clock::time_point t0 = Clock::now();
+  STRATA_RETURN_IF_ERROR(gather_grads());
+  STRATA_ASSIGN_OR_RETURN(const GradNorm norm, grad_norm());
+  if (!norm.finite) return skip_step(r, t0);
+  // Gradients are sums over the cycle's micro-batches (and the ranks) of scaled gradients:
+  // average and unscale.
+  const double inv = 1.0 / (scaler.scale() * cfg.gradient_accumulation_steps * world());
+  r.grad_norm = std::sqrt(norm.sumsq) * inv;
+  r.clip_coef = kernels::clip_coefficient(r.grad_norm, cfg.gradient_clipping);
+  auto coeffs = opt.coeffs(opt_step + 1, lr, static_cast<float>(inv * r.clip_coef));
+  if (!coeffs.is_ok()) return internal_error("step: " + coeffs.status().message());
+  ++opt_step;
+  STRATA_RETURN_IF_ERROR(apply_update(coeffs.value()));
+  consecutive_skips = 0;
   scaler.update(false);
   ++st.optimizer_steps;
   st.last_grad_norm = r.grad_norm;
