@@ -46,7 +46,7 @@ Status Engine::Impl::quiet_for_io(const char* call) {
   for (size_t i = 0; i < params.size(); ++i)
     if (params[i].fetches > 0)
       return failed_precondition(std::string(call) + " while '" + layout->params()[i].name + "' is fetched: release every param first");
-  STRATA_RETURN_IF_ERROR(drain_all());
+  STRATA_RETURN_IF_ERROR(gradients->drain_all());
   STRATA_RETURN_IF_ERROR(quiesce_io());
   STRATA_RETURN_IF_ERROR(retire_loads());
   return synchronize_streams();
@@ -257,9 +257,9 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
     STRATA_RETURN_IF_ERROR(push_chunk(ci, opt, p16.data()));
   }
   if (sharded()) STRATA_RETURN_IF_ERROR(all_gather_params());  // each rank pushed its shard of the bit16 params
-  STRATA_RETURN_IF_ERROR(zero_grads());
+  STRATA_RETURN_IF_ERROR(gradients->zero());
   for (ParamState& p : params) p.fetched_in_micro = p.grad_in_micro = false;
-  for (ChunkState& c : chunks) c.grads_in_micro = 0;
+  gradients->new_micro();
   opt_step = m.optimizer_step;
   micro = m.micro_steps;
   scaler.restore(m.scaler);

@@ -118,7 +118,6 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
   STRATA_ASSIGN_OR_RETURN(impl->d2h, impl->dev->create_stream());
   STRATA_ASSIGN_OR_RETURN(impl->compute, impl->dev->create_stream());
   STRATA_ASSIGN_OR_RETURN(impl->user_ready, impl->dev->create_event());
-  STRATA_ASSIGN_OR_RETURN(impl->copy_done, impl->dev->create_event());
   STRATA_ASSIGN_OR_RETURN(impl->k, kernels::kernel_table(kernels::best_isa()));
   if (!config.trace_path.empty()) {
     // Fail now, not after hours of training, if the trace cannot be written there.
@@ -312,14 +311,8 @@ Status Engine::Impl::allocate_all() {
     } else if (c.at.params16 == Tier::kHost) {
       STRATA_ASSIGN_OR_RETURN(c.p16_host, offload::AlignedBuffer::create(c.rest_numel * 2, pin));
     }
-    if (c.at.grad32 == Tier::kDevice) {
-      STRATA_ASSIGN_OR_RETURN(c.grad_dev, dev->allocate(c.shard * 4));
-      device_opt = true;
-    } else {
-      STRATA_ASSIGN_OR_RETURN(c.grad_host, offload::AlignedBuffer::create(c.shard * 4, pin));
-      std::memset(c.grad_host.data(), 0, c.shard * 4);
-      host_grads = true;
-    }
+    device_opt |= c.at.grad32 == Tier::kDevice;
+    host_grads |= c.at.grad32 != Tier::kDevice;
   }
   const PlacementConfig& pc = cfg.placement;
   if (pc.offload_param != OffloadTarget::kNone || gathers()) {
@@ -327,14 +320,6 @@ Status Engine::Impl::allocate_all() {
     for (WorkBuffer& w : work) {
       STRATA_ASSIGN_OR_RETURN(w.dev, dev->allocate(max_chunk * 2));
       STRATA_ASSIGN_OR_RETURN(w.ready, dev->create_event());
-    }
-  }
-  buckets.resize(static_cast<size_t>(pc.grad_buckets));
-  for (Bucket& bk : buckets) {
-    STRATA_ASSIGN_OR_RETURN(bk.dev, dev->allocate(max_chunk * 2));
-    STRATA_ASSIGN_OR_RETURN(bk.done, dev->create_event());
-    if (host_grads) {
-      STRATA_ASSIGN_OR_RETURN(bk.landing, offload::AlignedBuffer::create(max_chunk * 2, pin));
     }
   }
   const int staging = pc.offload_param == OffloadTarget::kNvme ? pc.param_buffer_count
@@ -345,9 +330,6 @@ Status Engine::Impl::allocate_all() {
     STRATA_ASSIGN_OR_RETURN(sb.buf, offload::AlignedBuffer::create(max_chunk * 2, pin));
     STRATA_ASSIGN_OR_RETURN(sb.copied, dev->create_event());
   }
-  if (sharded() && device_opt) {
-    STRATA_ASSIGN_OR_RETURN(rs_dev, dev->allocate(max_chunk * 4));
-  }
   if (gathers() && pc.offload_param != OffloadTarget::kNone) {
     STRATA_ASSIGN_OR_RETURN(gather_full, offload::AlignedBuffer::create(max_chunk * 2, pin));
     STRATA_ASSIGN_OR_RETURN(gather_copied, dev->create_event());
@@ -355,6 +337,29 @@ Status Engine::Impl::allocate_all() {
   if (device_opt) {
     STRATA_ASSIGN_OR_RETURN(scratch, dev->allocate(norm_scratch_bytes(max_shard)));
   }
+  GradientPath::Context gc;
+  gc.dev = dev.get();
+  gc.ops = ops.get();
+  gc.compute = compute.get();
+  gc.d2h = d2h.get();
+  gc.k = k;
+  gc.arena = &arena;
+  gc.stats = &st;
+  gc.tracer = tracer.get();
+  gc.comm = opts.comm;
+  gc.layout = layout.get();
+  gc.dtype = dtype;
+  gc.pin = pin;
+  gc.overlap = cfg.overlap;
+  gc.buckets = pc.grad_buckets;
+  gc.scratch = scratch;
+  std::vector<GradientPath::Chunk> geom;
+  for (const ChunkState& c : chunks) geom.push_back({c.numel, c.shard, c.shard_begin, c.at.grad32});
+  const auto red = world() == 1 ? GradientPath::Reduction::kNone
+                   : sharded()  ? GradientPath::Reduction::kSharded
+                                : GradientPath::Reduction::kReplicated;
+  gradients = std::make_unique<GradientPath>();
+  STRATA_RETURN_IF_ERROR(gradients->allocate(gc, red, std::move(geom)));
   OptimizerRunner::Context rc;
   rc.dev = dev.get();
   rc.ops = ops.get();
@@ -385,19 +390,13 @@ Status Engine::Impl::free_all() {
     if (first.is_ok() && !s.is_ok()) first = std::move(s);
   };
   if (runner) keep(runner->free());
+  if (gradients) keep(gradients->free());
   if (dev) {
-    for (ChunkState& c : chunks) {
-      keep(dev->free(c.p16_dev));
-      keep(dev->free(c.grad_dev));
-      c.p16_dev = c.grad_dev = nullptr;
-    }
+    for (ChunkState& c : chunks) keep(dev->free(std::exchange(c.p16_dev, nullptr)));
     for (WorkBuffer& w : work) keep(dev->free(std::exchange(w.dev, nullptr)));
-    for (Bucket& b : buckets) keep(dev->free(std::exchange(b.dev, nullptr)));
     keep(dev->free(std::exchange(scratch, nullptr)));
-    keep(dev->free(std::exchange(rs_dev, nullptr)));
   }
   work.clear();
-  buckets.clear();
   param_staging.clear();
   for (auto& [dir, s] : stores) keep(s->close());
   stores.clear();
@@ -462,12 +461,8 @@ Status Engine::Impl::write_initial_values() {
       std::memcpy(sb.data(), bit16.data(), bit16.size());
       STRATA_RETURN_IF_ERROR(nvme_put(param_store, key(ci, "p16"), sb, bit16.size()));
     }
-    // the master from the params, the optimizer's state zero; a device gradient zero
+    // the master from the params, the optimizer's state zero
     STRATA_RETURN_IF_ERROR(runner->init(static_cast<uint32_t>(ci), shard));
-    if (c.grad_dev != nullptr) {
-      STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.grad_dev, c.shard * 4));
-      STRATA_RETURN_IF_ERROR(compute->synchronize());
-    }
   }
   // Initialisation traffic is not training traffic.
   st.bytes_nvme_write = 0;
@@ -532,7 +527,7 @@ StatusOr<StepResult> Engine::step(double lr) {
 }
 
 Status Engine::synchronize() {
-  STRATA_RETURN_IF_ERROR(impl_->drain_all());
+  if (impl_->gradients) STRATA_RETURN_IF_ERROR(impl_->gradients->drain_all());
   STRATA_RETURN_IF_ERROR(impl_->quiesce_io());
   return impl_->synchronize_streams();
 }

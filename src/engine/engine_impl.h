@@ -1,5 +1,7 @@
-// Engine::Impl: the engine's state, shared by engine.cpp (create, register, prepare), 
-// engine_params.cpp (fetch, release, gradient buckets) and engine_step.cpp (the optimizer step).
+// Engine::Impl: the engine's state, shared by engine.cpp (create, register, prepare),
+// engine_params.cpp (fetch, release, grad), prefetch.cpp (working buffers), checkpoint.cpp and
+// engine_step.cpp (the optimizer step); the gradient path (gradient_path.h) and the optimizer
+// (optimizer_runner.h) are parts with their own state.
 // Internal to src/engine.
 #pragma once
 
@@ -23,6 +25,7 @@
 #include "src/engine/device_ops.h"
 #include "src/engine/engine.h"
 #include "src/engine/engine_seams.h"
+#include "src/engine/gradient_path.h"
 #include "src/engine/optimizer_runner.h"
 #include "comm/communicator.h"
 #include "src/engine/loss_scaler.h"
@@ -32,8 +35,8 @@
 
 namespace strata::engine {
 
-// One chunk's arrays besides the optimizer's (OptimizerRunner). The fp32 gradient holds this
-// rank's shard of the chunk (the whole chunk with one rank, or at stage 0).
+// One chunk's bit16 params and their working state (the fp32 gradient is the GradientPath's, the
+// optimizer's arrays the OptimizerRunner's).
 struct ChunkState {
   ChunkPlacement at;
   size_t numel = 0;        // the chunk, padded
@@ -43,13 +46,8 @@ struct ChunkState {
   // bit16 params at rest: device (p16_dev), host (p16_host) or NVMe (key "c<i>.p16").
   void* p16_dev = nullptr;
   offload::AlignedBuffer p16_host;
-  // fp32 gradient of the shard, on the optimizer's side (device or host).
-  void* grad_dev = nullptr;
-  offload::AlignedBuffer grad_host;
   std::vector<uint32_t> params;  // indices, in layout order
   int work = -1;    // working buffer holding the chunk (offloaded params), -1 if none
-  int bucket = -1;  // gradient bucket open for this chunk in the current micro-batch, -1 if none
-  size_t grads_in_micro = 0;  // its params' gradients handed over since the last step call
 };
 
 struct ParamState {
@@ -67,19 +65,6 @@ struct WorkBuffer {
   std::unique_ptr<offload::Event> ready;  // the copy that filled it
   struct Staging* loading = nullptr;      // NVMe read in flight into this staging buffer; H2D follows
   bool prefetched = false;                // filled ahead of need and not fetched yet
-};
-
-// A device bit16 gradient bucket: gradients of one chunk are copied in as they arrive; when the
-// chunk's last gradient of the micro-batch arrived (or the bucket is needed) it is flushed: copied
-// to its pinned landing buffer (host-side fp32 gradient) or accumulated on the device.
-struct Bucket {
-  enum class State { kFree, kOpen, kInFlight } state = State::kFree;
-  void* dev = nullptr;
-  offload::AlignedBuffer landing;  // pinned host landing buffer (host-side gradients only)
-  int chunk = -1;
-  std::vector<uint32_t> params;    // params whose gradient is in the bucket
-  uint64_t opened = 0;
-  std::unique_ptr<offload::Event> done;  // the flush finished
 };
 
 // A pinned bit16 buffer between a host optimizer or NVMe and the device, with the event of the
@@ -116,26 +101,9 @@ struct Engine::Impl {
   bool gathers() const { return sharded() && cfg.placement.stage == 3; }
   // Shard of chunk ci gathered from every rank into working buffer w (the H2D copy queued).
   Status gather_into(WorkBuffer& w, uint32_t ci);
-  std::vector<float> rs_full;  // a bucket's span of gradients, fp32, for the cross-rank sum (host side)
-  void* rs_dev = nullptr;      // the same on the device (gradients beside a device optimizer)
-  // A collective on buffers the engine's stream `s` writes or reads: MPI (host-emulated device)
-  // waits for the stream first, NCCL queues it on the stream; either way it has completed when
-  // this returns.
-  Status device_collective(offload::Stream& s,
-                           const std::function<StatusOr<std::unique_ptr<comm::Work>>(void* native_stream)>& issue);
-  // Sums a bucket's gradients (bit16, the chunk's layout at `bits`) over the ranks and adds this
-  // rank's shard to `acc` (the chunk's fp32 gradient shard).
-  Status reduce_bucket_shard(const Bucket& bk, const ChunkState& c, const uint8_t* bits, float* acc);
-  // The same for a bucket whose chunk's fp32 gradient shard is on the device, on `compute`.
-  Status reduce_bucket_shard_device(const Bucket& bk, ChunkState& c);
   // Every chunk's bit16 params from the ranks' updated shards (after the step).
   Status all_gather_params();
   Status read_shard_master(const ParamSlot& slot, float* dst);
-  Status all_reduce_grads();
-  // Starts the all-reduce of every ready chunk whose buckets have landed, and advances those in
-  // flight; never blocks.
-  Status progress_reduces();
-  Status start_reduce(uint32_t chunk);
   Impl(const EngineConfig& c, EngineOptions o);
 
   EngineConfig cfg;
@@ -147,7 +115,7 @@ struct Engine::Impl {
   std::unique_ptr<offload::Device> dev;
   std::unique_ptr<DeviceOps> ops;
   std::unique_ptr<offload::Stream> h2d, d2h, compute;
-  std::unique_ptr<offload::Event> user_ready, copy_done;
+  std::unique_ptr<offload::Event> user_ready;
   const kernels::KernelTable* k = nullptr;
   tbb::task_arena arena;
 
@@ -165,11 +133,7 @@ struct Engine::Impl {
   std::vector<ChunkState> chunks;
   std::vector<ParamState> params;
   std::vector<WorkBuffer> work;
-  std::vector<Bucket> buckets;
-  // DDP: chunks whose gradients of the cycle are complete, waiting for their buckets to land
-  // (reduce_ready), and the chunks' all-reduces already in flight during backward.
-  std::vector<uint32_t> reduce_ready;
-  std::vector<std::pair<uint32_t, std::unique_ptr<comm::Work>>> reduces;
+  std::unique_ptr<GradientPath> gradients;  // buckets, fp32 gradient shards, their reduction (gradient_path.h)
   std::vector<Staging> param_staging;
   size_t next_staging = 0;
   // gathers() of shards resting on the host / NVMe: the gathered chunk (pinned), the last H2D
@@ -199,9 +163,11 @@ struct Engine::Impl {
   void trace_span(TraceLane lane, std::string name, Clock::time_point b, Clock::time_point e) {
     if (tracer) tracer->span(lane, std::move(name), b, e);
   }
-  // A copy on stream s, timed on `lane` when tracing (timestamps from host functions around it).
+  // A copy on stream s, timed on `lane` when tracing.
   Status traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src, size_t bytes,
-                     offload::CopyKind kind);
+                     offload::CopyKind kind) {
+    return engine::traced_copy(tracer.get(), s, lane, std::move(name), dst, src, bytes, kind);
+  }
   // A completion callback for NvmeStore that draws the I/O on `lane` (empty when not tracing).
   std::function<void()> io_span(TraceLane lane, std::string name) {
     if (!tracer) return {};
@@ -226,12 +192,6 @@ struct Engine::Impl {
   StatusOr<void*> fetch(const std::string& name, void* native_stream);
   Status release(const std::string& name);
   Status grad(const std::string& name, const void* g, DType dtype, size_t numel, void* native_stream);
-  // [first, last) element of the chunk that the bucket's params cover (first > last when empty).
-  std::pair<size_t, size_t> bucket_span(const Bucket& bk) const;
-  Status flush(int b);             // open -> in flight
-  Status drain(int b);             // in flight -> free (waits, accumulates host-side)
-  Status drain_all();
-  StatusOr<int> acquire_bucket(uint32_t chunk);
   StatusOr<Staging*> take_staging(double* stall);  // the next staging buffer, once idle
   Status wait_timed(offload::Event& e, double* counter);
 
@@ -265,19 +225,12 @@ struct Engine::Impl {
 
   // engine_step.cpp
   StatusOr<StepResult> step(double lr);
-  struct GradNorm {
-    double sumsq = 0;
-    bool finite = true;
-  };
   Status check_step_call() const;  // no evaluation pass open, no param fetched
   void end_micro();                // counters and per-micro-batch flags
   Status gather_grads();           // buckets drained, replicated gradients all-reduced
-  StatusOr<GradNorm> grad_norm();
   StatusOr<StepResult> skip_step(StepResult r, Clock::time_point t0);
   Status apply_update(const optim::StepCoeffs& coeffs);
-  Status zero_grads();
   int consecutive_skips = 0;                  // skips that could not help, in a row (max_consecutive_skips)
-  StatusOr<std::string> first_nonfinite_grad();  // "in 'name' (element i of [shape])"; collective across ranks
   Status check_masters();                     // fp32 masters after an update: an error naming the first bad chunk
   Status nonfinite_masters(uint32_t chunk) const;
   Status retire_loads();                      // working buffers emptied, their loads finished

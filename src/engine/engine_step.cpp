@@ -23,8 +23,7 @@ class Engine::Impl::Bit16Sink final : public OptimizerRunner::ChunkSink {
  public:
   explicit Bit16Sink(Impl& m) : m_(m) {}
   const void* grads(uint32_t ci) override {
-    const ChunkState& c = m_.chunks[ci];
-    return c.grad_dev != nullptr ? c.grad_dev : c.grad_host.data();
+    return m_.gradients->grads(ci);
   }
   StatusOr<void*> bit16_out(uint32_t ci) override {
     ChunkState& c = m_.chunks[ci];
@@ -65,69 +64,6 @@ class Engine::Impl::Bit16Sink final : public OptimizerRunner::ChunkSink {
   Staging* sb_ = nullptr;  // the staging buffer of the chunk being updated
 };
 
-Status Engine::Impl::zero_grads() {
-  std::vector<ChunkState*> host;
-  for (ChunkState& c : chunks) {
-    if (c.grad_dev != nullptr) {
-      STRATA_RETURN_IF_ERROR(ops->zero(*compute, c.grad_dev, c.shard * 4));
-    } else {
-      host.push_back(&c);
-    }
-  }
-  // Host gradients in pieces over all threads: one thread's memset of 1.2 G fp32 gradients was
-  // ~450 ms of a 1.2 s step on a 16-core GPU machine (trace of gpt-1.3b, params + optimizer cpu).
-  constexpr size_t kPiece = size_t{1} << 20;  // elements
-  std::vector<std::pair<float*, size_t>> pieces;
-  for (ChunkState* c : host)
-    for (size_t off = 0; off < c->shard; off += kPiece) 
-      pieces.emplace_back(static_cast<float*>(c->grad_host.data()) + off, std::min(kPiece, c->shard - off));
-  kernels::arena_execute(arena, [&] {
-    kernels::parallel_for(tbb::blocked_range<size_t>(0, pieces.size()), [&](const tbb::blocked_range<size_t>& r) {
-      for (size_t i = r.begin(); i != r.end(); ++i) std::memset(pieces[i].first, 0, pieces[i].second * 4);
-    });
-  });
-  return compute->synchronize();
-}
-
-// DDP: every chunk's fp32 gradient summed over the ranks. A chunk whose gradients of the cycle
-// are complete in backward starts its all-reduce then (progress_reduces, from grad); the step
-// starts the rest and waits for all. The sums are the same on every rank, so the norm, the
-// overflow flag and the update agree everywhere.
-Status Engine::Impl::start_reduce(uint32_t ci) {
-  ChunkState& c = chunks[ci];
-  void* g = c.grad_dev != nullptr ? c.grad_dev : c.grad_host.data();  // host memory on the emulated device
-  // On a GPU the chunk's gradients were accumulated on the compute stream (its buckets landed).
-  STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_reduce(g, g, c.shard, comm::Elem::kF32, comm::ReduceOp::kSum,
-                                                        compute->native_handle()));
-  reduces.emplace_back(ci, std::move(w));
-  st.bytes_allreduce += c.shard * 4;
-  return Status::ok();
-}
-
-Status Engine::Impl::progress_reduces() {
-  for (size_t i = 0; i < reduce_ready.size();) {
-    const uint32_t ci = reduce_ready[i];
-    bool landed = true;
-    for (size_t b = 0; b < buckets.size() && landed; ++b) {
-      Bucket& bk = buckets[b];
-      if (bk.chunk != static_cast<int>(ci) || bk.state == Bucket::State::kFree) continue;
-      if (bk.state == Bucket::State::kInFlight && bk.done->query()) {
-        STRATA_RETURN_IF_ERROR(drain(static_cast<int>(b)));  // landed: accumulate, no wait
-      } else {
-        landed = false;
-      }
-    }
-    // Collectives pair up by the order the ranks start them: start in the order of reduce_ready
-    // (backward's, the same on every rank), never a later chunk whose buckets landed sooner.
-    if (!landed) break;
-    STRATA_RETURN_IF_ERROR(start_reduce(ci));
-    ++st.allreduce_early;
-    reduce_ready.erase(reduce_ready.begin() + static_cast<std::ptrdiff_t>(i));
-  }
-  for (auto& r : reduces) STRATA_RETURN_IF_ERROR(r.second->test().status());
-  return Status::ok();
-}
-
 Status Engine::Impl::all_gather_params() {
   if (gathers()) return Status::ok();  // stage 3: the updated shard is all that rests here
   const Clock::time_point t0 = Clock::now();
@@ -145,28 +81,6 @@ Status Engine::Impl::all_gather_params() {
   return Status::ok();
 }
 
-Status Engine::Impl::all_reduce_grads() {
-  if (world() == 1 || sharded()) return Status::ok();
-  const Clock::time_point t0 = Clock::now();
-  // Every bucket has landed (drain_all): start what backward did not, in an order every rank
-  // shares — the rest of backward's list, then the other chunks by index.
-  std::vector<uint32_t> order(reduce_ready.begin(), reduce_ready.end());
-  reduce_ready.clear();
-  std::vector<bool> listed(chunks.size(), false);
-  for (const auto& r : reduces) listed[r.first] = true;
-  for (uint32_t ci : order) listed[ci] = true;
-  for (uint32_t ci = 0; ci < chunks.size(); ++ci)
-    if (!listed[ci]) order.push_back(ci);
-  for (uint32_t ci : order) STRATA_RETURN_IF_ERROR(start_reduce(ci));
-  Status s = Status::ok();
-  for (auto& r : reduces)
-    if (Status w = r.second->wait(); s.is_ok() && !w.is_ok()) s = w;
-  reduces.clear();
-  st.allreduce_s += seconds_since(t0);
-  trace_span(TraceLane::kEngine, "gradient all-reduce", t0, Clock::now());
-  return s;
-}
-
 Status Engine::Impl::check_step_call() const {
   if (in_eval) return failed_precondition("step during an evaluation pass (begin_eval): end_eval first");
   for (size_t i = 0; i < params.size(); ++i)
@@ -180,46 +94,16 @@ void Engine::Impl::end_micro() {
   ++st.micro_steps;
   on_pass_end();
   for (ParamState& p : params) p.fetched_in_micro = p.grad_in_micro = false;
-  for (ChunkState& c : chunks) c.grads_in_micro = 0;
+  gradients->new_micro();
 }
 
 // Every gradient of the cycle in its fp32 shard, summed over the ranks where they are replicated.
 // Optimizer state on NVMe is read ahead meanwhile (reads only: safe before the norm is known).
 Status Engine::Impl::gather_grads() {
   Status s = runner->start_reads();
-  if (s.is_ok()) s = drain_all();
-  if (s.is_ok()) s = compute->synchronize();
-  if (s.is_ok()) s = all_reduce_grads();
+  if (s.is_ok()) s = gradients->reduce_all();
   if (!s.is_ok()) (void)quiesce_io();
   return s;
-}
-
-// Sum of squares and finiteness of every chunk's fp32 gradient: host chunks in one deterministic
-// multi-tensor pass, device chunks one by one; across shards, summed over the ranks.
-StatusOr<Engine::Impl::GradNorm> Engine::Impl::grad_norm() {
-  std::vector<kernels::TensorView> host_views;
-  std::vector<double> dev_sumsq(chunks.size(), 0.0);
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    ChunkState& c = chunks[i];
-    if (c.grad_dev != nullptr) {
-      STRATA_RETURN_IF_ERROR(ops->sumsq(*compute, kernels::TensorView{c.grad_dev, DType::kF32, c.shard}, scratch, &dev_sumsq[i]));
-    } else {
-      host_views.push_back(kernels::TensorView{c.grad_host.data(), DType::kF32, c.shard});
-    }
-  }
-  kernels::NormResult hn;
-  kernels::arena_execute(arena, [&] { hn = kernels::multi_tensor_sumsq(*k, host_views); });
-  STRATA_RETURN_IF_ERROR(compute->synchronize());
-  GradNorm n{hn.sumsq, hn.finite};
-  for (double d : dev_sumsq) n.sumsq += d;
-  if (sharded()) {  // each rank holds its shard of the gradients: sum the squares and flags
-    double v[2] = {n.sumsq, n.finite ? 0.0 : 1.0};
-    STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(v, v, 2, comm::Elem::kF64, comm::ReduceOp::kSum));
-    n.sumsq = v[0];
-    n.finite = v[1] == 0.0;
-  }
-  n.finite = n.finite && std::isfinite(n.sumsq);
-  return n;
 }
 
 // An overflow: the step is skipped and the loss scale updated. A skip that cannot help (bf16, a
@@ -233,7 +117,7 @@ StatusOr<StepResult> Engine::Impl::skip_step(StepResult r, Clock::time_point t0)
   consecutive_skips = hopeless ? consecutive_skips + 1 : 0;
   Status diverged;
   if (consecutive_skips >= cfg.max_consecutive_skips) {
-    STRATA_ASSIGN_OR_RETURN(std::string where, first_nonfinite_grad());
+    STRATA_ASSIGN_OR_RETURN(std::string where, gradients->first_nonfinite());
     char scale[32];
     std::snprintf(scale, sizeof(scale), "%g", scale_before);
     diverged = Status(StatusCode::kNonFinite,
@@ -248,7 +132,7 @@ StatusOr<StepResult> Engine::Impl::skip_step(StepResult r, Clock::time_point t0)
   scaler.update(true);
   ++st.skipped_steps;
   st.last_grad_norm = r.grad_norm;
-  STRATA_RETURN_IF_ERROR(zero_grads());  // reads already done stay valid: the state did not change
+  STRATA_RETURN_IF_ERROR(gradients->zero());  // reads already done stay valid: the state did not change
   st.step_s += seconds_since(t0);
   if (!diverged.is_ok()) return diverged;
   r.loss_scale = scaler.scale();
@@ -268,7 +152,7 @@ Status Engine::Impl::apply_update(const optim::StepCoeffs& coeffs) {
     return s;
   }
   STRATA_RETURN_IF_ERROR(check_masters());
-  STRATA_RETURN_IF_ERROR(zero_grads());
+  STRATA_RETURN_IF_ERROR(gradients->zero());
   STRATA_RETURN_IF_ERROR(h2d->synchronize());
   if (sharded()) STRATA_RETURN_IF_ERROR(all_gather_params());
   for (Staging& sb : param_staging) sb.pending = false;
@@ -286,18 +170,17 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   r.loss_scale = scaler.scale();
   r.optimizer_step = opt_step;
   if (micro % cfg.gradient_accumulation_steps != 0) {
-    for (size_t b = 0; b < buckets.size(); ++b)
-      if (buckets[b].state == Bucket::State::kOpen) STRATA_RETURN_IF_ERROR(flush(static_cast<int>(b)));
+    STRATA_RETURN_IF_ERROR(gradients->flush_open());
     return r;
   }
   r.boundary = true;
   const Clock::time_point t0 = Clock::now();
   STRATA_RETURN_IF_ERROR(gather_grads());
-  STRATA_ASSIGN_OR_RETURN(const GradNorm norm, grad_norm());
+  STRATA_ASSIGN_OR_RETURN(const GradientPath::Norm norm, gradients->norm());
   if (!norm.finite) return skip_step(r, t0);
   // Gradients are sums over the cycle's micro-batches (and the ranks) of scaled gradients:
   // average and unscale.
-  const double inv = 1.0 / (scaler.scale() * cfg.gradient_accumulation_steps * world());
+  const double inv = 1.0 / (scaler.scale() * cfg.gradient_accumulation_steps * gradients->ranks_in_sum());
   r.grad_norm = std::sqrt(norm.sumsq) * inv;
   r.clip_coef = kernels::clip_coefficient(r.grad_norm, cfg.gradient_clipping);
   auto coeffs = opt.coeffs(opt_step + 1, lr, static_cast<float>(inv * r.clip_coef));
@@ -314,49 +197,6 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   st.step_s += seconds_since(t0);
   trace_span(TraceLane::kEngine, "optimizer step", t0, Clock::now());
   return r;
-}
-
-// The first param, in registration order, whose fp32 gradient holds an inf or NaN: "'h0.qkv.w'
-// (element 17 of [192, 64])". Runs only when a run is stopped for it; across ranks every rank
-// looks at its shard and the lowest index wins.
-StatusOr<std::string> Engine::Impl::first_nonfinite_grad() {
-  const auto& slots = layout->params();
-  int64_t best = -1, best_elem = 0;
-  std::vector<float> host;
-  for (size_t ci = 0; ci < chunks.size() && best < 0; ++ci) {
-    ChunkState& c = chunks[ci];
-    const float* g = static_cast<const float*>(c.grad_host.data());
-    if (c.grad_dev != nullptr) {
-      host.resize(c.shard);
-      STRATA_RETURN_IF_ERROR(compute->copy(host.data(), c.grad_dev, c.shard * 4, offload::CopyKind::kDeviceToHost));
-      STRATA_RETURN_IF_ERROR(compute->synchronize());
-      g = host.data();
-    }
-    for (uint32_t pi : c.params) {
-      const ParamSlot& s = slots[pi];
-      const size_t lo = std::max(s.offset, c.shard_begin), hi = std::min(s.offset + s.numel, c.shard_begin + c.shard);
-      for (size_t e = lo; e < hi; ++e) {
-        if (std::isfinite(g[e - c.shard_begin])) continue;
-        best = pi;
-        best_elem = static_cast<int64_t>(e - s.offset);
-        break;
-      }
-      if (best >= 0) break;
-    }
-  }
-  if (sharded()) {  // the lowest param index over the ranks, then that rank's element
-    const int32_t n = static_cast<int32_t>(slots.size());
-    int32_t v[1] = {best < 0 ? -n : -static_cast<int32_t>(best)};
-    STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(v, v, 1, comm::Elem::kI32, comm::ReduceOp::kMax));
-    const int64_t global = -static_cast<int64_t>(v[0]);
-    double e[1] = {global == best ? static_cast<double>(best_elem) : -1.0};
-    STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(e, e, 1, comm::Elem::kF64, comm::ReduceOp::kMax));
-    best = global < n ? global : -1;
-    best_elem = static_cast<int64_t>(e[0]);
-  }
-  if (best < 0) return std::string("not in any single param (the norm's sum of squares overflowed)");
-  const ParamSlot& s = slots[static_cast<size_t>(best)];
-  return "in '" + s.name + "' (element " + std::to_string(best_elem) + " of " + shape_string(s.shape) + ")";
 }
 
 // The masters after an update (OptimizerRunner::first_nonfinite_master). Across ranks the lowest

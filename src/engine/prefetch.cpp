@@ -7,24 +7,10 @@
 // The buffers are allocated once at prepare, so the device budget cannot be exceeded.
 #include <algorithm>
 
+#include "src/engine/collectives.h"
 #include "src/engine/engine_impl.h"
 
 namespace strata::engine {
-
-Status Engine::Impl::traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src,
-                                 size_t bytes, offload::CopyKind kind) {
-  if (!tracer) return s.copy(dst, src, bytes, kind);
-  auto t0 = std::make_shared<Clock::time_point>();
-  STRATA_RETURN_IF_ERROR(s.launch_host([t0] {
-    *t0 = Clock::now();
-    return Status::ok();
-  }));
-  STRATA_RETURN_IF_ERROR(s.copy(dst, src, bytes, kind));
-  return s.launch_host([this, t0, lane, name = std::move(name)] {
-    trace_span(lane, name, *t0, Clock::now());
-    return Status::ok();
-  });
-}
 
 void Engine::Impl::call_begin(const char* what) {
   const Clock::time_point now = Clock::now();
@@ -273,7 +259,7 @@ Status Engine::Impl::gather_into(WorkBuffer& w, uint32_t ci) {
   if (c.at.params16 == Tier::kDevice) {
     // Shards on the device gather straight into the working buffer, after whatever the h2d
     // stream holds (the caller's kernels still reading the buffer's old chunk, on a GPU).
-    STRATA_RETURN_IF_ERROR(device_collective(*h2d, [&](void* s) {
+    STRATA_RETURN_IF_ERROR(engine::device_collective(*dev, *h2d, [&](void* s) {
       return opts.comm->all_gather(c.p16_dev, w.dev, c.shard, comm::Elem::kBF16, s);
     }));
     st.allgather_s += seconds_since(t0);

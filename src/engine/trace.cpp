@@ -3,6 +3,7 @@
 #include "src/engine/trace.h"
 
 #include <cstdio>
+#include <memory>
 
 #include "src/common/fs.h"
 
@@ -85,6 +86,21 @@ Status Tracer::write() const {
   }
   out += "\n]}\n";
   return fs::write_file_atomic(path_, out).annotate("trace");
+}
+
+Status traced_copy(Tracer* tracer, offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src,
+                   size_t bytes, offload::CopyKind kind) {
+  if (tracer == nullptr) return s.copy(dst, src, bytes, kind);
+  auto t0 = std::make_shared<Clock::time_point>();
+  STRATA_RETURN_IF_ERROR(s.launch_host([t0] {
+    *t0 = Clock::now();
+    return Status::ok();
+  }));
+  STRATA_RETURN_IF_ERROR(s.copy(dst, src, bytes, kind));
+  return s.launch_host([tracer, t0, lane, name = std::move(name)] {
+    tracer->span(lane, name, *t0, Clock::now());
+    return Status::ok();
+  });
 }
 
 }  // namespace strata::engine

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "offload/device.h"
 #include "src/common/status.h"
 
 namespace strata::engine {
@@ -46,5 +47,10 @@ class Tracer {
   std::vector<Span> spans_;
   size_t dropped_ = 0;
 };
+
+// A copy on stream s, drawn on `lane` when tracer is not null (timestamps from host functions
+// around it on the stream).
+Status traced_copy(Tracer* tracer, offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src,
+                   size_t bytes, offload::CopyKind kind);
 
 }  // namespace strata::engine

@@ -1,0 +1,123 @@
+// The engine's gradient part: device bit16 buckets that take each param's gradient as the host
+// program hands it over (engine.grad), flushed when their chunk's gradients of the micro-batch are
+// complete (or a bucket is needed) — copied to a pinned landing buffer and accumulated into the
+// chunk's fp32 host shard, or accumulated on the device — and the fp32 gradient of every chunk's
+// shard, which it owns. How gradients are summed across ranks is a Reduction chosen once at
+// allocate: none (one rank), replicated (DDP: each chunk's fp32 gradient all-reduced, started in
+// backward once the chunk is complete) or sharded (ZeRO 1-3: each bucket's span all-reduced as it
+// drains, this rank keeping its shard; the norm summed over the ranks).
+#pragma once
+
+#include <oneapi/tbb/task_arena.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "kernels/cpu/kernel_types.h"
+#include "offload/aligned_buffer.h"
+#include "offload/device.h"
+#include "src/engine/chunk_layout.h"
+#include "src/engine/device_ops.h"
+#include "src/engine/engine.h"
+#include "src/engine/placement.h"
+#include "src/engine/trace.h"
+
+namespace strata::engine {
+
+class GradientPath {
+ public:
+  enum class Reduction { kNone, kReplicated, kSharded };
+  struct Context {
+    offload::Device* dev = nullptr;
+    DeviceOps* ops = nullptr;
+    offload::Stream* compute = nullptr;  // gradient copies into buckets, device accumulation
+    offload::Stream* d2h = nullptr;      // bucket flushes to the host
+    const kernels::KernelTable* k = nullptr;
+    tbb::task_arena* arena = nullptr;
+    EngineStats* stats = nullptr;
+    Tracer* tracer = nullptr;
+    comm::Communicator* comm = nullptr;  // null with one rank
+    const ChunkLayout* layout = nullptr;
+    DType dtype = DType::kBF16;
+    offload::PinMode pin = offload::PinMode::kAuto;
+    bool overlap = true;                 // DDP: all-reduces started in backward
+    int buckets = 2;
+    void* scratch = nullptr;             // device scratch of the norm
+  };
+  struct Chunk {                         // one chunk's geometry, from the layout and the plan
+    size_t numel = 0, shard = 0, shard_begin = 0;
+    Tier tier = Tier::kHost;             // where its fp32 gradient shard lives
+  };
+  struct Norm {
+    double sumsq = 0;
+    bool finite = true;
+  };
+
+  GradientPath() = default;
+  ~GradientPath() { (void)free(); }
+  Status allocate(const Context& ctx, Reduction r, std::vector<Chunk> chunks);
+  Status free();
+
+  // Param pi's gradient (bit16, on the device — host memory on the emulated device) copied into its
+  // chunk's bucket; the caller's stream `native` (or null) is ordered before the copy and after
+  // it. `boundary`: this micro-batch ends an accumulation cycle.
+  Status add(uint32_t pi, const void* g, void* native, bool boundary);
+  void new_micro();     // per-micro-batch counts reset (engine.step)
+  Status flush_open();  // a micro-batch inside a cycle ended: open buckets start their way off
+  Status drain_all();   // every bucket landed in its fp32 shard
+  Status reduce_all();  // drain_all, then replicated gradients summed over the ranks (the step)
+  StatusOr<Norm> norm();
+  Status zero();
+  const void* grads(uint32_t ci) const;  // the fp32 shard of chunk ci (device or host)
+  // Where the first inf / NaN gradient is, in registration order: "in 'w' (element 3 of [4, 4])".
+  StatusOr<std::string> first_nonfinite();
+  double ranks_in_sum() const;  // replicated or sharded: the world size; else 1
+
+ private:
+  struct Bucket {
+    enum class State { kFree, kOpen, kInFlight } state = State::kFree;
+    void* dev = nullptr;
+    offload::AlignedBuffer landing;  // pinned host landing buffer (host-side gradients only)
+    int chunk = -1;
+    std::vector<uint32_t> params;    // params whose gradient is in the bucket
+    uint64_t opened = 0;
+    std::unique_ptr<offload::Event> done;  // the flush finished
+  };
+  struct ChunkGrads {
+    Chunk geom;
+    void* dev = nullptr;             // fp32 shard on the device
+    offload::AlignedBuffer host;     // or on the host
+    int bucket = -1;                 // open bucket of this micro-batch, -1 if none
+    size_t in_micro = 0;             // its params' gradients handed over this micro-batch
+  };
+  bool sharded() const { return red_ == Reduction::kSharded; }
+  bool replicated() const { return red_ == Reduction::kReplicated; }
+  StatusOr<int> acquire(uint32_t ci);
+  std::pair<size_t, size_t> span(const Bucket& bk) const;
+  Status flush(int b);
+  Status drain(int b);
+  Status reduce_span_host(const Bucket& bk, ChunkGrads& c);
+  Status reduce_span_device(const Bucket& bk, ChunkGrads& c);
+  Status start_reduce(uint32_t ci);
+  Status progress_reduces();
+  Status wait_timed(offload::Event& e, double* counter);
+  Status traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src, size_t bytes,
+                     offload::CopyKind kind);
+
+  Context ctx_;
+  Reduction red_ = Reduction::kNone;
+  std::vector<ChunkGrads> chunks_;
+  std::vector<Bucket> buckets_;
+  std::unique_ptr<offload::Event> user_ready_, copy_done_;
+  uint64_t clock_ = 0;
+  std::vector<float> rs_full_;  // a bucket's span in fp32 for the cross-rank sum (host side)
+  void* rs_dev_ = nullptr;      // the same on the device
+  // Replicated: chunks complete in backward waiting for their buckets to land, and all-reduces in flight.
+  std::vector<uint32_t> reduce_ready_;
+  std::vector<std::pair<uint32_t, std::unique_ptr<comm::Work>>> reduces_;
+};
+
+}  // namespace strata::engine
