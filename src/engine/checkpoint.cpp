@@ -44,45 +44,23 @@ Status Engine::Impl::prepare_save_dir(const std::string& root, const std::string
 
 Status Engine::Impl::quiet_for_io(const char* call) {
   for (size_t i = 0; i < params.size(); ++i)
-    if (params[i].fetches > 0)
+    if (cache->fetches(static_cast<uint32_t>(i)) > 0)
       return failed_precondition(std::string(call) + " while '" + layout->params()[i].name + "' is fetched: release every param first");
   STRATA_RETURN_IF_ERROR(gradients->drain_all());
   STRATA_RETURN_IF_ERROR(quiesce_io());
-  STRATA_RETURN_IF_ERROR(retire_loads());
+  STRATA_RETURN_IF_ERROR(cache->retire_loads());
   return synchronize_streams();
 }
 
-// Chunk ci's shard into host memory: the optimizer's fp32 arrays and the bit16 params.
+// Chunk ci's shard into / from host memory: the optimizer's fp32 arrays and the bit16 params.
 Status Engine::Impl::pull_chunk(uint32_t ci, float* const* opt, uint16_t* p16) {
-  ChunkState& c = chunks[ci];
   STRATA_RETURN_IF_ERROR(runner->read_arrays(ci, opt));
-  const size_t rest_off = cfg.placement.stage == 3 ? 0 : c.shard_begin;
-  if (c.at.params16 == Tier::kDevice) {
-    STRATA_RETURN_IF_ERROR(compute->copy(p16, static_cast<const uint8_t*>(c.p16_dev) + rest_off * 2, c.shard * 2,
-                                         offload::CopyKind::kDeviceToHost));
-  } else if (c.at.params16 == Tier::kHost) {
-    std::memcpy(p16, c.p16_host.bytes() + rest_off * 2, c.shard * 2);
-  } else {
-    STRATA_RETURN_IF_ERROR(nvme_get(param_store, key(ci, "p16"), param_staging[0].buf, c.rest_numel * 2));
-    std::memcpy(p16, param_staging[0].buf.bytes() + rest_off * 2, c.shard * 2);
-  }
-  return compute->synchronize();
+  return cache->read_shard(ci, p16);
 }
 
 Status Engine::Impl::push_chunk(uint32_t ci, const float* const* opt, const uint16_t* p16) {
-  ChunkState& c = chunks[ci];
   STRATA_RETURN_IF_ERROR(runner->write_arrays(ci, opt));
-  const size_t rest_off = cfg.placement.stage == 3 ? 0 : c.shard_begin;
-  if (c.at.params16 == Tier::kDevice) {
-    STRATA_RETURN_IF_ERROR(compute->copy(static_cast<uint8_t*>(c.p16_dev) + rest_off * 2, p16, c.shard * 2,
-                                         offload::CopyKind::kHostToDevice));
-  } else if (c.at.params16 == Tier::kHost) {
-    std::memcpy(c.p16_host.bytes() + rest_off * 2, p16, c.shard * 2);
-  } else {
-    std::memcpy(param_staging[0].buf.bytes() + rest_off * 2, p16, c.shard * 2);
-    STRATA_RETURN_IF_ERROR(nvme_put(param_store, key(ci, "p16"), param_staging[0].buf, c.rest_numel * 2));
-  }
-  return compute->synchronize();
+  return cache->write_shard(ci, p16);
 }
 
 void Engine::Impl::hook(const std::string& point) const {
@@ -256,7 +234,7 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
     for (int a = 0; a < runner->num_arrays(); ++a) opt[a] = opt_buf[a].data();
     STRATA_RETURN_IF_ERROR(push_chunk(ci, opt, p16.data()));
   }
-  if (sharded()) STRATA_RETURN_IF_ERROR(all_gather_params());  // each rank pushed its shard of the bit16 params
+  STRATA_RETURN_IF_ERROR(cache->publish_shards());  // each rank pushed its shard of the bit16 params
   STRATA_RETURN_IF_ERROR(gradients->zero());
   for (ParamState& p : params) p.fetched_in_micro = p.grad_in_micro = false;
   gradients->new_micro();

@@ -227,12 +227,6 @@ Status Engine::prepare() {
     return s;
   }
   m.params.assign(m.layout->params().size(), ParamState{});
-  if (!m.work.empty() && m.cfg.overlap) {
-    std::vector<size_t> elems;
-    for (const ChunkState& c : m.chunks) elems.push_back(c.rest_numel);
-    m.train_sched = std::make_unique<offload::PrefetchScheduler>(elems);
-    m.eval_sched = std::make_unique<offload::PrefetchScheduler>(std::move(elems));
-  }
   m.pending.clear();
   m.prepared = true;
   for (int t = 0; t < kNumTiers; ++t) m.st.tier_bytes[t] = m.plan.tier_total(static_cast<Tier>(t));
@@ -306,34 +300,29 @@ Status Engine::Impl::allocate_all() {
     c.params = infos[i].params;
     max_chunk = std::max(max_chunk, c.numel);
     max_shard = std::max(max_shard, c.shard);
-    if (c.at.params16 == Tier::kDevice) {
-      STRATA_ASSIGN_OR_RETURN(c.p16_dev, dev->allocate(c.rest_numel * 2));
-    } else if (c.at.params16 == Tier::kHost) {
-      STRATA_ASSIGN_OR_RETURN(c.p16_host, offload::AlignedBuffer::create(c.rest_numel * 2, pin));
-    }
     device_opt |= c.at.grad32 == Tier::kDevice;
     host_grads |= c.at.grad32 != Tier::kDevice;
   }
   const PlacementConfig& pc = cfg.placement;
-  if (pc.offload_param != OffloadTarget::kNone || gathers()) {
-    work.resize(static_cast<size_t>(pc.live_chunks));
-    for (WorkBuffer& w : work) {
-      STRATA_ASSIGN_OR_RETURN(w.dev, dev->allocate(max_chunk * 2));
-      STRATA_ASSIGN_OR_RETURN(w.ready, dev->create_event());
-    }
-  }
-  const int staging = pc.offload_param == OffloadTarget::kNvme ? pc.param_buffer_count
-                      : (pc.offload_param == OffloadTarget::kNone && host_grads) ? kParamOutStaging
-                                                                                 : 0;
-  param_staging.resize(static_cast<size_t>(staging));
-  for (Staging& sb : param_staging) {
-    STRATA_ASSIGN_OR_RETURN(sb.buf, offload::AlignedBuffer::create(max_chunk * 2, pin));
-    STRATA_ASSIGN_OR_RETURN(sb.copied, dev->create_event());
-  }
-  if (gathers() && pc.offload_param != OffloadTarget::kNone) {
-    STRATA_ASSIGN_OR_RETURN(gather_full, offload::AlignedBuffer::create(max_chunk * 2, pin));
-    STRATA_ASSIGN_OR_RETURN(gather_copied, dev->create_event());
-  }
+  ParamCache::Context pctx;
+  pctx.dev = dev.get();
+  pctx.ops = ops.get();
+  pctx.h2d = h2d.get();
+  pctx.compute = compute.get();
+  pctx.stats = &st;
+  pctx.tracer = tracer.get();
+  pctx.comm = opts.comm;
+  pctx.layout = layout.get();
+  pctx.cfg = &cfg;
+  pctx.store = param_store;
+  pctx.pin = pin;
+  pctx.sharded = sharded();
+  pctx.host_optimizer = host_grads;
+  pctx.log = [this](const std::string& l) { log(l); };
+  std::vector<ParamCache::Chunk> rest;
+  for (const ChunkState& c : chunks) rest.push_back({c.numel, c.shard, c.shard_begin, c.rest_numel, c.at.params16});
+  cache = std::make_unique<ParamCache>();
+  STRATA_RETURN_IF_ERROR(cache->allocate(pctx, std::move(rest)));
   if (device_opt) {
     STRATA_ASSIGN_OR_RETURN(scratch, dev->allocate(norm_scratch_bytes(max_shard)));
   }
@@ -391,13 +380,8 @@ Status Engine::Impl::free_all() {
   };
   if (runner) keep(runner->free());
   if (gradients) keep(gradients->free());
-  if (dev) {
-    for (ChunkState& c : chunks) keep(dev->free(std::exchange(c.p16_dev, nullptr)));
-    for (WorkBuffer& w : work) keep(dev->free(std::exchange(w.dev, nullptr)));
-    keep(dev->free(std::exchange(scratch, nullptr)));
-  }
-  work.clear();
-  param_staging.clear();
+  if (cache) keep(cache->free());
+  if (dev) keep(dev->free(std::exchange(scratch, nullptr)));
   for (auto& [dir, s] : stores) keep(s->close());
   stores.clear();
   opt_store = param_store = nullptr;
@@ -450,17 +434,7 @@ Status Engine::Impl::write_initial_values() {
     const float* rest = cfg.placement.stage == 3 ? shard : full.data();
     kernels::cast_from_fp32(*k, rest, c.rest_numel, dtype, bit16.data());
 
-    // bit16 params at rest
-    if (c.at.params16 == Tier::kDevice) {
-      STRATA_RETURN_IF_ERROR(compute->copy(c.p16_dev, bit16.data(), bit16.size(), offload::CopyKind::kHostToDevice));
-      STRATA_RETURN_IF_ERROR(compute->synchronize());
-    } else if (c.at.params16 == Tier::kHost) {
-      std::memcpy(c.p16_host.data(), bit16.data(), bit16.size());
-    } else {
-      offload::AlignedBuffer& sb = param_staging[0].buf;
-      std::memcpy(sb.data(), bit16.data(), bit16.size());
-      STRATA_RETURN_IF_ERROR(nvme_put(param_store, key(ci, "p16"), sb, bit16.size()));
-    }
+    STRATA_RETURN_IF_ERROR(cache->init(static_cast<uint32_t>(ci), bit16.data()));  // bit16 params at rest
     // the master from the params, the optimizer's state zero
     STRATA_RETURN_IF_ERROR(runner->init(static_cast<uint32_t>(ci), shard));
   }
@@ -486,9 +460,10 @@ Status Engine::begin_eval() {
   if (!m.prepared) STRATA_RETURN_IF_ERROR(prepare());
   if (m.in_eval) return failed_precondition("begin_eval: an evaluation pass is already open (end_eval first)");
   for (size_t i = 0; i < m.params.size(); ++i)
-    if (m.params[i].fetches > 0)
+    if (m.cache->fetches(static_cast<uint32_t>(i)) > 0)
       return failed_precondition("begin_eval while '" + m.layout->params()[i].name + "' is fetched: release every param first");
   m.in_eval = true;
+  m.cache->set_eval(true);
   return Status::ok();
 }
 
@@ -496,9 +471,9 @@ Status Engine::end_eval() {
   Impl& m = *impl_;
   if (!m.in_eval) return failed_precondition("end_eval without begin_eval");
   for (size_t i = 0; i < m.params.size(); ++i)
-    if (m.params[i].fetches > 0)
+    if (m.cache->fetches(static_cast<uint32_t>(i)) > 0)
       return failed_precondition("end_eval while '" + m.layout->params()[i].name + "' is fetched: release every param first");
-  if (m.eval_sched) m.eval_sched->end_pass();
+  m.cache->set_eval(false);
   m.in_eval = false;
   return Status::ok();
 }
@@ -609,7 +584,7 @@ StatusOr<void*> Engine::map_param(const std::string& name) {
     return failed_precondition("map of '" + name + "': its bit16 values do not rest on the device (" +
                                (m.gathers() ? std::string("ZeRO stage 3 across ranks keeps a shard") : std::string("offload_param")) +
                                "); fetch it before each use instead");
-  return static_cast<void*>(static_cast<uint8_t*>(c.p16_dev) + slot.offset * 2);
+  return static_cast<void*>(static_cast<uint8_t*>(m.cache->resident(slot.chunk)) + slot.offset * 2);
 }
 
 double Engine::loss_scale() const { return impl_->scaler.scale(); }

@@ -1,7 +1,7 @@
 // Engine::Impl: the engine's state, shared by engine.cpp (create, register, prepare),
-// engine_params.cpp (fetch, release, grad), prefetch.cpp (working buffers), checkpoint.cpp and
-// engine_step.cpp (the optimizer step); the gradient path (gradient_path.h) and the optimizer
-// (optimizer_runner.h) are parts with their own state.
+// engine_params.cpp (fetch, release, grad), checkpoint.cpp and engine_step.cpp (the optimizer
+// step). It composes the parts that own the model state: the ParamCache (bit16 params), the
+// GradientPath (gradients) and the OptimizerRunner (the optimizer and its arrays).
 // Internal to src/engine.
 #pragma once
 
@@ -20,13 +20,13 @@
 #include "offload/aligned_buffer.h"
 #include "offload/device.h"
 #include "offload/nvme_store.h"
-#include "offload/prefetch_scheduler.h"
 #include "src/engine/chunk_layout.h"
 #include "src/engine/device_ops.h"
 #include "src/engine/engine.h"
 #include "src/engine/engine_seams.h"
 #include "src/engine/gradient_path.h"
 #include "src/engine/optimizer_runner.h"
+#include "src/engine/param_cache.h"
 #include "comm/communicator.h"
 #include "src/engine/loss_scaler.h"
 #include "src/engine/trace.h"
@@ -35,48 +35,20 @@
 
 namespace strata::engine {
 
-// One chunk's bit16 params and their working state (the fp32 gradient is the GradientPath's, the
-// optimizer's arrays the OptimizerRunner's).
+// One chunk's geometry and placement (its arrays belong to the parts: bit16 params to the
+// ParamCache, the fp32 gradient to the GradientPath, the optimizer's arrays to the OptimizerRunner).
 struct ChunkState {
   ChunkPlacement at;
   size_t numel = 0;        // the chunk, padded
   size_t shard = 0;        // owned shard, elements
   size_t shard_begin = 0;  // owned shard's first element in the chunk
   size_t rest_numel = 0;   // bit16 elements kept at rest (the chunk, or the shard at stage 3)
-  // bit16 params at rest: device (p16_dev), host (p16_host) or NVMe (key "c<i>.p16").
-  void* p16_dev = nullptr;
-  offload::AlignedBuffer p16_host;
   std::vector<uint32_t> params;  // indices, in layout order
-  int work = -1;    // working buffer holding the chunk (offloaded params), -1 if none
 };
 
-struct ParamState {
-  int fetches = 0;               // outstanding fetches (fetch nests, release undoes one)
+struct ParamState {                // (outstanding fetches: ParamCache::fetches)
   bool fetched_in_micro = false; // fetched at least once since the last step call
   bool grad_in_micro = false;    // its gradient was handed over since the last step call
-};
-
-// A device buffer holding one chunk's bit16 params while in use (when params rest off the device).
-struct WorkBuffer {
-  void* dev = nullptr;
-  int chunk = -1;   // -1: empty
-  int pins = 0;     // outstanding fetches of params in it
-  uint64_t last_use = 0;
-  std::unique_ptr<offload::Event> ready;  // the copy that filled it
-  struct Staging* loading = nullptr;      // NVMe read in flight into this staging buffer; H2D follows
-  bool prefetched = false;                // filled ahead of need and not fetched yet
-};
-
-// A pinned bit16 buffer between a host optimizer or NVMe and the device, with the event of the
-// last copy that read it.
-struct Staging {
-  offload::AlignedBuffer buf;
-  std::unique_ptr<offload::Event> copied;
-  bool pending = false;   // a copy reading it may still run
-  offload::IoHandle io;   // an NVMe read into it or write from it (valid while in flight)
-  int loading_work = -1;  // the working buffer whose NVMe load reads into it, -1 if none
-  int put_chunk = -1;     // the chunk whose bit16 params it is writing to NVMe, -1 if none
-  int staged_chunk = -1;  // the chunk whose bit16 params it holds or is reading (prefetch), -1 if none
 };
 
 // "[64, 32]"
@@ -99,10 +71,6 @@ struct Engine::Impl {
   // so every load decision is made in lockstep: from the (identical) fetch sequence and buffer
   // state, never from whether a copy or read happens to have finished.
   bool gathers() const { return sharded() && cfg.placement.stage == 3; }
-  // Shard of chunk ci gathered from every rank into working buffer w (the H2D copy queued).
-  Status gather_into(WorkBuffer& w, uint32_t ci);
-  // Every chunk's bit16 params from the ranks' updated shards (after the step).
-  Status all_gather_params();
   Status read_shard_master(const ParamSlot& slot, float* dst);
   Impl(const EngineConfig& c, EngineOptions o);
 
@@ -132,30 +100,17 @@ struct Engine::Impl {
   Plan plan;
   std::vector<ChunkState> chunks;
   std::vector<ParamState> params;
-  std::vector<WorkBuffer> work;
+  std::unique_ptr<ParamCache> cache;        // bit16 params at rest and in use (param_cache.h)
   std::unique_ptr<GradientPath> gradients;  // buckets, fp32 gradient shards, their reduction (gradient_path.h)
-  std::vector<Staging> param_staging;
-  size_t next_staging = 0;
-  // gathers() of shards resting on the host / NVMe: the gathered chunk (pinned), the last H2D
-  // copy out of it.
-  offload::AlignedBuffer gather_full;
-  std::unique_ptr<offload::Event> gather_copied;
-  bool gather_pending = false;
   void* scratch = nullptr;
   std::map<std::string, std::unique_ptr<offload::NvmeStore>> stores;  // by directory
   offload::NvmeStore* opt_store = nullptr;  // handed to the runner
   offload::NvmeStore* param_store = nullptr;
 
-  // Offloaded params with overlap only: one recorded fetch order for training micro-batches, one
-  // for evaluation passes (begin_eval / end_eval), so that evaluation does not disturb training's.
-  std::unique_ptr<offload::PrefetchScheduler> train_sched, eval_sched;
-  bool in_eval = false;
-  offload::PrefetchScheduler* sched() const { return in_eval ? eval_sched.get() : train_sched.get(); }
-  void* last_native = nullptr;  // the caller's stream of the last fetch: reused buffers wait for it
+  bool in_eval = false;  // between begin_eval and end_eval
   std::unique_ptr<Tracer> tracer;
   Clock::time_point last_return{};  // when the last engine call returned (host-program lane)
   EngineStats st;
-  uint64_t clock = 0;
   int64_t micro = 0;
   int64_t opt_step = 0;
 
@@ -192,8 +147,6 @@ struct Engine::Impl {
   StatusOr<void*> fetch(const std::string& name, void* native_stream);
   Status release(const std::string& name);
   Status grad(const std::string& name, const void* g, DType dtype, size_t numel, void* native_stream);
-  StatusOr<Staging*> take_staging(double* stall);  // the next staging buffer, once idle
-  Status wait_timed(offload::Event& e, double* counter);
 
   // checkpoint.cpp
   Status save(const std::string& root, const std::string& tag);
@@ -208,21 +161,6 @@ struct Engine::Impl {
   void hook(const std::string& point) const;
   Status read_master_into(const ParamSlot& slot, float* dst);  // engine idle
 
-  // prefetch.cpp: working buffers for offloaded params, filled on demand or ahead of need.
-  Status ensure_loaded(uint32_t ci, const std::string& name);  // ci in a working buffer, its copy queued
-  int pick_work(uint32_t ci, bool for_prefetch);
-  Status load(int w, uint32_t ci, bool for_prefetch);   // false status only on errors; may start NVMe read
-  Status finish_load(WorkBuffer& w);                    // NVMe read done -> queue the H2D copy
-  Status pump_loads();                                  // queue H2D for NVMe reads that finished
-  Status prefetch();                                    // follow the trace ahead of the caller
-  Staging* idle_staging();                              // a staging buffer nothing uses, else nullptr
-  Staging* staged(uint32_t ci);                         // the staging buffer holding / reading chunk ci
-  Status start_read(Staging& sb, uint32_t ci);          // NVMe read of chunk ci's bit16 params into sb
-  void drop_staging(Staging& sb);                       // forgets a staged read (waits for it first)
-  void on_pass_end();                                   // a micro-batch ended (step)
-  size_t resident_elems() const;
-  size_t effective_next_use(uint32_t ci) const;
-
   // engine_step.cpp
   StatusOr<StepResult> step(double lr);
   Status check_step_call() const;  // no evaluation pass open, no param fetched
@@ -233,7 +171,6 @@ struct Engine::Impl {
   int consecutive_skips = 0;                  // skips that could not help, in a row (max_consecutive_skips)
   Status check_masters();                     // fp32 masters after an update: an error naming the first bad chunk
   Status nonfinite_masters(uint32_t chunk) const;
-  Status retire_loads();                      // working buffers emptied, their loads finished
   Status after_step(const StepResult& r);     // prefetch for the next micro-batch, summary line
   Clock::time_point created_at = Clock::now(), summary_at{};
   EngineStats summary_st;                     // stats at the last summary

@@ -16,9 +16,8 @@
 
 namespace strata::engine {
 
-// The runner's view of a chunk: its fp32 gradient, and where the updated bit16 values go — the
-// device copy in place, the host copy in place, or a pinned staging buffer that is then copied to
-// the device or written to NVMe.
+// The runner's view of a chunk: its fp32 gradient (GradientPath), and where the updated bit16
+// values go (ParamCache).
 class Engine::Impl::Bit16Sink final : public OptimizerRunner::ChunkSink {
  public:
   explicit Bit16Sink(Impl& m) : m_(m) {}
@@ -26,65 +25,18 @@ class Engine::Impl::Bit16Sink final : public OptimizerRunner::ChunkSink {
     return m_.gradients->grads(ci);
   }
   StatusOr<void*> bit16_out(uint32_t ci) override {
-    ChunkState& c = m_.chunks[ci];
-    const size_t rest_off = m_.cfg.placement.stage == 3 ? 0 : c.shard_begin;  // the shard's place in the resting array
-    sb_ = nullptr;
-    if (c.at.optimizer == Tier::kDevice) return static_cast<void*>(static_cast<uint8_t*>(c.p16_dev) + rest_off * 2);
-    if (c.at.params16 == Tier::kHost) return static_cast<void*>(c.p16_host.bytes() + rest_off * 2);
-    STRATA_ASSIGN_OR_RETURN(sb_, m_.take_staging(&m_.st.step_nvme_s));
-    return sb_->buf.data();
+    return m_.cache->update_out(ci, m_.chunks[ci].at.optimizer == Tier::kDevice);
   }
-  Status bit16_written(uint32_t ci) override {
-    ChunkState& c = m_.chunks[ci];
-    if (sb_ == nullptr) return Status::ok();  // written in place
-    Staging* sb = std::exchange(sb_, nullptr);
-    if (c.at.params16 == Tier::kDevice) {
-      const size_t rest_off = m_.cfg.placement.stage == 3 ? 0 : c.shard_begin;
-      STRATA_RETURN_IF_ERROR(m_.h2d->copy(static_cast<uint8_t*>(c.p16_dev) + rest_off * 2, sb->buf.data(), c.shard * 2,
-                                          offload::CopyKind::kHostToDevice));
-      STRATA_RETURN_IF_ERROR(m_.h2d->record(*sb->copied));
-      sb->pending = true;
-      m_.st.bytes_h2d += c.shard * 2;
-      return Status::ok();
-    }
-    sb->io = m_.param_store->put(key(ci, "p16"), sb->buf, c.rest_numel * 2,
-                                 m_.io_span(TraceLane::kNvmeWrite, "write " + key(ci, "p16")));
-    sb->put_chunk = static_cast<int>(ci);
-    m_.st.bytes_nvme_write += c.rest_numel * 2;
-    if (m_.cfg.overlap) return Status::ok();
-    const Clock::time_point tn = Clock::now();
-    Status r = sb->io.wait();
-    sb->io = offload::IoHandle();
-    m_.st.step_nvme_s += seconds_since(tn);
-    return r;
-  }
+  Status bit16_written(uint32_t ci) override { return m_.cache->update_written(ci); }
 
  private:
   Impl& m_;
-  Staging* sb_ = nullptr;  // the staging buffer of the chunk being updated
 };
-
-Status Engine::Impl::all_gather_params() {
-  if (gathers()) return Status::ok();  // stage 3: the updated shard is all that rests here
-  const Clock::time_point t0 = Clock::now();
-  std::vector<std::unique_ptr<comm::Work>> inflight;
-  for (ChunkState& c : chunks) {
-    // Stage 1 / 2 keep the whole chunk at rest (device or host); this rank's shard is fresh.
-    auto* rest = c.at.params16 == Tier::kDevice ? static_cast<uint8_t*>(c.p16_dev) : c.p16_host.bytes();
-    STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_gather(rest + c.shard_begin * 2, rest, c.shard, comm::Elem::kBF16,
-                                                          compute->native_handle()));
-    inflight.push_back(std::move(w));
-    st.bytes_allgather += c.numel * 2;
-  }
-  for (auto& w : inflight) STRATA_RETURN_IF_ERROR(w->wait());
-  st.allreduce_s += seconds_since(t0);
-  return Status::ok();
-}
 
 Status Engine::Impl::check_step_call() const {
   if (in_eval) return failed_precondition("step during an evaluation pass (begin_eval): end_eval first");
   for (size_t i = 0; i < params.size(); ++i)
-    if (params[i].fetches > 0)
+    if (cache->fetches(static_cast<uint32_t>(i)) > 0)
       return failed_precondition("step while '" + layout->params()[i].name + "' is fetched: release every param before step");
   return Status::ok();
 }
@@ -92,7 +44,7 @@ Status Engine::Impl::check_step_call() const {
 void Engine::Impl::end_micro() {
   ++micro;
   ++st.micro_steps;
-  on_pass_end();
+  cache->end_pass();
   for (ParamState& p : params) p.fetched_in_micro = p.grad_in_micro = false;
   gradients->new_micro();
 }
@@ -144,7 +96,7 @@ StatusOr<StepResult> Engine::Impl::skip_step(StepResult r, Clock::time_point t0)
 // The update of every chunk, then the gradients cleared and the new params where they are used.
 Status Engine::Impl::apply_update(const optim::StepCoeffs& coeffs) {
   // Loads of working buffers must not race the update of what they read; the copies are stale after it.
-  Status s = retire_loads();
+  Status s = cache->retire_loads();
   Bit16Sink sink(*this);
   if (s.is_ok()) s = runner->update(coeffs, sink);
   if (!s.is_ok()) {
@@ -154,8 +106,8 @@ Status Engine::Impl::apply_update(const optim::StepCoeffs& coeffs) {
   STRATA_RETURN_IF_ERROR(check_masters());
   STRATA_RETURN_IF_ERROR(gradients->zero());
   STRATA_RETURN_IF_ERROR(h2d->synchronize());
-  if (sharded()) STRATA_RETURN_IF_ERROR(all_gather_params());
-  for (Staging& sb : param_staging) sb.pending = false;
+  STRATA_RETURN_IF_ERROR(cache->publish_shards());
+  cache->step_done();
   return Status::ok();
 }
 
@@ -223,33 +175,10 @@ Status Engine::Impl::nonfinite_masters(uint32_t ci) const {
                                             "large for them); the engine's state is no longer usable: resume from a checkpoint");
 }
 
-Status Engine::Impl::retire_loads() {
-  Status first;
-  for (WorkBuffer& w : work) {
-    w.loading = nullptr;
-    w.chunk = -1;
-    w.prefetched = false;
-  }
-  // Reads into staging (for working buffers or staged ahead) hold values the step is about to change.
-  for (Staging& s : param_staging) {
-    if (s.loading_work < 0 && s.staged_chunk < 0) continue;
-    if (s.io.valid()) {
-      Status r = s.io.wait();
-      if (first.is_ok() && !r.is_ok()) first = std::move(r);
-    }
-    s.io = offload::IoHandle();
-    s.loading_work = s.staged_chunk = -1;
-  }
-  for (ChunkState& c : chunks) c.work = -1;
-  if (Status r = h2d->synchronize(); first.is_ok() && !r.is_ok()) first = std::move(r);
-  for (Staging& s : param_staging) s.pending = false;
-  return first;
-}
-
 // After every step call: start loading the next micro-batch's first chunks, and at the end of an
 // optimizer step write the summary line and the trace.
 Status Engine::Impl::after_step(const StepResult& r) {
-  STRATA_RETURN_IF_ERROR(prefetch());
+  STRATA_RETURN_IF_ERROR(cache->prefetch());
   if (!r.boundary) return Status::ok();
   const Clock::time_point now = Clock::now();
   if (summary_at.time_since_epoch().count() == 0) summary_at = created_at;
