@@ -1,5 +1,5 @@
-// Engine: creation, parameter registration, prepare (layout, plan, allocation, initial values),
-// accessors. Fetch / grad live in engine_params.cpp, the optimizer step in engine_step.cpp.
+// Engine: creation, parameter registration, prepare (layout, plan, the parts allocated, initial
+// values), ranks agreeing on the params. The public calls are in engine_calls.cpp.
 #include "src/engine/engine.h"
 
 #include <sys/statvfs.h>
@@ -84,14 +84,13 @@ Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() {
   if (!impl_) return;
   (void)impl_->free_all();
-  if (impl_->tracer) {
-    if (Status s = impl_->tracer->write(); !s.is_ok()) impl_->log(s.to_string());
+  if (impl_->tracer()) {
+    if (Status s = impl_->telemetry.write_trace(); !s.is_ok()) impl_->log(s.to_string());
   }
 }
 
 Status Engine::write_trace() {
-  if (!impl_->tracer) return failed_precondition("write_trace: tracing is off (set strata.trace to a file path)");
-  return impl_->tracer->write();
+  return impl_->telemetry.write_trace();
 }
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, EngineOptions options) {
@@ -117,12 +116,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
   STRATA_ASSIGN_OR_RETURN(impl->h2d, impl->dev->create_stream());
   STRATA_ASSIGN_OR_RETURN(impl->d2h, impl->dev->create_stream());
   STRATA_ASSIGN_OR_RETURN(impl->compute, impl->dev->create_stream());
-  STRATA_ASSIGN_OR_RETURN(impl->user_ready, impl->dev->create_event());
   STRATA_ASSIGN_OR_RETURN(impl->k, kernels::kernel_table(kernels::best_isa()));
   if (!config.trace_path.empty()) {
     // Fail now, not after hours of training, if the trace cannot be written there.
-    impl->tracer = std::make_unique<Tracer>(config.trace_path);
-    STRATA_RETURN_IF_ERROR(impl->tracer->write());
+    STRATA_RETURN_IF_ERROR(impl->telemetry.open_trace(config.trace_path));
   }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -236,54 +233,6 @@ Status Engine::prepare() {
 int Engine::Impl::world() const { return opts.comm != nullptr ? opts.comm->size() : 1; }
 int Engine::Impl::rank() const { return opts.comm != nullptr ? opts.comm->rank() : 0; }
 
-Status Engine::Impl::check_ranks() {
-  if (world() == 1) return Status::ok();
-  const std::string who = "data-parallel training over " + std::to_string(world()) + " ranks";
-  // CPU ranks: MPI with the host-emulated device (its buffers are host memory). GPU ranks: NCCL
-  // on CUDA devices (MPI is not assumed CUDA-aware).
-  const bool cpu_ranks = opts.comm->backend() == "mpi" && !dev->is_cuda();
-  const bool gpu_ranks = opts.comm->backend() == "nccl" && dev->is_cuda();
-  if (!cpu_ranks && !gpu_ranks)
-    return Status(StatusCode::kUnsupported, who + ": the MPI backend trains on the host-emulated device and the NCCL "
-                                                  "backend on GPUs; this engine has " + dev->name() + " and the " +
-                                                  opts.comm->backend() + " backend");
-  // Each rank keeps its own NVMe files.
-  const std::string sub = "/rank" + std::to_string(rank());
-  if (!cfg.optimizer_nvme_path.empty()) cfg.optimizer_nvme_path += sub;
-  if (!cfg.param_nvme_path.empty()) cfg.param_nvme_path += sub;
-  return Status::ok();
-}
-
-Status Engine::Impl::agree_on_params() {
-  if (world() == 1) return Status::ok();
-  // Every rank must register the same params: compare a digest of names and shapes.
-  uint64_t h = 0xcbf29ce484222325ull;
-  auto mix = [&](uint64_t v) { h = (h ^ v) * 0x100000001b3ull; };
-  for (const Pending& p : pending) {
-    for (unsigned char ch : p.spec.name) mix(ch);
-    for (int64_t d : p.spec.shape) mix(static_cast<uint64_t>(d));
-  }
-  const int32_t mine = static_cast<int32_t>(h & 0x7fffffff);
-  int32_t lo = -mine, hi = mine;
-  STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(&lo, &lo, 1, comm::Elem::kI32, comm::ReduceOp::kMax));
-  STRATA_RETURN_IF_ERROR(opts.comm->all_reduce_sync(&hi, &hi, 1, comm::Elem::kI32, comm::ReduceOp::kMax));
-  if (-lo != hi)
-    return invalid_argument("prepare: the ranks registered different params (names or shapes differ; rank " +
-                            std::to_string(rank()) + " registered " + std::to_string(pending.size()) + ")");
-  // Rank 0's initial values everywhere (params strata initialises are already equal: seeded by name).
-  for (Pending& p : pending) {
-    double bytes = static_cast<double>(p.init.size());  // 0: strata initialises
-    STRATA_RETURN_IF_ERROR(opts.comm->broadcast_sync(&bytes, 1, comm::Elem::kF64, 0));
-    if (bytes == 0) continue;
-    if (static_cast<double>(p.init.size()) != bytes)
-      return invalid_argument("prepare: rank 0 gave '" + p.spec.name + "' " + std::to_string(static_cast<size_t>(bytes)) +
-                              " bytes of initial values and rank " + std::to_string(rank()) + " " +
-                              std::to_string(p.init.size()));
-    STRATA_RETURN_IF_ERROR(opts.comm->broadcast_sync(p.init.data(), p.init.size() / 2, comm::Elem::kF16, 0));
-  }
-  return Status::ok();
-}
-
 Status Engine::Impl::allocate_all() {
   const offload::PinMode pin = cfg.pin_memory ? offload::PinMode::kAuto : offload::PinMode::kNone;
   size_t max_chunk = 0, max_shard = 0;
@@ -310,7 +259,7 @@ Status Engine::Impl::allocate_all() {
   pctx.h2d = h2d.get();
   pctx.compute = compute.get();
   pctx.stats = &st;
-  pctx.tracer = tracer.get();
+  pctx.tracer = tracer();
   pctx.comm = opts.comm;
   pctx.layout = layout.get();
   pctx.cfg = &cfg;
@@ -334,7 +283,7 @@ Status Engine::Impl::allocate_all() {
   gc.k = k;
   gc.arena = &arena;
   gc.stats = &st;
-  gc.tracer = tracer.get();
+  gc.tracer = tracer();
   gc.comm = opts.comm;
   gc.layout = layout.get();
   gc.dtype = dtype;
@@ -356,7 +305,7 @@ Status Engine::Impl::allocate_all() {
   rc.k = k;
   rc.arena = &arena;
   rc.stats = &st;
-  rc.tracer = tracer.get();
+  rc.tracer = tracer();
   rc.store = opt_store;
   rc.scratch = scratch;
   rc.pin = pin;
@@ -398,18 +347,6 @@ Status Engine::Impl::synchronize_streams() {
   return first;
 }
 
-Status Engine::Impl::nvme_put(offload::NvmeStore* s, const std::string& name, const offload::AlignedBuffer& b, size_t bytes) {
-  STRATA_RETURN_IF_ERROR(s->put(name, b, bytes).wait());
-  st.bytes_nvme_write += bytes;
-  return Status::ok();
-}
-
-Status Engine::Impl::nvme_get(offload::NvmeStore* s, const std::string& name, offload::AlignedBuffer& b, size_t bytes) {
-  STRATA_RETURN_IF_ERROR(s->get(name, b, bytes).wait());
-  st.bytes_nvme_read += bytes;
-  return Status::ok();
-}
-
 // Each chunk's initial fp32 values are assembled on the host, then written to the tier of each
 // array: master (m, v zero) and the bit16 copy rounded from the master.
 Status Engine::Impl::write_initial_values() {
@@ -441,164 +378,6 @@ Status Engine::Impl::write_initial_values() {
   // Initialisation traffic is not training traffic.
   st.bytes_nvme_write = 0;
   return Status::ok();
-}
-
-std::string Engine::plan_table() const { return impl_->prepared ? impl_->plan.table() : std::string(); }
-const Plan* Engine::plan() const { return impl_->prepared ? &impl_->plan : nullptr; }
-
-// The public calls mark the host program's time between them on the timeline.
-StatusOr<void*> Engine::fetch(const std::string& name, void* native_stream) {
-  impl_->call_begin("forward / backward");
-  if (!impl_->prepared) STRATA_RETURN_IF_ERROR(prepare());
-  auto r = impl_->fetch(name, native_stream);
-  impl_->call_end();
-  return r;
-}
-
-Status Engine::begin_eval() {
-  Impl& m = *impl_;
-  if (!m.prepared) STRATA_RETURN_IF_ERROR(prepare());
-  if (m.in_eval) return failed_precondition("begin_eval: an evaluation pass is already open (end_eval first)");
-  for (size_t i = 0; i < m.params.size(); ++i)
-    if (m.cache->fetches(static_cast<uint32_t>(i)) > 0)
-      return failed_precondition("begin_eval while '" + m.layout->params()[i].name + "' is fetched: release every param first");
-  m.in_eval = true;
-  m.cache->set_eval(true);
-  return Status::ok();
-}
-
-Status Engine::end_eval() {
-  Impl& m = *impl_;
-  if (!m.in_eval) return failed_precondition("end_eval without begin_eval");
-  for (size_t i = 0; i < m.params.size(); ++i)
-    if (m.cache->fetches(static_cast<uint32_t>(i)) > 0)
-      return failed_precondition("end_eval while '" + m.layout->params()[i].name + "' is fetched: release every param first");
-  m.cache->set_eval(false);
-  m.in_eval = false;
-  return Status::ok();
-}
-
-Status Engine::release(const std::string& name) {
-  impl_->call_begin("forward / backward");
-  Status s = impl_->release(name);
-  impl_->call_end();
-  return s;
-}
-
-Status Engine::grad(const std::string& name, const void* g, DType dtype, size_t numel, void* native_stream) {
-  impl_->call_begin("backward");
-  Status s = impl_->grad(name, g, dtype, numel, native_stream);
-  impl_->call_end();
-  return s;
-}
-
-StatusOr<StepResult> Engine::step(double lr) {
-  impl_->call_begin("forward / backward");
-  if (!impl_->prepared) STRATA_RETURN_IF_ERROR(prepare());
-  auto r = impl_->step(lr);
-  if (r.is_ok()) STRATA_RETURN_IF_ERROR(impl_->after_step(r.value()));
-  impl_->call_end();
-  return r;
-}
-
-Status Engine::synchronize() {
-  if (impl_->gradients) STRATA_RETURN_IF_ERROR(impl_->gradients->drain_all());
-  STRATA_RETURN_IF_ERROR(impl_->quiesce_io());
-  return impl_->synchronize_streams();
-}
-
-Status Engine::read_master(const std::string& name, float* dst, size_t numel) {
-  Impl& m = *impl_;
-  STRATA_ASSIGN_OR_RETURN(uint32_t pi, m.param_index(name, "read_master"));
-  const ParamSlot& slot = m.layout->params()[pi];
-  if (dst == nullptr) return invalid_argument("read_master of '" + name + "': dst is NULL");
-  if (numel != slot.numel)
-    return invalid_argument("read_master of '" + name + "': room for " + std::to_string(numel) + " elements, the param has " +
-                            std::to_string(slot.numel));
-  STRATA_RETURN_IF_ERROR(synchronize());
-  return m.read_master_into(slot, dst);
-}
-
-// Needs the engine idle (synchronize). With shards across ranks it is collective: every rank
-// calls it for the same param, and the chunk's master is gathered.
-Status Engine::Impl::read_master_into(const ParamSlot& slot, float* dst) {
-  ChunkState& c = chunks[slot.chunk];
-  if (sharded()) {
-    std::vector<float> mine(c.shard), all(c.numel);
-    const ParamSlot own{slot.name, slot.shape, c.shard, slot.chunk, c.shard_begin};
-    STRATA_RETURN_IF_ERROR(read_shard_master(own, mine.data()));
-    STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_gather(mine.data(), all.data(), c.shard, comm::Elem::kF32));
-    STRATA_RETURN_IF_ERROR(w->wait());
-    std::memcpy(dst, all.data() + slot.offset, slot.numel * 4);
-    return Status::ok();
-  }
-  return read_shard_master(slot, dst);
-}
-
-// The master values of `slot` (which lies inside this rank's shard of its chunk).
-Status Engine::Impl::read_shard_master(const ParamSlot& slot, float* dst) {
-  const ChunkState& c = chunks[slot.chunk];
-  return runner->read_master(slot.chunk, slot.offset - c.shard_begin, dst, slot.numel);
-}
-
-// Across ranks, save and export write from rank 0: with DDP only rank 0 runs them (every rank
-// holds the same state); with ZeRO shards every rank runs them, gathering its shards. Either way
-// every rank learns how that went.
-static Status on_rank0(Engine::Impl& m, const char* what, const std::string& dir, const std::function<Status()>& run) {
-  if (m.world() == 1) return run();
-  Status s = m.rank() == 0 || m.sharded() ? run() : Status::ok();
-  int32_t code = static_cast<int32_t>(s.code());
-  STRATA_RETURN_IF_ERROR(m.opts.comm->broadcast_sync(&code, 1, comm::Elem::kI32, 0));
-  if (m.rank() == 0 || code == 0) return s;
-  return Status(static_cast<StatusCode>(code), std::string(what) + " of " + dir + " failed on rank 0 (its log says why)");
-}
-
-Status Engine::save(const std::string& dir, const std::string& tag) {
-  if (!impl_->prepared) return failed_precondition("save before prepare: nothing to save yet");
-  return on_rank0(*impl_, "save", dir, [&] { return impl_->save(dir, tag); });
-}
-
-Status Engine::load(const std::string& dir, const std::string& tag) {
-  if (!impl_->prepared) STRATA_RETURN_IF_ERROR(prepare());
-  return impl_->load(dir, tag);
-}
-
-Status Engine::export_weights(const std::string& dir, DType dtype) {
-  ckpt::ExportOptions o;
-  o.dtype = dtype;
-  return export_weights(dir, o);
-}
-
-Status Engine::export_weights(const std::string& dir, const ckpt::ExportOptions& options) {
-  if (!impl_->prepared) return failed_precondition("export before prepare: nothing to export yet");
-  return on_rank0(*impl_, "export", dir, [&] { return impl_->export_weights(dir, options); });
-}
-
-StatusOr<void*> Engine::map_param(const std::string& name) {
-  Impl& m = *impl_;
-  if (!m.prepared) STRATA_RETURN_IF_ERROR(prepare());
-  STRATA_ASSIGN_OR_RETURN(uint32_t pi, m.param_index(name, "map"));
-  const ParamSlot& slot = m.layout->params()[pi];
-  const ChunkState& c = m.chunks[slot.chunk];
-  if (c.at.params16 != Tier::kDevice || m.gathers())
-    return failed_precondition("map of '" + name + "': its bit16 values do not rest on the device (" +
-                               (m.gathers() ? std::string("ZeRO stage 3 across ranks keeps a shard") : std::string("offload_param")) +
-                               "); fetch it before each use instead");
-  return static_cast<void*>(static_cast<uint8_t*>(m.cache->resident(slot.chunk)) + slot.offset * 2);
-}
-
-double Engine::loss_scale() const { return impl_->scaler.scale(); }
-int64_t Engine::optimizer_step() const { return impl_->opt_step; }
-int64_t Engine::micro_steps() const { return impl_->micro; }
-DType Engine::param_dtype() const { return impl_->dtype; }
-const EngineConfig& Engine::config() const { return impl_->cfg; }
-std::string Engine::device_name() const { return impl_->dev->name(); }
-
-EngineStats Engine::stats() const {
-  EngineStats s = impl_->st;
-  s.device_peak_bytes = impl_->dev->peak_bytes();
-  s.loss_scale = impl_->scaler.scale();
-  return s;
 }
 
 }  // namespace strata::engine

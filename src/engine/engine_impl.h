@@ -29,6 +29,7 @@
 #include "src/engine/param_cache.h"
 #include "comm/communicator.h"
 #include "src/engine/loss_scaler.h"
+#include "src/engine/telemetry.h"
 #include "src/engine/trace.h"
 #include "src/engine/weights_export.h"
 #include "src/optim/optimizer.h"
@@ -83,7 +84,6 @@ struct Engine::Impl {
   std::unique_ptr<offload::Device> dev;
   std::unique_ptr<DeviceOps> ops;
   std::unique_ptr<offload::Stream> h2d, d2h, compute;
-  std::unique_ptr<offload::Event> user_ready;
   const kernels::KernelTable* k = nullptr;
   tbb::task_arena arena;
 
@@ -108,28 +108,26 @@ struct Engine::Impl {
   offload::NvmeStore* param_store = nullptr;
 
   bool in_eval = false;  // between begin_eval and end_eval
-  std::unique_ptr<Tracer> tracer;
-  Clock::time_point last_return{};  // when the last engine call returned (host-program lane)
-  EngineStats st;
+  Telemetry telemetry;           // stats, the timeline, the step summary (telemetry.h)
+  EngineStats& st = telemetry.stats();
+  Tracer* tracer() const { return telemetry.tracer(); }
   int64_t micro = 0;
   int64_t opt_step = 0;
 
   void log(const std::string& line) const;
   void trace_span(TraceLane lane, std::string name, Clock::time_point b, Clock::time_point e) {
-    if (tracer) tracer->span(lane, std::move(name), b, e);
+    telemetry.span(lane, std::move(name), b, e);
   }
   // A copy on stream s, timed on `lane` when tracing.
   Status traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src, size_t bytes,
                      offload::CopyKind kind) {
-    return engine::traced_copy(tracer.get(), s, lane, std::move(name), dst, src, bytes, kind);
+    return engine::traced_copy(tracer(), s, lane, std::move(name), dst, src, bytes, kind);
   }
   // A completion callback for NvmeStore that draws the I/O on `lane` (empty when not tracing).
   std::function<void()> io_span(TraceLane lane, std::string name) {
-    if (!tracer) return {};
+    if (!tracer()) return {};
     return [this, lane, name = std::move(name), t0 = Clock::now()] { trace_span(lane, name, t0, Clock::now()); };
   }
-  void call_begin(const char* what);  // host-program span since the last call returned
-  void call_end() { last_return = Clock::now(); }
   size_t bit16_bytes(size_t n) const { return n * 2; }
   static std::string key(size_t chunk, const char* what) { return "c" + std::to_string(chunk) + "." + what; }
   const ParamSlot* find(const std::string& name) const { return layout->find(name); }
@@ -138,8 +136,6 @@ struct Engine::Impl {
   // engine.cpp
   Status allocate_all();
   Status write_initial_values();
-  Status nvme_put(offload::NvmeStore* s, const std::string& k, const offload::AlignedBuffer& b, size_t bytes);
-  Status nvme_get(offload::NvmeStore* s, const std::string& k, offload::AlignedBuffer& b, size_t bytes);
   Status free_all();
   Status synchronize_streams();
 
@@ -172,8 +168,6 @@ struct Engine::Impl {
   Status check_masters();                     // fp32 masters after an update: an error naming the first bad chunk
   Status nonfinite_masters(uint32_t chunk) const;
   Status after_step(const StepResult& r);     // prefetch for the next micro-batch, summary line
-  Clock::time_point created_at = Clock::now(), summary_at{};
-  EngineStats summary_st;                     // stats at the last summary
   bool boundary_micro() const { return (micro + 1) % cfg.gradient_accumulation_steps == 0; }
   // The sink the runner's update writes the new bit16 values through (engine_step.cpp).
   class Bit16Sink;

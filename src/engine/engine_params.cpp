@@ -18,7 +18,7 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
       const Clock::time_point t0 = Clock::now();
       STRATA_RETURN_IF_ERROR(f.ready->synchronize());
       st.stall_fetch_s += seconds_since(t0);
-      if (tracer && seconds_since(t0) > 1e-5) trace_span(TraceLane::kEngine, "fetch stall " + name, t0, Clock::now());
+      if (tracer() && seconds_since(t0) > 1e-5) trace_span(TraceLane::kEngine, "fetch stall " + name, t0, Clock::now());
     } else {
       STRATA_RETURN_IF_ERROR(f.ready->synchronize());
     }
@@ -62,11 +62,6 @@ Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, 
   ps.grad_in_micro = true;
   if (runner->has_nvme() && boundary_micro()) STRATA_RETURN_IF_ERROR(runner->start_reads());
   return Status::ok();
-}
-
-void Engine::Impl::call_begin(const char* what) {
-  const Clock::time_point now = Clock::now();
-  if (tracer && last_return.time_since_epoch().count() != 0) trace_span(TraceLane::kHost, what, last_return, now);
 }
 
 // Every NVMe operation finished: the runner's, then the param cache's staging reads and writes.

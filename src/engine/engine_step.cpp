@@ -180,30 +180,8 @@ Status Engine::Impl::nonfinite_masters(uint32_t ci) const {
 Status Engine::Impl::after_step(const StepResult& r) {
   STRATA_RETURN_IF_ERROR(cache->prefetch());
   if (!r.boundary) return Status::ok();
-  const Clock::time_point now = Clock::now();
-  if (summary_at.time_since_epoch().count() == 0) summary_at = created_at;
-  const double wall = std::chrono::duration<double>(now - summary_at).count();
-  const EngineStats& a = summary_st;
-  const double stall = (st.stall_fetch_s - a.stall_fetch_s) + (st.stall_grad_s - a.stall_grad_s) + (st.step_nvme_s - a.step_nvme_s);
-  if (cfg.step_summary) {
-    char line[512];
-    auto mb = [](size_t b) { return static_cast<double>(b) / 1e6; };
-    std::snprintf(line, sizeof(line),
-                  "step %lld%s: %.1f ms (optimizer %.1f ms: update %.1f, NVMe wait %.1f), stall %.1f ms, overlap %.0f%%, "
-                  "H2D %.1f MB, D2H %.1f MB, NVMe read %.1f MB, write %.1f MB, prefetch %lld (hits %lld), "
-                  "on demand %lld, grad norm %.4g, loss scale %g",
-                  static_cast<long long>(opt_step), r.overflow ? " (skipped: overflow)" : "", wall * 1e3,
-                  (st.step_s - a.step_s) * 1e3, (st.step_update_s - a.step_update_s) * 1e3, (st.step_nvme_s - a.step_nvme_s) * 1e3,
-                  stall * 1e3, wall > 0 ? 100.0 * (1.0 - stall / wall) : 100.0, mb(st.bytes_h2d - a.bytes_h2d),
-                  mb(st.bytes_d2h - a.bytes_d2h), mb(st.bytes_nvme_read - a.bytes_nvme_read),
-                  mb(st.bytes_nvme_write - a.bytes_nvme_write), static_cast<long long>(st.prefetches - a.prefetches),
-                  static_cast<long long>(st.prefetch_hits - a.prefetch_hits),
-                  static_cast<long long>(st.demand_loads - a.demand_loads), r.grad_norm, r.loss_scale);
-    log(line);
-  }
-  if (tracer) trace_span(TraceLane::kEngine, "training step " + std::to_string(opt_step), summary_at, now);
-  summary_at = now;
-  summary_st = st;
+  const std::function<void(const std::string&)> line = [this](const std::string& l) { log(l); };
+  telemetry.step_done(r, opt_step, cfg.step_summary ? &line : nullptr);
   return Status::ok();
 }
 
