@@ -42,6 +42,18 @@ class ArrayHome {
   size_t bytes_;
 };
 
+// What an array needs on each tier; make_array picks the implementation from the tier.
+struct ArraySite {
+  offload::Device* dev = nullptr;       // device: its memory, copies on `stream`, zeroes with `ops`
+  offload::Stream* stream = nullptr;
+  DeviceOps* ops = nullptr;
+  offload::PinMode pin = offload::PinMode::kAuto;  // host
+  offload::NvmeStore* store = nullptr;  // NVMe: the store, synchronous I/O through `bounce`,
+  offload::AlignedBuffer* bounce = nullptr;
+  EngineStats* stats = nullptr;         // NVMe bytes counted here
+};
+StatusOr<std::unique_ptr<ArrayHome>> make_array(Tier tier, const ArraySite& site, std::string nvme_key, size_t bytes);
+
 // Device memory of `dev`; copies on `stream` (synchronised), zeroes with `ops`.
 StatusOr<std::unique_ptr<ArrayHome>> device_array(offload::Device& dev, offload::Stream& stream, DeviceOps& ops,
                                                   size_t bytes);

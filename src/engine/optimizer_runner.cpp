@@ -36,16 +36,11 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
   }
   for (size_t ci = 0; ci < chunks_.size(); ++ci) {
     Chunk& c = chunks_[ci];
-    const size_t bytes = c.shard * 4;
     for (int a = 0; a < num_arrays(); ++a) {
-      if (c.tier == Tier::kDevice) {
-        STRATA_ASSIGN_OR_RETURN(c.a[a], device_array(*ctx_.dev, *ctx_.compute, *ctx_.ops, bytes));
-      } else if (c.tier == Tier::kHost) {
-        STRATA_ASSIGN_OR_RETURN(c.a[a], host_array(bytes, ctx_.pin));
-      } else {
-        const std::string key = "c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
-        c.a[a] = nvme_array(*ctx_.store, key, bytes, &sets_[0].buf[a], ctx_.stats);
-      }
+      const ArraySite site{ctx_.dev, ctx_.compute, ctx_.ops, ctx_.pin, ctx_.store, sets_.empty() ? nullptr : &sets_[0].buf[a],
+                           ctx_.stats};
+      const std::string key = "c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
+      STRATA_ASSIGN_OR_RETURN(c.a[a], make_array(c.tier, site, key, c.shard * 4));
     }
   }
   return Status::ok();

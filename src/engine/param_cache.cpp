@@ -32,14 +32,9 @@ Status ParamCache::allocate(const Context& ctx, std::vector<Chunk> chunks) {
   for (size_t i = 0; i < chunks.size(); ++i) {
     State::ChunkRest& c = m.chunks[i];
     c.geom = chunks[i];
-    const size_t bytes = c.geom.rest_numel * 2;
-    if (c.geom.tier == Tier::kDevice) {
-      STRATA_ASSIGN_OR_RETURN(c.rest, device_array(*ctx.dev, *ctx.compute, *ctx.ops, bytes));
-    } else if (c.geom.tier == Tier::kHost) {
-      STRATA_ASSIGN_OR_RETURN(c.rest, host_array(bytes, ctx.pin));
-    } else {
-      c.rest = nvme_array(*ctx.store, m.key(static_cast<uint32_t>(i)), bytes, &m.staging[0].buf, ctx.stats);
-    }
+    const ArraySite site{ctx.dev, ctx.compute, ctx.ops, ctx.pin, ctx.store, m.staging.empty() ? nullptr : &m.staging[0].buf,
+                         ctx.stats};
+    STRATA_ASSIGN_OR_RETURN(c.rest, make_array(c.geom.tier, site, m.key(static_cast<uint32_t>(i)), c.geom.rest_numel * 2));
   }
   if (pc.offload_param != OffloadTarget::kNone || m.gathers()) {
     m.work.resize(static_cast<size_t>(pc.live_chunks));
