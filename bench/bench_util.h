@@ -60,8 +60,8 @@ inline std::string cpu_model() {
 
 // {"cpu": ..., "hw_threads": N, "isa": ...}: where a figure was measured.
 inline std::string where_json(const std::string& isa) {
-  return "{\"cpu\": \"" + cpu_model() + "\", \"hw_threads\": " +
-         std::to_string(std::thread::hardware_concurrency()) + ", \"isa\": \"" + isa + "\"}";
+  return "{\"cpu\": \"" + cpu_model() + "\", \"hw_threads\": " + std::to_string(std::thread::hardware_concurrency()) +
+         ", \"isa\": \"" + isa + "\"}";
 }
 
 struct FreeDeleter {

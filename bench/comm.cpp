@@ -59,8 +59,8 @@ int main(int argc, char** argv) {
   const double copy = lead ? memcpy_gbps(size_t{64} << 20) : 0.0;  // alone: the others wait
   if (!c.barrier().is_ok()) return 1;
   if (lead)
-    std::fprintf(stderr, "comm bench: %d MPI ranks, memcpy %.1f GB/s (one rank alone)\n%-16s %10s %10s %10s %10s %9s\n", n, copy,
-                 "collective", "MiB/rank", "ms", "algbw", "busbw", "vs copy");
+    std::fprintf(stderr, "comm bench: %d MPI ranks, memcpy %.1f GB/s (one rank alone)\n%-16s %10s %10s %10s %10s %9s\n",
+                 n, copy, "collective", "MiB/rank", "ms", "algbw", "busbw", "vs copy");
   double allreduce_bus = 0;
   for (size_t mib : {1, 16, 64}) {
     const size_t bytes = mib << 20, count = bytes / 4;
@@ -69,10 +69,12 @@ int main(int argc, char** argv) {
       const char* name;
       double factor;
     };
-    const Op ops[] = {{"all_reduce", 2.0 * (n - 1) / n}, {"reduce_scatter", 1.0 * (n - 1) / n}, {"all_gather", 1.0 * (n - 1) / n}};
+    const Op ops[] = {
+        {"all_reduce", 2.0 * (n - 1) / n}, {"reduce_scatter", 1.0 * (n - 1) / n}, {"all_gather", 1.0 * (n - 1) / n}};
     for (const Op& op : ops) {
       const double t = timed(c, [&]() -> Status {
-        if (op.name[4] == 'r') return c.all_reduce_sync(a.data(), b.data(), count, comm::Elem::kF32, comm::ReduceOp::kSum);
+        if (op.name[4] == 'r')
+          return c.all_reduce_sync(a.data(), b.data(), count, comm::Elem::kF32, comm::ReduceOp::kSum);
         StatusOr<std::unique_ptr<comm::Work>> w =
             op.name[0] == 'r' ? c.reduce_scatter(a.data(), b.data(), count, comm::Elem::kF32, comm::ReduceOp::kSum)
                               : c.all_gather(a.data(), b.data(), count, comm::Elem::kF32);
@@ -84,23 +86,28 @@ int main(int argc, char** argv) {
       const double alg = moved / t / 1e9, bus = alg * op.factor;
       if (op.name[4] == 'r' && mib == 64) allreduce_bus = bus;
       if (lead) {
-        std::printf("{\"bench\": \"comm\", \"backend\": \"mpi\", \"ranks\": %d, \"collective\": \"%s\", \"bytes_per_rank\": %zu, "
-                    "\"seconds\": %.6f, \"algbw_gbps\": %.3f, \"busbw_gbps\": %.3f, \"memcpy_gbps\": %.2f, \"vs_memcpy\": %.3f, "
-                    "\"where\": %s, \"git\": \"%s\"}\n",
-                    n, op.name, bytes, t, alg, bus, copy, bus / copy, where_json("").c_str(), STRATA_GIT_SHA);
+        std::printf(
+            "{\"bench\": \"comm\", \"backend\": \"mpi\", \"ranks\": %d, \"collective\": \"%s\", \"bytes_per_rank\": "
+            "%zu, "
+            "\"seconds\": %.6f, \"algbw_gbps\": %.3f, \"busbw_gbps\": %.3f, \"memcpy_gbps\": %.2f, \"vs_memcpy\": "
+            "%.3f, "
+            "\"where\": %s, \"git\": \"%s\"}\n",
+            n, op.name, bytes, t, alg, bus, copy, bus / copy, where_json("").c_str(), STRATA_GIT_SHA);
         std::fprintf(stderr, "%-16s %10zu %10.2f %10.2f %10.2f %8.2fx\n", op.name, mib, t * 1e3, alg, bus, bus / copy);
       }
     }
   }
   if (lead && n > 1) {
     const double wire = 2.0 * 4.0 * psi * (n - 1) / n;
-    std::fprintf(stderr,
-                 "DDP step, %.0f M params: fp32 gradients all-reduced, closed form %.1f MB sent per rank per step, %.1f ms at "
-                 "the 64 MiB all-reduce's bus bandwidth\n",
-                 psi / 1e6, wire / 1e6, wire / (allreduce_bus * 1e9) * 1e3);
-    std::printf("{\"bench\": \"comm_ddp_closed_form\", \"ranks\": %d, \"params\": %.0f, \"bytes_sent_per_rank\": %.0f, "
-                "\"seconds_at_busbw\": %.6f}\n",
-                n, psi, wire, wire / (allreduce_bus * 1e9));
+    std::fprintf(
+        stderr,
+        "DDP step, %.0f M params: fp32 gradients all-reduced, closed form %.1f MB sent per rank per step, %.1f ms at "
+        "the 64 MiB all-reduce's bus bandwidth\n",
+        psi / 1e6, wire / 1e6, wire / (allreduce_bus * 1e9) * 1e3);
+    std::printf(
+        "{\"bench\": \"comm_ddp_closed_form\", \"ranks\": %d, \"params\": %.0f, \"bytes_sent_per_rank\": %.0f, "
+        "\"seconds_at_busbw\": %.6f}\n",
+        n, psi, wire, wire / (allreduce_bus * 1e9));
   }
   return 0;
 }

@@ -61,8 +61,13 @@ struct State {
 };
 
 State make_state(const Combo& c, size_t n, tbb::task_arena& arena) {
-  State s{alloc_buffer(n * 4), alloc_buffer(n * 4), alloc_buffer(n * 4),
-          alloc_buffer(n * dtype_size(c.grad)), alloc_buffer(n * 4), alloc_buffer(n * 2), {}};
+  State s{alloc_buffer(n * 4),
+          alloc_buffer(n * 4),
+          alloc_buffer(n * 4),
+          alloc_buffer(n * dtype_size(c.grad)),
+          alloc_buffer(n * 4),
+          alloc_buffer(n * 2),
+          {}};
   float* p = reinterpret_cast<float*>(s.p.get());
   float* m = reinterpret_cast<float*>(s.m.get());
   float* v = reinterpret_cast<float*>(s.v.get());
@@ -88,7 +93,8 @@ State make_state(const Combo& c, size_t n, tbb::task_arena& arena) {
       }
     });
   });
-  s.t = AdamTensor{p, m, v, g, c.grad, c.out < 0 ? nullptr : out, c.out < 0 ? DType::kBF16 : static_cast<DType>(c.out), n};
+  s.t = AdamTensor{p, m, v, g, c.grad, c.out < 0 ? nullptr : out, c.out < 0 ? DType::kBF16 : static_cast<DType>(c.out),
+                   n};
   return s;
 }
 
@@ -137,10 +143,8 @@ Result run(const kernels::KernelTable& k, const Combo& c, int threads, const Opt
 
 std::string timing_json(const Timing& t, size_t n, size_t bpp) {
   char buf[256];
-  std::snprintf(buf, sizeof(buf),
-                "{\"params_per_s\": %.4g, \"gb_per_s\": %.4g, \"best_s\": %.5f, \"median_s\": %.5f}",
-                static_cast<double>(n) / t.best_s, static_cast<double>(n * bpp) / t.best_s / 1e9, t.best_s,
-                t.median_s);
+  std::snprintf(buf, sizeof(buf), "{\"params_per_s\": %.4g, \"gb_per_s\": %.4g, \"best_s\": %.5f, \"median_s\": %.5f}",
+                static_cast<double>(n) / t.best_s, static_cast<double>(n * bpp) / t.best_s / 1e9, t.best_s, t.median_s);
   return buf;
 }
 
@@ -168,17 +172,19 @@ void report(const Combo& c, int threads, const Options& o, const Result& r, cons
   j += "}";
   std::printf("%s\n", j.c_str());
   std::fflush(stdout);
-  std::fprintf(stderr, "%-5s %-5s %3d thr | adam %6.3f Gp/s %6.2f GB/s | limit %6.3f Gp/s | ratio %5.3f | unfused x%.2f",
-               std::string(dtype_name(c.grad)).c_str(), out_name(c.out).c_str(), threads,
-               o.params / r.adam.best_s / 1e9, o.params * bpp / r.adam.best_s / 1e9, o.params / r.limit.best_s / 1e9,
-               ratio, r.unfused.best_s / r.adam.best_s);
+  std::fprintf(
+      stderr, "%-5s %-5s %3d thr | adam %6.3f Gp/s %6.2f GB/s | limit %6.3f Gp/s | ratio %5.3f | unfused x%.2f",
+      std::string(dtype_name(c.grad)).c_str(), out_name(c.out).c_str(), threads, o.params / r.adam.best_s / 1e9,
+      o.params * bpp / r.adam.best_s / 1e9, o.params / r.limit.best_s / 1e9, ratio, r.unfused.best_s / r.adam.best_s);
   if (r.has_scalar) std::fprintf(stderr, " | scalar loop x%.1f", r.scalar.best_s / r.adam.best_s);
   std::fprintf(stderr, "\n");
 }
 
 // --- the one-state optimizers (Lion, Adagrad) through their plug-ins -----------------------
 
-size_t one_state_bytes(const Combo& c) { return 8 /* read p, s */ + dtype_size(c.grad) + 8 /* write p, s */ + (c.out < 0 ? 0 : 2); }
+size_t one_state_bytes(const Combo& c) {
+  return 8 /* read p, s */ + dtype_size(c.grad) + 8 /* write p, s */ + (c.out < 0 ? 0 : 2);
+}
 
 struct OneState {
   Buffer p, s, g, out;
@@ -217,7 +223,8 @@ OneState make_one_state(const Combo& c, size_t n, tbb::task_arena& arena) {
   return s;
 }
 
-void run_one_state(const optim::Optimizer& opt, const kernels::KernelTable& k, const Combo& c, int threads, const Options& o) {
+void run_one_state(const optim::Optimizer& opt, const kernels::KernelTable& k, const Combo& c, int threads,
+                   const Options& o) {
   tbb::task_arena arena(threads);
   OneState s = make_one_state(c, o.params, arena);
   const optim::StepCoeffs coeffs = opt.coeffs(1, opt.hyper().lr, 0.5f).value();
@@ -234,19 +241,20 @@ void run_one_state(const optim::Optimizer& opt, const kernels::KernelTable& k, c
   const Timing u{best(tu), median(tu)}, l{best(tl), median(tl)};
   const size_t bpp = one_state_bytes(c);
   const double ratio = l.best_s / u.best_s;
-  std::string j = "{\"bench\": \"cpu_optimizer\", \"optimizer\": \"" + std::string(opt.type()) + "\", \"git_sha\": \"" STRATA_GIT_SHA "\", ";
+  std::string j = "{\"bench\": \"cpu_optimizer\", \"optimizer\": \"" + std::string(opt.type()) +
+                  "\", \"git_sha\": \"" STRATA_GIT_SHA "\", ";
   j += "\"where\": " + where_json(k.name) + ", ";
-  j += "\"params\": " + std::to_string(o.params) + ", \"grad\": \"" + std::string(dtype_name(c.grad)) + "\", \"out\": \"" +
-       out_name(c.out) + "\", \"threads\": " + std::to_string(threads) + ", \"bytes_per_param\": " + std::to_string(bpp) +
-       ", \"reps\": " + std::to_string(o.reps) + ", ";
+  j += "\"params\": " + std::to_string(o.params) + ", \"grad\": \"" + std::string(dtype_name(c.grad)) +
+       "\", \"out\": \"" + out_name(c.out) + "\", \"threads\": " + std::to_string(threads) +
+       ", \"bytes_per_param\": " + std::to_string(bpp) + ", \"reps\": " + std::to_string(o.reps) + ", ";
   j += "\"update\": " + timing_json(u, o.params, bpp) + ", \"limit_same_mix\": " + timing_json(l, o.params, bpp);
   char buf[64];
   std::snprintf(buf, sizeof(buf), ", \"ratio_to_limit\": %.3f}", ratio);
   std::printf("%s%s\n", j.c_str(), buf);
   std::fflush(stdout);
   std::fprintf(stderr, "%-7s %-5s %-5s %3d thr | update %6.3f Gp/s %6.2f GB/s | limit %6.3f Gp/s | ratio %5.3f\n",
-               std::string(opt.type()).c_str(), std::string(dtype_name(c.grad)).c_str(), out_name(c.out).c_str(), threads,
-               o.params / u.best_s / 1e9, o.params * bpp / u.best_s / 1e9, o.params / l.best_s / 1e9, ratio);
+               std::string(opt.type()).c_str(), std::string(dtype_name(c.grad)).c_str(), out_name(c.out).c_str(),
+               threads, o.params / u.best_s / 1e9, o.params * bpp / u.best_s / 1e9, o.params / l.best_s / 1e9, ratio);
 }
 
 int usage(const char* argv0, const std::string& why) {
@@ -274,7 +282,8 @@ int main(int argc, char** argv) {
       if (*end != '\0' || o.params == 0) return usage(argv[0], "--params wants a positive integer, not '" + v + "'");
     } else if (a == "--reps" || a == "--scalar-reps") {
       const long r = std::strtol(v.c_str(), &end, 10);
-      if (*end != '\0' || r < (a == "--reps" ? 1 : 0) || r > 1000) return usage(argv[0], a + " out of range: '" + v + "'");
+      if (*end != '\0' || r < (a == "--reps" ? 1 : 0) || r > 1000)
+        return usage(argv[0], a + " out of range: '" + v + "'");
       (a == "--reps" ? o.reps : o.scalar_reps) = static_cast<int>(r);
     } else if (a == "--combos") {
       if (v != "all" && v != "main") return usage(argv[0], "--combos is all or main, not '" + v + "'");

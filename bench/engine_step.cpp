@@ -63,7 +63,8 @@ class Baseline final : public testing::ParamAccess {
     h.grad_scale = static_cast<float>(kernels::clip_coefficient(r.l2(), 1.0));
     std::vector<kernels::AdamTensor> ts;
     for (auto& [n, t] : t_)
-      ts.push_back({t.p.data(), t.m.data(), t.v.data(), t.acc.data(), DType::kF32, t.p16.data(), DType::kBF16, t.p.size()});
+      ts.push_back(
+          {t.p.data(), t.m.data(), t.v.data(), t.acc.data(), DType::kF32, t.p16.data(), DType::kBF16, t.p.size()});
     kernels::adam_update(*k_, kernels::make_adam_coeffs(kernels::AdamMode::kAdamW, true, ++step_, h), ts);
     for (auto& [n, t] : t_) std::memset(t.acc.data(), 0, t.acc.size() * 4);
   }
@@ -177,7 +178,8 @@ Timing run_engine(const Mlp& mlp, const std::string& json, int steps, std::strin
     t.h2d_mb = static_cast<double>(after.bytes_h2d - before.bytes_h2d) / 1e6;
     t.d2h_mb = static_cast<double>(after.bytes_d2h - before.bytes_d2h) / 1e6;
     t.nvme_mb = static_cast<double>(after.bytes_nvme_read - before.bytes_nvme_read + after.bytes_nvme_write -
-                                    before.bytes_nvme_write) / 1e6;
+                                    before.bytes_nvme_write) /
+                1e6;
     per.push_back(t);
   }
   // The step of median duration, whole (its parts add up).
@@ -191,15 +193,19 @@ Timing run_engine(const Mlp& mlp, const std::string& json, int steps, std::strin
 void report(const std::string& name, const Timing& t, const Timing& base, size_t params, size_t budget) {
   std::printf(
       "{\"bench\": \"engine_step\", \"config\": \"%s\", \"params\": %zu, \"device_budget\": %zu, \"step_s\": %.5f, "
-      "\"compute_s\": %.5f, \"engine_calls_s\": %.5f, \"stall_s\": %.5f, \"stall_fetch_s\": %.5f, \"optimizer_s\": %.5f, \"adam_s\": %.5f, "
+      "\"compute_s\": %.5f, \"engine_calls_s\": %.5f, \"stall_s\": %.5f, \"stall_fetch_s\": %.5f, \"optimizer_s\": "
+      "%.5f, \"adam_s\": %.5f, "
       "\"nvme_s\": %.5f, \"h2d_MB\": %.2f, \"d2h_MB\": %.2f, \"nvme_MB\": %.2f, \"overhead_s\": %.5f, "
-      "\"stall_pct\": %.2f, \"vs_in_memory\": %.3f, \"loss_first\": %.5f, \"loss_last\": %.5f, \"where\": %s, \"git\": \"%s\"}\n",
-      name.c_str(), params, budget, t.step, t.compute, t.calls, t.stall, t.stall_fetch, t.optimizer, t.adam, t.nvme, t.h2d_mb, t.d2h_mb,
-      t.nvme_mb, t.step - t.compute, 100.0 * t.stall / t.step, t.step / base.step, t.first_loss, t.last_loss, where_json(kernels::kernel_table(kernels::best_isa()).value()->name).c_str(), STRATA_GIT_SHA);
-  std::fprintf(stderr, "%-32s %8.1f %8.1f %8.1f %8.1f %6.1f%% %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %7.3fx  %.4f -> %.4f\n",
+      "\"stall_pct\": %.2f, \"vs_in_memory\": %.3f, \"loss_first\": %.5f, \"loss_last\": %.5f, \"where\": %s, \"git\": "
+      "\"%s\"}\n",
+      name.c_str(), params, budget, t.step, t.compute, t.calls, t.stall, t.stall_fetch, t.optimizer, t.adam, t.nvme,
+      t.h2d_mb, t.d2h_mb, t.nvme_mb, t.step - t.compute, 100.0 * t.stall / t.step, t.step / base.step, t.first_loss,
+      t.last_loss, where_json(kernels::kernel_table(kernels::best_isa()).value()->name).c_str(), STRATA_GIT_SHA);
+  std::fprintf(stderr,
+               "%-32s %8.1f %8.1f %8.1f %8.1f %6.1f%% %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %7.3fx  %.4f -> %.4f\n",
                name.c_str(), t.step * 1e3, t.compute * 1e3, t.calls * 1e3, t.stall * 1e3, 100.0 * t.stall / t.step,
-               t.optimizer * 1e3, t.adam * 1e3,
-               t.nvme * 1e3, (t.step - t.compute) * 1e3, t.h2d_mb, t.nvme_mb, t.step / base.step, t.first_loss, t.last_loss);
+               t.optimizer * 1e3, t.adam * 1e3, t.nvme * 1e3, (t.step - t.compute) * 1e3, t.h2d_mb, t.nvme_mb,
+               t.step / base.step, t.first_loss, t.last_loss);
 }
 
 }  // namespace
@@ -237,7 +243,9 @@ int main(int argc, char** argv) {
     } else if (a == "--trace") {
       trace = next();
     } else {
-      std::fprintf(stderr, "usage: %s [--hidden N] [--layers N] [--batch N] [--steps N] [--nvme-dir DIR] [--trace FILE]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--hidden N] [--layers N] [--batch N] [--steps N] [--nvme-dir DIR] [--trace FILE]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -252,27 +260,35 @@ int main(int argc, char** argv) {
   // buckets: about a quarter of the bit16 params for 16 layers.
   const size_t chunk_bytes = (static_cast<size_t>(s.hidden) * (s.hidden + 1) + 128) * 2;
   const size_t budget = 4 * chunk_bytes + (1 << 16);
-  std::fprintf(stderr, "MLP %d x %d, %d layers, batch %d: %.1f M params, bit16 %.1f MB, device budget %.1f MB (%.1fx smaller)\n",
-               s.hidden, s.hidden, s.hidden_layers + 2, s.batch, static_cast<double>(params) / 1e6,
-               static_cast<double>(params) * 2 / 1e6, static_cast<double>(budget) / 1e6,
-               static_cast<double>(params) * 2 / static_cast<double>(budget));
-  std::fprintf(stderr, "%-32s %8s %8s %8s %8s %7s %8s %8s %8s %8s %8s %8s %8s  %s\n", "config (ms, MB per step)", "step",
-               "compute", "calls", "stall", "stall%", "optim", "adam", "nvme", "overhead", "h2d MB", "nvme MB", "vs mem", "loss");
+  std::fprintf(
+      stderr, "MLP %d x %d, %d layers, batch %d: %.1f M params, bit16 %.1f MB, device budget %.1f MB (%.1fx smaller)\n",
+      s.hidden, s.hidden, s.hidden_layers + 2, s.batch, static_cast<double>(params) / 1e6,
+      static_cast<double>(params) * 2 / 1e6, static_cast<double>(budget) / 1e6,
+      static_cast<double>(params) * 2 / static_cast<double>(budget));
+  std::fprintf(stderr, "%-32s %8s %8s %8s %8s %7s %8s %8s %8s %8s %8s %8s %8s  %s\n", "config (ms, MB per step)",
+               "step", "compute", "calls", "stall", "stall%", "optim", "adam", "nvme", "overhead", "h2d MB", "nvme MB",
+               "vs mem", "loss");
   const bench::Timing base = bench::run_baseline(mlp, steps);
   bench::report("in-memory", base, base, params, 0);
-  const std::string common = "\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, "
-                             "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 1e-3}}, ";
+  const std::string common =
+      "\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, "
+      "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 1e-3}}, ";
   auto json = [&](const std::string& zero, const std::string& extra) {
-    return "{" + common + "\"zero_optimization\": {" + zero + "}, \"strata\": {\"device\": \"host\", \"device_bytes\": " +
-           std::to_string(budget) + ", \"chunk_bytes\": " + std::to_string(chunk_bytes) + extra + "}}";
+    return "{" + common + "\"zero_optimization\": {" + zero +
+           "}, \"strata\": {\"device\": \"host\", \"device_bytes\": " + std::to_string(budget) +
+           ", \"chunk_bytes\": " + std::to_string(chunk_bytes) + extra + "}}";
   };
   std::vector<std::pair<std::string, std::string>> configs = {
-      {"params+optimizer cpu", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"}};
+      {"params+optimizer cpu",
+       "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"}};
   if (!nvme_dir.empty()) {
-    configs.push_back({"params cpu, optimizer nvme", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, "
-                                                     "\"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + nvme_dir + "\"}"});
-    configs.push_back({"params+optimizer nvme", "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"" + nvme_dir +
-                                                "\"}, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + nvme_dir + "\"}"});
+    configs.push_back({"params cpu, optimizer nvme",
+                       "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, "
+                       "\"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
+                           nvme_dir + "\"}"});
+    configs.push_back({"params+optimizer nvme",
+                       "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"" + nvme_dir +
+                           "\"}, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + nvme_dir + "\"}"});
   }
   for (size_t i = 0; i < configs.size(); ++i) {
     const auto& [name, zero] = configs[i];

@@ -36,16 +36,17 @@ inline std::string run_command(const std::string& cmd) {
 inline StatusOr<Rates> fio_once(const std::string& dir, size_t total, const FioConfig& c) {
   Rates r;
   for (const char* rw : {"write", "read"}) {
-    const std::string cmd = "fio --name=strata_bench --directory=" + dir +
-                            " --ioengine=libaio --direct=1 --rw=" + rw + " --bs=" + std::to_string(c.block_size) +
-                            " --iodepth=" + std::to_string(c.queue_depth) + " --numjobs=" + std::to_string(c.threads) +
+    const std::string cmd = "fio --name=strata_bench --directory=" + dir + " --ioengine=libaio --direct=1 --rw=" + rw +
+                            " --bs=" + std::to_string(c.block_size) + " --iodepth=" + std::to_string(c.queue_depth) +
+                            " --numjobs=" + std::to_string(c.threads) +
                             " --size=" + std::to_string(total / static_cast<size_t>(c.threads)) +
                             " --group_reporting --output-format=json --filename_format='fio.$jobnum' 2>&1";
     const std::string out = run_command(cmd);
     const auto start = out.find('{');
     nlohmann::json j = nlohmann::json::parse(start == std::string::npos ? "" : out.substr(start), nullptr, false);
     if (j.is_discarded() || !j.contains("jobs"))
-      return unsupported("fio did not run (is it installed? scripts/install_deps.sh installs it): " + out.substr(0, 200));
+      return unsupported("fio did not run (is it installed? scripts/install_deps.sh installs it): " +
+                         out.substr(0, 200));
     const double bw = j["jobs"][0][rw]["bw_bytes"].get<double>();
     (std::string(rw) == "write" ? r.write_gbps : r.read_gbps) = bw / 1e9;
   }

@@ -84,17 +84,19 @@ int run(size_t total, int reps, const kernels::KernelTable& k) {
       const double bytes = static_cast<double>(g.elements * dtype_size(d));
       const double ratio = best(tl) / best(tn);
       std::printf(
-          "{\"bench\": \"grad_norm\", \"git_sha\": \"" STRATA_GIT_SHA "\", \"where\": %s, \"elements\": %zu, "
+          "{\"bench\": \"grad_norm\", \"git_sha\": \"" STRATA_GIT_SHA
+          "\", \"where\": %s, \"elements\": %zu, "
           "\"tensors\": %zu, \"dtype\": \"%s\", \"threads\": %d, \"reps\": %d, "
           "\"norm\": {\"elements_per_s\": %.4g, \"gb_per_s\": %.4g, \"best_s\": %.5f, \"median_s\": %.5f}, "
           "\"limit_read\": {\"elements_per_s\": %.4g, \"gb_per_s\": %.4g, \"best_s\": %.5f}, \"ratio_to_limit\": %.3f",
           where_json(k.name).c_str(), g.elements, g.views.size(), std::string(dtype_name(d)).c_str(), threads, reps,
           g.elements / best(tn), bytes / best(tn) / 1e9, best(tn), median(tn), g.elements / best(tl),
           bytes / best(tl) / 1e9, best(tl), ratio);
-      if (plain_s > 0) std::printf(", \"plain_double_loop_s\": %.4f, \"speedup_vs_plain\": %.2f", plain_s, plain_s / best(tn));
+      if (plain_s > 0)
+        std::printf(", \"plain_double_loop_s\": %.4f, \"speedup_vs_plain\": %.2f", plain_s, plain_s / best(tn));
       std::printf(", \"checksum\": %.6g}\n", sink);  // keeps every timed call's result alive
-      std::fprintf(stderr, "%-5s %d thr | norm %6.2f GB/s | read limit %6.2f GB/s | ratio %5.3f", std::string(dtype_name(d)).c_str(),
-                   threads, bytes / best(tn) / 1e9, bytes / best(tl) / 1e9, ratio);
+      std::fprintf(stderr, "%-5s %d thr | norm %6.2f GB/s | read limit %6.2f GB/s | ratio %5.3f",
+                   std::string(dtype_name(d)).c_str(), threads, bytes / best(tn) / 1e9, bytes / best(tl) / 1e9, ratio);
       if (plain_s > 0) std::fprintf(stderr, " | plain loop x%.1f", plain_s / best(tn));
       std::fprintf(stderr, "\n");
     }

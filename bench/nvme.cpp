@@ -54,7 +54,8 @@ StatusOr<Rates> store_once(offload::NvmeStore& st, size_t total, std::vector<off
           if (!e.is_ok() && failed.is_ok()) failed = e;
         }
         const std::string key = "tensor" + std::to_string(i);
-        slot = pass == 0 ? st.put(key, bufs[i % kBuffers], kTensorBytes) : st.get(key, bufs[i % kBuffers], kTensorBytes);
+        slot =
+            pass == 0 ? st.put(key, bufs[i % kBuffers], kTensorBytes) : st.get(key, bufs[i % kBuffers], kTensorBytes);
       }
       for (auto& h : inflight) {
         if (!h.valid()) continue;
@@ -70,8 +71,8 @@ StatusOr<Rates> store_once(offload::NvmeStore& st, size_t total, std::vector<off
 }
 
 // Best of `reps` interleaved store / fio runs, so the disk's drifts hit both alike.
-Status measure(const std::string& dir, size_t total, const Config& c, int reps, std::vector<offload::AlignedBuffer>& bufs,
-               Rates* best_store, Rates* best_fio) {
+Status measure(const std::string& dir, size_t total, const Config& c, int reps,
+               std::vector<offload::AlignedBuffer>& bufs, Rates* best_store, Rates* best_fio) {
   offload::NvmeStoreOptions o;
   o.dir = dir;
   o.checksum = c.checksum;
@@ -91,13 +92,17 @@ Status measure(const std::string& dir, size_t total, const Config& c, int reps, 
 }
 
 std::string fs_type(const std::string& dir) {
-  struct statfs s{};
+  struct statfs s {};
   if (::statfs(dir.c_str(), &s) != 0) return "unknown";
   switch (static_cast<unsigned long>(s.f_type)) {
-    case 0xEF53: return "ext4";
-    case 0x58465342: return "xfs";
-    case 0x01021994: return "tmpfs";
-    case 0x9123683E: return "btrfs";
+    case 0xEF53:
+      return "ext4";
+    case 0x58465342:
+      return "xfs";
+    case 0x01021994:
+      return "tmpfs";
+    case 0x9123683E:
+      return "btrfs";
     default: {
       char b[32];
       std::snprintf(b, sizeof(b), "0x%lx", static_cast<unsigned long>(s.f_type));
@@ -164,8 +169,8 @@ int main(int argc, char** argv) {
     std::memset(b.value().data(), static_cast<int>(i * 37 + 1), kTensorBytes);
     bufs.push_back(std::move(b).value());
   }
-  std::fprintf(stderr, "nvme: %zu GiB of 64 MiB tensors in %s (%s), NvmeStore vs fio, same settings, best of %d\n",
-               gib, dir.c_str(), fs_type(dir).c_str(), reps);
+  std::fprintf(stderr, "nvme: %zu GiB of 64 MiB tensors in %s (%s), NvmeStore vs fio, same settings, best of %d\n", gib,
+               dir.c_str(), fs_type(dir).c_str(), reps);
   const double hash = xxh3_gbps(bufs);
   std::fprintf(stderr, "xxh3 in memory, one thread: %.2f GB/s\n", hash);
   for (const Config& c : configs) {
@@ -175,18 +180,22 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", st.to_string().c_str());
       return 1;
     }
-    std::printf("{\"bench\": \"nvme\", \"git_sha\": \"" STRATA_GIT_SHA "\", \"where\": {\"dir\": \"%s\", \"fs\": \"%s\", "
-                "\"cpu\": \"%s\"}, \"bytes\": %zu, \"reps\": %d, \"block_size\": %zu, \"queue_depth\": %d, \"threads\": %d, "
-                "\"checksum\": %s, \"xxh3_memory_gbps\": %.2f, "
-                "\"store_write_gbps\": %.3f, \"fio_write_gbps\": %.3f, \"write_ratio\": %.3f, "
-                "\"store_read_gbps\": %.3f, \"fio_read_gbps\": %.3f, \"read_ratio\": %.3f}\n",
-                dir.c_str(), fs_type(dir).c_str(), cpu_model().c_str(), total, reps, c.block_size, c.queue_depth, c.threads,
-                c.checksum ? "true" : "false", hash, r.write_gbps, q.write_gbps, r.write_gbps / q.write_gbps, r.read_gbps, q.read_gbps,
-                r.read_gbps / q.read_gbps);
+    std::printf(
+        "{\"bench\": \"nvme\", \"git_sha\": \"" STRATA_GIT_SHA
+        "\", \"where\": {\"dir\": \"%s\", \"fs\": \"%s\", "
+        "\"cpu\": \"%s\"}, \"bytes\": %zu, \"reps\": %d, \"block_size\": %zu, \"queue_depth\": %d, \"threads\": %d, "
+        "\"checksum\": %s, \"xxh3_memory_gbps\": %.2f, "
+        "\"store_write_gbps\": %.3f, \"fio_write_gbps\": %.3f, \"write_ratio\": %.3f, "
+        "\"store_read_gbps\": %.3f, \"fio_read_gbps\": %.3f, \"read_ratio\": %.3f}\n",
+        dir.c_str(), fs_type(dir).c_str(), cpu_model().c_str(), total, reps, c.block_size, c.queue_depth, c.threads,
+        c.checksum ? "true" : "false", hash, r.write_gbps, q.write_gbps, r.write_gbps / q.write_gbps, r.read_gbps,
+        q.read_gbps, r.read_gbps / q.read_gbps);
     std::fflush(stdout);
-    std::fprintf(stderr, "bs %5zu KiB qd %3d thr %d%s | write %5.2f GB/s fio %5.2f ratio %5.3f | read %5.2f GB/s fio %5.2f ratio %5.3f\n",
-                 c.block_size >> 10, c.queue_depth, c.threads, c.checksum ? " xxh3" : "     ", r.write_gbps, q.write_gbps, r.write_gbps / q.write_gbps,
-                 r.read_gbps, q.read_gbps, r.read_gbps / q.read_gbps);
+    std::fprintf(stderr,
+                 "bs %5zu KiB qd %3d thr %d%s | write %5.2f GB/s fio %5.2f ratio %5.3f | read %5.2f GB/s fio %5.2f "
+                 "ratio %5.3f\n",
+                 c.block_size >> 10, c.queue_depth, c.threads, c.checksum ? " xxh3" : "     ", r.write_gbps,
+                 q.write_gbps, r.write_gbps / q.write_gbps, r.read_gbps, q.read_gbps, r.read_gbps / q.read_gbps);
   }
   return 0;
 }

@@ -26,15 +26,14 @@
 
 #include "bench_util.h"
 #include "fio.h"
-#include "store_rates.h"
 #include "kernels/cpu/adam.h"
 #include "kernels/cpu/isa.h"
 #include "offload/nvme_store.h"
 #include "src/engine/engine.h"
+#include "store_rates.h"
 
 namespace strata::bench {
 namespace {
-
 
 // Adam over n params in memory (fp32 state, fp32 gradients, bf16 output): the compute bound.
 double adam_in_memory(size_t n, int reps) {
@@ -45,7 +44,9 @@ double adam_in_memory(size_t n, int reps) {
   std::vector<double> t;
   for (int r = 0; r <= reps; ++r) {
     kernels::AdamTensor a{p.data(), m.data(), v.data(), g.data(), DType::kF32, out.data(), DType::kBF16, n};
-    const double s = seconds([&] { kernels::adam_update(*k, kernels::make_adam_coeffs(kernels::AdamMode::kAdamW, true, r + 1, h), {&a, 1}); });
+    const double s = seconds([&] {
+      kernels::adam_update(*k, kernels::make_adam_coeffs(kernels::AdamMode::kAdamW, true, r + 1, h), {&a, 1});
+    });
     if (r > 0) t.push_back(s);
   }
   return median(t);
@@ -60,10 +61,14 @@ struct StepTimes {
 StepTimes run_engine(const std::string& dir, size_t params, size_t chunk_elems, int buffers, bool overlap, int steps) {
   const std::string json =
       "{\"bf16\": {\"enabled\": true}, \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 1e-4}},"
-      "\"zero_optimization\": {\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": "
-      "\"nvme\", \"nvme_path\": \"" + dir + "\", \"buffer_count\": " + std::to_string(buffers) + "}},"
-      "\"strata\": {\"device\": \"host\", \"device_bytes\": " + std::to_string(chunk_elems * 2 * 4 + (1 << 20)) +
-      ", \"chunk_bytes\": " + std::to_string(chunk_elems * 2) + ", \"overlap\": " + (overlap ? "true" : "false") + "}}";
+      "\"zero_optimization\": {\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": "
+      "{\"device\": "
+      "\"nvme\", \"nvme_path\": \"" +
+      dir + "\", \"buffer_count\": " + std::to_string(buffers) +
+      "}},"
+      "\"strata\": {\"device\": \"host\", \"device_bytes\": " +
+      std::to_string(chunk_elems * 2 * 4 + (1 << 20)) + ", \"chunk_bytes\": " + std::to_string(chunk_elems * 2) +
+      ", \"overlap\": " + (overlap ? "true" : "false") + "}}";
   auto cfg = check(engine::parse_engine_config(json));
   engine::EngineOptions o;
   o.log = [](const std::string&) {};
@@ -150,8 +155,10 @@ int main(int argc, char** argv) {
   const double state_bytes = static_cast<double>(params) * 12;
   const offload::AioConfig aio;
   const FioConfig fc{aio.block_size, aio.queue_depth, aio.intra_op_parallelism};
-  std::fprintf(stderr, "optimizer_nvme: %.0f M params, %.2f GB of optimizer state on %s, chunks of %zu M params, %d buffer sets\n",
-               static_cast<double>(params) / 1e6, state_bytes / 1e9, dir.c_str(), chunk_elems >> 20, buffers);
+  std::fprintf(
+      stderr,
+      "optimizer_nvme: %.0f M params, %.2f GB of optimizer state on %s, chunks of %zu M params, %d buffer sets\n",
+      static_cast<double>(params) / 1e6, state_bytes / 1e9, dir.c_str(), chunk_elems >> 20, buffers);
   const Rates f1 = check(fio_once(dir, static_cast<size_t>(state_bytes), fc));
   const double adam = adam_in_memory(params, 3);
   const StepTimes sync = run_engine(dir, params, chunk_elems, buffers, false, steps);
@@ -165,30 +172,39 @@ int main(int argc, char** argv) {
   const double store_bound = std::max(adam, store_io);
   // If the disk served reads and writes at full speed at the same time (it may: a virtual disk
   // with a host cache), the bound would be the larger of the two instead of their sum.
-  const double duplex_bound = std::max({adam, piped.read_bytes / (alone.read_gbps * 1e9), piped.write_bytes / (alone.write_gbps * 1e9)});
-  std::fprintf(stderr, "fio: read %.2f GB/s, write %.2f GB/s (runs before / after: %.2f/%.2f, %.2f/%.2f)\n", fio.read_gbps,
-               fio.write_gbps, f1.read_gbps, f2.read_gbps, f1.write_gbps, f2.write_gbps);
-  std::fprintf(stderr, "bound: max(Adam in memory %.3f s, NVMe %.2f GB read + %.2f GB write at fio rates %.3f s) = %.3f s\n", adam,
-               piped.read_bytes / 1e9, piped.write_bytes / 1e9, io_bound, bound);
-  std::fprintf(stderr, "tighter bound at the store's own rates (read %.2f GB/s, write %.2f GB/s, nothing else running): %.3f s\n",
-               alone.read_gbps, alone.write_gbps, store_bound);
-  std::fprintf(stderr, "full-duplex bound (reads and writes at full speed at once, the larger of the two): %.3f s\n", duplex_bound);
+  const double duplex_bound =
+      std::max({adam, piped.read_bytes / (alone.read_gbps * 1e9), piped.write_bytes / (alone.write_gbps * 1e9)});
+  std::fprintf(stderr, "fio: read %.2f GB/s, write %.2f GB/s (runs before / after: %.2f/%.2f, %.2f/%.2f)\n",
+               fio.read_gbps, fio.write_gbps, f1.read_gbps, f2.read_gbps, f1.write_gbps, f2.write_gbps);
+  std::fprintf(stderr,
+               "bound: max(Adam in memory %.3f s, NVMe %.2f GB read + %.2f GB write at fio rates %.3f s) = %.3f s\n",
+               adam, piped.read_bytes / 1e9, piped.write_bytes / 1e9, io_bound, bound);
+  std::fprintf(
+      stderr,
+      "tighter bound at the store's own rates (read %.2f GB/s, write %.2f GB/s, nothing else running): %.3f s\n",
+      alone.read_gbps, alone.write_gbps, store_bound);
+  std::fprintf(stderr, "full-duplex bound (reads and writes at full speed at once, the larger of the two): %.3f s\n",
+               duplex_bound);
   for (const auto& [name, t] : {std::pair<const char*, StepTimes>{"sync", sync}, {"pipelined", piped}}) {
     const double opt = t.handoff + t.step + t.drain - sync.handoff;
-    std::printf("{\"bench\": \"optimizer_nvme\", \"mode\": \"%s\", \"params\": %zu, \"chunk_params\": %zu, \"buffers\": %d, "
-                "\"handoff_s\": %.4f, \"step_call_s\": %.4f, \"writeback_wait_s\": %.4f, \"optimizer_s\": %.4f, \"adam_s\": %.4f, \"nvme_wait_s\": %.4f, \"read_GB\": %.3f, \"write_GB\": %.3f, "
-                "\"fio_read_GBps\": %.3f, \"fio_write_GBps\": %.3f, \"adam_in_memory_s\": %.4f, \"bound_s\": %.4f, "
-                "\"vs_bound\": %.3f, \"store_read_GBps\": %.3f, \"store_write_GBps\": %.3f, \"store_bound_s\": %.4f, "
-                "\"vs_store_bound\": %.3f, \"duplex_bound_s\": %.4f, \"vs_duplex_bound\": %.3f, \"where\": %s, \"git\": \"%s\"}\n",
-                name, params, chunk_elems, buffers, t.handoff, t.step, t.drain, opt, t.adam, t.nvme_wait, t.read_bytes / 1e9, t.write_bytes / 1e9,
-                fio.read_gbps, fio.write_gbps, adam, bound, opt / bound, alone.read_gbps, alone.write_gbps, store_bound,
-                opt / store_bound, duplex_bound, opt / duplex_bound,
-                where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(), STRATA_GIT_SHA);
-    std::fprintf(stderr,
-                 "%-10s cycle %.3f s = hand-off %.3f + step() %.3f + write-back wait %.3f; optimizer %.3f s (Adam %.3f, step "
-                 "waiting for NVMe %.3f) = %.3fx the fio bound, %.3fx the store bound, %.3fx the full-duplex bound\n",
-                 name, t.handoff + t.step + t.drain, t.handoff, t.step, t.drain, opt, t.adam, t.nvme_wait, opt / bound,
-                 opt / store_bound, opt / duplex_bound);
+    std::printf(
+        "{\"bench\": \"optimizer_nvme\", \"mode\": \"%s\", \"params\": %zu, \"chunk_params\": %zu, \"buffers\": %d, "
+        "\"handoff_s\": %.4f, \"step_call_s\": %.4f, \"writeback_wait_s\": %.4f, \"optimizer_s\": %.4f, \"adam_s\": "
+        "%.4f, \"nvme_wait_s\": %.4f, \"read_GB\": %.3f, \"write_GB\": %.3f, "
+        "\"fio_read_GBps\": %.3f, \"fio_write_GBps\": %.3f, \"adam_in_memory_s\": %.4f, \"bound_s\": %.4f, "
+        "\"vs_bound\": %.3f, \"store_read_GBps\": %.3f, \"store_write_GBps\": %.3f, \"store_bound_s\": %.4f, "
+        "\"vs_store_bound\": %.3f, \"duplex_bound_s\": %.4f, \"vs_duplex_bound\": %.3f, \"where\": %s, \"git\": "
+        "\"%s\"}\n",
+        name, params, chunk_elems, buffers, t.handoff, t.step, t.drain, opt, t.adam, t.nvme_wait, t.read_bytes / 1e9,
+        t.write_bytes / 1e9, fio.read_gbps, fio.write_gbps, adam, bound, opt / bound, alone.read_gbps, alone.write_gbps,
+        store_bound, opt / store_bound, duplex_bound, opt / duplex_bound,
+        where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(), STRATA_GIT_SHA);
+    std::fprintf(
+        stderr,
+        "%-10s cycle %.3f s = hand-off %.3f + step() %.3f + write-back wait %.3f; optimizer %.3f s (Adam %.3f, step "
+        "waiting for NVMe %.3f) = %.3fx the fio bound, %.3fx the store bound, %.3fx the full-duplex bound\n",
+        name, t.handoff + t.step + t.drain, t.handoff, t.step, t.drain, opt, t.adam, t.nvme_wait, opt / bound,
+        opt / store_bound, opt / duplex_bound);
   }
   return 0;
 }

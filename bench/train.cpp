@@ -25,8 +25,8 @@
 #include "kernels/cpu/adam.h"
 #include "kernels/cpu/gpt_ops.h"
 #include "kernels/cpu/isa.h"
-#include "store_rates.h"
 #include "src/train/trainer.h"
+#include "store_rates.h"
 
 #if defined(STRATA_HAVE_CUDA)
 #include <cuda_runtime_api.h>
@@ -37,10 +37,12 @@ namespace {
 
 // GFLOP/s of oneDNN on [N, C] x [C, 4C] (the MLP's first matmul).
 double matmul_gflops(int N, int C) {
-  std::vector<float> x(static_cast<size_t>(N) * C, 0.5f), w(static_cast<size_t>(4) * C * C, 0.25f), out(static_cast<size_t>(N) * 4 * C);
+  std::vector<float> x(static_cast<size_t>(N) * C, 0.5f), w(static_cast<size_t>(4) * C * C, 0.25f),
+      out(static_cast<size_t>(N) * 4 * C);
   std::vector<double> t;
   for (int r = 0; r < 5; ++r)
-    t.push_back(seconds([&] { (void)kernels::gpt::matmul_forward(out.data(), x.data(), w.data(), nullptr, N, C, 4 * C); }));
+    t.push_back(
+        seconds([&] { (void)kernels::gpt::matmul_forward(out.data(), x.data(), w.data(), nullptr, N, C, 4 * C); }));
   return 2.0 * N * C * 4.0 * C / best(t) / 1e9;
 }
 
@@ -82,8 +84,10 @@ Result run(const std::string& json, const train::TrainOptions& o) {
   auto cfg = check(engine::parse_engine_config(json));
   engine::EngineOptions e;
   e.log = [](const std::string&) {};
-  const train::TrainSummary s = check(run_training(cfg, o, [](const std::string&) {}, e));
-  std::vector<train::TrainSummary::Step> steps(s.step_records.begin() + 1, s.step_records.end());  // after a warm-up step
+  const train::TrainSummary s = check(run_training(
+      cfg, o, [](const std::string&) {}, e));
+  std::vector<train::TrainSummary::Step> steps(s.step_records.begin() + 1,
+                                               s.step_records.end());  // after a warm-up step
   std::sort(steps.begin(), steps.end(), [](const auto& a, const auto& b) { return a.seconds < b.seconds; });
   Result r;
   r.step = steps[steps.size() / 2];
@@ -115,10 +119,14 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
-    if (a == "--nvme-dir") dir = argv[i + 1];
-    else if (a == "--preset") o.shape = check(train::gpt_preset(argv[i + 1]));
-    else if (a == "--device") device = argv[i + 1];
-    else if (a == "--checkpointing") o.checkpointing = v != 0;
+    if (a == "--nvme-dir")
+      dir = argv[i + 1];
+    else if (a == "--preset")
+      o.shape = check(train::gpt_preset(argv[i + 1]));
+    else if (a == "--device")
+      device = argv[i + 1];
+    else if (a == "--checkpointing")
+      o.checkpointing = v != 0;
     else if (!gpt_flag(a, v, &o)) {
       std::fprintf(stderr, kUsage, argv[0]);
       return 2;
@@ -151,28 +159,33 @@ int main(int argc, char** argv) {
   }
   const Rates store = check(store_rates(dir, arrays));
   const double adam_rate = cpu_adam_rate();
-  std::fprintf(stderr,
-               "train bench: %d layers x %d channels, %.2f M params (bf16 %.1f MB), batch %d x %d; device budget %.1f MB (%.1fx "
-               "smaller than the bf16 params), %s device\n  oneDNN matmul %.1f GFLOP/s, %s %.1f GB/s, NvmeStore read %.2f / write "
-               "%.2f GB/s, CPU Adam %.2f G params/s\n",
-               o.shape.layers, o.shape.channels, params / 1e6, params * 2 / 1e6, o.batch, o.seq, budget / 1e6,
-               params * 2.0 / static_cast<double>(budget), device.c_str(), gflops, gpu ? "pinned H2D" : "memcpy", copy,
-               store.read_gbps, store.write_gbps, adam_rate / 1e9);
+  std::fprintf(
+      stderr,
+      "train bench: %d layers x %d channels, %.2f M params (bf16 %.1f MB), batch %d x %d; device budget %.1f MB (%.1fx "
+      "smaller than the bf16 params), %s device\n  oneDNN matmul %.1f GFLOP/s, %s %.1f GB/s, NvmeStore read %.2f / "
+      "write "
+      "%.2f GB/s, CPU Adam %.2f G params/s\n",
+      o.shape.layers, o.shape.channels, params / 1e6, params * 2 / 1e6, o.batch, o.seq, budget / 1e6,
+      params * 2.0 / static_cast<double>(budget), device.c_str(), gflops, gpu ? "pinned H2D" : "memcpy", copy,
+      store.read_gbps, store.write_gbps, adam_rate / 1e9);
   auto json = [&](const std::string& zero, size_t dev) {
     return "{\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, \"zero_optimization\": {" + zero +
-           "}, \"strata\": {\"device\": \"" + device + "\", \"device_bytes\": " + std::to_string(dev) + ", \"chunk_bytes\": " +
-           std::to_string(chunk) + "}}";
+           "}, \"strata\": {\"device\": \"" + device + "\", \"device_bytes\": " + std::to_string(dev) +
+           ", \"chunk_bytes\": " + std::to_string(chunk) + "}}";
   };
   const std::string path = "\"nvme_path\": \"" + dir + "\"";
   // In memory: every state on the device (on a GPU, params + grads + fp32 master/m/v: 16 bytes per param).
   const size_t all_on_device = gpu ? params * 20 : params * 40;
   const Result base = run(json("\"stage\": 0", all_on_device), o);
-  std::fprintf(stderr, "%-28s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS", "stall ms",
-               "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "loss");
+  std::fprintf(stderr, "%-28s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS",
+               "stall ms", "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "loss");
   const std::vector<std::pair<std::string, std::string>> placements = {
       {"in memory (all on device)", ""},
-      {"params+optimizer cpu", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"},
-      {"params cpu, optimizer nvme", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}"},
+      {"params+optimizer cpu",
+       "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"},
+      {"params cpu, optimizer nvme",
+       "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"nvme\", " + path +
+           "}"},
       {"params+optimizer nvme", "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", " + path +
                                     "}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}"}};
   for (const auto& [name, zero] : placements) {
@@ -183,19 +196,24 @@ int main(int argc, char** argv) {
     // run's Adam is host work too, inside its compute time).
     const double t_adam = zero.empty() ? 0.0 : static_cast<double>(params) / adam_rate;
     const double bound = std::max({base.step.seconds, t_copy, t_nvme, t_adam});
-    std::printf("{\"bench\": \"train\", \"placement\": \"%s\", \"params\": %zu, \"batch\": %d, \"seq\": %d, \"device_budget\": %zu, "
-                "\"step_s\": %.5f, \"tokens_per_s\": %.1f, \"tflops\": %.4f, \"stall_s\": %.5f, \"h2d_bytes\": %zu, \"d2h_bytes\": %zu, "
-                "\"nvme_read_bytes\": %zu, \"nvme_write_bytes\": %zu, \"compute_s\": %.5f, \"copy_s\": %.5f, \"nvme_s\": %.5f, "
-                "\"adam_s\": %.5f, \"bound_s\": %.5f, \"vs_bound\": %.3f, \"matmul_gflops\": %.1f, \"memcpy_gbps\": %.2f, \"store_read_gbps\": %.3f, "
-                "\"store_write_gbps\": %.3f, \"loss_first\": %.4f, \"loss_last\": %.4f, \"where\": %s, \"git\": \"%s\"}\n",
-                name.c_str(), params, o.batch, o.seq, zero.empty() ? all_on_device : budget, r.step.seconds, r.tokens_per_s,
-                flops / r.step.seconds / 1e12, r.step.stall_seconds, r.step.h2d, r.step.d2h, r.step.nvme_read, r.step.nvme_write,
-                base.step.seconds, t_copy, t_nvme, t_adam, bound, r.step.seconds / bound, gflops, copy, store.read_gbps, store.write_gbps,
-                r.loss_first, r.loss_last, where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(), STRATA_GIT_SHA);
+    std::printf(
+        "{\"bench\": \"train\", \"placement\": \"%s\", \"params\": %zu, \"batch\": %d, \"seq\": %d, \"device_budget\": "
+        "%zu, "
+        "\"step_s\": %.5f, \"tokens_per_s\": %.1f, \"tflops\": %.4f, \"stall_s\": %.5f, \"h2d_bytes\": %zu, "
+        "\"d2h_bytes\": %zu, "
+        "\"nvme_read_bytes\": %zu, \"nvme_write_bytes\": %zu, \"compute_s\": %.5f, \"copy_s\": %.5f, \"nvme_s\": %.5f, "
+        "\"adam_s\": %.5f, \"bound_s\": %.5f, \"vs_bound\": %.3f, \"matmul_gflops\": %.1f, \"memcpy_gbps\": %.2f, "
+        "\"store_read_gbps\": %.3f, "
+        "\"store_write_gbps\": %.3f, \"loss_first\": %.4f, \"loss_last\": %.4f, \"where\": %s, \"git\": \"%s\"}\n",
+        name.c_str(), params, o.batch, o.seq, zero.empty() ? all_on_device : budget, r.step.seconds, r.tokens_per_s,
+        flops / r.step.seconds / 1e12, r.step.stall_seconds, r.step.h2d, r.step.d2h, r.step.nvme_read,
+        r.step.nvme_write, base.step.seconds, t_copy, t_nvme, t_adam, bound, r.step.seconds / bound, gflops, copy,
+        store.read_gbps, store.write_gbps, r.loss_first, r.loss_last,
+        where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(), STRATA_GIT_SHA);
     std::fprintf(stderr, "%-28s %9.1f %9.0f %9.4f %9.1f %9.1f %9.1f %9.1f %9.1f %6.2fx %.3f->%.3f\n", name.c_str(),
-                 r.step.seconds * 1e3, r.tokens_per_s, flops / r.step.seconds / 1e12, r.step.stall_seconds * 1e3, t_copy * 1e3,
-                 t_nvme * 1e3, t_adam * 1e3, bound * 1e3,
-                 r.step.seconds / bound, r.loss_first, r.loss_last);
+                 r.step.seconds * 1e3, r.tokens_per_s, flops / r.step.seconds / 1e12, r.step.stall_seconds * 1e3,
+                 t_copy * 1e3, t_nvme * 1e3, t_adam * 1e3, bound * 1e3, r.step.seconds / bound, r.loss_first,
+                 r.loss_last);
   }
   return 0;
 }

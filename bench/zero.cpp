@@ -22,8 +22,8 @@
 #include <vector>
 
 #include "bench_util.h"
-#include "gpt_flags.h"
 #include "comm/communicator.h"
+#include "gpt_flags.h"
 #include "kernels/cpu/isa.h"
 #include "src/train/trainer.h"
 
@@ -55,12 +55,16 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
-    if (a == "--dir") dir = argv[i + 1];
-    else if (!gpt_flag(a, v, &o)) dir.clear(), i = argc;
+    if (a == "--dir")
+      dir = argv[i + 1];
+    else if (!gpt_flag(a, v, &o))
+      dir.clear(), i = argc;
   }
   if (dir.empty() || (argc % 2) == 0) {
-    std::fprintf(stderr, "usage: mpirun -np N %s --dir DIR [--layers L --channels C --heads H] [--batch B] [--seq T] [--steps S]\n",
-                 argv[0]);
+    std::fprintf(
+        stderr,
+        "usage: mpirun -np N %s --dir DIR [--layers L --channels C --heads H] [--batch B] [--seq T] [--steps S]\n",
+        argv[0]);
     return 2;
   }
   auto world = check(comm::create_mpi());
@@ -85,40 +89,49 @@ int main(int argc, char** argv) {
       {"stage 1, optimizer cpu", "\"stage\": 1, \"offload_optimizer\": " + cpu, 3, 2},
       {"stage 2, optimizer cpu", "\"stage\": 2, \"offload_optimizer\": " + cpu, 3, 2},
       {"stage 3, optimizer cpu", "\"stage\": 3, \"offload_optimizer\": " + cpu, 4, 3},
-      {"stage 3, params+optimizer cpu", "\"stage\": 3, \"offload_optimizer\": " + cpu + ", \"offload_param\": " + cpu, 4, 3}};
+      {"stage 3, params+optimizer cpu", "\"stage\": 3, \"offload_optimizer\": " + cpu + ", \"offload_param\": " + cpu,
+       4, 3}};
   if (rank == 0)
     std::fprintf(stderr,
-                 "zero bench: %d ranks, %d layers x %d channels, %.2f M params, global batch %d x %d (%d per rank), memcpy %.1f GB/s\n"
+                 "zero bench: %d ranks, %d layers x %d channels, %.2f M params, global batch %d x %d (%d per rank), "
+                 "memcpy %.1f GB/s\n"
                  "%-30s %8s %8s %10s %10s %9s %9s %8s %9s %7s\n",
-                 n, o.shape.layers, o.shape.channels, psi / 1e6, global_batch, o.seq, o.batch, memcpy_gbps(), "stage", "step ms",
-                 "comm ms", "reduce MB", "gather MB", "elem/par", "closed", "ratio", "ZeRO", "loss");
+                 n, o.shape.layers, o.shape.channels, psi / 1e6, global_batch, o.seq, o.batch, memcpy_gbps(), "stage",
+                 "step ms", "comm ms", "reduce MB", "gather MB", "elem/par", "closed", "ratio", "ZeRO", "loss");
   for (const Stage& s : stages) {
-    const std::string json = "{\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, \"zero_optimization\": {" + s.zero +
+    const std::string json = "{\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, \"zero_optimization\": {" +
+                             s.zero +
                              "}, \"strata\": {\"device\": \"host\", \"device_bytes\": " + std::to_string(psi * 40) +
                              ", \"chunk_bytes\": " + std::to_string(chunk) + "}}";
     auto cfg = check(engine::parse_engine_config(json));
     engine::EngineOptions e;
     e.log = [](const std::string&) {};
     e.comm = world.get();
-    const train::TrainSummary sum = check(run_training(cfg, o, [](const std::string&) {}, e));
-    std::vector<train::TrainSummary::Step> steps(sum.step_records.begin() + 1, sum.step_records.end());  // after a warm-up step
+    const train::TrainSummary sum = check(run_training(
+        cfg, o, [](const std::string&) {}, e));
+    std::vector<train::TrainSummary::Step> steps(sum.step_records.begin() + 1,
+                                                 sum.step_records.end());  // after a warm-up step
     std::sort(steps.begin(), steps.end(), [](const auto& a, const auto& b) { return a.seconds < b.seconds; });
     const train::TrainSummary::Step& m = steps[steps.size() / 2];
     const double share = n > 1 ? static_cast<double>(n - 1) / n : 0.0;
-    const double sent = 2.0 * share * static_cast<double>(m.allreduce) + share * static_cast<double>(m.allgather);  // bytes
-    const double elems = (2.0 * share * m.allreduce / 4.0 + share * m.allgather / 2.0) / psi;  // per param
-    const double gathers = static_cast<double>(m.allgather) / 2.0 / psi;                      // per param per step
+    const double sent =
+        2.0 * share * static_cast<double>(m.allreduce) + share * static_cast<double>(m.allgather);  // bytes
+    const double elems = (2.0 * share * m.allreduce / 4.0 + share * m.allgather / 2.0) / psi;       // per param
+    const double gathers = static_cast<double>(m.allgather) / 2.0 / psi;  // per param per step
     const double closed = s.closed_form * share, paper = s.paper * share;
     if (rank != 0) continue;
-    std::printf("{\"bench\": \"zero\", \"ranks\": %d, \"stage\": \"%s\", \"params\": %zu, \"global_batch\": %d, \"seq\": %d, "
-                "\"step_s\": %.5f, \"comm_s\": %.5f, \"allreduce_bytes\": %zu, \"allgather_bytes\": %zu, \"sent_bytes\": %.0f, "
-                "\"elements_per_param\": %.4f, \"closed_form\": %.4f, \"zero_paper\": %.4f, \"gathers_per_param\": %.3f, \"loss_last\": %.4f, "
-                "\"where\": %s, \"git\": \"%s\"}\n",
-                n, s.name, psi, global_batch, o.seq, m.seconds, m.comm_seconds, m.allreduce, m.allgather, sent, elems, closed, paper, gathers,
-                sum.losses.back(), where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(), STRATA_GIT_SHA);
+    std::printf(
+        "{\"bench\": \"zero\", \"ranks\": %d, \"stage\": \"%s\", \"params\": %zu, \"global_batch\": %d, \"seq\": %d, "
+        "\"step_s\": %.5f, \"comm_s\": %.5f, \"allreduce_bytes\": %zu, \"allgather_bytes\": %zu, \"sent_bytes\": %.0f, "
+        "\"elements_per_param\": %.4f, \"closed_form\": %.4f, \"zero_paper\": %.4f, \"gathers_per_param\": %.3f, "
+        "\"loss_last\": %.4f, "
+        "\"where\": %s, \"git\": \"%s\"}\n",
+        n, s.name, psi, global_batch, o.seq, m.seconds, m.comm_seconds, m.allreduce, m.allgather, sent, elems, closed,
+        paper, gathers, sum.losses.back(), where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(),
+        STRATA_GIT_SHA);
     std::fprintf(stderr, "%-30s %8.1f %8.1f %10.2f %10.2f %9.3f %9.3f %7.3fx %9.3f %7.4f\n", s.name, m.seconds * 1e3,
-                 m.comm_seconds * 1e3, m.allreduce / 1e6, m.allgather / 1e6, elems, closed, closed > 0 ? elems / closed : 1.0, paper,
-                 sum.losses.back());
+                 m.comm_seconds * 1e3, m.allreduce / 1e6, m.allgather / 1e6, elems, closed,
+                 closed > 0 ? elems / closed : 1.0, paper, sum.losses.back());
   }
   if (!world->barrier().is_ok()) return 1;
   if (rank == 0) std::filesystem::remove_all(dir);

@@ -59,12 +59,13 @@ class Communicator {
   virtual StatusOr<std::unique_ptr<Work>> all_reduce(const void* send, void* recv, size_t count, Elem e, ReduceOp op,
                                                      void* stream = nullptr) = 0;
   // send: size() * count elements; recv: this rank's count elements of the reduction.
-  virtual StatusOr<std::unique_ptr<Work>> reduce_scatter(const void* send, void* recv, size_t count, Elem e, ReduceOp op,
-                                                         void* stream = nullptr) = 0;
+  virtual StatusOr<std::unique_ptr<Work>> reduce_scatter(const void* send, void* recv, size_t count, Elem e,
+                                                         ReduceOp op, void* stream = nullptr) = 0;
   // send: count elements; recv: size() * count elements, rank r's at r * count.
   virtual StatusOr<std::unique_ptr<Work>> all_gather(const void* send, void* recv, size_t count, Elem e,
                                                      void* stream = nullptr) = 0;
-  virtual StatusOr<std::unique_ptr<Work>> broadcast(void* buf, size_t count, Elem e, int root, void* stream = nullptr) = 0;
+  virtual StatusOr<std::unique_ptr<Work>> broadcast(void* buf, size_t count, Elem e, int root,
+                                                    void* stream = nullptr) = 0;
   [[nodiscard]] virtual Status barrier() = 0;
 
   // Blocking forms: issue and wait.

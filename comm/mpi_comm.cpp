@@ -22,9 +22,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::mutex g_mu;                     // every MPI call (the thread level may be SERIALIZED)
+std::mutex g_mu;  // every MPI call (the thread level may be SERIALIZED)
 std::atomic<bool> g_unsafe_to_finalise{false};
-MPI_Op g_ops[2][2];                  // [bf16, fp16][sum, max]
+MPI_Op g_ops[2][2];  // [bf16, fp16][sum, max]
 
 template <bool kBf16, bool kMax>
 void half_op(void* in, void* inout, int* len, MPI_Datatype*) {
@@ -71,7 +71,8 @@ Status ensure_mpi() {
     MPI_Query_thread(&provided);
     if (provided < MPI_THREAD_SERIALIZED)
       return Status(StatusCode::kUnsupported, "MPI was initialised by the program with thread level " +
-                                                  std::to_string(provided) + "; strata needs MPI_THREAD_SERIALIZED or more");
+                                                  std::to_string(provided) +
+                                                  "; strata needs MPI_THREAD_SERIALIZED or more");
     make_ops();
     return Status::ok();
   }
@@ -161,7 +162,8 @@ class MpiComm final : public Communicator {
       const int n = static_cast<int>(std::min(count - off, kMaxPiece));
       MPI_Request r;
       const void* s = send == recv ? MPI_IN_PLACE : static_cast<const unsigned char*>(send) + off * es;
-      if (const int err = MPI_Iallreduce(s, static_cast<unsigned char*>(recv) + off * es, n, mpi_type(e), mpi_op(e, op), comm_, &r);
+      if (const int err =
+              MPI_Iallreduce(s, static_cast<unsigned char*>(recv) + off * es, n, mpi_type(e), mpi_op(e, op), comm_, &r);
           err != MPI_SUCCESS)
         return mpi_error(err, w->what());
       w->reqs.push_back(r);
@@ -183,7 +185,8 @@ class MpiComm final : public Communicator {
     }
     std::lock_guard<std::mutex> lock(g_mu);
     MPI_Request r;
-    if (const int err = MPI_Ireduce_scatter_block(send, out, static_cast<int>(count), mpi_type(e), mpi_op(e, op), comm_, &r);
+    if (const int err =
+            MPI_Ireduce_scatter_block(send, out, static_cast<int>(count), mpi_type(e), mpi_op(e, op), comm_, &r);
         err != MPI_SUCCESS)
       return mpi_error(err, w->what());
     w->reqs.push_back(r);
@@ -210,7 +213,8 @@ class MpiComm final : public Communicator {
     STRATA_RETURN_IF_ERROR(usable(w->what()));
     STRATA_RETURN_IF_ERROR(fits_int(count, w->what()));
     if (root < 0 || root >= size_)
-      return invalid_argument(w->what() + ": root " + std::to_string(root) + " is not a rank of " + std::to_string(size_));
+      return invalid_argument(w->what() + ": root " + std::to_string(root) + " is not a rank of " +
+                              std::to_string(size_));
     std::lock_guard<std::mutex> lock(g_mu);
     MPI_Request r;
     if (const int err = MPI_Ibcast(buf, static_cast<int>(count), mpi_type(e), root, comm_, &r); err != MPI_SUCCESS)
@@ -244,17 +248,19 @@ class MpiComm final : public Communicator {
   static constexpr size_t kMaxPiece = size_t{1} << 30;
   static constexpr std::chrono::milliseconds kSettle{100};
   std::string describe(const char* op, size_t count, Elem e) const {
-    return std::string("MPI ") + op + " of " + std::to_string(count) + " x " + elem_name(e) + " across " + std::to_string(size_) +
-           " ranks";
+    return std::string("MPI ") + op + " of " + std::to_string(count) + " x " + elem_name(e) + " across " +
+           std::to_string(size_) + " ranks";
   }
   Status usable(const std::string& what) const {
     if (broken_)
-      return Status(StatusCode::kComm, what + ": the communicator broke after an earlier timeout and takes no more work");
+      return Status(StatusCode::kComm,
+                    what + ": the communicator broke after an earlier timeout and takes no more work");
     return Status::ok();
   }
   static Status fits_int(size_t count, const std::string& what) {
     if (count > static_cast<size_t>(INT_MAX))
-      return invalid_argument(what + ": more than " + std::to_string(INT_MAX) + " elements per rank (MPI counts are int)");
+      return invalid_argument(what + ": more than " + std::to_string(INT_MAX) +
+                              " elements per rank (MPI counts are int)");
     return Status::ok();
   }
 
@@ -268,7 +274,8 @@ class MpiComm final : public Communicator {
         std::lock_guard<std::mutex> lock(g_mu);
         for (Orphan& o : orphans_) {
           int flag = 0;
-          if (MPI_Testall(static_cast<int>(o.reqs.size()), o.reqs.data(), &flag, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return false;
+          if (MPI_Testall(static_cast<int>(o.reqs.size()), o.reqs.data(), &flag, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+            return false;
           all = all && flag;
         }
       }
@@ -301,7 +308,8 @@ StatusOr<bool> MpiWork::test() {
   int flag = 0;
   {
     std::lock_guard<std::mutex> lock(g_mu);
-    if (const int err = MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &flag, MPI_STATUSES_IGNORE); err != MPI_SUCCESS) {
+    if (const int err = MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &flag, MPI_STATUSES_IGNORE);
+        err != MPI_SUCCESS) {
       done_ = true;
       comm_->mark_broken();
       return mpi_error(err, what_);
@@ -337,9 +345,10 @@ Status MpiWork::wait() {
       done_ = true;
       comm_->mark_broken();
       comm_->adopt(std::move(reqs), std::move(scratch));
-      return Status(StatusCode::kTimeout,
-                    what_ + " did not complete within " + std::to_string(comm_->options().timeout.count()) +
-                        " ms (a rank died, hangs, or did not call the same collective); the communicator is now unusable");
+      return Status(
+          StatusCode::kTimeout,
+          what_ + " did not complete within " + std::to_string(comm_->options().timeout.count()) +
+              " ms (a rank died, hangs, or did not call the same collective); the communicator is now unusable");
     }
     // Non-blocking MPI collectives advance only inside MPI calls: keep testing (yielding the core
     // to other ranks when oversubscribed); back off only once the wait is long (a late peer).

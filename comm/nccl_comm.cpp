@@ -93,16 +93,19 @@ class NcclComm final : public Communicator {
                                                  void* stream) override {
     const std::string what = describe("reduce_scatter", count, e);
     const size_t b = count * elem_size(e);
-    return staged(what, stream, send, b * static_cast<size_t>(size_), recv, b, [&](const void* in, void* out, cudaStream_t s) {
-      return ncclReduceScatter(in, out, count, nccl_type(e), op == ReduceOp::kMax ? ncclMax : ncclSum, comm_, s);
-    });
+    return staged(
+        what, stream, send, b * static_cast<size_t>(size_), recv, b, [&](const void* in, void* out, cudaStream_t s) {
+          return ncclReduceScatter(in, out, count, nccl_type(e), op == ReduceOp::kMax ? ncclMax : ncclSum, comm_, s);
+        });
   }
-  StatusOr<std::unique_ptr<Work>> all_gather(const void* send, void* recv, size_t count, Elem e, void* stream) override {
+  StatusOr<std::unique_ptr<Work>> all_gather(const void* send, void* recv, size_t count, Elem e,
+                                             void* stream) override {
     const std::string what = describe("all_gather", count, e);
     const size_t b = count * elem_size(e);
-    return staged(what, stream, send, b, recv, b * static_cast<size_t>(size_), [&](const void* in, void* out, cudaStream_t s) {
-      return ncclAllGather(in, out, count, nccl_type(e), comm_, s);
-    });
+    return staged(what, stream, send, b, recv, b * static_cast<size_t>(size_),
+                  [&](const void* in, void* out, cudaStream_t s) {
+                    return ncclAllGather(in, out, count, nccl_type(e), comm_, s);
+                  });
   }
   StatusOr<std::unique_ptr<Work>> broadcast(void* buf, size_t count, Elem e, int root, void* stream) override {
     const std::string what = describe("broadcast", count, e);
@@ -128,7 +131,8 @@ class NcclComm final : public Communicator {
     *pending = async == ncclInProgress;
     if (async == ncclSuccess || async == ncclInProgress) return Status::ok();
     abort();
-    return Status(StatusCode::kNccl, what + " failed: " + ncclGetErrorString(async) + " (the communicator was aborted)");
+    return Status(StatusCode::kNccl,
+                  what + " failed: " + ncclGetErrorString(async) + " (the communicator was aborted)");
   }
   void abort() {
     if (!broken_) ncclCommAbort(comm_);
@@ -168,11 +172,12 @@ class NcclComm final : public Communicator {
   // copied out. Such a call has completed when it returns. Device buffers go straight to NCCL on
   // `stream`. In-place use (send inside recv) stays in place on the copy.
   template <class F>
-  StatusOr<std::unique_ptr<Work>> staged(const std::string& what, void* stream, const void* send, size_t send_bytes, void* recv,
-                                         size_t recv_bytes, F&& call) {
+  StatusOr<std::unique_ptr<Work>> staged(const std::string& what, void* stream, const void* send, size_t send_bytes,
+                                         void* recv, size_t recv_bytes, F&& call) {
     const bool host_in = is_host(send), host_out = is_host(recv);
     if (!host_in && !host_out) return issue(what, stream, [&](cudaStream_t s) { return call(send, recv, s); });
-    if (broken_) return Status(StatusCode::kNccl, what + ": the communicator was aborted after an earlier error or timeout");
+    if (broken_)
+      return Status(StatusCode::kNccl, what + ": the communicator was aborted after an earlier error or timeout");
     DeviceGuard g(device_);
     const auto* in_b = static_cast<const uint8_t*>(send);
     const auto* out_b = static_cast<const uint8_t*>(recv);
@@ -214,7 +219,8 @@ class NcclComm final : public Communicator {
 
   template <class F>
   StatusOr<std::unique_ptr<Work>> issue(const std::string& what, void* stream, F&& call) {
-    if (broken_) return Status(StatusCode::kNccl, what + ": the communicator was aborted after an earlier error or timeout");
+    if (broken_)
+      return Status(StatusCode::kNccl, what + ": the communicator was aborted after an earlier error or timeout");
     DeviceGuard g(device_);
     const auto s = static_cast<cudaStream_t>(stream);
     const ncclResult_t r = call(s);
@@ -299,7 +305,8 @@ StatusOr<NcclId> nccl_unique_id() {
 StatusOr<std::unique_ptr<Communicator>> create_nccl(const NcclId& id, int rank, int size, int device,
                                                     const CommOptions& options) {
   if (size < 1 || rank < 0 || rank >= size)
-    return invalid_argument("NCCL communicator: rank " + std::to_string(rank) + " is not in a world of " + std::to_string(size));
+    return invalid_argument("NCCL communicator: rank " + std::to_string(rank) + " is not in a world of " +
+                            std::to_string(size));
   if (options.timeout.count() <= 0) return invalid_argument("comm timeout must be > 0 ms");
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
@@ -307,7 +314,8 @@ StatusOr<std::unique_ptr<Communicator>> create_nccl(const NcclId& id, int rank, 
     return Status(StatusCode::kUnsupported, "the NCCL communicator needs a GPU, and none is usable here");
   }
   if (device < 0 || device >= count)
-    return invalid_argument("NCCL communicator: CUDA device " + std::to_string(device) + " of " + std::to_string(count));
+    return invalid_argument("NCCL communicator: CUDA device " + std::to_string(device) + " of " +
+                            std::to_string(count));
   DeviceGuard g(device);
   ncclUniqueId uid;
   std::memcpy(uid.internal, id.data(), id.size());

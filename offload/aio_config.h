@@ -18,8 +18,8 @@ struct AioConfig {
   int queue_depth = 32;                 // requests in flight per thread, 1 .. 1024
   int intra_op_parallelism = 1;         // submission/completion threads (each its own io context), 1 .. 64
   bool single_submit = false;           // io_submit one request per call instead of batches
-  bool overlap_events = true;           // reap completions one at a time and refill at once; false: wait for the whole batch
-  bool allow_buffered_io = false;       // fall back to buffered I/O where the file system has no O_DIRECT
+  bool overlap_events = true;      // reap completions one at a time and refill at once; false: wait for the whole batch
+  bool allow_buffered_io = false;  // fall back to buffered I/O where the file system has no O_DIRECT
 };
 
 // Ranges above; the message names the key ("aio.queue_depth = 0: must be in 1 .. 1024").

@@ -13,7 +13,7 @@ struct IoState {
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
-  Status status;                  // first error of any block, then the result of on_done
+  Status status;  // first error of any block, then the result of on_done
   size_t blocks_left = 0;
   std::function<Status(Status)> on_done;
   std::string path;
@@ -76,7 +76,8 @@ IoHandle AioEngine::submit(IoOp op, int fd, const std::string& path, void* buf, 
                            bool direct, std::function<Status(Status)> on_done) {
   const char* what = op == IoOp::kRead ? "read" : "write";
   if (length == 0 || buf == nullptr || fd < 0)
-    return IoHandle::finished(invalid_argument(std::string(what) + " of " + path + ": empty length, NULL buffer or bad fd"));
+    return IoHandle::finished(
+        invalid_argument(std::string(what) + " of " + path + ": empty length, NULL buffer or bad fd"));
   if (direct && (reinterpret_cast<uintptr_t>(buf) % 4096 != 0 || offset % 4096 != 0 || length % 4096 != 0)) {
     return IoHandle::finished(invalid_argument(std::string(what) + " of " + path + " at offset " +
                                                std::to_string(offset) + ", length " + std::to_string(length) +
@@ -91,7 +92,8 @@ IoHandle AioEngine::submit(IoOp op, int fd, const std::string& path, void* buf, 
     std::lock_guard<std::mutex> lock(mu_);
     ++outstanding_;
     for (size_t done = 0; done < length; done += bs) {
-      queue_.push_back(Block{st, op, fd, static_cast<uint8_t*>(buf) + done, offset + done, std::min(bs, length - done)});
+      queue_.push_back(
+          Block{st, op, fd, static_cast<uint8_t*>(buf) + done, offset + done, std::min(bs, length - done)});
     }
   }
   work_cv_.notify_all();
@@ -193,7 +195,8 @@ void AioEngine::run(Worker* w) {
         // This block cannot be submitted at all: it fails, the rest go on.
         Slot* slot = static_cast<Slot*>(batch[submitted]->data);
         slot->busy = false;
-        finish_block(slot->blk, block_error(slot->blk.op, slot->blk.req->path, slot->blk.offset, slot->blk.length, -rc));
+        finish_block(slot->blk,
+                     block_error(slot->blk.op, slot->blk.req->path, slot->blk.offset, slot->blk.length, -rc));
         slot->blk = Block{};
         batch.erase(batch.begin() + static_cast<long>(submitted));
         ready.erase(ready.begin() + static_cast<long>(submitted));

@@ -82,15 +82,16 @@ StatusOr<PooledBuffer> PinnedPool::acquire(size_t bytes) {
     return PooledBuffer(shared_from_this(), std::move(b));
   }
   // Make room by releasing idle buffers, largest first.
-  std::sort(free_.begin(), free_.end(), [](const AlignedBuffer& a, const AlignedBuffer& b) { return a.capacity() < b.capacity(); });
+  std::sort(free_.begin(), free_.end(),
+            [](const AlignedBuffer& a, const AlignedBuffer& b) { return a.capacity() < b.capacity(); });
   while (allocated_ + want > budget_ && !free_.empty()) {
     allocated_ -= free_.back().capacity();
     free_.pop_back();
   }
   if (allocated_ + want > budget_) {
-    return out_of_memory("pinned host pool budget of " + std::to_string(budget_) + " bytes exhausted: " +
-                         std::to_string(in_use_) + " bytes in use, asked for " + std::to_string(want) +
-                         " more (raise the host budget or lower buffer_count)");
+    return out_of_memory("pinned host pool budget of " + std::to_string(budget_) +
+                         " bytes exhausted: " + std::to_string(in_use_) + " bytes in use, asked for " +
+                         std::to_string(want) + " more (raise the host budget or lower buffer_count)");
   }
   allocated_ += want;  // reserve before dropping the lock
   lock.unlock();

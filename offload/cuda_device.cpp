@@ -40,7 +40,8 @@ class CudaStream final : public Stream {
   }
   Status copy(void* dst, const void* src, size_t bytes, CopyKind kind) override {
     if (bytes == 0) return Status::ok();
-    if (dst == nullptr || src == nullptr) return invalid_argument("copy of " + std::to_string(bytes) + " bytes: NULL pointer");
+    if (dst == nullptr || src == nullptr)
+      return invalid_argument("copy of " + std::to_string(bytes) + " bytes: NULL pointer");
     const cudaMemcpyKind k = kind == CopyKind::kHostToDevice   ? cudaMemcpyHostToDevice
                              : kind == CopyKind::kDeviceToHost ? cudaMemcpyDeviceToHost
                                                                : cudaMemcpyDeviceToDevice;

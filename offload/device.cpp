@@ -48,8 +48,8 @@ std::vector<std::string> describe_cuda_devices(std::string* why_none) {
     const bool got = cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&free, &total) == cudaSuccess;
     (void)cudaGetLastError();
     (void)cudaSetDevice(prev);
-    out.push_back(std::to_string(i) + ": " + p.name + ", sm_" + std::to_string(p.major) + std::to_string(p.minor) + ", " +
-                  format_bytes(p.totalGlobalMem) + (got ? ", " + format_bytes(free) + " free" : std::string()));
+    out.push_back(std::to_string(i) + ": " + p.name + ", sm_" + std::to_string(p.major) + std::to_string(p.minor) +
+                  ", " + format_bytes(p.totalGlobalMem) + (got ? ", " + format_bytes(free) + " free" : std::string()));
   }
 #else
   (void)n;
@@ -66,7 +66,8 @@ Status use_cuda_device(int index) {
 #if defined(STRATA_HAVE_CUDA)
   if (const cudaError_t e = cudaSetDevice(index); e != cudaSuccess) {
     (void)cudaGetLastError();
-    return unsupported("CUDA device " + std::to_string(index) + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
+    return unsupported("CUDA device " + std::to_string(index) + ": " + cudaGetErrorName(e) + ": " +
+                       cudaGetErrorString(e));
   }
   return Status::ok();
 #else

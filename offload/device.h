@@ -97,7 +97,8 @@ StatusOr<std::unique_ptr<Device>> open_device(DeviceChoice choice, size_t budget
 
 // copy_delay (a test seam): every copy sleeps this long before it moves data, so a consumer that
 // does not wait for the copy's event reads stale memory.
-std::unique_ptr<Device> make_host_device(size_t budget_bytes, std::chrono::microseconds copy_delay = std::chrono::microseconds(0));
+std::unique_ptr<Device> make_host_device(size_t budget_bytes,
+                                         std::chrono::microseconds copy_delay = std::chrono::microseconds(0));
 #if defined(STRATA_HAVE_CUDA)
 // index < 0: the calling thread's current device.
 StatusOr<std::unique_ptr<Device>> make_cuda_device(int index, size_t budget_bytes);

@@ -205,7 +205,8 @@ class HostDeviceImpl final : public Device {
 
 Status HostStream::copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
   if (bytes == 0) return Status::ok();
-  if (dst == nullptr || src == nullptr) return invalid_argument("copy of " + std::to_string(bytes) + " bytes: NULL pointer");
+  if (dst == nullptr || src == nullptr)
+    return invalid_argument("copy of " + std::to_string(bytes) + " bytes: NULL pointer");
   if (kind != CopyKind::kHostToDevice) STRATA_RETURN_IF_ERROR(dev_->check_device_range(src, bytes, "source"));
   if (kind != CopyKind::kDeviceToHost) STRATA_RETURN_IF_ERROR(dev_->check_device_range(dst, bytes, "destination"));
   enqueue([dst, src, bytes, delay = dev_->copy_delay()] {

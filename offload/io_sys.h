@@ -18,11 +18,11 @@ class IoSys {
   virtual int ftruncate(int fd, off_t len) = 0;
   virtual int fstat(int fd, struct stat* st) = 0;
   virtual int unlink(const char* path) = 0;
-  virtual int io_setup(int maxevents, io_context_t* ctx) = 0;        // 0 or -errno
-  virtual int io_destroy(io_context_t ctx) = 0;                      // 0 or -errno
+  virtual int io_setup(int maxevents, io_context_t* ctx) = 0;                // 0 or -errno
+  virtual int io_destroy(io_context_t ctx) = 0;                              // 0 or -errno
   virtual int io_submit(io_context_t ctx, long n, struct iocb** iocbs) = 0;  // count or -errno
   virtual int io_getevents(io_context_t ctx, long min_nr, long nr, struct io_event* events,
-                           struct timespec* timeout) = 0;            // count or -errno
+                           struct timespec* timeout) = 0;  // count or -errno
 };
 
 // The process-wide real implementation.

@@ -38,7 +38,7 @@ StatusOr<std::unique_ptr<NvmeStore>> NvmeStore::open(const NvmeStoreOptions& opt
   STRATA_RETURN_IF_ERROR(validate_aio_config(options.aio));
   if (options.dir.empty()) return invalid_argument("nvme_path is empty");
   std::unique_ptr<NvmeStore> s(new NvmeStore(options, sys != nullptr ? sys : &real_io_sys()));
-  struct stat st{};
+  struct stat st {};
   if (::stat(options.dir.c_str(), &st) != 0) {
     const int err = errno;
     if (err == ENOENT) return not_found("nvme_path '" + options.dir + "' does not exist");
@@ -62,9 +62,9 @@ StatusOr<std::unique_ptr<NvmeStore>> NvmeStore::open(const NvmeStoreOptions& opt
       if (*c < '0' || *c > '9') *c = '\0';  // the pid's digits only (the file ends in a newline)
     ::close(s->lock_fd_);
     s->lock_fd_ = -1;
-    return Status(StatusCode::kAlreadyExists, "nvme_path '" + options.dir +
-                                                   "' is in use by another strata store (lock " + s->lock_path_ +
-                                                   " held by pid " + (pid[0] != '\0' ? std::string(pid) : std::string("?")) + ")");
+    return Status(StatusCode::kAlreadyExists,
+                  "nvme_path '" + options.dir + "' is in use by another strata store (lock " + s->lock_path_ +
+                      " held by pid " + (pid[0] != '\0' ? std::string(pid) : std::string("?")) + ")");
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(s->lock_fd_, 0) != 0 || ::pwrite(s->lock_fd_, pid.data(), pid.size(), 0) < 0)
@@ -107,7 +107,8 @@ NvmeStore::~NvmeStore() { (void)close(); }
 
 std::string NvmeStore::file_stem(const std::string& key) const {
   std::string clean;
-  for (char c : key.substr(0, 64)) clean += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '_';
+  for (char c : key.substr(0, 64))
+    clean += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '_';
   return options_.dir + "/" + clean + "-" + hex64(XXH3_64bits(key.data(), key.size()));
 }
 
@@ -122,10 +123,9 @@ Status NvmeStore::prepare_slot(const std::string& key, Slot& slot, int index, ui
   if (slot.capacity < padded) {
     if (sys_->fallocate(slot.fd, 0, 0, static_cast<off_t>(padded)) != 0) {
       const int err = errno;
-      Status s = errno_status(err, ("fallocate of " + std::to_string(padded) + " bytes for " + quoted(key) + " in " +
-                                    slot.path)
-                                       .c_str(),
-                              __FILE__, __LINE__);
+      Status s = errno_status(
+          err, ("fallocate of " + std::to_string(padded) + " bytes for " + quoted(key) + " in " + slot.path).c_str(),
+          __FILE__, __LINE__);
       if (slot.capacity == 0) {  // a slot that never held data: give its file back
         sys_->close(slot.fd);
         sys_->unlink(slot.path.c_str());
@@ -138,13 +138,14 @@ Status NvmeStore::prepare_slot(const std::string& key, Slot& slot, int index, ui
   return Status::ok();
 }
 
-IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done) {
+IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t bytes,
+                        std::function<void()> on_io_done) {
   const uint64_t padded = align_up(bytes == 0 ? 1 : bytes);
   if (key.empty()) return IoHandle::finished(invalid_argument("put: the key is empty"));
   if (buf.capacity() < padded)
-    return IoHandle::finished(invalid_argument("put of " + quoted(key) + ": buffer holds " + std::to_string(buf.capacity()) +
-                                               " bytes, needs " + std::to_string(padded) + " (" + std::to_string(bytes) +
-                                               " padded to 4096)"));
+    return IoHandle::finished(invalid_argument(
+        "put of " + quoted(key) + ": buffer holds " + std::to_string(buf.capacity()) + " bytes, needs " +
+        std::to_string(padded) + " (" + std::to_string(bytes) + " padded to 4096)"));
   Entry* e = nullptr;
   int target = 0;
   {
@@ -170,7 +171,8 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
                            if (on_io_done) on_io_done();
                            std::lock_guard<std::mutex> lock(mu_);
                            e->writing = false;
-                           if (!s.is_ok()) return std::move(s).annotate("put of " + quoted(key) + " (previous content kept)");
+                           if (!s.is_ok())
+                             return std::move(s).annotate("put of " + quoted(key) + " (previous content kept)");
                            e->active = target;
                            e->length = bytes;
                            e->checksum = sum;
@@ -189,7 +191,8 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
     if (closed_) return IoHandle::finished(failed_precondition("get of " + quoted(key) + ": the store is closed"));
     auto it = entries_.find(key);
     if (it == entries_.end() || it->second.active < 0)
-      return IoHandle::finished(not_found("get of " + quoted(key) + ": it was never written to '" + options_.dir + "'"));
+      return IoHandle::finished(
+          not_found("get of " + quoted(key) + ": it was never written to '" + options_.dir + "'"));
     e = &it->second;
     if (e->writing)
       return IoHandle::finished(failed_precondition("get of " + quoted(key) + ": a write of it is in flight"));
@@ -197,8 +200,9 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
       return IoHandle::finished(invalid_argument("get of " + quoted(key) + ": it holds " + std::to_string(e->length) +
                                                  " bytes, asked for " + std::to_string(bytes)));
     if (buf.capacity() < align_up(bytes == 0 ? 1 : bytes))
-      return IoHandle::finished(invalid_argument("get of " + quoted(key) + ": buffer holds " + std::to_string(buf.capacity()) +
-                                                 " bytes, needs " + std::to_string(align_up(bytes == 0 ? 1 : bytes))));
+      return IoHandle::finished(invalid_argument("get of " + quoted(key) + ": buffer holds " +
+                                                 std::to_string(buf.capacity()) + " bytes, needs " +
+                                                 std::to_string(align_up(bytes == 0 ? 1 : bytes))));
     slot = e->slots[e->active];
     sum = e->checksum;
     check = options_.checksum && e->has_checksum;
@@ -210,32 +214,33 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
     --e->reading;
     return IoHandle::finished(std::move(s));
   };
-  struct stat st{};
+  struct stat st {};
   if (sys_->fstat(slot.fd, &st) != 0) return fail(syscall_error("fstat of " + slot.path));
   if (st.st_nlink == 0)
-    return fail(Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": its file " + slot.path + " was deleted underneath"));
+    return fail(
+        Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": its file " + slot.path + " was deleted underneath"));
   if (static_cast<uint64_t>(st.st_size) < padded)
-    return fail(Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": its file " + slot.path + " was truncated to " +
-                                                  std::to_string(st.st_size) + " bytes; it needs " + std::to_string(padded)));
+    return fail(Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": its file " + slot.path +
+                                                  " was truncated to " + std::to_string(st.st_size) +
+                                                  " bytes; it needs " + std::to_string(padded)));
   void* data = buf.data();
-  return engine_->submit(IoOp::kRead, slot.fd, slot.path, data, 0, padded, direct_,
-                         [this, e, check, sum, data, bytes, key, path = slot.path,
-                          on_io_done = std::move(on_io_done)](Status s) {
-                           if (on_io_done) on_io_done();
-                           {
-                             std::lock_guard<std::mutex> lock(mu_);
-                             --e->reading;
-                           }
-                           if (!s.is_ok()) return std::move(s).annotate("get of " + quoted(key));
-                           if (check) {
-                             const uint64_t got = XXH3_64bits(data, bytes);
-                             if (got != sum)
-                               return Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": checksum mismatch in " +
-                                                                        path + " (stored " + hex64(sum) + ", read " +
-                                                                        hex64(got) + ")");
-                           }
-                           return Status::ok();
-                         });
+  return engine_->submit(
+      IoOp::kRead, slot.fd, slot.path, data, 0, padded, direct_,
+      [this, e, check, sum, data, bytes, key, path = slot.path, on_io_done = std::move(on_io_done)](Status s) {
+        if (on_io_done) on_io_done();
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          --e->reading;
+        }
+        if (!s.is_ok()) return std::move(s).annotate("get of " + quoted(key));
+        if (check) {
+          const uint64_t got = XXH3_64bits(data, bytes);
+          if (got != sum)
+            return Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": checksum mismatch in " + path +
+                                                     " (stored " + hex64(sum) + ", read " + hex64(got) + ")");
+        }
+        return Status::ok();
+      });
 }
 
 bool NvmeStore::contains(const std::string& key) const {
@@ -294,8 +299,8 @@ Status NvmeStore::adopt_index() {
     const std::string base = stem.substr(stem.find_last_of('/') + 1);
     const int slot = r.file == base + ".a" ? 0 : r.file == base + ".b" ? 1 : -1;
     if (slot < 0)
-      return Status(StatusCode::kDataLoss, path + ": tensor '" + r.key + "': file '" + r.file + "' is not one of its slot files (" +
-                                               base + ".a / .b)");
+      return Status(StatusCode::kDataLoss, path + ": tensor '" + r.key + "': file '" + r.file +
+                                               "' is not one of its slot files (" + base + ".a / .b)");
     Entry& e = entries_[r.key];
     Slot& s = e.slots[slot];
     s.path = options_.dir + "/" + r.file;
@@ -305,11 +310,12 @@ Status NvmeStore::adopt_index() {
       return Status(err == ENOENT ? StatusCode::kDataLoss : StatusCode::kIo,
                     path + ": tensor '" + r.key + "': cannot open its file " + s.path + ": " + std::strerror(err));
     }
-    struct stat st{};
+    struct stat st {};
     const uint64_t padded = align_up(r.bytes == 0 ? 1 : r.bytes);
     if (sys_->fstat(s.fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < padded)
       return Status(StatusCode::kDataLoss, path + ": tensor '" + r.key + "': its file " + s.path + " holds " +
-                                               std::to_string(st.st_size) + " bytes, the index says " + std::to_string(padded));
+                                               std::to_string(st.st_size) + " bytes, the index says " +
+                                               std::to_string(padded));
     s.capacity = static_cast<uint64_t>(st.st_size);
     e.active = slot;
     e.length = r.bytes;

@@ -41,14 +41,15 @@ StatusOr<std::vector<StoreIndexEntry>> parse_store_index(std::string_view text, 
   std::vector<StoreIndexEntry> out;
   const std::vector<std::string_view> lines = split(text, '\n');
   if (lines.empty() || lines[0] != kStoreIndexHeader)
-    return Status(StatusCode::kDataLoss, where + ": line 1 is not \"" + kStoreIndexHeader + "\" (\"" + printable(lines.empty() ? "" : lines[0], 60) +
-                                             "\")");
+    return Status(StatusCode::kDataLoss, where + ": line 1 is not \"" + kStoreIndexHeader + "\" (\"" +
+                                             printable(lines.empty() ? "" : lines[0], 60) + "\")");
   std::set<std::string, std::less<>> keys, files;
   for (size_t n = 1; n < lines.size(); ++n) {
     const std::string_view line = lines[n];
     if (line.empty() && n + 1 == lines.size()) break;  // the final newline
     auto bad = [&](const std::string& what) {
-      return Status(StatusCode::kDataLoss, where + ": line " + std::to_string(n + 1) + ": " + what + " (\"" + printable(line, 80) + "\")");
+      return Status(StatusCode::kDataLoss,
+                    where + ": line " + std::to_string(n + 1) + ": " + what + " (\"" + printable(line, 80) + "\")");
     };
     const std::vector<std::string_view> f = split(line, '\t');
     if (f.size() != 4) return bad("expected 4 tab-separated fields, found " + std::to_string(f.size()));
@@ -64,7 +65,8 @@ StatusOr<std::vector<StoreIndexEntry>> parse_store_index(std::string_view text, 
       return bad("the size is not a whole number of bytes up to 2^56");
     if (f[3] != "none") {
       const auto h = std::from_chars(f[3].data(), f[3].data() + f[3].size(), e.xxh3, 16);
-      if (f[3].size() != 16 || h.ec != std::errc() || h.ptr != f[3].data() + 16) return bad("the checksum is not 16 hex digits or \"none\"");
+      if (f[3].size() != 16 || h.ec != std::errc() || h.ptr != f[3].data() + 16)
+        return bad("the checksum is not 16 hex digits or \"none\"");
       e.has_xxh3 = true;
     }
     if (!keys.insert(e.key).second) return bad("key '" + printable(e.key) + "' appears twice");

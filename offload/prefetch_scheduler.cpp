@@ -30,8 +30,8 @@ void PrefetchScheduler::end_pass() {
   if (!trace_.empty() && !diverged_ && pos_ != trace_.size() && !current_.empty()) {
     // The pass ended early: a shorter control path.
     ++order_changes_;
-    last_change_ = "the pass ended after " + std::to_string(pos_) + " of " + std::to_string(trace_.size()) +
-                   " recorded fetches";
+    last_change_ =
+        "the pass ended after " + std::to_string(pos_) + " of " + std::to_string(trace_.size()) + " recorded fetches";
   }
   if (!current_.empty()) trace_ = std::move(current_);
   current_.clear();

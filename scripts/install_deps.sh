@@ -10,6 +10,7 @@ packages=(build-essential cmake ninja-build pkg-config git
           ocl-icd-opencl-dev  # oneDNN's CMake config asks for OpenCL (Debian builds it with the OCL GPU runtime)
           libopenmpi-dev openmpi-bin  # comm's MPI backend and the multi-rank tests under mpirun
           clang libclang-rt-14-dev    # the fuzzers (libFuzzer) of scripts/fuzz.sh
+          clang-format                # scripts/format.sh (the layout test.sh checks)
           python3-venv)               # build/venv for the Python package (scripts/python_env.sh)
 
 missing=()

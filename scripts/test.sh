@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command (and CI's): installs what is needed, builds in Release (build/) with
+# The README's test command (and CI's): installs what is needed, checks the layout of every source
+# against .clang-format (scripts/format.sh --check), builds in Release (build/) with
 # CUDA sources compiled when nvcc is present, runs the whole suite; then rebuilds the host code
 # with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/) and runs the suite again; runs
 # the threaded I/O tests (offload/) and the engine, prefetch and overlap tests under
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
 scripts/install_deps.sh
+scripts/format.sh --check  # every source laid out by .clang-format
 py=$(scripts/python_env.sh | tail -n 1)  # build/venv: torch, transformers, pytest for tests/python
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_PYTHON="$py"
 cmake --build build

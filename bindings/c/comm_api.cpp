@@ -92,16 +92,16 @@ STRATA_API strata_status_t strata_comm_make_nccl_id(unsigned char id[128]) {
   });
 }
 
-STRATA_API strata_status_t strata_comm_create_nccl(const unsigned char id[128], int rank, int world_size, int cuda_device,
-                                                   int64_t timeout_ms, strata_comm_t** out) {
+STRATA_API strata_status_t strata_comm_create_nccl(const unsigned char id[128], int rank, int world_size,
+                                                   int cuda_device, int64_t timeout_ms, strata_comm_t** out) {
   return guard(__func__, [&]() -> Status {
     if (out == nullptr) return null_arg("out");
     *out = nullptr;
     if (id == nullptr) return null_arg("id");
     strata::comm::NcclId nid;
     std::memcpy(nid.data(), id, nid.size());
-    STRATA_ASSIGN_OR_RETURN(auto c, strata::comm::create_nccl(nid, rank, world_size, cuda_device,
-                                                             strata::capi::options(timeout_ms)));
+    STRATA_ASSIGN_OR_RETURN(
+        auto c, strata::comm::create_nccl(nid, rank, world_size, cuda_device, strata::capi::options(timeout_ms)));
     *out = strata::capi::adopt(std::move(c));
     return Status::ok();
   });
@@ -126,8 +126,9 @@ STRATA_API strata_status_t strata_comm_destroy(strata_comm_t* comm) {
       std::lock_guard<std::mutex> l(strata::capi::registry_mu());
       STRATA_RETURN_IF_ERROR(strata::capi::check_live(comm));
       if (comm->engines > 0)
-        return strata::failed_precondition(std::to_string(comm->engines) +
-                                           " engine(s) created with this comm are not destroyed yet: destroy them first");
+        return strata::failed_precondition(
+            std::to_string(comm->engines) +
+            " engine(s) created with this comm are not destroyed yet: destroy them first");
       dead = std::move(comm->impl);  // the tombstone stays registered
     }
     return Status::ok();  // `dead` closes the communicator outside the lock

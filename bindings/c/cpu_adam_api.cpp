@@ -19,8 +19,7 @@ Status convert_tensors(const strata_adam_tensor_t* tensors, size_t n, std::vecto
   for (size_t i = 0; i < n; ++i) {
     const strata_adam_tensor_t& t = tensors[i];
     const std::string who = "tensors[" + std::to_string(i) + "]";
-    if (t.reserved[0] != nullptr || t.reserved[1] != nullptr)
-      return invalid_argument(who + ".reserved must be NULL");
+    if (t.reserved[0] != nullptr || t.reserved[1] != nullptr) return invalid_argument(who + ".reserved must be NULL");
     kernels::AdamTensor& k = (*out)[i];
     k.params = t.params;
     k.exp_avg = t.exp_avg;

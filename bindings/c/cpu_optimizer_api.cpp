@@ -56,7 +56,8 @@ STRATA_API strata_status_t strata_cpu_optimizer_destroy(strata_cpu_optimizer_t* 
   });
 }
 
-STRATA_API strata_status_t strata_cpu_optimizer_step(strata_cpu_optimizer_t* opt, const strata_optimizer_step_args_t* args,
+STRATA_API strata_status_t strata_cpu_optimizer_step(strata_cpu_optimizer_t* opt,
+                                                     const strata_optimizer_step_args_t* args,
                                                      const strata_optimizer_tensor_t* tensors, size_t num_tensors) {
   return guard(__func__, [&]() -> Status {
     if (opt == nullptr) return null_arg("opt");
@@ -69,7 +70,8 @@ STRATA_API strata_status_t strata_cpu_optimizer_step(strata_cpu_optimizer_t* opt
     for (size_t i = 0; i < num_tensors; ++i) {
       const strata_optimizer_tensor_t& t = tensors[i];
       const std::string who = "tensors[" + std::to_string(i) + "]";
-      if (t.reserved[0] != nullptr || t.reserved[1] != nullptr) return strata::invalid_argument(who + ".reserved must be NULL");
+      if (t.reserved[0] != nullptr || t.reserved[1] != nullptr)
+        return strata::invalid_argument(who + ".reserved must be NULL");
       strata::optim::Tensor& k = ts[i];
       k.array[0] = t.params;
       k.array[1] = t.state[0];

@@ -67,10 +67,12 @@ STRATA_API strata_status_t strata_engine_create(const strata_engine_options_t* o
     if (out == nullptr) return null_arg("out");
     *out = nullptr;
     if (options == nullptr) return null_arg("options");
-    STRATA_RETURN_IF_ERROR(strata::capi::check_struct("options", options->struct_size, sizeof(*options), options->reserved,
-                                                      sizeof(options->reserved), "STRATA_ENGINE_OPTIONS_INIT"));
+    STRATA_RETURN_IF_ERROR(strata::capi::check_struct("options", options->struct_size, sizeof(*options),
+                                                      options->reserved, sizeof(options->reserved),
+                                                      "STRATA_ENGINE_OPTIONS_INIT"));
     if (options->config_json == nullptr) return null_arg("options.config_json");
-    STRATA_ASSIGN_OR_RETURN(strata::engine::EngineConfig cfg, strata::engine::parse_engine_config(options->config_json));
+    STRATA_ASSIGN_OR_RETURN(strata::engine::EngineConfig cfg,
+                            strata::engine::parse_engine_config(options->config_json));
     strata::engine::EngineOptions o;
     STRATA_ASSIGN_OR_RETURN(o.comm, strata::capi::comm_acquire(options->comm));
     struct Release {  // the engine does not come to be: the comm is not used after all
@@ -108,7 +110,9 @@ STRATA_API strata_status_t strata_engine_register_param(strata_engine_t* engine,
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
     STRATA_RETURN_IF_ERROR(strata::capi::name_arg(name));
-    if (ndim < 0 || ndim > 8) return strata::invalid_argument("register of '" + std::string(name) + "': ndim = " + std::to_string(ndim) + ", must be 0..8");
+    if (ndim < 0 || ndim > 8)
+      return strata::invalid_argument("register of '" + std::string(name) + "': ndim = " + std::to_string(ndim) +
+                                      ", must be 0..8");
     if (ndim > 0 && shape == nullptr) return null_arg("shape");
     STRATA_ASSIGN_OR_RETURN(strata::DType dt, strata::capi::to_dtype(init_dtype, "init_dtype"));
     return e->register_param(name, std::vector<int64_t>(shape, shape + ndim), dt, init);
@@ -126,18 +130,21 @@ STRATA_API strata_status_t strata_engine_get_plan(strata_engine_t* engine, char*
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
     if (length == nullptr) return null_arg("length");
-    if (!e->prepared()) return strata::failed_precondition("plan before prepare: the plan is made when the layout is built");
+    if (!e->prepared())
+      return strata::failed_precondition("plan before prepare: the plan is made when the layout is built");
     const std::string t = e->plan_table();
     *length = t.size();
     if (buf == nullptr) return null_arg("buf");
     if (capacity < t.size() + 1)
-      return strata::invalid_argument("buf holds " + std::to_string(capacity) + " bytes, the plan needs " + std::to_string(t.size() + 1));
+      return strata::invalid_argument("buf holds " + std::to_string(capacity) + " bytes, the plan needs " +
+                                      std::to_string(t.size() + 1));
     std::memcpy(buf, t.c_str(), t.size() + 1);
     return Status::ok();
   });
 }
 
-STRATA_API strata_status_t strata_engine_fetch(strata_engine_t* engine, const char* name, void* stream, void** device_ptr) {
+STRATA_API strata_status_t strata_engine_fetch(strata_engine_t* engine, const char* name, void* stream,
+                                               void** device_ptr) {
   return guard(__func__, [&]() -> Status {
     if (device_ptr == nullptr) return null_arg("device_ptr");
     *device_ptr = nullptr;
@@ -178,8 +185,9 @@ STRATA_API strata_status_t strata_engine_step(strata_engine_t* engine, const str
       lr = args->lr;
     }
     if (result != nullptr)
-      STRATA_RETURN_IF_ERROR(strata::capi::check_struct("result", result->struct_size, sizeof(*result), result->reserved,
-                                                        sizeof(result->reserved), "STRATA_ENGINE_STEP_RESULT_INIT"));
+      STRATA_RETURN_IF_ERROR(strata::capi::check_struct("result", result->struct_size, sizeof(*result),
+                                                        result->reserved, sizeof(result->reserved),
+                                                        "STRATA_ENGINE_STEP_RESULT_INIT"));
     STRATA_ASSIGN_OR_RETURN(strata::engine::StepResult r, e->step(lr));
     if (result != nullptr) {
       result->boundary = r.boundary;
@@ -215,7 +223,8 @@ STRATA_API strata_status_t strata_engine_synchronize(strata_engine_t* engine) {
   });
 }
 
-STRATA_API strata_status_t strata_engine_read_param(strata_engine_t* engine, const char* name, float* dst, size_t numel) {
+STRATA_API strata_status_t strata_engine_read_param(strata_engine_t* engine, const char* name, float* dst,
+                                                    size_t numel) {
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
     STRATA_RETURN_IF_ERROR(strata::capi::name_arg(name));
@@ -298,14 +307,16 @@ STRATA_API strata_status_t strata_engine_load(strata_engine_t* engine, const cha
   });
 }
 
-STRATA_API strata_status_t strata_engine_export(strata_engine_t* engine, const char* dir, const strata_export_options_t* options) {
+STRATA_API strata_status_t strata_engine_export(strata_engine_t* engine, const char* dir,
+                                                const strata_export_options_t* options) {
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
     if (dir == nullptr) return null_arg("dir");
     strata::engine::ckpt::ExportOptions o;
     if (options != nullptr) {
-      STRATA_RETURN_IF_ERROR(strata::capi::check_struct("options", options->struct_size, sizeof(*options), options->reserved,
-                                                        sizeof(options->reserved), "STRATA_EXPORT_OPTIONS_INIT"));
+      STRATA_RETURN_IF_ERROR(strata::capi::check_struct("options", options->struct_size, sizeof(*options),
+                                                        options->reserved, sizeof(options->reserved),
+                                                        "STRATA_EXPORT_OPTIONS_INIT"));
       STRATA_ASSIGN_OR_RETURN(o.dtype, strata::capi::to_dtype(options->dtype, "options.dtype"));
       const int f = strata::capi::raw_enum(options->format);
       if (f != STRATA_EXPORT_STRATA && f != STRATA_EXPORT_SAFETENSORS)
@@ -330,7 +341,8 @@ STRATA_API strata_status_t strata_engine_map_param(strata_engine_t* engine, cons
   });
 }
 
-STRATA_API strata_status_t strata_engine_export_weights(strata_engine_t* engine, const char* dir, strata_dtype_t dtype) {
+STRATA_API strata_status_t strata_engine_export_weights(strata_engine_t* engine, const char* dir,
+                                                        strata_dtype_t dtype) {
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
     if (dir == nullptr) return null_arg("dir");

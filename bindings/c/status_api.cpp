@@ -58,10 +58,14 @@ Status check_struct(const char* name, size_t struct_size, size_t known_size, con
 StatusOr<DType> to_dtype(const strata_dtype_t& field, const std::string& what) {
   const int d = raw_enum(field);
   switch (d) {
-    case STRATA_DTYPE_FP32: return DType::kF32;
-    case STRATA_DTYPE_BF16: return DType::kBF16;
-    case STRATA_DTYPE_FP16: return DType::kF16;
-    default: break;
+    case STRATA_DTYPE_FP32:
+      return DType::kF32;
+    case STRATA_DTYPE_BF16:
+      return DType::kBF16;
+    case STRATA_DTYPE_FP16:
+      return DType::kF16;
+    default:
+      break;
   }
   return invalid_argument(what + " = " + std::to_string(d) + " is not a strata_dtype_t (FP32 = 0, BF16 = 1, FP16 = 2)");
 }
@@ -72,24 +76,42 @@ extern "C" {
 
 STRATA_API const char* strata_status_string(strata_status_t status_arg) {
   switch (strata::capi::raw_enum(status_arg)) {
-    case STRATA_OK: return "success";
-    case STRATA_ERR_INVALID_ARGUMENT: return "invalid argument";
-    case STRATA_ERR_FAILED_PRECONDITION: return "failed precondition";
-    case STRATA_ERR_NOT_FOUND: return "not found";
-    case STRATA_ERR_ALREADY_EXISTS: return "already exists";
-    case STRATA_ERR_OUT_OF_MEMORY: return "out of memory";
-    case STRATA_ERR_NO_SPACE: return "no space left on device";
-    case STRATA_ERR_IO: return "I/O error";
-    case STRATA_ERR_DATA_LOSS: return "data loss";
-    case STRATA_ERR_UNSUPPORTED: return "unsupported";
-    case STRATA_ERR_CUDA: return "CUDA error";
-    case STRATA_ERR_NCCL: return "NCCL error";
-    case STRATA_ERR_COMM: return "communication error";
-    case STRATA_ERR_TIMEOUT: return "timeout";
-    case STRATA_ERR_INTERNAL: return "internal error";
-    case STRATA_ERR_NONFINITE: return "non-finite values (training diverged)";
-    case STRATA_ERR_CANCELLED: return "cancelled";
-    default: break;
+    case STRATA_OK:
+      return "success";
+    case STRATA_ERR_INVALID_ARGUMENT:
+      return "invalid argument";
+    case STRATA_ERR_FAILED_PRECONDITION:
+      return "failed precondition";
+    case STRATA_ERR_NOT_FOUND:
+      return "not found";
+    case STRATA_ERR_ALREADY_EXISTS:
+      return "already exists";
+    case STRATA_ERR_OUT_OF_MEMORY:
+      return "out of memory";
+    case STRATA_ERR_NO_SPACE:
+      return "no space left on device";
+    case STRATA_ERR_IO:
+      return "I/O error";
+    case STRATA_ERR_DATA_LOSS:
+      return "data loss";
+    case STRATA_ERR_UNSUPPORTED:
+      return "unsupported";
+    case STRATA_ERR_CUDA:
+      return "CUDA error";
+    case STRATA_ERR_NCCL:
+      return "NCCL error";
+    case STRATA_ERR_COMM:
+      return "communication error";
+    case STRATA_ERR_TIMEOUT:
+      return "timeout";
+    case STRATA_ERR_INTERNAL:
+      return "internal error";
+    case STRATA_ERR_NONFINITE:
+      return "non-finite values (training diverged)";
+    case STRATA_ERR_CANCELLED:
+      return "cancelled";
+    default:
+      break;
   }
   return "unknown status";
 }

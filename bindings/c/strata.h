@@ -51,18 +51,18 @@ typedef enum strata_status {
   STRATA_ERR_FAILED_PRECONDITION = 2, /* not allowed in the current state (order of calls) */
   STRATA_ERR_NOT_FOUND = 3,           /* a named thing (key, file, parameter) does not exist */
   STRATA_ERR_ALREADY_EXISTS = 4,
-  STRATA_ERR_OUT_OF_MEMORY = 5,       /* allocation failed or a memory budget is exceeded */
-  STRATA_ERR_NO_SPACE = 6,            /* the file system is full */
-  STRATA_ERR_IO = 7,                  /* another I/O error */
-  STRATA_ERR_DATA_LOSS = 8,           /* corrupt or truncated data (checksum mismatch) */
-  STRATA_ERR_UNSUPPORTED = 9,         /* not available on this machine or in this build */
-  STRATA_ERR_CUDA = 10,               /* a CUDA runtime call failed */
-  STRATA_ERR_NCCL = 11,               /* an NCCL call failed */
-  STRATA_ERR_COMM = 12,               /* another collective-communication failure */
+  STRATA_ERR_OUT_OF_MEMORY = 5, /* allocation failed or a memory budget is exceeded */
+  STRATA_ERR_NO_SPACE = 6,      /* the file system is full */
+  STRATA_ERR_IO = 7,            /* another I/O error */
+  STRATA_ERR_DATA_LOSS = 8,     /* corrupt or truncated data (checksum mismatch) */
+  STRATA_ERR_UNSUPPORTED = 9,   /* not available on this machine or in this build */
+  STRATA_ERR_CUDA = 10,         /* a CUDA runtime call failed */
+  STRATA_ERR_NCCL = 11,         /* an NCCL call failed */
+  STRATA_ERR_COMM = 12,         /* another collective-communication failure */
   STRATA_ERR_TIMEOUT = 13,
-  STRATA_ERR_INTERNAL = 14,          /* a bug in strata: please report it */
-  STRATA_ERR_NONFINITE = 15,          /* training diverged: gradients or weights not finite (inf / NaN) */
-  STRATA_ERR_CANCELLED = 16           /* stopped on request (a signal) at a safe point */
+  STRATA_ERR_INTERNAL = 14,  /* a bug in strata: please report it */
+  STRATA_ERR_NONFINITE = 15, /* training diverged: gradients or weights not finite (inf / NaN) */
+  STRATA_ERR_CANCELLED = 16  /* stopped on request (a signal) at a safe point */
 } strata_status_t;
 
 /* A short description of `status` ("invalid argument"); never NULL. Thread-safe. */
@@ -79,11 +79,7 @@ STRATA_API const char* strata_version_string(void);
 
 /* ---- data types ------------------------------------------------------------------------------ */
 
-typedef enum strata_dtype {
-  STRATA_DTYPE_FP32 = 0,
-  STRATA_DTYPE_BF16 = 1,
-  STRATA_DTYPE_FP16 = 2
-} strata_dtype_t;
+typedef enum strata_dtype { STRATA_DTYPE_FP32 = 0, STRATA_DTYPE_BF16 = 1, STRATA_DTYPE_FP16 = 2 } strata_dtype_t;
 
 /* ---- standalone CPU Adam --------------------------------------------------------------------- */
 /* For frameworks that keep their own parameters and only want a fast optimizer step on the CPU:
@@ -114,23 +110,27 @@ typedef struct strata_cpu_adam_config {
   uint64_t reserved[8];    /* must be zero */
 } strata_cpu_adam_config_t;
 
-#define STRATA_CPU_ADAM_CONFIG_INIT \
-  { sizeof(strata_cpu_adam_config_t), STRATA_ADAMW, 1, 0, STRATA_ISA_BEST, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+#define STRATA_CPU_ADAM_CONFIG_INIT                                                                   \
+  {                                                                                                   \
+    sizeof(strata_cpu_adam_config_t), STRATA_ADAMW, 1, 0, STRATA_ISA_BEST, { 0, 0, 0, 0, 0, 0, 0, 0 } \
+  }
 
 /* Hyper-parameters of one step; they may change every step. */
 typedef struct strata_adam_step_args {
-  size_t struct_size;  /* sizeof(strata_adam_step_args_t), set by the INIT macro */
-  float lr;            /* >= 0, default 1e-3 */
-  float beta1;         /* [0, 1), default 0.9 */
-  float beta2;         /* [0, 1), default 0.999 */
-  float eps;           /* > 0, default 1e-8 */
-  float weight_decay;  /* >= 0, default 0 */
-  float grad_scale;    /* > 0: gradients are multiplied by this first (1/loss_scale x clip), default 1 */
+  size_t struct_size;   /* sizeof(strata_adam_step_args_t), set by the INIT macro */
+  float lr;             /* >= 0, default 1e-3 */
+  float beta1;          /* [0, 1), default 0.9 */
+  float beta2;          /* [0, 1), default 0.999 */
+  float eps;            /* > 0, default 1e-8 */
+  float weight_decay;   /* >= 0, default 0 */
+  float grad_scale;     /* > 0: gradients are multiplied by this first (1/loss_scale x clip), default 1 */
   uint64_t reserved[8]; /* must be zero */
 } strata_adam_step_args_t;
 
-#define STRATA_ADAM_STEP_ARGS_INIT \
-  { sizeof(strata_adam_step_args_t), 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+#define STRATA_ADAM_STEP_ARGS_INIT                                                                      \
+  {                                                                                                     \
+    sizeof(strata_adam_step_args_t), 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, { 0, 0, 0, 0, 0, 0, 0, 0 } \
+  }
 
 /* One tensor of a step. params, exp_avg, exp_avg_sq: float[count], updated in place.
  * grads: [count] of grad_dtype, read only. params_out: optional [count] of out_dtype (BF16 or
@@ -150,8 +150,7 @@ typedef struct strata_adam_tensor {
 
 /* Creates an optimizer with its own thread pool and a step counter at 0. *out receives the handle,
  * owned by the caller (strata_cpu_adam_destroy). Synchronous; thread-safe. */
-STRATA_API strata_status_t strata_cpu_adam_create(const strata_cpu_adam_config_t* config,
-                                                  strata_cpu_adam_t** out);
+STRATA_API strata_status_t strata_cpu_adam_create(const strata_cpu_adam_config_t* config, strata_cpu_adam_t** out);
 
 /* Frees the optimizer; NULL is a no-op. Always STRATA_OK. Must not run concurrently with a call on
  * the same handle. */
@@ -196,21 +195,25 @@ typedef struct strata_cpu_optimizer_config {
   uint64_t reserved[8]; /* must be zero */
 } strata_cpu_optimizer_config_t;
 
-#define STRATA_CPU_OPTIMIZER_CONFIG_INIT \
-  { sizeof(strata_cpu_optimizer_config_t), NULL, 1, 0, STRATA_ISA_BEST, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+#define STRATA_CPU_OPTIMIZER_CONFIG_INIT                                                           \
+  {                                                                                                \
+    sizeof(strata_cpu_optimizer_config_t), NULL, 1, 0, STRATA_ISA_BEST, { 0, 0, 0, 0, 0, 0, 0, 0 } \
+  }
 
 /* Hyper-parameters of one step; each optimizer reads those it has: Adam / AdamW all; Lion lr,
  * beta1, beta2, weight_decay (DeepSpeed's defaults 1e-3, 0.9, 0.999, 0); Adagrad lr, eps,
  * weight_decay (1e-2, 1e-10, 0). The INIT values are Adam's. */
 typedef struct strata_optimizer_step_args {
-  size_t struct_size;   /* sizeof(strata_optimizer_step_args_t), set by the INIT macro */
+  size_t struct_size; /* sizeof(strata_optimizer_step_args_t), set by the INIT macro */
   float lr, beta1, beta2, eps, weight_decay;
   float grad_scale;     /* > 0: gradients are multiplied by this first (1/loss_scale x clip), default 1 */
   uint64_t reserved[8]; /* must be zero */
 } strata_optimizer_step_args_t;
 
-#define STRATA_OPTIMIZER_STEP_ARGS_INIT \
-  { sizeof(strata_optimizer_step_args_t), 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+#define STRATA_OPTIMIZER_STEP_ARGS_INIT                                                                      \
+  {                                                                                                          \
+    sizeof(strata_optimizer_step_args_t), 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, { 0, 0, 0, 0, 0, 0, 0, 0 } \
+  }
 
 /* One tensor of a step. params and state[i]: float[count], updated in place; state[i] for the
  * optimizer's i-th state array, NULL past its count. grads, params_out, count and the no-overlap
@@ -234,7 +237,8 @@ STRATA_API strata_status_t strata_cpu_optimizer_create(const strata_cpu_optimize
 STRATA_API strata_status_t strata_cpu_optimizer_destroy(strata_cpu_optimizer_t* opt);
 /* One step over num_tensors tensors, as strata_cpu_adam_step: everything is checked first, on
  * error nothing changes and the counter stays. */
-STRATA_API strata_status_t strata_cpu_optimizer_step(strata_cpu_optimizer_t* opt, const strata_optimizer_step_args_t* args,
+STRATA_API strata_status_t strata_cpu_optimizer_step(strata_cpu_optimizer_t* opt,
+                                                     const strata_optimizer_step_args_t* args,
                                                      const strata_optimizer_tensor_t* tensors, size_t num_tensors);
 /* Global L2 norm and finiteness of the gradients, as strata_cpu_adam_grad_norm. */
 STRATA_API strata_status_t strata_cpu_optimizer_grad_norm(strata_cpu_optimizer_t* opt, const void* const* grads,
@@ -282,8 +286,8 @@ typedef void (*strata_log_fn)(void* user, const char* line);
 typedef struct strata_comm strata_comm_t;
 STRATA_API strata_status_t strata_comm_create_mpi(int64_t timeout_ms, strata_comm_t** out);
 STRATA_API strata_status_t strata_comm_make_nccl_id(unsigned char id[128]);
-STRATA_API strata_status_t strata_comm_create_nccl(const unsigned char id[128], int rank, int world_size, int cuda_device,
-                                                   int64_t timeout_ms, strata_comm_t** out);
+STRATA_API strata_status_t strata_comm_create_nccl(const unsigned char id[128], int rank, int world_size,
+                                                   int cuda_device, int64_t timeout_ms, strata_comm_t** out);
 /* rank and world_size may be NULL. */
 STRATA_API strata_status_t strata_comm_get_rank(const strata_comm_t* comm, int* rank, int* world_size);
 /* NULL is a no-op. */
@@ -300,16 +304,20 @@ typedef struct strata_engine_options {
                             * not owned, must outlive the engine */
   uint64_t reserved[7];    /* must be zero */
 } strata_engine_options_t;
-#define STRATA_ENGINE_OPTIONS_INIT \
-  { sizeof(strata_engine_options_t), NULL, NULL, NULL, NULL, { 0, 0, 0, 0, 0, 0, 0 } }
+#define STRATA_ENGINE_OPTIONS_INIT                                                   \
+  {                                                                                  \
+    sizeof(strata_engine_options_t), NULL, NULL, NULL, NULL, { 0, 0, 0, 0, 0, 0, 0 } \
+  }
 
 typedef struct strata_engine_step_args {
-  size_t struct_size; /* sizeof(strata_engine_step_args_t), set by the INIT macro */
-  double lr;          /* learning rate of this step; < 0 (default -1): the config's optimizer.params.lr */
+  size_t struct_size;   /* sizeof(strata_engine_step_args_t), set by the INIT macro */
+  double lr;            /* learning rate of this step; < 0 (default -1): the config's optimizer.params.lr */
   uint64_t reserved[8]; /* must be zero */
 } strata_engine_step_args_t;
-#define STRATA_ENGINE_STEP_ARGS_INIT \
-  { sizeof(strata_engine_step_args_t), -1.0, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+#define STRATA_ENGINE_STEP_ARGS_INIT                                    \
+  {                                                                     \
+    sizeof(strata_engine_step_args_t), -1.0, { 0, 0, 0, 0, 0, 0, 0, 0 } \
+  }
 
 typedef struct strata_engine_step_result {
   size_t struct_size;     /* sizeof(strata_engine_step_result_t): set it (the INIT macro) before the call */
@@ -322,46 +330,52 @@ typedef struct strata_engine_step_result {
   int64_t optimizer_step; /* optimizer steps applied so far */
   uint64_t reserved[8];
 } strata_engine_step_result_t;
-#define STRATA_ENGINE_STEP_RESULT_INIT \
-  { sizeof(strata_engine_step_result_t), 0, 0, 0, 0.0, 1.0, 1.0, 0, { 0, 0, 0, 0, 0, 0, 0, 0 } }
+#define STRATA_ENGINE_STEP_RESULT_INIT                                                         \
+  {                                                                                            \
+    sizeof(strata_engine_step_result_t), 0, 0, 0, 0.0, 1.0, 1.0, 0, { 0, 0, 0, 0, 0, 0, 0, 0 } \
+  }
 
 typedef struct strata_engine_stats {
-  size_t struct_size;        /* sizeof(strata_engine_stats_t): set it (the INIT macro) before the call */
-  uint64_t device_bytes;     /* bytes the plan holds on each tier */
+  size_t struct_size;    /* sizeof(strata_engine_stats_t): set it (the INIT macro) before the call */
+  uint64_t device_bytes; /* bytes the plan holds on each tier */
   uint64_t host_bytes;
   uint64_t nvme_bytes;
-  uint64_t device_peak_bytes;  /* high-water mark of the device arena */
-  uint64_t bytes_h2d;          /* moved host -> device and device -> host */
+  uint64_t device_peak_bytes; /* high-water mark of the device arena */
+  uint64_t bytes_h2d;         /* moved host -> device and device -> host */
   uint64_t bytes_d2h;
-  uint64_t bytes_nvme_read;    /* read from and written to NVMe during training */
+  uint64_t bytes_nvme_read; /* read from and written to NVMe during training */
   uint64_t bytes_nvme_write;
-  double stall_fetch_seconds;  /* the host blocked in fetch waiting for params */
-  double stall_grad_seconds;   /* the host blocked waiting for gradient copies */
-  double step_seconds;         /* in optimizer steps, of which: */
-  double step_update_seconds;  /*   the optimizer's update of host-resident state */
-  double step_nvme_seconds;    /*   NVMe reads and writes */
+  double stall_fetch_seconds; /* the host blocked in fetch waiting for params */
+  double stall_grad_seconds;  /* the host blocked waiting for gradient copies */
+  double step_seconds;        /* in optimizer steps, of which: */
+  double step_update_seconds; /*   the optimizer's update of host-resident state */
+  double step_nvme_seconds;   /*   NVMe reads and writes */
   int64_t micro_steps, optimizer_steps, skipped_steps;
   double loss_scale;
   double last_grad_norm;
-  int64_t prefetches;          /* chunk loads started ahead of need, following the recorded fetch order */
-  int64_t prefetch_hits;       /*   of which were fetched before being evicted */
-  int64_t demand_loads;        /* chunk loads started by a fetch that found its chunk absent */
-  int64_t order_changes;       /* micro-batches whose fetch order left the recorded one */
+  int64_t prefetches;    /* chunk loads started ahead of need, following the recorded fetch order */
+  int64_t prefetch_hits; /*   of which were fetched before being evicted */
+  int64_t demand_loads;  /* chunk loads started by a fetch that found its chunk absent */
+  int64_t order_changes; /* micro-batches whose fetch order left the recorded one */
   /* Added in 0.2 (a struct_size of the first release's layout, which ends here with 4 reserved
    * words, is still accepted and filled up to here): */
-  uint64_t bytes_allreduce;    /* gradient buffers all-reduced across ranks (whole spans) */
-  uint64_t bytes_allgather;    /* bit16 params all-gathered across ranks */
-  double allreduce_seconds;    /* blocked in gradient all-reduces and the step's gathers */
-  double allgather_seconds;    /* blocked in stage-3 gathers of params for fetches */
-  int64_t allreduce_early;     /* chunk all-reduces started during backward (DDP) */
-  int64_t bucket_flushes;      /* gradient buckets moved off the device */
-  int64_t early_flushes;       /*   of which before their chunk's gradients were complete */
-  uint64_t bytes_checkpoint;   /* written by save */
+  uint64_t bytes_allreduce;  /* gradient buffers all-reduced across ranks (whole spans) */
+  uint64_t bytes_allgather;  /* bit16 params all-gathered across ranks */
+  double allreduce_seconds;  /* blocked in gradient all-reduces and the step's gathers */
+  double allgather_seconds;  /* blocked in stage-3 gathers of params for fetches */
+  int64_t allreduce_early;   /* chunk all-reduces started during backward (DDP) */
+  int64_t bucket_flushes;    /* gradient buckets moved off the device */
+  int64_t early_flushes;     /*   of which before their chunk's gradients were complete */
+  uint64_t bytes_checkpoint; /* written by save */
   uint64_t reserved[16];
 } strata_engine_stats_t;
-#define STRATA_ENGINE_STATS_INIT \
-  { sizeof(strata_engine_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0, \
-    0, 0, 0.0, 0.0, 0, 0, 0, 0, { 0 } }
+#define STRATA_ENGINE_STATS_INIT                                                                                      \
+  {                                                                                                                   \
+    sizeof(strata_engine_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0, 0, \
+        0, 0.0, 0.0, 0, 0, 0, 0, {                                                                                    \
+      0                                                                                                               \
+    }                                                                                                                 \
+  }
 
 /* Parses the config, opens the device (a GPU when usable and not forbidden, else the emulated
  * one; "device": "cuda" without a usable GPU is an error that says why) and logs which. *out
@@ -387,7 +401,8 @@ STRATA_API strata_status_t strata_engine_get_plan(strata_engine_t* engine, char*
  * release. stream NULL: the values are there when this returns. Otherwise (CUDA) returns at once
  * and `stream` waits for them. Nested fetches need as many releases. Fails with NOT_FOUND for an
  * unregistered name, FAILED_PRECONDITION when every working buffer holds fetched params. */
-STRATA_API strata_status_t strata_engine_fetch(strata_engine_t* engine, const char* name, void* stream, void** device_ptr);
+STRATA_API strata_status_t strata_engine_fetch(strata_engine_t* engine, const char* name, void* stream,
+                                               void** device_ptr);
 /* Undoes one fetch. FAILED_PRECONDITION when the param is not fetched (double release). */
 STRATA_API strata_status_t strata_engine_release(strata_engine_t* engine, const char* name);
 /* Hands over the gradient of `name`: numel elements of dtype (the engine's bit16 dtype) at grad,
@@ -411,7 +426,8 @@ STRATA_API strata_status_t strata_engine_step(strata_engine_t* engine, const str
 /* Waits until every copy and device operation strata started has finished. */
 STRATA_API strata_status_t strata_engine_synchronize(strata_engine_t* engine);
 /* The fp32 master values of `name` into host memory dst[numel] (numel must equal the param's). */
-STRATA_API strata_status_t strata_engine_read_param(strata_engine_t* engine, const char* name, float* dst, size_t numel);
+STRATA_API strata_status_t strata_engine_read_param(strata_engine_t* engine, const char* name, float* dst,
+                                                    size_t numel);
 /* The loss scale to multiply the next micro-batch's loss by (1 with bf16). */
 STRATA_API strata_status_t strata_engine_get_loss_scale(strata_engine_t* engine, double* scale);
 /* Counters since create (bytes, stall and step times, steps, prefetch). */
@@ -448,11 +464,14 @@ typedef struct strata_export_options {
                                   * (a Hugging Face model config); copied during the call */
   uint64_t reserved[6];          /* must be zero */
 } strata_export_options_t;
-#define STRATA_EXPORT_OPTIONS_INIT \
-  { sizeof(strata_export_options_t), STRATA_DTYPE_FP32, STRATA_EXPORT_STRATA, NULL, { 0, 0, 0, 0, 0, 0 } }
+#define STRATA_EXPORT_OPTIONS_INIT                                                                       \
+  {                                                                                                      \
+    sizeof(strata_export_options_t), STRATA_DTYPE_FP32, STRATA_EXPORT_STRATA, NULL, { 0, 0, 0, 0, 0, 0 } \
+  }
 
 /* strata_engine_export_weights with a format and a model config (options NULL: the defaults). */
-STRATA_API strata_status_t strata_engine_export(strata_engine_t* engine, const char* dir, const strata_export_options_t* options);
+STRATA_API strata_status_t strata_engine_export(strata_engine_t* engine, const char* dir,
+                                                const strata_export_options_t* options);
 
 /* The device pointer to a param's bit16 values when they rest on the device for good (params not
  * offloaded, not a ZeRO-3 shard across ranks): valid until the engine is destroyed; every step and
@@ -463,11 +482,11 @@ STRATA_API strata_status_t strata_engine_map_param(strata_engine_t* engine, cons
 /* ---- earlier names -----------------------------------------------------------------------------
  * The first release's names for four functions that broke rule 1 (strata_<object>_<verb>). They
  * remain exported and do exactly what their new names do; new code should use the new names. */
-STRATA_API strata_status_t strata_comm_nccl_id(unsigned char id[128]);  /* = strata_comm_make_nccl_id */
+STRATA_API strata_status_t strata_comm_nccl_id(unsigned char id[128]); /* = strata_comm_make_nccl_id */
 STRATA_API strata_status_t strata_comm_rank(const strata_comm_t* comm, int* rank, int* world_size); /* = _get_rank */
 STRATA_API strata_status_t strata_engine_plan(strata_engine_t* engine, char* buf, size_t capacity,
-                                              size_t* length);  /* = strata_engine_get_plan */
-STRATA_API strata_status_t strata_engine_loss_scale(strata_engine_t* engine, double* scale);  /* = _get_loss_scale */
+                                              size_t* length); /* = strata_engine_get_plan */
+STRATA_API strata_status_t strata_engine_loss_scale(strata_engine_t* engine, double* scale); /* = _get_loss_scale */
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -11,7 +11,8 @@ namespace strata::kernels {
 namespace {
 
 Status bad(const char* field, float value, const char* rule) {
-  return invalid_argument(std::string("Adagrad hyper-parameter ") + field + " = " + fmt_float(value) + ": must be " + rule);
+  return invalid_argument(std::string("Adagrad hyper-parameter ") + field + " = " + fmt_float(value) + ": must be " +
+                          rule);
 }
 
 }  // namespace
@@ -19,7 +20,8 @@ Status bad(const char* field, float value, const char* rule) {
 Status validate_adagrad_hyper(const AdagradHyper& h) {
   if (!(h.lr >= 0.0f && std::isfinite(h.lr))) return bad("lr", h.lr, "finite and >= 0");
   if (!(h.eps > 0.0f && std::isfinite(h.eps))) return bad("eps", h.eps, "finite and > 0");
-  if (!(h.weight_decay >= 0.0f && std::isfinite(h.weight_decay))) return bad("weight_decay", h.weight_decay, "finite and >= 0");
+  if (!(h.weight_decay >= 0.0f && std::isfinite(h.weight_decay)))
+    return bad("weight_decay", h.weight_decay, "finite and >= 0");
   if (!(h.grad_scale > 0.0f && std::isfinite(h.grad_scale))) return bad("grad_scale", h.grad_scale, "finite and > 0");
   return Status::ok();
 }

@@ -19,8 +19,8 @@ namespace strata::kernels {
 namespace {
 
 Status bad_hyper(const char* field, float value, const char* rule) {
-  return invalid_argument(std::string("Adam hyper-parameter ") + field + " = " + fmt_float(value) +
-                          ": must be " + rule);
+  return invalid_argument(std::string("Adam hyper-parameter ") + field + " = " + fmt_float(value) + ": must be " +
+                          rule);
 }
 
 template <class F>
@@ -114,8 +114,7 @@ StatusOr<std::unique_ptr<CpuAdam>> CpuAdam::create(const CpuAdamOptions& options
     return invalid_argument("Adam mode must be ADAM (0) or ADAMW (1), not " +
                             std::to_string(static_cast<int>(options.mode)));
   if (options.num_threads < 0)
-    return invalid_argument("num_threads = " + std::to_string(options.num_threads) +
-                            ": must be >= 0 (0 = all cores)");
+    return invalid_argument("num_threads = " + std::to_string(options.num_threads) + ": must be >= 0 (0 = all cores)");
   STRATA_ASSIGN_OR_RETURN(const KernelTable* kernels, kernel_table(options.isa));
   return std::unique_ptr<CpuAdam>(new CpuAdam(options, kernels));
 }

@@ -4,7 +4,6 @@
 // on the thread count.
 #include "kernels/cpu/gpt_ops.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <dnnl.hpp>
@@ -47,8 +46,8 @@ Status gemm(float* dst, const float* a, dims a_strides, const float* b, dims b_s
       po.append_sum(1.0f);
       attr.set_post_ops(po);
     }
-    const dnnl::matmul::desc desc = bias != nullptr ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md)
-                                                    : dnnl::matmul::desc(a_md, b_md, c_md);
+    const dnnl::matmul::desc desc =
+        bias != nullptr ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md) : dnnl::matmul::desc(a_md, b_md, c_md);
     const dnnl::matmul::primitive_desc pd(desc, attr, d.eng);
     dnnl::memory am(a_md, d.eng, const_cast<float*>(a)), bm(b_md, d.eng, const_cast<float*>(b)), cm(c_md, d.eng, dst);
     std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
@@ -90,7 +89,8 @@ void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t
   });
 }
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int N, int C) {
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int N,
+                       int C) {
   rows(N, [&](int n) {
     const float* xn = x + static_cast<size_t>(n) * C;
     float m = 0;
@@ -145,8 +145,8 @@ Status matmul_forward(float* out, const float* x, const float* w, const float* b
   return gemm(out, x, dims{C, 1}, w, dims{1, C}, bias, N, C, OC, false);
 }
 
-Status matmul_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w, int N, int C,
-                       int OC) {
+Status matmul_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w, int N,
+                       int C, int OC) {
   STRATA_RETURN_IF_ERROR(gemm(dx, dout, dims{OC, 1}, w, dims{C, 1}, nullptr, N, OC, C, false));
   // dw[OC, C] += dout^T [OC, N] (strides (1, OC)) @ x [N, C]
   STRATA_RETURN_IF_ERROR(gemm(dw, dout, dims{1, OC}, x, dims{C, 1}, nullptr, OC, N, C, true));
@@ -192,7 +192,8 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
   });
 }
 
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int C, int NH) {
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int C,
+                        int NH) {
   const int hs = C / NH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   // One task per (batch, head): dk and dv of position u gather from every t >= u of that head.

@@ -15,18 +15,20 @@ void encoder_forward(float* out, const int32_t* tokens, const float* wte, const 
 // Not parallel over tokens (two positions may share a token row); parallel over channels.
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C);
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int N, int C);
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int N,
+                       int C);
 void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
                         const float* mean, const float* rstd, int N, int C);
 
 // out[N,OC] = x[N,C] @ w[OC,C]^T + bias (bias may be null). Errors: oneDNN's, as kInternal.
 Status matmul_forward(float* out, const float* x, const float* w, const float* bias, int N, int C, int OC);
 // dx = dout @ w (overwritten); dw += dout^T @ x; dbias += column sums (dbias may be null).
-Status matmul_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w, int N, int C,
-                       int OC);
+Status matmul_backward(float* dx, float* dw, float* dbias, const float* dout, const float* x, const float* w, int N,
+                       int C, int OC);
 
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH);
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int C, int NH);
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T, int C,
+                        int NH);
 
 void gelu_forward(float* out, const float* x, size_t n);
 void gelu_backward(float* dx, const float* dout, const float* x, size_t n);

@@ -12,8 +12,8 @@
 namespace strata::kernels {
 
 struct NormResult {
-  double sumsq = 0.0;   // sum of squares of every element, in double
-  bool finite = true;   // false when any element is inf or NaN
+  double sumsq = 0.0;  // sum of squares of every element, in double
+  bool finite = true;  // false when any element is inf or NaN
   double l2() const { return std::sqrt(sumsq); }
 };
 

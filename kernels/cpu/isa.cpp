@@ -27,17 +27,18 @@ bool has_f16c() {
 
 bool isa_supported(Isa isa) {
   switch (isa) {
-    case Isa::kScalar: return true;
+    case Isa::kScalar:
+      return true;
 #if defined(__x86_64__)
     case Isa::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case Isa::kAvx512:
-      return isa_supported(Isa::kAvx2) && __builtin_cpu_supports("avx512f") &&
-             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-             __builtin_cpu_supports("avx512dq");
+      return isa_supported(Isa::kAvx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 #else
     case Isa::kAvx2:
-    case Isa::kAvx512: return false;
+    case Isa::kAvx512:
+      return false;
 #endif
   }
   return false;
@@ -51,9 +52,12 @@ Isa best_isa() {
 
 std::string_view isa_name(Isa isa) {
   switch (isa) {
-    case Isa::kScalar: return "scalar";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512: return "avx512";
+    case Isa::kScalar:
+      return "scalar";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
   }
   return "invalid";
 }
@@ -63,8 +67,7 @@ StatusOr<Isa> parse_isa(std::string_view name) {
   if (name == "avx2") return Isa::kAvx2;
   if (name == "avx512") return Isa::kAvx512;
   if (name == "best") return best_isa();
-  return invalid_argument("unknown CPU ISA '" + std::string(name) +
-                          "': expected scalar, avx2, avx512 or best");
+  return invalid_argument("unknown CPU ISA '" + std::string(name) + "': expected scalar, avx2, avx512 or best");
 }
 
 StatusOr<const KernelTable*> kernel_table(Isa isa) {
@@ -73,12 +76,16 @@ StatusOr<const KernelTable*> kernel_table(Isa isa) {
                        " kernels (best available: " + std::string(isa_name(best_isa())) + ")");
   }
   switch (isa) {
-    case Isa::kScalar: return &cpu::kScalarKernels;
+    case Isa::kScalar:
+      return &cpu::kScalarKernels;
 #if defined(__x86_64__)
-    case Isa::kAvx2: return &cpu::kAvx2Kernels;
-    case Isa::kAvx512: return &cpu::kAvx512Kernels;
+    case Isa::kAvx2:
+      return &cpu::kAvx2Kernels;
+    case Isa::kAvx512:
+      return &cpu::kAvx512Kernels;
 #else
-    default: break;
+    default:
+      break;
 #endif
   }
   return internal_error("no kernel table for a supported ISA");

@@ -22,11 +22,11 @@ struct AdamCoeffs {
   float beta2 = 0.999f;
   float one_minus_beta2 = 0.001f;
   float eps = 1e-8f;
-  float step_size = 1e-3f;     // lr / (1 - beta1^t), or lr without bias correction
-  float inv_sqrt_bc2 = 1.0f;   // 1 / sqrt(1 - beta2^t), or 1
-  float weight_decay = 0.0f;   // kAdam: the L2 factor added to the gradient
-  float decay = 1.0f;          // kAdamW: 1 - lr * weight_decay
-  float grad_scale = 1.0f;     // gradients are multiplied by this first (1/loss scale x clip coef)
+  float step_size = 1e-3f;    // lr / (1 - beta1^t), or lr without bias correction
+  float inv_sqrt_bc2 = 1.0f;  // 1 / sqrt(1 - beta2^t), or 1
+  float weight_decay = 0.0f;  // kAdam: the L2 factor added to the gradient
+  float decay = 1.0f;         // kAdamW: 1 - lr * weight_decay
+  float grad_scale = 1.0f;    // gradients are multiplied by this first (1/loss scale x clip coef)
   AdamMode mode = AdamMode::kAdamW;
 };
 
@@ -52,7 +52,7 @@ struct LionCoeffs {
   float beta2 = 0.999f;
   float one_minus_beta2 = 0.001f;
   float lr = 1e-3f;
-  float decay = 1.0f;       // 1 - lr * weight_decay (decoupled)
+  float decay = 1.0f;  // 1 - lr * weight_decay (decoupled)
   float grad_scale = 1.0f;
 };
 

@@ -11,7 +11,8 @@ namespace strata::kernels {
 namespace {
 
 Status bad(const char* field, float value, const char* rule) {
-  return invalid_argument(std::string("Lion hyper-parameter ") + field + " = " + fmt_float(value) + ": must be " + rule);
+  return invalid_argument(std::string("Lion hyper-parameter ") + field + " = " + fmt_float(value) + ": must be " +
+                          rule);
 }
 
 }  // namespace
@@ -20,7 +21,8 @@ Status validate_lion_hyper(const LionHyper& h) {
   if (!(h.lr >= 0.0f && std::isfinite(h.lr))) return bad("lr", h.lr, "finite and >= 0");
   if (!(h.beta1 >= 0.0f && h.beta1 < 1.0f)) return bad("beta1", h.beta1, "in [0, 1)");
   if (!(h.beta2 >= 0.0f && h.beta2 < 1.0f)) return bad("beta2", h.beta2, "in [0, 1)");
-  if (!(h.weight_decay >= 0.0f && std::isfinite(h.weight_decay))) return bad("weight_decay", h.weight_decay, "finite and >= 0");
+  if (!(h.weight_decay >= 0.0f && std::isfinite(h.weight_decay)))
+    return bad("weight_decay", h.weight_decay, "finite and >= 0");
   if (!(h.grad_scale > 0.0f && std::isfinite(h.grad_scale))) return bad("grad_scale", h.grad_scale, "finite and > 0");
   return Status::ok();
 }

@@ -38,7 +38,8 @@ Status check_buffers(std::vector<BufferField> fields) {
       return invalid_argument(who + " is NULL");
     }
     const uintptr_t b = reinterpret_cast<uintptr_t>(f.p);
-    if (b % f.elem_bytes != 0) return invalid_argument(who + " is not aligned to its element size " + std::to_string(f.elem_bytes));
+    if (b % f.elem_bytes != 0)
+      return invalid_argument(who + " is not aligned to its element size " + std::to_string(f.elem_bytes));
     if (f.count > (UINTPTR_MAX - b) / f.elem_bytes)
       return invalid_argument(who + " with count " + std::to_string(f.count) + " wraps the address space");
     ranges.push_back(Range{b, b + f.count * f.elem_bytes, f.tensor, f.name});
@@ -67,7 +68,8 @@ Status validate_opt_tensors(std::span<const OptTensor> tensors, const char* stat
     if (!dtype_valid(t.grad_dtype))
       return invalid_argument(who + ": invalid grad dtype " + std::to_string(static_cast<int>(t.grad_dtype)));
     if (t.params_out != nullptr && t.out_dtype != DType::kBF16 && t.out_dtype != DType::kF16)
-      return invalid_argument(who + ": params_out dtype must be bf16 or fp16, not " + std::string(dtype_name(t.out_dtype)));
+      return invalid_argument(who + ": params_out dtype must be bf16 or fp16, not " +
+                              std::string(dtype_name(t.out_dtype)));
     fields.push_back({t.params, "params", 4, t.count, i, false});
     fields.push_back({t.state, state, 4, t.count, i, false});
     fields.push_back({t.grads, "grads", dtype_valid(t.grad_dtype) ? dtype_size(t.grad_dtype) : 1, t.count, i, false});

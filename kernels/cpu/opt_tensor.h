@@ -19,8 +19,8 @@ struct BufferField {
   const char* name;   // "params", "exp_avg", ...
   size_t elem_bytes;  // its element size
   size_t count;
-  size_t tensor;      // index in the caller's list
-  bool optional;      // NULL allowed (params_out)
+  size_t tensor;  // index in the caller's list
+  bool optional;  // NULL allowed (params_out)
 };
 
 // Non-null (unless optional), aligned to its element size, not wrapping the address space, and

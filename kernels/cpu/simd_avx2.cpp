@@ -46,12 +46,9 @@ struct Simd {
     const __m256i is_nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
     store_hi16(p, _mm256_srli_epi32(_mm256_blendv_epi8(rounded, qnan, is_nan), 16));
   }
-  static void store_bf16_trunc(uint16_t* p, V x) {
-    store_hi16(p, _mm256_srli_epi32(_mm256_castps_si256(x), 16));
-  }
+  static void store_bf16_trunc(uint16_t* p, V x) { store_hi16(p, _mm256_srli_epi32(_mm256_castps_si256(x), 16)); }
   static void store_fp16(uint16_t* p, V x) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
-                     _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
 
   static V sign(V x) {
@@ -80,7 +77,7 @@ struct Simd {
 }  // namespace
 
 extern const KernelTable kAvx2Kernels;
-const KernelTable kAvx2Kernels = {"avx2", adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry,
-                                    accumulate_entry, read_entry, lion_entry, adagrad_entry, mix1_entry};
+const KernelTable kAvx2Kernels = {"avx2",           adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry,
+                                  accumulate_entry, read_entry, lion_entry,  adagrad_entry, mix1_entry};
 
 }  // namespace strata::kernels::cpu

@@ -46,9 +46,7 @@ struct Simd {
     const __mmask16 is_nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
     store_hi16(p, _mm512_srli_epi32(_mm512_mask_blend_epi32(is_nan, rounded, qnan), 16));
   }
-  static void store_bf16_trunc(uint16_t* p, V x) {
-    store_hi16(p, _mm512_srli_epi32(_mm512_castps_si512(x), 16));
-  }
+  static void store_bf16_trunc(uint16_t* p, V x) { store_hi16(p, _mm512_srli_epi32(_mm512_castps_si512(x), 16)); }
   static void store_fp16(uint16_t* p, V x) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                         _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -80,7 +78,8 @@ struct Simd {
 }  // namespace
 
 extern const KernelTable kAvx512Kernels;
-const KernelTable kAvx512Kernels = {"avx512", adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry,
-                                    accumulate_entry, read_entry, lion_entry, adagrad_entry, mix1_entry};
+const KernelTable kAvx512Kernels = {"avx512",        adam_entry,    sumsq_entry,      to_fp32_entry,
+                                    from_fp32_entry, mix_entry,     accumulate_entry, read_entry,
+                                    lion_entry,      adagrad_entry, mix1_entry};
 
 }  // namespace strata::kernels::cpu

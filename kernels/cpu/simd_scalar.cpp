@@ -28,9 +28,7 @@ struct Simd {
   static V load_bf16(const uint16_t* p) { return bf16_to_float(*p); }
   static V load_fp16(const uint16_t* p) { return fp16_to_float(*p); }
   static void store_bf16(uint16_t* p, V x) { *p = float_to_bf16(x); }
-  static void store_bf16_trunc(uint16_t* p, V x) {
-    *p = static_cast<uint16_t>(float_bits(x) >> 16);
-  }
+  static void store_bf16_trunc(uint16_t* p, V x) { *p = static_cast<uint16_t>(float_bits(x) >> 16); }
   static void store_fp16(uint16_t* p, V x) { *p = float_to_fp16(x); }
   static V sign(V x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
   static VD zero_d() { return 0.0; }
@@ -44,7 +42,8 @@ struct Simd {
 }  // namespace
 
 extern const KernelTable kScalarKernels;
-const KernelTable kScalarKernels = {"scalar", adam_entry, sumsq_entry, to_fp32_entry, from_fp32_entry, mix_entry,
-                                    accumulate_entry, read_entry, lion_entry, adagrad_entry, mix1_entry};
+const KernelTable kScalarKernels = {"scalar",        adam_entry,    sumsq_entry,      to_fp32_entry,
+                                    from_fp32_entry, mix_entry,     accumulate_entry, read_entry,
+                                    lion_entry,      adagrad_entry, mix1_entry};
 
 }  // namespace strata::kernels::cpu

@@ -18,9 +18,8 @@ __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162flo
 __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
 
 template <class G, Out O, AdamMode M>
-__global__ void adam_kernel(AdamCoeffs c, float* __restrict__ p, float* __restrict__ m,
-                            float* __restrict__ v, const G* __restrict__ g, void* __restrict__ out,
-                            size_t n) {
+__global__ void adam_kernel(AdamCoeffs c, float* __restrict__ p, float* __restrict__ m, float* __restrict__ v,
+                            const G* __restrict__ g, void* __restrict__ out, size_t n) {
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     float gv = to_f32(g[i]) * c.grad_scale;
@@ -72,10 +71,17 @@ void launch_out(const AdamCoeffs& c, const AdamTensor& t, cudaStream_t s) {
 Status adam_update(const AdamCoeffs& c, const AdamTensor& t, cudaStream_t stream) {
   if (t.count == 0) return Status::ok();
   switch (t.grad_dtype) {
-    case DType::kF32: launch_out<float>(c, t, stream); break;
-    case DType::kBF16: launch_out<__nv_bfloat16>(c, t, stream); break;
-    case DType::kF16: launch_out<__half>(c, t, stream); break;
-    default: return invalid_argument("GPU Adam: invalid grad dtype");
+    case DType::kF32:
+      launch_out<float>(c, t, stream);
+      break;
+    case DType::kBF16:
+      launch_out<__nv_bfloat16>(c, t, stream);
+      break;
+    case DType::kF16:
+      launch_out<__half>(c, t, stream);
+      break;
+    default:
+      return invalid_argument("GPU Adam: invalid grad dtype");
   }
   STRATA_CUDA_CHECK(cudaGetLastError());
   return Status::ok();

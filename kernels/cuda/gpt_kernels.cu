@@ -16,7 +16,9 @@ constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = kThreads / 32;
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2/pi)
 
-unsigned blocks_for(size_t n) { return static_cast<unsigned>(std::min<size_t>((n + kThreads - 1) / kThreads, 1u << 20)); }
+unsigned blocks_for(size_t n) {
+  return static_cast<unsigned>(std::min<size_t>((n + kThreads - 1) / kThreads, 1u << 20));
+}
 unsigned row_blocks(size_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
 
 Status launched() {
@@ -36,10 +38,11 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-#define GRID_STRIDE(i, n) for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < (n); i += size_t{gridDim.x} * blockDim.x)
+#define GRID_STRIDE(i, n) \
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < (n); i += size_t{gridDim.x} * blockDim.x)
 
-__global__ void encoder_forward_kernel(float* out, const int32_t* tokens, const uint16_t* wte, const uint16_t* wpe, int T, int C,
-                                       size_t n) {
+__global__ void encoder_forward_kernel(float* out, const int32_t* tokens, const uint16_t* wte, const uint16_t* wpe,
+                                       int T, int C, size_t n) {
   GRID_STRIDE(i, n) {
     const size_t row = i / C, c = i % C;
     const size_t t = row % T;
@@ -47,8 +50,8 @@ __global__ void encoder_forward_kernel(float* out, const int32_t* tokens, const 
   }
 }
 
-__global__ void encoder_backward_wte_kernel(float* dwte, const float* dout, const int32_t* offsets, const int32_t* positions,
-                                            int C, size_t n) {
+__global__ void encoder_backward_wte_kernel(float* dwte, const float* dout, const int32_t* offsets,
+                                            const int32_t* positions, int C, size_t n) {
   GRID_STRIDE(i, n) {
     const size_t v = i / C, c = i % C;
     float s = 0.0f;
@@ -81,8 +84,8 @@ __global__ void layernorm_forward_kernel(uint16_t* out, float* mean, float* rstd
   if (lane == 0) mean[row] = m, rstd[row] = r;
 }
 
-__global__ void layernorm_backward_kernel(float* dx, float* dout_xhat, const float* dout, const float* x, const uint16_t* w,
-                                          const float* mean, const float* rstd, int N, int C) {
+__global__ void layernorm_backward_kernel(float* dx, float* dout_xhat, const float* dout, const float* x,
+                                          const uint16_t* w, const float* mean, const float* rstd, int N, int C) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= N) return;
   const size_t off = static_cast<size_t>(row) * C;
@@ -114,7 +117,8 @@ struct HeadIndex {
   }
 };
 
-__global__ void attention_permute_kernel(float* q, float* k, float* v, const float* qkv, int T, int C, int NH, size_t n) {
+__global__ void attention_permute_kernel(float* q, float* k, float* v, const float* qkv, int T, int C, int NH,
+                                         size_t n) {
   const int hs = C / NH;
   GRID_STRIDE(i, n) {
     const HeadIndex x(i, NH, T, hs);
@@ -123,8 +127,8 @@ __global__ void attention_permute_kernel(float* q, float* k, float* v, const flo
   }
 }
 
-__global__ void attention_permute_backward_kernel(float* dqkv, const float* dq, const float* dk, const float* dv, int T, int C,
-                                                  int NH, size_t n) {
+__global__ void attention_permute_backward_kernel(float* dqkv, const float* dq, const float* dk, const float* dv, int T,
+                                                  int C, int NH, size_t n) {
   const int hs = C / NH;
   GRID_STRIDE(i, n) {
     const HeadIndex x(i, NH, T, hs);
@@ -164,8 +168,8 @@ __global__ void attention_softmax_kernel(float* att, const float* preatt, float 
   for (int j = lane; j < T; j += 32) a[j] = j <= t ? __expf(p[j] * scale - mx) * inv : 0.0f;
 }
 
-__global__ void attention_softmax_backward_kernel(float* dpreatt, const float* datt, const float* att, float scale, int rows,
-                                                  int T) {
+__global__ void attention_softmax_backward_kernel(float* dpreatt, const float* datt, const float* att, float scale,
+                                                  int rows, int T) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= rows) return;
   const int t = row % T;
@@ -192,12 +196,14 @@ __global__ void gelu_backward_kernel(float* dx, const float* dout, const float* 
   }
 }
 
-__global__ void residual_kernel(float* out, const float* a, const float* b, size_t n) { GRID_STRIDE(i, n) out[i] = a[i] + b[i]; }
+__global__ void residual_kernel(float* out, const float* a, const float* b, size_t n) {
+  GRID_STRIDE(i, n) out[i] = a[i] + b[i];
+}
 
 __global__ void to_bf16_kernel(uint16_t* dst, const float* src, size_t n) { GRID_STRIDE(i, n) dst[i] = to_bf(src[i]); }
 
-__global__ void crossentropy_forward_kernel(float* probs, float* losses, const float* logits, const int32_t* targets, int N,
-                                            int V) {
+__global__ void crossentropy_forward_kernel(float* probs, float* losses, const float* logits, const int32_t* targets,
+                                            int N, int V) {
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= N) return;
   const float* l = logits + static_cast<size_t>(row) * V;
@@ -213,8 +219,8 @@ __global__ void crossentropy_forward_kernel(float* probs, float* losses, const f
   if (lane == 0) losses[row] = logf(s) - (l[targets[row]] - mx);
 }
 
-__global__ void crossentropy_backward_kernel(float* dlogits, const float* probs, const int32_t* targets, float dloss, int V,
-                                             size_t n) {
+__global__ void crossentropy_backward_kernel(float* dlogits, const float* probs, const int32_t* targets, float dloss,
+                                             int V, size_t n) {
   GRID_STRIDE(i, n) {
     const size_t row = i / V;
     const int v = static_cast<int>(i % V);
@@ -231,22 +237,22 @@ Status encoder_forward(float* out, const int32_t* tokens, const uint16_t* wte, c
   return launched();
 }
 
-Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* offsets, const int32_t* positions, int B,
-                        int T, int C, int V, cudaStream_t stream) {
+Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* offsets, const int32_t* positions,
+                        int B, int T, int C, int V, cudaStream_t stream) {
   const size_t nv = static_cast<size_t>(V) * C, nt = static_cast<size_t>(T) * C;
   encoder_backward_wte_kernel<<<blocks_for(nv), kThreads, 0, stream>>>(dwte, dout, offsets, positions, C, nv);
   encoder_backward_wpe_kernel<<<blocks_for(nt), kThreads, 0, stream>>>(dwpe, dout, B, T, C, nt);
   return launched();
 }
 
-Status layernorm_forward(uint16_t* out, float* mean, float* rstd, const float* x, const uint16_t* w, const uint16_t* b, int N,
-                         int C, cudaStream_t stream) {
+Status layernorm_forward(uint16_t* out, float* mean, float* rstd, const float* x, const uint16_t* w, const uint16_t* b,
+                         int N, int C, cudaStream_t stream) {
   layernorm_forward_kernel<<<row_blocks(N), kThreads, 0, stream>>>(out, mean, rstd, x, w, b, N, C);
   return launched();
 }
 
-Status layernorm_backward(float* dx, float* dout_xhat, const float* dout, const float* x, const uint16_t* w, const float* mean,
-                          const float* rstd, int N, int C, cudaStream_t stream) {
+Status layernorm_backward(float* dx, float* dout_xhat, const float* dout, const float* x, const uint16_t* w,
+                          const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
   layernorm_backward_kernel<<<row_blocks(N), kThreads, 0, stream>>>(dx, dout_xhat, dout, x, w, mean, rstd, N, C);
   return launched();
 }
@@ -257,7 +263,8 @@ Status add_bias(float* out, const uint16_t* bias, int N, int OC, cudaStream_t st
   return launched();
 }
 
-Status attention_permute(float* q, float* k, float* v, const float* qkv, int B, int T, int C, int NH, cudaStream_t stream) {
+Status attention_permute(float* q, float* k, float* v, const float* qkv, int B, int T, int C, int NH,
+                         cudaStream_t stream) {
   const size_t n = static_cast<size_t>(B) * T * C;
   attention_permute_kernel<<<blocks_for(n), kThreads, 0, stream>>>(q, k, v, qkv, T, C, NH, n);
   return launched();
@@ -286,8 +293,8 @@ Status attention_softmax_backward(float* dpreatt, const float* datt, const float
   return launched();
 }
 
-Status attention_permute_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B, int T, int C, int NH,
-                                  cudaStream_t stream) {
+Status attention_permute_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B, int T, int C,
+                                  int NH, cudaStream_t stream) {
   const size_t n = static_cast<size_t>(B) * T * C;
   attention_permute_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(dqkv, dq, dk, dv, T, C, NH, n);
   return launched();
@@ -317,8 +324,8 @@ Status crossentropy_forward(float* probs, float* losses, const float* logits, co
 Status crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float dloss, int N, int V,
                              cudaStream_t stream) {
   const size_t n = static_cast<size_t>(N) * V;
-  crossentropy_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(dlogits, probs, targets, dloss / static_cast<float>(N),
-                                                                        V, n);
+  crossentropy_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(dlogits, probs, targets,
+                                                                       dloss / static_cast<float>(N), V, n);
   return launched();
 }
 

@@ -20,22 +20,23 @@ Status encoder_forward(float* out, const int32_t* tokens, const uint16_t* wte, c
                        cudaStream_t stream);
 // dwte[v, :] += sum of dout over the positions holding token v, listed as
 // positions[offsets[v] .. offsets[v + 1]) (ascending); dwpe[t, :] += sum over b of dout[b, t, :].
-Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* offsets, const int32_t* positions, int B,
-                        int T, int C, int V, cudaStream_t stream);
+Status encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* offsets, const int32_t* positions,
+                        int B, int T, int C, int V, cudaStream_t stream);
 
 // out = (x - mean) * rstd * w + b, written as bf16; mean, rstd [N] kept for backward.
-Status layernorm_forward(uint16_t* out, float* mean, float* rstd, const float* x, const uint16_t* w, const uint16_t* b, int N,
-                         int C, cudaStream_t stream);
+Status layernorm_forward(uint16_t* out, float* mean, float* rstd, const float* x, const uint16_t* w, const uint16_t* b,
+                         int N, int C, cudaStream_t stream);
 // dx += d(input) (accumulates: the residual's gradient is already there); dout_xhat[N, C] receives
 // dout * xhat, whose column sums are dw (db is the column sums of dout).
-Status layernorm_backward(float* dx, float* dout_xhat, const float* dout, const float* x, const uint16_t* w, const float* mean,
-                          const float* rstd, int N, int C, cudaStream_t stream);
+Status layernorm_backward(float* dx, float* dout_xhat, const float* dout, const float* x, const uint16_t* w,
+                          const float* mean, const float* rstd, int N, int C, cudaStream_t stream);
 
 // out[n, :] += bias (bf16), n < N.
 Status add_bias(float* out, const uint16_t* bias, int N, int OC, cudaStream_t stream);
 
 // qkv [B, T, 3C] -> q, k, v [B, NH, T, hs].
-Status attention_permute(float* q, float* k, float* v, const float* qkv, int B, int T, int C, int NH, cudaStream_t stream);
+Status attention_permute(float* q, float* k, float* v, const float* qkv, int B, int T, int C, int NH,
+                         cudaStream_t stream);
 // att = causal softmax(scale * preatt) per row of [B * NH * T, T]; zeros above the diagonal.
 Status attention_softmax(float* att, const float* preatt, float scale, int rows, int T, cudaStream_t stream);
 // y [B, NH, T, hs] -> out [B, T, C] as bf16.
@@ -46,8 +47,8 @@ Status attention_unpermute_backward(float* dy, const float* dout, int B, int T, 
 Status attention_softmax_backward(float* dpreatt, const float* datt, const float* att, float scale, int rows, int T,
                                   cudaStream_t stream);
 // dq, dk, dv [B, NH, T, hs] -> dqkv [B, T, 3C].
-Status attention_permute_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B, int T, int C, int NH,
-                                  cudaStream_t stream);
+Status attention_permute_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B, int T, int C,
+                                  int NH, cudaStream_t stream);
 
 // GPT-2's tanh GELU: out (bf16) = gelu(x); dx = dout * gelu'(x).
 Status gelu_forward(uint16_t* out, const float* x, size_t n, cudaStream_t stream);

@@ -14,7 +14,9 @@ namespace {
 constexpr int kThreads = 256;
 constexpr size_t kSumBlockElems = size_t{1} << 16;  // elements per partial sum
 
-unsigned blocks_for(size_t n) { return static_cast<unsigned>(std::min<size_t>((n + kThreads - 1) / kThreads, 1u << 16)); }
+unsigned blocks_for(size_t n) {
+  return static_cast<unsigned>(std::min<size_t>((n + kThreads - 1) / kThreads, 1u << 16));
+}
 
 __device__ __forceinline__ float load_as_float(const void* p, DType d, size_t i) {
   if (d == DType::kF32) return static_cast<const float*>(p)[i];
@@ -34,7 +36,8 @@ __global__ void cast_from_fp32_kernel(const float* __restrict__ src, size_t n, D
   }
 }
 
-__global__ void cast_to_fp32_kernel(const void* __restrict__ src, DType d, size_t n, float scale, float* __restrict__ dst) {
+__global__ void cast_to_fp32_kernel(const void* __restrict__ src, DType d, size_t n, float scale,
+                                    float* __restrict__ dst) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x)
     dst[i] = load_as_float(src, d, i) * scale;
 }
@@ -122,7 +125,8 @@ Status multi_tensor_sumsq(const std::vector<TensorView>& views, double* workspac
   for (const TensorView& v : views) {
     const size_t blocks = (v.count + kSumBlockElems - 1) / kSumBlockElems;
     if (blocks == 0) continue;
-    sumsq_partial_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(v.data, v.dtype, v.count, workspace + at);
+    sumsq_partial_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(v.data, v.dtype, v.count,
+                                                                                 workspace + at);
     STRATA_RETURN_IF_ERROR(launched());
     at += blocks;
   }

@@ -85,10 +85,17 @@ template <class C>
 Status launch_any(const C& c, const OptTensor& t, cudaStream_t s, const char* who) {
   if (t.count == 0) return Status::ok();
   switch (t.grad_dtype) {
-    case DType::kF32: launch_out<C, float>(c, t, s); break;
-    case DType::kBF16: launch_out<C, __nv_bfloat16>(c, t, s); break;
-    case DType::kF16: launch_out<C, __half>(c, t, s); break;
-    default: return invalid_argument(std::string(who) + ": invalid grad dtype");
+    case DType::kF32:
+      launch_out<C, float>(c, t, s);
+      break;
+    case DType::kBF16:
+      launch_out<C, __nv_bfloat16>(c, t, s);
+      break;
+    case DType::kF16:
+      launch_out<C, __half>(c, t, s);
+      break;
+    default:
+      return invalid_argument(std::string(who) + ": invalid grad dtype");
   }
   STRATA_CUDA_CHECK(cudaGetLastError());
   return Status::ok();

@@ -9,16 +9,18 @@ namespace strata::reference {
 
 double load_as_double(const void* data, DType dtype, size_t i) {
   switch (dtype) {
-    case DType::kF32: return static_cast<const float*>(data)[i];
-    case DType::kBF16: return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
-    case DType::kF16: return fp16_to_float(static_cast<const uint16_t*>(data)[i]);
+    case DType::kF32:
+      return static_cast<const float*>(data)[i];
+    case DType::kBF16:
+      return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
+    case DType::kF16:
+      return fp16_to_float(static_cast<const uint16_t*>(data)[i]);
   }
   return NAN;
 }
 
-void adam_step_ref(kernels::AdamMode mode, bool bias_correction, int64_t step,
-                   const AdamRefHyper& h, double* p, double* m, double* v, const void* grads,
-                   DType grad_dtype, size_t n) {
+void adam_step_ref(kernels::AdamMode mode, bool bias_correction, int64_t step, const AdamRefHyper& h, double* p,
+                   double* m, double* v, const void* grads, DType grad_dtype, size_t n) {
   const double t = static_cast<double>(step);
   const double bc1 = bias_correction ? 1.0 - std::pow(h.beta1, t) : 1.0;
   const double bc2 = bias_correction ? 1.0 - std::pow(h.beta2, t) : 1.0;

@@ -24,9 +24,8 @@ double load_as_double(const void* data, DType dtype, size_t i);
 
 // One Adam step number `step` (1 for the first) on state p, m, v [n] in double; grads [n] of
 // grad_dtype are multiplied by grad_scale first.
-void adam_step_ref(kernels::AdamMode mode, bool bias_correction, int64_t step,
-                   const AdamRefHyper& h, double* p, double* m, double* v, const void* grads,
-                   DType grad_dtype, size_t n);
+void adam_step_ref(kernels::AdamMode mode, bool bias_correction, int64_t step, const AdamRefHyper& h, double* p,
+                   double* m, double* v, const void* grads, DType grad_dtype, size_t n);
 
 // Sum of squares of [n] elements of dtype, sequentially in double.
 double sumsq_ref(const void* data, DType dtype, size_t n);

@@ -32,7 +32,9 @@ namespace {
 using namespace strata;
 using Clock = std::chrono::steady_clock;
 
-void row(const std::string& key, const std::string& value) { std::printf("%-26s %s\n", (key + ":").c_str(), value.c_str()); }
+void row(const std::string& key, const std::string& value) {
+  std::printf("%-26s %s\n", (key + ":").c_str(), value.c_str());
+}
 
 // A /proc/sys value, or -1.
 long long proc_value(const char* path) {
@@ -43,17 +45,28 @@ long long proc_value(const char* path) {
 
 std::string fs_type_name(long type) {
   switch (static_cast<unsigned long>(type)) {
-    case 0xEF53: return "ext2/3/4";
-    case 0x58465342: return "xfs";
-    case 0x9123683E: return "btrfs";
-    case 0x01021994: return "tmpfs";
-    case 0x6969: return "nfs";
-    case 0x794c7630: return "overlayfs";
-    case 0x2fc12fc1: return "zfs";
-    case 0xF2F52010: return "f2fs";
-    case 0xFF534D42: return "cifs";
-    case 0x65735546: return "fuse";
-    default: break;
+    case 0xEF53:
+      return "ext2/3/4";
+    case 0x58465342:
+      return "xfs";
+    case 0x9123683E:
+      return "btrfs";
+    case 0x01021994:
+      return "tmpfs";
+    case 0x6969:
+      return "nfs";
+    case 0x794c7630:
+      return "overlayfs";
+    case 0x2fc12fc1:
+      return "zfs";
+    case 0xF2F52010:
+      return "f2fs";
+    case 0xFF534D42:
+      return "cifs";
+    case 0x65735546:
+      return "fuse";
+    default:
+      break;
   }
   char b[32];
   std::snprintf(b, sizeof(b), "unknown (0x%lx)", static_cast<unsigned long>(type));
@@ -133,7 +146,8 @@ int env_command(const std::vector<std::string>& args) {
   if (gpus.empty()) row("GPUs", "none usable: " + why + " (training runs on the host-emulated device)");
   for (const std::string& g : gpus) row("GPU", g);
 
-  row("host memory", format_bytes(host_memory_total()) + " in all, " + format_bytes(host_memory_available()) + " available");
+  row("host memory",
+      format_bytes(host_memory_total()) + " in all, " + format_bytes(host_memory_available()) + " available");
   rlimit lim{};
   if (::getrlimit(RLIMIT_MEMLOCK, &lim) == 0) {
     const bool unlimited = lim.rlim_cur == RLIM_INFINITY;
@@ -145,7 +159,8 @@ int env_command(const std::vector<std::string>& args) {
   }
   const long long aio_max = proc_value("/proc/sys/fs/aio-max-nr"), aio_nr = proc_value("/proc/sys/fs/aio-nr");
   if (aio_max >= 0) {
-    row("AIO requests", std::to_string(aio_nr) + " in use of " + std::to_string(aio_max) + " (/proc/sys/fs/aio-max-nr)");
+    row("AIO requests",
+        std::to_string(aio_nr) + " in use of " + std::to_string(aio_max) + " (/proc/sys/fs/aio-max-nr)");
     if (aio_max - aio_nr < 4096)
       advice.push_back("only " + std::to_string(aio_max - aio_nr) +
                        " AIO requests are left system-wide: NVMe stores may fail to start (io_setup EAGAIN); raise "
@@ -171,16 +186,20 @@ int env_command(const std::vector<std::string>& args) {
         ::close(fd);
         ::unlink(p.c_str());
       }
-      row("  O_DIRECT", fd >= 0 ? "yes" : err == EINVAL ? "no (the file system refuses it)" : std::string("unknown: ") + std::strerror(err));
+      row("  O_DIRECT", fd >= 0         ? "yes"
+                        : err == EINVAL ? "no (the file system refuses it)"
+                                        : std::string("unknown: ") + std::strerror(err));
       if (fd < 0 && err == EINVAL)
-        advice.push_back("the file system of " + nvme + " has no O_DIRECT: set aio.allow_buffered_io = true (slower) or use "
+        advice.push_back("the file system of " + nvme +
+                         " has no O_DIRECT: set aio.allow_buffered_io = true (slower) or use "
                          "a local ext4 / xfs NVMe");
       const size_t piece = size_t{16} << 20;
       double w = 0, r = 0;
       Status s = probe(nvme, static_cast<size_t>(probe_mib) << 20, piece, &w, &r);
       if (s.is_ok()) {
         char b[128];
-        std::snprintf(b, sizeof(b), "write %.2f GB/s, read %.2f GB/s (%.0f MiB in 16 MiB tensors, libaio)", w, r, probe_mib);
+        std::snprintf(b, sizeof(b), "write %.2f GB/s, read %.2f GB/s (%.0f MiB in 16 MiB tensors, libaio)", w, r,
+                      probe_mib);
         row("  probe", b);
       } else {
         row("  probe", "failed: " + s.to_string());

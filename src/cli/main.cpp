@@ -21,12 +21,13 @@ using namespace strata;
 namespace ckpt = strata::engine::ckpt;
 
 int usage() {
-  std::fprintf(stderr,
-               "usage: strata train [options]   (strata train --help)\n"
-               "       strata checkpoint info DIR [--tag TAG]\n"
-               "       strata checkpoint verify DIR [--tag TAG]\n"
-               "       strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16] [--format strata|safetensors]\n"
-               "       strata env [--nvme-path DIR] [--probe-size SIZE]\n");
+  std::fprintf(
+      stderr,
+      "usage: strata train [options]   (strata train --help)\n"
+      "       strata checkpoint info DIR [--tag TAG]\n"
+      "       strata checkpoint verify DIR [--tag TAG]\n"
+      "       strata checkpoint export DIR OUT [--tag TAG] [--dtype fp32|bf16|fp16] [--format strata|safetensors]\n"
+      "       strata env [--nvme-path DIR] [--probe-size SIZE]\n");
   return 2;
 }
 
@@ -64,17 +65,19 @@ int checkpoint(const std::vector<std::string>& args) {
   for (const auto& c : man.chunks) bytes += c.file_bytes();
   for (const auto& p : man.params) numel += p.numel;
   if (cmd == "info" && pos.size() == 1) {
-    std::printf("%s: step %lld (%lld micro-batches), %zu params (%llu elements) in %zu chunks, %.1f MB, %s, stage %d, "
-                "world size %d, loss scale %g, strata %s\n",
-                dir.value().c_str(), static_cast<long long>(man.optimizer_step), static_cast<long long>(man.micro_steps),
-                man.params.size(), static_cast<unsigned long long>(numel), man.chunks.size(), static_cast<double>(bytes) / 1e6,
-                std::string(dtype_name(man.dtype)).c_str(), man.stage, man.world_size, man.scaler.scale, man.strata_version.c_str());
+    std::printf(
+        "%s: step %lld (%lld micro-batches), %zu params (%llu elements) in %zu chunks, %.1f MB, %s, stage %d, "
+        "world size %d, loss scale %g, strata %s\n",
+        dir.value().c_str(), static_cast<long long>(man.optimizer_step), static_cast<long long>(man.micro_steps),
+        man.params.size(), static_cast<unsigned long long>(numel), man.chunks.size(), static_cast<double>(bytes) / 1e6,
+        std::string(dtype_name(man.dtype)).c_str(), man.stage, man.world_size, man.scaler.scale,
+        man.strata_version.c_str());
     return 0;
   }
   if (cmd == "verify" && pos.size() == 1) {
     if (Status s = ckpt::verify(dir.value(), man); !s.is_ok()) return error(s);
-    std::printf("%s: OK, %zu chunk files, %llu bytes, every checksum verified\n", dir.value().c_str(), man.chunks.size(),
-                static_cast<unsigned long long>(bytes));
+    std::printf("%s: OK, %zu chunk files, %llu bytes, every checksum verified\n", dir.value().c_str(),
+                man.chunks.size(), static_cast<unsigned long long>(bytes));
     return 0;
   }
   if (cmd == "export" && pos.size() == 2) {
@@ -96,8 +99,8 @@ int checkpoint(const std::vector<std::string>& args) {
     o.dtype = d;
     o.format = format.value();
     if (Status s = ckpt::export_checkpoint(dir.value(), pos[1], o); !s.is_ok()) return error(s);
-    std::printf("%s: %zu params exported to %s (%s, %s)\n", dir.value().c_str(), man.params.size(), pos[1].c_str(), dtype.c_str(),
-                fmt.c_str());
+    std::printf("%s: %zu params exported to %s (%s, %s)\n", dir.value().c_str(), man.params.size(), pos[1].c_str(),
+                dtype.c_str(), fmt.c_str());
     return 0;
   }
   return usage();
@@ -121,8 +124,9 @@ int main(int argc, char** argv) {
   try {
     return run(std::vector<std::string>(argv + 1, argv + argc));
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "strata: OUT_OF_MEMORY: a host allocation failed (the run needs more memory than the machine gives; "
-                         "lower the sizes asked for)\n");
+    std::fprintf(stderr,
+                 "strata: OUT_OF_MEMORY: a host allocation failed (the run needs more memory than the machine gives; "
+                 "lower the sizes asked for)\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "strata: INTERNAL: unexpected exception: %s (please report it)\n", e.what());
   } catch (...) {

@@ -16,8 +16,10 @@ const char* const kTrainHelp =
     "  --data FILE             byte-level text (default: the generated corpus strata_corpus.txt, written if missing)\n"
     "  --batch N --seq N       sequences per micro-batch, tokens per sequence (default 4 x 64; seq <= max-seq)\n"
     "  --grad-accum N          micro-batches per optimizer step (default 1)\n"
-    "  --steps N --lr X --warmup N   optimizer steps (50), peak lr (min(3e-3, 0.6 / channels), cosine to 10%), warm-up steps (10)\n"
-    "  --optimizer TYPE        Adam | AdamW | Lion | Adagrad (default AdamW; Lion's default peak lr is a tenth of the above)\n"
+    "  --steps N --lr X --warmup N   optimizer steps (50), peak lr (min(3e-3, 0.6 / channels), cosine to 10%), warm-up "
+    "steps (10)\n"
+    "  --optimizer TYPE        Adam | AdamW | Lion | Adagrad (default AdamW; Lion's default peak lr is a tenth of the "
+    "above)\n"
     "  --precision bf16|fp16   (default bf16)\n"
     "  --device auto|host|cuda --device-memory SIZE --host-memory SIZE   device and budgets (SIZE: 64M, 2G, ...)\n"
     "  --stage N               ZeRO stage 0..3\n"
@@ -46,7 +48,8 @@ StatusOr<TrainArgs> parse_train_args(const std::vector<std::string>& args, bool*
   auto set = [&t](const char* ptr, nlohmann::json v) { t.sets.emplace_back(ptr, std::move(v)); };
   // A flag whose value goes into the JSON config as a string (a path, a device name).
   auto text = [&set](const char* ptr, const std::string& flag, const std::string& v) -> Status {
-    if (!valid_utf8(v)) return invalid_argument(flag + " " + printable(v) + ": not valid UTF-8 (config values are JSON strings)");
+    if (!valid_utf8(v))
+      return invalid_argument(flag + " " + printable(v) + ": not valid UTF-8 (config values are JSON strings)");
     set(ptr, v);
     return Status::ok();
   };
@@ -86,23 +89,40 @@ StatusOr<TrainArgs> parse_train_args(const std::vector<std::string>& args, bool*
       return Status::ok();
     };
     Status s;
-    if (a == "--config") t.config_file = v;
-    else if (a == "--model") t.model = v;
-    else if (a == "--layers") s = to_int(&t.layers, 1, 1 << 12);
-    else if (a == "--heads") s = to_int(&t.heads, 1, 1 << 12);
-    else if (a == "--channels") s = to_int(&t.channels, 1, 1 << 16);
-    else if (a == "--max-seq") s = to_int(&t.max_seq, 1, 1 << 20);
-    else if (a == "--data") t.data = v, t.data_given = true;
-    else if (a == "--batch") s = to_int(&o.batch, 1, 1 << 20);
-    else if (a == "--seq") s = to_int(&o.seq, 1, 1 << 20);
-    else if (a == "--steps") s = to_i64(&o.steps, 1, kBig);
-    else if (a == "--stop-after") s = to_i64(&o.stop_after, 1, kBig);
-    else if (a == "--warmup") s = to_int(&o.warmup, 0, 1 << 30);
-    else if (a == "--val-every") s = to_int(&o.val_every, 0, 1 << 30);
-    else if (a == "--save-every") s = to_int(&o.save_every, 0, 1 << 30);
-    else if (a == "--keep-last") s = to_int(&o.keep_last, 1, 1 << 20);
-    else if (a == "--save") o.save_dir = v;
-    else if (a == "--resume") o.resume_dir = v;
+    if (a == "--config")
+      t.config_file = v;
+    else if (a == "--model")
+      t.model = v;
+    else if (a == "--layers")
+      s = to_int(&t.layers, 1, 1 << 12);
+    else if (a == "--heads")
+      s = to_int(&t.heads, 1, 1 << 12);
+    else if (a == "--channels")
+      s = to_int(&t.channels, 1, 1 << 16);
+    else if (a == "--max-seq")
+      s = to_int(&t.max_seq, 1, 1 << 20);
+    else if (a == "--data")
+      t.data = v, t.data_given = true;
+    else if (a == "--batch")
+      s = to_int(&o.batch, 1, 1 << 20);
+    else if (a == "--seq")
+      s = to_int(&o.seq, 1, 1 << 20);
+    else if (a == "--steps")
+      s = to_i64(&o.steps, 1, kBig);
+    else if (a == "--stop-after")
+      s = to_i64(&o.stop_after, 1, kBig);
+    else if (a == "--warmup")
+      s = to_int(&o.warmup, 0, 1 << 30);
+    else if (a == "--val-every")
+      s = to_int(&o.val_every, 0, 1 << 30);
+    else if (a == "--save-every")
+      s = to_int(&o.save_every, 0, 1 << 30);
+    else if (a == "--keep-last")
+      s = to_int(&o.keep_last, 1, 1 << 20);
+    else if (a == "--save")
+      o.save_dir = v;
+    else if (a == "--resume")
+      o.resume_dir = v;
     else if (a == "--lr") {
       auto lr = parse_rate(v, a, 1e-30, 1e6);  // the config's optimizer.params.lr range
       if (lr.is_ok()) o.lr = lr.value(), t.lr_given = true;
@@ -114,21 +134,29 @@ StatusOr<TrainArgs> parse_train_args(const std::vector<std::string>& args, bool*
     } else if (a == "--precision") {
       if (v != "bf16" && v != "fp16") s = invalid_argument("--precision " + printable(v) + ": expected bf16 or fp16");
       set(v == "fp16" ? "/fp16/enabled" : "/bf16/enabled", true);
-    } else if (a == "--optimizer") s = text("/optimizer/type", a, v);
-    else if (a == "--device") s = text("/strata/device", a, v);
-    else if (a == "--device-memory") s = size("/strata/device_bytes", 0);
-    else if (a == "--host-memory") s = size("/strata/host_bytes", 0);
-    else if (a == "--chunk-size") s = size("/strata/chunk_bytes", 4096);
+    } else if (a == "--optimizer")
+      s = text("/optimizer/type", a, v);
+    else if (a == "--device")
+      s = text("/strata/device", a, v);
+    else if (a == "--device-memory")
+      s = size("/strata/device_bytes", 0);
+    else if (a == "--host-memory")
+      s = size("/strata/host_bytes", 0);
+    else if (a == "--chunk-size")
+      s = size("/strata/chunk_bytes", 4096);
     else if (a == "--stage") {
       int st = 0;
       s = to_int(&st, 0, 3);
       set("/zero_optimization/stage", st);
-    } else if (a == "--offload-optimizer") s = text("/zero_optimization/offload_optimizer/device", a, v);
-    else if (a == "--offload-param") s = text("/zero_optimization/offload_param/device", a, v);
+    } else if (a == "--offload-optimizer")
+      s = text("/zero_optimization/offload_optimizer/device", a, v);
+    else if (a == "--offload-param")
+      s = text("/zero_optimization/offload_param/device", a, v);
     else if (a == "--nvme-path") {
       s = text("/zero_optimization/offload_optimizer/nvme_path", a, v);
       if (s.is_ok()) s = text("/zero_optimization/offload_param/nvme_path", a, v);
-    } else if (a == "--trace") s = text("/strata/trace", a, v);
+    } else if (a == "--trace")
+      s = text("/strata/trace", a, v);
     else if (a == "--comm-timeout") {
       auto secs = parse_rate(v, a, 1e-3, 7.0 * 24 * 3600);
       if (secs.is_ok()) set("/strata/comm_timeout", secs.value());
@@ -146,11 +174,13 @@ StatusOr<TrainArgs> parse_train_args(const std::vector<std::string>& args, bool*
   return t;
 }
 
-StatusOr<engine::EngineConfig> train_config(const TrainArgs& a, const std::string& config_text, const std::string& config_name) {
+StatusOr<engine::EngineConfig> train_config(const TrainArgs& a, const std::string& config_text,
+                                            const std::string& config_name) {
   nlohmann::json cfg = nlohmann::json::object();
   if (!config_text.empty()) {
     STRATA_ASSIGN_OR_RETURN(cfg, parse_json(config_text, config_name));
-    if (!cfg.is_object()) return invalid_argument(config_name + ": expected a JSON object at the top, got " + printable(cfg.dump()));
+    if (!cfg.is_object())
+      return invalid_argument(config_name + ": expected a JSON object at the top, got " + printable(cfg.dump()));
   }
   try {
     for (const auto& [ptr, value] : a.sets) {
@@ -158,8 +188,8 @@ StatusOr<engine::EngineConfig> train_config(const TrainArgs& a, const std::strin
       const nlohmann::json::json_pointer p(ptr);
       const nlohmann::json::json_pointer parent = p.parent_pointer();
       if (cfg.contains(parent) && !cfg[parent].is_object())
-        return invalid_argument(config_name + ": " + parent.to_string().substr(1) + " is not an object, so a flag cannot set " +
-                                ptr.substr(1));
+        return invalid_argument(config_name + ": " + parent.to_string().substr(1) +
+                                " is not an object, so a flag cannot set " + ptr.substr(1));
       cfg[p] = value;
     }
   } catch (const nlohmann::json::exception& e) {
@@ -195,8 +225,9 @@ StatusOr<train::TrainOptions> train_options(const TrainArgs& a) {
   if (a.max_seq) o.shape.max_seq = a.max_seq;
   STRATA_RETURN_IF_ERROR(o.shape.validate());
   if (o.seq > o.shape.max_seq)
-    return invalid_argument("--seq " + std::to_string(o.seq) + " exceeds the model's max_seq " + std::to_string(o.shape.max_seq) +
-                            " (" + (custom ? "set" : "preset " + a.model) + "): pass --max-seq " + std::to_string(o.seq) +
+    return invalid_argument("--seq " + std::to_string(o.seq) + " exceeds the model's max_seq " +
+                            std::to_string(o.shape.max_seq) + " (" + (custom ? "set" : "preset " + a.model) +
+                            "): pass --max-seq " + std::to_string(o.seq) +
                             " to build the model with that context (its position embedding grows with it)");
   if (!a.lr_given) o.lr = train::default_lr(o.shape);
   o.data_path = a.data;

@@ -141,15 +141,17 @@ int train_command(const std::vector<std::string>& args) {
   if (!r.is_ok()) return fail(r.status());
   if (!lead) return 0;
   const train::TrainSummary& s = r.value();
-  std::printf("done: %lld steps in %.1f s, loss %.4f -> %.4f, validation %.4f; %.0f tok/s; bytes H2D %.1f MB, D2H %.1f MB, "
-              "NVMe read %.1f MB, write %.1f MB; fetch stall %.2f s; device peak %.1f MB\n",
-              static_cast<long long>(s.steps), s.seconds, s.first_loss, s.last_loss, s.val_loss, s.tokens_per_s,
-              s.stats.bytes_h2d / 1e6, s.stats.bytes_d2h / 1e6, s.stats.bytes_nvme_read / 1e6, s.stats.bytes_nvme_write / 1e6,
-              s.stats.stall_fetch_s, s.stats.device_peak_bytes / 1e6);
+  std::printf(
+      "done: %lld steps in %.1f s, loss %.4f -> %.4f, validation %.4f; %.0f tok/s; bytes H2D %.1f MB, D2H %.1f MB, "
+      "NVMe read %.1f MB, write %.1f MB; fetch stall %.2f s; device peak %.1f MB\n",
+      static_cast<long long>(s.steps), s.seconds, s.first_loss, s.last_loss, s.val_loss, s.tokens_per_s,
+      s.stats.bytes_h2d / 1e6, s.stats.bytes_d2h / 1e6, s.stats.bytes_nvme_read / 1e6, s.stats.bytes_nvme_write / 1e6,
+      s.stats.stall_fetch_s, s.stats.device_peak_bytes / 1e6);
   if (ranks != nullptr)
-    std::printf("data parallel: %d ranks; rank 0 all-reduced %.1f MB of fp32 gradients and all-gathered %.1f MB of bit16 "
-                "params, %.2f s blocked in gradient all-reduces and step gathers, %.2f s in gathers for fetches\n",
-                ranks->size(), s.stats.bytes_allreduce / 1e6, s.stats.bytes_allgather / 1e6, s.stats.allreduce_s,
-                s.stats.allgather_s);
+    std::printf(
+        "data parallel: %d ranks; rank 0 all-reduced %.1f MB of fp32 gradients and all-gathered %.1f MB of bit16 "
+        "params, %.2f s blocked in gradient all-reduces and step gathers, %.2f s in gathers for fetches\n",
+        ranks->size(), s.stats.bytes_allreduce / 1e6, s.stats.bytes_allgather / 1e6, s.stats.allreduce_s,
+        s.stats.allgather_s);
   return 0;
 }

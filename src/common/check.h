@@ -19,18 +19,17 @@ Status errno_status(int err, const char* call, const char* file, int line);
 }  // namespace strata
 
 // For calls that return -1 and set errno (open, write, fallocate, ...).
-#define STRATA_SYSCALL_CHECK(call)                                          \
-  do {                                                                      \
-    if ((call) == -1) {                                                     \
-      const int strata_errno_ = errno;                                      \
+#define STRATA_SYSCALL_CHECK(call)                                             \
+  do {                                                                         \
+    if ((call) == -1) {                                                        \
+      const int strata_errno_ = errno;                                         \
       return ::strata::errno_status(strata_errno_, #call, __FILE__, __LINE__); \
-    }                                                                       \
+    }                                                                          \
   } while (0)
 
 // For calls that return a negative errno on failure (libaio's io_setup, io_submit, ...).
-#define STRATA_NEG_ERRNO_CHECK(call)                                        \
-  do {                                                                      \
-    const long strata_rc_ = static_cast<long>(call);                        \
-    if (strata_rc_ < 0)                                                     \
-      return ::strata::errno_status(static_cast<int>(-strata_rc_), #call, __FILE__, __LINE__); \
+#define STRATA_NEG_ERRNO_CHECK(call)                                                                             \
+  do {                                                                                                           \
+    const long strata_rc_ = static_cast<long>(call);                                                             \
+    if (strata_rc_ < 0) return ::strata::errno_status(static_cast<int>(-strata_rc_), #call, __FILE__, __LINE__); \
   } while (0)

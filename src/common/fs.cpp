@@ -31,7 +31,8 @@ Status write_file(const std::string& path, const void* data, size_t bytes) {
     if (n <= 0) {
       const int e = n < 0 ? errno : ENOSPC;
       ::close(fd);
-      return errno_status("writing " + path + " (" + std::to_string(done) + " of " + std::to_string(bytes) + " bytes written)", e);
+      return errno_status(
+          "writing " + path + " (" + std::to_string(done) + " of " + std::to_string(bytes) + " bytes written)", e);
     }
     done += static_cast<size_t>(n);
   }
@@ -141,7 +142,7 @@ Status remove_tree(const std::string& dir) {
     const std::string p = dir + "/" + name;
     struct stat st {};
     if (::lstat(p.c_str(), &st) != 0) continue;
-    Status r = S_ISDIR(st.st_mode) ? remove_tree(p)
+    Status r = S_ISDIR(st.st_mode)        ? remove_tree(p)
                : ::unlink(p.c_str()) == 0 ? Status::ok()
                                           : errno_status("removing " + p, errno);
     if (first.is_ok() && !r.is_ok()) first = std::move(r);

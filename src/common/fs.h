@@ -14,7 +14,9 @@ namespace strata::fs {
 
 // Creates (or truncates) `path`, writes every byte, fsyncs and closes it.
 Status write_file(const std::string& path, const void* data, size_t bytes);
-inline Status write_file(const std::string& path, const std::string& text) { return write_file(path, text.data(), text.size()); }
+inline Status write_file(const std::string& path, const std::string& text) {
+  return write_file(path, text.data(), text.size());
+}
 // write_file to "<path>.tmp", rename over `path`, fsync the directory: readers see the old file or
 // the whole new one.
 Status write_file_atomic(const std::string& path, const std::string& text);

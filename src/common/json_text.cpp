@@ -63,12 +63,13 @@ StatusOr<nlohmann::json> parse_json(std::string_view text, std::string_view wher
     std::string what = e.what();
     const size_t detail = what.find(": ", what.find("parse error"));  // after "... column N"
     what = detail == std::string::npos ? what : what.substr(detail + 2);
-    return Status(code, std::string(where) + ": line " + std::to_string(line) + ", column " + std::to_string(std::max<size_t>(col, 1)) +
-                            ": " + printable(what, 200));
+    return Status(code, std::string(where) + ": line " + std::to_string(line) + ", column " +
+                            std::to_string(std::max<size_t>(col, 1)) + ": " + printable(what, 200));
   } catch (const nlohmann::json::exception& e) {
     std::string what = e.what();
     const size_t tag = what.find("] ");
-    return Status(code, std::string(where) + ": " + printable(tag == std::string::npos ? what : what.substr(tag + 2), 200));
+    return Status(code,
+                  std::string(where) + ": " + printable(tag == std::string::npos ? what : what.substr(tag + 2), 200));
   }
 }
 

@@ -5,23 +5,40 @@ namespace strata {
 
 std::string_view status_code_name(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
-    case StatusCode::kNotFound: return "NOT_FOUND";
-    case StatusCode::kAlreadyExists: return "ALREADY_EXISTS";
-    case StatusCode::kOutOfMemory: return "OUT_OF_MEMORY";
-    case StatusCode::kNoSpace: return "NO_SPACE";
-    case StatusCode::kIo: return "IO";
-    case StatusCode::kDataLoss: return "DATA_LOSS";
-    case StatusCode::kUnsupported: return "UNSUPPORTED";
-    case StatusCode::kCuda: return "CUDA";
-    case StatusCode::kNccl: return "NCCL";
-    case StatusCode::kComm: return "COMM";
-    case StatusCode::kTimeout: return "TIMEOUT";
-    case StatusCode::kInternal: return "INTERNAL";
-    case StatusCode::kNonFinite: return "NON_FINITE";
-    case StatusCode::kCancelled: return "CANCELLED";
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case StatusCode::kFailedPrecondition:
+      return "FAILED_PRECONDITION";
+    case StatusCode::kNotFound:
+      return "NOT_FOUND";
+    case StatusCode::kAlreadyExists:
+      return "ALREADY_EXISTS";
+    case StatusCode::kOutOfMemory:
+      return "OUT_OF_MEMORY";
+    case StatusCode::kNoSpace:
+      return "NO_SPACE";
+    case StatusCode::kIo:
+      return "IO";
+    case StatusCode::kDataLoss:
+      return "DATA_LOSS";
+    case StatusCode::kUnsupported:
+      return "UNSUPPORTED";
+    case StatusCode::kCuda:
+      return "CUDA";
+    case StatusCode::kNccl:
+      return "NCCL";
+    case StatusCode::kComm:
+      return "COMM";
+    case StatusCode::kTimeout:
+      return "TIMEOUT";
+    case StatusCode::kInternal:
+      return "INTERNAL";
+    case StatusCode::kNonFinite:
+      return "NON_FINITE";
+    case StatusCode::kCancelled:
+      return "CANCELLED";
   }
   return "UNKNOWN";
 }

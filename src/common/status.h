@@ -18,18 +18,18 @@ enum class StatusCode : int {
   kFailedPrecondition = 2,  // the call is not allowed in the current state (order of calls)
   kNotFound = 3,            // a named thing (key, file, parameter) does not exist
   kAlreadyExists = 4,
-  kOutOfMemory = 5,         // host or device allocation failed, or a budget is exceeded
-  kNoSpace = 6,             // the file system is full (ENOSPC, EDQUOT)
-  kIo = 7,                  // any other I/O error
-  kDataLoss = 8,            // corrupt or truncated data (checksum mismatch, short file)
-  kUnsupported = 9,         // not available on this machine or build
-  kCuda = 10,               // a CUDA runtime call failed
-  kNccl = 11,               // an NCCL call failed
-  kComm = 12,               // another collective-communication failure (MPI)
+  kOutOfMemory = 5,  // host or device allocation failed, or a budget is exceeded
+  kNoSpace = 6,      // the file system is full (ENOSPC, EDQUOT)
+  kIo = 7,           // any other I/O error
+  kDataLoss = 8,     // corrupt or truncated data (checksum mismatch, short file)
+  kUnsupported = 9,  // not available on this machine or build
+  kCuda = 10,        // a CUDA runtime call failed
+  kNccl = 11,        // an NCCL call failed
+  kComm = 12,        // another collective-communication failure (MPI)
   kTimeout = 13,
-  kInternal = 14,           // a bug in strata
-  kNonFinite = 15,          // training diverged: gradients or weights are not finite (inf / NaN)
-  kCancelled = 16,          // stopped on request (a signal), at a safe point
+  kInternal = 14,   // a bug in strata
+  kNonFinite = 15,  // training diverged: gradients or weights are not finite (inf / NaN)
+  kCancelled = 16,  // stopped on request (a signal), at a safe point
 };
 
 std::string_view status_code_name(StatusCode code);
@@ -90,9 +90,9 @@ class [[nodiscard]] StatusOr {
 #define STRATA_CONCAT_(a, b) STRATA_CONCAT_INNER_(a, b)
 
 // Returns the Status of `expr` from the enclosing function unless it is OK.
-#define STRATA_RETURN_IF_ERROR(expr)                  \
-  do {                                                \
-    ::strata::Status strata_status_ = (expr);         \
+#define STRATA_RETURN_IF_ERROR(expr)                    \
+  do {                                                  \
+    ::strata::Status strata_status_ = (expr);           \
     if (!strata_status_.is_ok()) return strata_status_; \
   } while (0)
 

@@ -65,21 +65,23 @@ StatusOr<uint64_t> parse_size(std::string_view text, std::string_view what, uint
   double mul = 1.0;
   if (!suffix.empty()) {
     const char s = suffix[0];
-    mul = (s == 'K' || s == 'k') ? 0x1p10 : (s == 'M' || s == 'm') ? 0x1p20 : (s == 'G' || s == 'g') ? 0x1p30
-          : (s == 'T' || s == 't')                                  ? 0x1p40
-                                                                    : 0.0;
+    mul = (s == 'K' || s == 'k')   ? 0x1p10
+          : (s == 'M' || s == 'm') ? 0x1p20
+          : (s == 'G' || s == 'g') ? 0x1p30
+          : (s == 'T' || s == 't') ? 0x1p40
+                                   : 0.0;
     const std::string_view tail = suffix.substr(1);
     if (mul == 0.0 || !(tail.empty() || tail == "B" || tail == "iB")) return invalid_argument(p + expected);
   }
   if (x < 0) return invalid_argument(p + "a size cannot be negative");
   const double bytes = x * mul;
   if (!(bytes <= static_cast<double>(hi)))
-    return invalid_argument(p + "more than the largest size accepted here, " + format_bytes(hi) + " (" + std::to_string(hi) +
-                            " bytes)");
+    return invalid_argument(p + "more than the largest size accepted here, " + format_bytes(hi) + " (" +
+                            std::to_string(hi) + " bytes)");
   const auto v = static_cast<uint64_t>(std::floor(bytes));
   if (v < lo)
-    return invalid_argument(p + "less than the smallest size accepted here, " + format_bytes(lo) + " (" + std::to_string(lo) +
-                            " bytes)");
+    return invalid_argument(p + "less than the smallest size accepted here, " + format_bytes(lo) + " (" +
+                            std::to_string(lo) + " bytes)");
   return v;
 }
 
@@ -93,7 +95,8 @@ StatusOr<int64_t> parse_count(std::string_view text, std::string_view what, int6
   const auto r = std::from_chars(b, e, v);
   if (text.empty() || r.ptr != e || (r.ec != std::errc() && r.ec != std::errc::result_out_of_range))
     return invalid_argument(p + "expected " + range);
-  if (r.ec == std::errc::result_out_of_range || v < lo || v > hi) return invalid_argument(p + "out of range: expected " + range);
+  if (r.ec == std::errc::result_out_of_range || v < lo || v > hi)
+    return invalid_argument(p + "out of range: expected " + range);
   return v;
 }
 
@@ -109,8 +112,8 @@ StatusOr<double> parse_rate(std::string_view text, std::string_view what, double
 
 StatusOr<int64_t> whole_in_range(double value, std::string_view what, std::string_view shown, int64_t lo, int64_t hi) {
   if (!(value == std::floor(value)) || !(value >= static_cast<double>(lo)) || !(value <= static_cast<double>(hi)))
-    return invalid_argument(std::string(what) + " = " + std::string(shown) + ": expected an integer in " + std::to_string(lo) +
-                            " .. " + std::to_string(hi));
+    return invalid_argument(std::string(what) + " = " + std::string(shown) + ": expected an integer in " +
+                            std::to_string(lo) + " .. " + std::to_string(hi));
   // Doubles near 2^63 may round above hi: clamp to the checked range's end only then.
   if (value >= 0x1p63) return hi;
   const auto v = static_cast<int64_t>(value);

@@ -131,8 +131,10 @@ std::unique_ptr<ArrayHome> nvme_array(offload::NvmeStore& store, std::string key
 
 StatusOr<std::unique_ptr<ArrayHome>> make_array(Tier tier, const ArraySite& site, std::string nvme_key, size_t bytes) {
   switch (tier) {
-    case Tier::kDevice: return device_array(*site.dev, *site.stream, *site.ops, bytes);
-    case Tier::kHost: return host_array(bytes, site.pin);
+    case Tier::kDevice:
+      return device_array(*site.dev, *site.stream, *site.ops, bytes);
+    case Tier::kHost:
+      return host_array(bytes, site.pin);
     case Tier::kNvme:
       if (site.store == nullptr || site.bounce == nullptr) return internal_error("an NVMe array without a store");
       return nvme_array(*site.store, std::move(nvme_key), bytes, site.bounce, site.stats);

@@ -44,13 +44,13 @@ class ArrayHome {
 
 // What an array needs on each tier; make_array picks the implementation from the tier.
 struct ArraySite {
-  offload::Device* dev = nullptr;       // device: its memory, copies on `stream`, zeroes with `ops`
+  offload::Device* dev = nullptr;  // device: its memory, copies on `stream`, zeroes with `ops`
   offload::Stream* stream = nullptr;
   DeviceOps* ops = nullptr;
   offload::PinMode pin = offload::PinMode::kAuto;  // host
-  offload::NvmeStore* store = nullptr;  // NVMe: the store, synchronous I/O through `bounce`,
+  offload::NvmeStore* store = nullptr;             // NVMe: the store, synchronous I/O through `bounce`,
   offload::AlignedBuffer* bounce = nullptr;
-  EngineStats* stats = nullptr;         // NVMe bytes counted here
+  EngineStats* stats = nullptr;  // NVMe bytes counted here
 };
 StatusOr<std::unique_ptr<ArrayHome>> make_array(Tier tier, const ArraySite& site, std::string nvme_key, size_t bytes);
 

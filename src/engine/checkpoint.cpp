@@ -12,9 +12,9 @@
 
 #include "src/common/fs.h"
 #include "src/engine/checkpoint_format.h"
+#include "src/engine/engine_impl.h"
 #include "src/engine/output_dirs.h"
 #include "src/engine/weights_export.h"
-#include "src/engine/engine_impl.h"
 
 namespace strata::engine {
 namespace {
@@ -22,7 +22,8 @@ namespace {
 Status check_tag(const std::string& tag) {
   if (tag.empty() || tag == "." || tag == ".." || tag == "latest" || tag.find('/') != std::string::npos ||
       tag.find(".tmp") != std::string::npos)
-    return invalid_argument("save: tag \"" + tag + "\" is not usable as a directory name (no '/', not 'latest', no '.tmp')");
+    return invalid_argument("save: tag \"" + tag +
+                            "\" is not usable as a directory name (no '/', not 'latest', no '.tmp')");
   return Status::ok();
 }
 
@@ -38,14 +39,16 @@ Status Engine::Impl::prepare_save_dir(const std::string& root, const std::string
   for (const std::string& n : stale) log("removed " + root + "/" + n + ", left by a save that did not finish");
   const std::string tmp = root + "/" + tag + ".tmp";
   if (fs::exists(tmp))
-    return Status(StatusCode::kAlreadyExists, "'" + tmp + "' is in the way and is not a temporary directory of strata's");
+    return Status(StatusCode::kAlreadyExists,
+                  "'" + tmp + "' is in the way and is not a temporary directory of strata's");
   return fs::make_dir(tmp);
 }
 
 Status Engine::Impl::quiet_for_io(const char* call) {
   for (size_t i = 0; i < params.size(); ++i)
     if (cache->fetches(static_cast<uint32_t>(i)) > 0)
-      return failed_precondition(std::string(call) + " while '" + layout->params()[i].name + "' is fetched: release every param first");
+      return failed_precondition(std::string(call) + " while '" + layout->params()[i].name +
+                                 "' is fetched: release every param first");
   STRATA_RETURN_IF_ERROR(gradients->drain_all());
   STRATA_RETURN_IF_ERROR(quiesce_io());
   STRATA_RETURN_IF_ERROR(cache->retire_loads());
@@ -70,9 +73,10 @@ void Engine::Impl::hook(const std::string& point) const {
 Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {
   if (root.empty()) return invalid_argument("save: the checkpoint directory is empty");
   if (micro % cfg.gradient_accumulation_steps != 0)
-    return failed_precondition("save in the middle of an accumulation cycle (" + std::to_string(micro % cfg.gradient_accumulation_steps) +
-                               " of " + std::to_string(cfg.gradient_accumulation_steps) +
-                               " micro-batches done): their gradients are not saved; save after the step that ends the cycle");
+    return failed_precondition(
+        "save in the middle of an accumulation cycle (" + std::to_string(micro % cfg.gradient_accumulation_steps) +
+        " of " + std::to_string(cfg.gradient_accumulation_steps) +
+        " micro-batches done): their gradients are not saved; save after the step that ends the cycle");
   const std::string tag = tag_arg.empty() ? "step" + std::to_string(opt_step) : tag_arg;
   STRATA_RETURN_IF_ERROR(check_tag(tag));
   STRATA_RETURN_IF_ERROR(quiet_for_io("save"));
@@ -136,13 +140,14 @@ Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {
     if (sharded()) {
       for (size_t a = 0; a < na; ++a) {
         const comm::Elem e = a + 1 == na ? comm::Elem::kBF16 : comm::Elem::kF32;
-        STRATA_ASSIGN_OR_RETURN(auto w, opts.comm->all_gather(shard_file.data() + so[a], file.data() + ce.arrays[a].offset,
-                                                              c.shard, e));
+        STRATA_ASSIGN_OR_RETURN(
+            auto w, opts.comm->all_gather(shard_file.data() + so[a], file.data() + ce.arrays[a].offset, c.shard, e));
         STRATA_RETURN_IF_ERROR(w->wait());
       }
     }
     if (!writer || !broken.is_ok()) continue;
-    for (size_t a = 0; a < na; ++a) ce.arrays[a].xxh3 = ckpt::checksum(file.data() + ce.arrays[a].offset, ce.arrays[a].bytes);
+    for (size_t a = 0; a < na; ++a)
+      ce.arrays[a].xxh3 = ckpt::checksum(file.data() + ce.arrays[a].offset, ce.arrays[a].bytes);
     if (Status s = fs::write_file(tmp + "/" + ce.file, file.data(), file.size()); !s.is_ok()) {
       if (!sharded()) return fail(s);
       broken = s;
@@ -158,7 +163,8 @@ Status Engine::Impl::save(const std::string& root, const std::string& tag_arg) {
   hook("manifest written");
   if (Status s = ckpt::publish_dir(tmp, final_dir); !s.is_ok()) return fail(s);
   hook("published");
-  STRATA_RETURN_IF_ERROR(fs::write_file_atomic(root + "/latest", tag + "\n").annotate("save: updating " + root + "/latest"));
+  STRATA_RETURN_IF_ERROR(
+      fs::write_file_atomic(root + "/latest", tag + "\n").annotate("save: updating " + root + "/latest"));
   hook("latest updated");
   log("checkpoint " + final_dir + " saved (step " + std::to_string(opt_step) + ", " + std::to_string(chunks.size()) +
       " chunks) in " + std::to_string(seconds_since(t0)) + " s");
@@ -170,10 +176,12 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
   STRATA_ASSIGN_OR_RETURN(ckpt::Manifest m, ckpt::read_manifest(dir));
   const std::string where = "load of " + dir + ": ";
   if (m.world_size != 1)
-    return Status(StatusCode::kUnsupported, where + "written by " + std::to_string(m.world_size) + " ranks; this engine has 1");
+    return Status(StatusCode::kUnsupported,
+                  where + "written by " + std::to_string(m.world_size) + " ranks; this engine has 1");
   if (m.dtype != dtype)
-    return failed_precondition(where + "the params were trained in " + std::string(dtype_name(m.dtype)) + ", this engine trains in " +
-                               std::string(dtype_name(dtype)) + " (fp16 / bf16 in the config)");
+    return failed_precondition(where + "the params were trained in " + std::string(dtype_name(m.dtype)) +
+                               ", this engine trains in " + std::string(dtype_name(dtype)) +
+                               " (fp16 / bf16 in the config)");
   if (m.optimizer_arrays.size() != runner->optimizer().arrays().size() ||
       !std::equal(m.optimizer_arrays.begin(), m.optimizer_arrays.end(), runner->optimizer().arrays().begin())) {
     auto list = [](const auto& names) {
@@ -182,9 +190,10 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
       return s;
     };
     const std::string theirs = m.optimizer_type.empty() ? "Adam or AdamW (format version 1)" : m.optimizer_type;
-    return failed_precondition(where + "the checkpoint holds the state of optimizer " + theirs + " (" + list(m.optimizer_arrays) +
-                               "), the configured optimizer is " + std::string(runner->optimizer().type()) + " (" +
-                               list(runner->optimizer().arrays()) + "): set optimizer.type to match, or train without this checkpoint");
+    return failed_precondition(where + "the checkpoint holds the state of optimizer " + theirs + " (" +
+                               list(m.optimizer_arrays) + "), the configured optimizer is " +
+                               std::string(runner->optimizer().type()) + " (" + list(runner->optimizer().arrays()) +
+                               "): set optimizer.type to match, or train without this checkpoint");
   }
   std::unordered_map<std::string, const ckpt::ParamEntry*> by_name;
   for (const ckpt::ParamEntry& p : m.params) by_name.emplace(p.name, &p);
@@ -197,7 +206,8 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
   }
   if (m.params.size() != layout->params().size()) {
     for (const ckpt::ParamEntry& p : m.params)
-      if (find(p.name) == nullptr) return not_found(where + "param '" + p.name + "' is in the checkpoint but not registered");
+      if (find(p.name) == nullptr)
+        return not_found(where + "param '" + p.name + "' is in the checkpoint but not registered");
   }
   STRATA_RETURN_IF_ERROR(quiet_for_io("load"));
   // Nothing changes until every chunk file checked out.
@@ -217,13 +227,15 @@ Status Engine::Impl::load(const std::string& root, const std::string& tag) {
       if (pe.chunk != have) {
         auto d = ckpt::read_chunk(dir, m, pe.chunk);
         if (!d.is_ok())
-          return std::move(d).status().annotate(where + "the files changed after they were verified; the engine is partly loaded, load again");
+          return std::move(d).status().annotate(
+              where + "the files changed after they were verified; the engine is partly loaded, load again");
         data = std::move(d).value();
         have = pe.chunk;
       }
       const ckpt::ChunkEntry& ce = m.chunks[pe.chunk];
       // The part of the param inside this rank's shard (all of it with one rank).
-      const size_t lo = std::max(slot.offset, c.shard_begin), hi = std::min(slot.offset + slot.numel, c.shard_begin + c.shard);
+      const size_t lo = std::max(slot.offset, c.shard_begin),
+                   hi = std::min(slot.offset + slot.numel, c.shard_begin + c.shard);
       if (lo >= hi) continue;
       const size_t src = pe.offset - ce.shard_begin + (lo - slot.offset), dst = lo - c.shard_begin, n = hi - lo;
       for (int a = 0; a < runner->num_arrays(); ++a)
@@ -257,8 +269,10 @@ Status Engine::Impl::export_weights(const std::string& out_dir, const ckpt::Expo
     for (const ParamSlot& p : layout->params()) order.push_back({p.name, p.shape, p.numel});
     auto b = ckpt::WeightsWriter::begin(out_dir, options, order);
     if (!b.is_ok() && !sharded()) return b.status();
-    if (b.is_ok()) w.emplace(std::move(b).value());
-    else broken = b.status();
+    if (b.is_ok())
+      w.emplace(std::move(b).value());
+    else
+      broken = b.status();
   }
   std::vector<float> v;
   for (const ParamSlot& p : layout->params()) {

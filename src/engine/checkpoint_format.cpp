@@ -3,8 +3,8 @@
 #include "src/engine/checkpoint_format.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -34,14 +34,16 @@ Status bad(const std::string& where, const std::string& what) {
 // Typed access to a JSON object with errors that name the key path and the file.
 class Reader {
  public:
-  Reader(const json& j, std::string where, std::string path) : j_(j), where_(std::move(where)), path_(std::move(path)) {}
+  Reader(const json& j, std::string where, std::string path)
+      : j_(j), where_(std::move(where)), path_(std::move(path)) {}
   const json* get(const std::string& k, json::value_t t, Status* err) const {
     if (!j_.is_object() || !j_.contains(k)) {
       *err = bad(where_, "missing key " + path_ + k);
       return nullptr;
     }
     const json& v = j_.at(k);
-    const bool ok = t == json::value_t::number_unsigned ? v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0)
+    const bool ok = t == json::value_t::number_unsigned
+                        ? v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0)
                     : t == json::value_t::number_integer ? v.is_number_integer()
                     : t == json::value_t::number_float   ? v.is_number()
                                                          : v.type() == t;
@@ -120,7 +122,8 @@ std::string Manifest::to_json() const {
   for (const ChunkEntry& c : chunks) {
     json arrays = json::object();
     for (size_t a = 0; a < c.arrays.size(); ++a)
-      arrays[array_name(a)] = {{"offset", c.arrays[a].offset}, {"bytes", c.arrays[a].bytes}, {"xxh3", hex(c.arrays[a].xxh3)}};
+      arrays[array_name(a)] = {
+          {"offset", c.arrays[a].offset}, {"bytes", c.arrays[a].bytes}, {"xxh3", hex(c.arrays[a].xxh3)}};
     cs.push_back({{"file", c.file}, {"numel", c.numel}, {"shard_begin", c.shard_begin}, {"arrays", std::move(arrays)}});
   }
   j["chunks"] = std::move(cs);
@@ -159,9 +162,10 @@ StatusOr<Manifest> Manifest::parse(const std::string& text, const std::string& w
         if (seen == n.get<std::string>()) return bad(where, "optimizer.arrays names \"" + seen + "\" twice");
       m.optimizer_arrays.push_back(n.get<std::string>());
     }
-    if (m.optimizer_arrays.empty() || m.optimizer_arrays[0] != "master" || m.optimizer_arrays.size() > kMaxOptimizerArrays)
-      return bad(where, "optimizer.arrays must start with \"master\" and hold at most " + std::to_string(kMaxOptimizerArrays) +
-                            " names, got " + names->dump().substr(0, 80));
+    if (m.optimizer_arrays.empty() || m.optimizer_arrays[0] != "master" ||
+        m.optimizer_arrays.size() > kMaxOptimizerArrays)
+      return bad(where, "optimizer.arrays must start with \"master\" and hold at most " +
+                            std::to_string(kMaxOptimizerArrays) + " names, got " + names->dump().substr(0, 80));
   }
   STRATA_RETURN_IF_ERROR(r.str("strata_version", &m.strata_version));
   STRATA_RETURN_IF_ERROR(r.i64("optimizer_step", &m.optimizer_step));
@@ -212,11 +216,13 @@ StatusOr<Manifest> Manifest::parse(const std::string& text, const std::string& w
       STRATA_RETURN_IF_ERROR(ar.str("xxh3", &h));
       char* end = nullptr;
       ae.xxh3 = std::strtoull(h.c_str(), &end, 16);
-      if (h.size() != 16 || end != h.c_str() + 16) return bad(where, "chunks[" + std::to_string(i) + "] checksum \"" + h + "\" is not 16 hex digits");
+      if (h.size() != 16 || end != h.c_str() + 16)
+        return bad(where, "chunks[" + std::to_string(i) + "] checksum \"" + h + "\" is not 16 hex digits");
       const uint64_t want = ce.numel * m.element_bytes(a);
       if (ae.offset != expect_offset || ae.bytes != want)
         return bad(where, "chunks[" + std::to_string(i) + "]." + name + " is at " + std::to_string(ae.offset) + "+" +
-                              std::to_string(ae.bytes) + ", expected " + std::to_string(expect_offset) + "+" + std::to_string(want));
+                              std::to_string(ae.bytes) + ", expected " + std::to_string(expect_offset) + "+" +
+                              std::to_string(want));
       expect_offset += ae.bytes;
     }
     m.chunks.push_back(std::move(ce));
@@ -231,7 +237,8 @@ StatusOr<Manifest> Manifest::parse(const std::string& text, const std::string& w
     STRATA_RETURN_IF_ERROR(p.arr("shape", &shape));
     uint64_t n = 1;
     for (const json& d : *shape) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 1) return bad(where, "param '" + pe.name + "' has a bad shape " + shape->dump());
+      if (!d.is_number_integer() || d.get<int64_t>() < 1)
+        return bad(where, "param '" + pe.name + "' has a bad shape " + shape->dump());
       pe.shape.push_back(d.get<int64_t>());
       n *= static_cast<uint64_t>(d.get<int64_t>());
     }
@@ -239,8 +246,11 @@ StatusOr<Manifest> Manifest::parse(const std::string& text, const std::string& w
     STRATA_RETURN_IF_ERROR(p.u64("chunk", &chunk));
     STRATA_RETURN_IF_ERROR(p.u64("offset", &pe.offset));
     STRATA_RETURN_IF_ERROR(p.u64("numel", &pe.numel));
-    if (pe.numel != n) return bad(where, "param '" + pe.name + "': numel " + std::to_string(pe.numel) + " does not match its shape");
-    if (chunk >= m.chunks.size()) return bad(where, "param '" + pe.name + "' is in chunk " + std::to_string(chunk) + " of " + std::to_string(m.chunks.size()));
+    if (pe.numel != n)
+      return bad(where, "param '" + pe.name + "': numel " + std::to_string(pe.numel) + " does not match its shape");
+    if (chunk >= m.chunks.size())
+      return bad(where, "param '" + pe.name + "' is in chunk " + std::to_string(chunk) + " of " +
+                            std::to_string(m.chunks.size()));
     pe.chunk = static_cast<uint32_t>(chunk);
     const ChunkEntry& ce = m.chunks[chunk];
     if (pe.offset < ce.shard_begin || pe.offset + pe.numel > ce.shard_begin + ce.numel)
@@ -266,7 +276,8 @@ StatusOr<std::string> resolve(const std::string& dir, const std::string& tag) {
   if (t.empty() || t.size() > 255 || t.find('/') != std::string::npos || t.find('\n') != std::string::npos)
     return bad(dir + "/latest", "does not name a checkpoint (it holds \"" + printable(t, 60) + "\")");
   const std::string d = dir + "/" + t;
-  if (!fs::exists(d + "/manifest.json")) return bad(dir + "/latest", "names '" + printable(t) + "', which has no manifest.json");
+  if (!fs::exists(d + "/manifest.json"))
+    return bad(dir + "/latest", "names '" + printable(t) + "', which has no manifest.json");
   return d;
 }
 
@@ -283,7 +294,8 @@ StatusOr<std::vector<uint8_t>> read_chunk(const std::string& ckpt_dir, const Man
   if (raw.size() != c.file_bytes()) {
     const bool shorter = raw.size() < c.file_bytes();
     return Status(StatusCode::kDataLoss,
-                  path + " is " + std::to_string(raw.size()) + " bytes, the manifest says " + std::to_string(c.file_bytes()) + " (" +
+                  path + " is " + std::to_string(raw.size()) + " bytes, the manifest says " +
+                      std::to_string(c.file_bytes()) + " (" +
                       std::to_string(shorter ? c.file_bytes() - raw.size() : raw.size() - c.file_bytes()) + " bytes " +
                       (shorter ? "short: truncated" : "too many") + ")");
   }

@@ -38,8 +38,8 @@ struct ArrayEntry {
 };
 struct ChunkEntry {
   std::string file;
-  uint64_t numel = 0;        // elements of the shard in the file
-  uint64_t shard_begin = 0;  // the shard's first element in the chunk
+  uint64_t numel = 0;              // elements of the shard in the file
+  uint64_t shard_begin = 0;        // the shard's first element in the chunk
   std::vector<ArrayEntry> arrays;  // the optimizer's arrays in manifest order, then params16
   const ArrayEntry& params16() const { return arrays.back(); }
   uint64_t file_bytes() const { return arrays.empty() ? 0 : arrays.back().offset + arrays.back().bytes; }

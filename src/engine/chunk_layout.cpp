@@ -36,12 +36,14 @@ StatusOr<ChunkLayout> ChunkLayout::build(std::span<const ParamSpec> params, size
       return invalid_argument("parameter '" + p.name + "' is registered twice (names must be unique)");
     size_t numel = 1;
     for (int64_t d : p.shape) {
-      if (d < 1) return invalid_argument("parameter '" + p.name + "': dimension " + std::to_string(d) + " must be >= 1");
+      if (d < 1)
+        return invalid_argument("parameter '" + p.name + "': dimension " + std::to_string(d) + " must be >= 1");
       if (numel > std::numeric_limits<size_t>::max() / 2 / static_cast<size_t>(d))
         return invalid_argument("parameter '" + p.name + "': element count overflows");
       numel *= static_cast<size_t>(d);
     }
-    const bool fits = !l.chunks_.empty() && round_up(l.chunks_.back().numel_used, kParamAlignElems) + numel <= l.chunks_.back().numel;
+    const bool fits =
+        !l.chunks_.empty() && round_up(l.chunks_.back().numel_used, kParamAlignElems) + numel <= l.chunks_.back().numel;
     if (!fits) {
       if (!l.chunks_.empty()) close_chunk(false);
       ChunkInfo c{};

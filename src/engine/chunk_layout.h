@@ -27,15 +27,15 @@ struct ParamSpec {
 struct ParamSlot {
   std::string name;
   std::vector<int64_t> shape;
-  size_t numel;     // product of shape
-  uint32_t chunk;   // which chunk holds it
-  size_t offset;    // first element inside the chunk (a multiple of kParamAlignElems)
+  size_t numel;    // product of shape
+  uint32_t chunk;  // which chunk holds it
+  size_t offset;   // first element inside the chunk (a multiple of kParamAlignElems)
 };
 
 struct ChunkInfo {
-  size_t numel_used;    // elements up to the end of its last parameter
-  size_t numel;         // padded to a multiple of world: the chunk's size in elements
-  size_t shard_numel;   // numel / world
+  size_t numel_used;             // elements up to the end of its last parameter
+  size_t numel;                  // padded to a multiple of world: the chunk's size in elements
+  size_t shard_numel;            // numel / world
   std::vector<uint32_t> params;  // indices into ChunkLayout::params(), in order
 };
 

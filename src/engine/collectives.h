@@ -11,8 +11,9 @@
 
 namespace strata::engine {
 
-inline Status device_collective(offload::Device& dev, offload::Stream& s,
-                                const std::function<StatusOr<std::unique_ptr<comm::Work>>(void* native_stream)>& issue) {
+inline Status device_collective(
+    offload::Device& dev, offload::Stream& s,
+    const std::function<StatusOr<std::unique_ptr<comm::Work>>(void* native_stream)>& issue) {
   if (!dev.is_cuda()) STRATA_RETURN_IF_ERROR(s.synchronize());
   STRATA_ASSIGN_OR_RETURN(auto w, issue(dev.is_cuda() ? s.native_handle() : nullptr));
   return w->wait();

@@ -48,8 +48,8 @@ class Obj {
     if (!v->is_number()) return invalid_argument(path(key) + ": expected an integer, got " + v->dump());
     // Integers as written (exact beyond 2^53); 5e7 and 5.0e7 through the shared whole-number check.
     auto out_of_range = [&] {
-      return invalid_argument(path(key) + " = " + v->dump() + ": expected an integer in " + std::to_string(lo) + " .. " +
-                              std::to_string(hi));
+      return invalid_argument(path(key) + " = " + v->dump() + ": expected an integer in " + std::to_string(lo) +
+                              " .. " + std::to_string(hi));
     };
     if (v->is_number_unsigned()) {
       const uint64_t u = v->get<uint64_t>();
@@ -209,7 +209,8 @@ Status parse_root(Obj& root, EngineConfig* c) {
   STRATA_RETURN_IF_ERROR(root.get_count("gradient_accumulation_steps", &c->gradient_accumulation_steps, 1, 1 << 20));
   STRATA_RETURN_IF_ERROR(root.get_double("gradient_clipping", &c->gradient_clipping, 0.0, 1e30));
   STRATA_RETURN_IF_ERROR(root.get_count("train_batch_size", &c->train_batch_size, 1, 1LL << 40));
-  STRATA_RETURN_IF_ERROR(root.get_count("train_micro_batch_size_per_gpu", &c->train_micro_batch_size_per_gpu, 1, 1LL << 40));
+  STRATA_RETURN_IF_ERROR(
+      root.get_count("train_micro_batch_size_per_gpu", &c->train_micro_batch_size_per_gpu, 1, 1LL << 40));
   long long steps_per_print = 0;
   STRATA_RETURN_IF_ERROR(root.get_int("steps_per_print", &steps_per_print, 1, 1LL << 40));
 

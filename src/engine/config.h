@@ -19,29 +19,29 @@ namespace strata::engine {
 
 enum class Precision { kBF16, kFP16 };
 
-struct LossScaleConfig {   // "fp16": dynamic loss scaling unless loss_scale > 0
-  double loss_scale = 0.0;        // 0: dynamic
-  int initial_scale_power = 16;   // dynamic scale starts at 2^this
-  int loss_scale_window = 1000;   // steps without overflow before the scale doubles
-  int hysteresis = 2;             // overflows tolerated before the scale halves
+struct LossScaleConfig {         // "fp16": dynamic loss scaling unless loss_scale > 0
+  double loss_scale = 0.0;       // 0: dynamic
+  int initial_scale_power = 16;  // dynamic scale starts at 2^this
+  int loss_scale_window = 1000;  // steps without overflow before the scale doubles
+  int hysteresis = 2;            // overflows tolerated before the scale halves
   double min_loss_scale = 1.0;
 };
 
-struct OptimizerConfig {   // "optimizer": {"type": one of optim::registry(), "params": {...}}
+struct OptimizerConfig {  // "optimizer": {"type": one of optim::registry(), "params": {...}}
   std::string type = "AdamW";
-  optim::Hyper hyper;       // the type's defaults, then the keys given
+  optim::Hyper hyper;  // the type's defaults, then the keys given
 };
 
 struct EngineConfig {
   Precision precision = Precision::kBF16;
   LossScaleConfig loss_scale;
   OptimizerConfig optimizer;
-  double gradient_clipping = 0.0;          // 0: off
+  double gradient_clipping = 0.0;  // 0: off
   int gradient_accumulation_steps = 1;
-  int64_t train_batch_size = 0;            // informational, as in DeepSpeed (0: unset)
+  int64_t train_batch_size = 0;  // informational, as in DeepSpeed (0: unset)
   int64_t train_micro_batch_size_per_gpu = 0;
-  PlacementConfig placement;               // zero_optimization.stage, offload_*.device / ratio / buffer_count,
-                                           // strata.live_chunks, strata.grad_buckets
+  PlacementConfig placement;  // zero_optimization.stage, offload_*.device / ratio / buffer_count,
+                              // strata.live_chunks, strata.grad_buckets
   std::string optimizer_nvme_path, param_nvme_path;
   bool pin_memory = true;
   // Prefetch limits, in elements as in DeepSpeed: how far ahead of the fetch trace to load, how
@@ -53,19 +53,19 @@ struct EngineConfig {
   size_t reduce_bucket_size = 500'000'000;     // reduce_bucket_size
   offload::AioConfig aio;
   // "strata" section
-  std::string device = "auto";              // auto | host | cuda
-  size_t device_bytes = 0;                  // 0: all free GPU memory (required for host)
-  size_t host_bytes = 0;                    // 0: no limit set
-  size_t chunk_bytes = size_t{64} << 20;    // bit16 bytes per chunk
+  std::string device = "auto";            // auto | host | cuda
+  size_t device_bytes = 0;                // 0: all free GPU memory (required for host)
+  size_t host_bytes = 0;                  // 0: no limit set
+  size_t chunk_bytes = size_t{64} << 20;  // bit16 bytes per chunk
   uint64_t seed = 0;
-  bool overlap = true;                      // prefetch, pipelined NVMe step, DDP all-reduce during backward (false: synchronous paths)
-  std::string trace_path;                   // Chrome trace-event JSON written here ("" : off)
-  bool step_summary = false;                // log one summary line per optimizer step
+  bool overlap = true;     // prefetch, pipelined NVMe step, DDP all-reduce during backward (false: synchronous paths)
+  std::string trace_path;  // Chrome trace-event JSON written here ("" : off)
+  bool step_summary = false;  // log one summary line per optimizer step
   // Steps skipped in a row before step() stops with STRATA_ERR_NONFINITE: with bf16 (or a static
   // fp16 scale) every skip counts; with dynamic fp16 only skips at min_loss_scale.
   int max_consecutive_skips = 5;
-  double comm_timeout_s = 0;                // seconds a collective may take (0: the communicator's own)
-  bool nvme_checksum = true;                // xxh3 of every NVMe swap write, verified on every read
+  double comm_timeout_s = 0;  // seconds a collective may take (0: the communicator's own)
+  bool nvme_checksum = true;  // xxh3 of every NVMe swap write, verified on every read
 };
 
 // Parses a whole config object. Missing keys keep the defaults above.

@@ -5,8 +5,8 @@
 #include <limits>
 
 #include "kernels/cpu/casts.h"
-#include "kernels/cpu/isa.h"
 #include "kernels/cpu/grad_norm.h"
+#include "kernels/cpu/isa.h"
 
 namespace strata::engine {
 namespace {
@@ -36,7 +36,8 @@ class HostDeviceOps final : public DeviceOps {
       return Status::ok();
     });
   }
-  Status update(offload::Stream& s, const optim::Optimizer& opt, const optim::StepCoeffs& c, const optim::Tensor& t) override {
+  Status update(offload::Stream& s, const optim::Optimizer& opt, const optim::StepCoeffs& c,
+                const optim::Tensor& t) override {
     const kernels::KernelTable* k = k_;
     return s.launch_host([k, &opt, c, t] {
       (void)opt.update_host(*k, c, {&t, 1});

@@ -25,7 +25,8 @@ class DeviceOps {
   virtual Status sumsq(offload::Stream& s, const kernels::TensorView& v, void* scratch, double* host_out) = 0;
   // The optimizer's update of t (every pointer a device pointer) with this step's constants.
   // `opt` must outlive the stream's work.
-  virtual Status update(offload::Stream& s, const optim::Optimizer& opt, const optim::StepCoeffs& c, const optim::Tensor& t) = 0;
+  virtual Status update(offload::Stream& s, const optim::Optimizer& opt, const optim::StepCoeffs& c,
+                        const optim::Tensor& t) = 0;
 };
 
 // Ops for `device` (CUDA kernels for a CudaDevice, CPU kernels of the best ISA otherwise).

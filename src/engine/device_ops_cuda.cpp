@@ -30,7 +30,8 @@ class CudaDeviceOps final : public DeviceOps {
     STRATA_CUDA_CHECK(cudaMemcpyAsync(host_out, ws + blocks, sizeof(double), cudaMemcpyDeviceToHost, native(s)));
     return Status::ok();
   }
-  Status update(offload::Stream& s, const optim::Optimizer& opt, const optim::StepCoeffs& c, const optim::Tensor& t) override {
+  Status update(offload::Stream& s, const optim::Optimizer& opt, const optim::StepCoeffs& c,
+                const optim::Tensor& t) override {
     return opt.update_cuda(c, t, native(s));
   }
 };

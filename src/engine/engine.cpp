@@ -89,9 +89,7 @@ Engine::~Engine() {
   }
 }
 
-Status Engine::write_trace() {
-  return impl_->telemetry.write_trace();
-}
+Status Engine::write_trace() { return impl_->telemetry.write_trace(); }
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, EngineOptions options) {
   auto impl = std::make_unique<Impl>(config, std::move(options));
@@ -106,12 +104,15 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
     impl->dev = impl->seams.device_factory();
     if (!impl->dev) return invalid_argument("EngineOptions::device_factory returned no device");
   } else {
-    STRATA_ASSIGN_OR_RETURN(impl->dev, offload::open_device(choice, config.device_bytes, [p](const std::string& l) { p->log(l); }));
+    STRATA_ASSIGN_OR_RETURN(
+        impl->dev, offload::open_device(choice, config.device_bytes, [p](const std::string& l) { p->log(l); }));
   }
   STRATA_RETURN_IF_ERROR(impl->check_ranks());
   if (impl->opts.comm != nullptr && config.comm_timeout_s > 0)
-    STRATA_RETURN_IF_ERROR(impl->opts.comm->set_timeout(
-        std::chrono::milliseconds(static_cast<int64_t>(config.comm_timeout_s * 1000.0 + 0.5))).annotate("strata.comm_timeout"));
+    STRATA_RETURN_IF_ERROR(
+        impl->opts.comm
+            ->set_timeout(std::chrono::milliseconds(static_cast<int64_t>(config.comm_timeout_s * 1000.0 + 0.5)))
+            .annotate("strata.comm_timeout"));
   STRATA_ASSIGN_OR_RETURN(impl->ops, make_device_ops(*impl->dev));
   STRATA_ASSIGN_OR_RETURN(impl->h2d, impl->dev->create_stream());
   STRATA_ASSIGN_OR_RETURN(impl->d2h, impl->dev->create_stream());
@@ -128,16 +129,19 @@ Status Engine::register_param(const std::string& name, const std::vector<int64_t
                               const void* init) {
   Impl& m = *impl_;
   if (m.prepared)
-    return failed_precondition("register of '" + name +
-                               "' after prepare (the first fetch or step built the layout): register every param first");
+    return failed_precondition(
+        "register of '" + name +
+        "' after prepare (the first fetch or step built the layout): register every param first");
   if (name.empty()) return invalid_argument("register: the param name is empty");
   if (auto it = m.pending_index.find(name); it != m.pending_index.end())
     return Status(StatusCode::kAlreadyExists, "register of '" + name + "': already registered with shape " +
                                                   shape_string(m.pending[it->second].spec.shape));
-  if (shape.size() > 8) return invalid_argument("register of '" + name + "': " + std::to_string(shape.size()) + " dimensions, at most 8");
+  if (shape.size() > 8)
+    return invalid_argument("register of '" + name + "': " + std::to_string(shape.size()) + " dimensions, at most 8");
   size_t numel = 1;
   for (int64_t d : shape) {
-    if (d < 1) return invalid_argument("register of '" + name + "': shape " + shape_string(shape) + " has a dimension < 1");
+    if (d < 1)
+      return invalid_argument("register of '" + name + "': shape " + shape_string(shape) + " has a dimension < 1");
     if (numel > (size_t{1} << 40) / static_cast<size_t>(d))
       return invalid_argument("register of '" + name + "': shape " + shape_string(shape) + " is too large");
     numel *= static_cast<size_t>(d);
@@ -181,16 +185,19 @@ Status Engine::prepare() {
     // The swap folder is created like DeepSpeed's, but only its last level (and the per-rank one):
     // a missing parent is more likely an unmounted NVMe than a folder to make on the root disk.
     const std::string rank_dir = "/rank" + std::to_string(m.rank());
-    const bool per_rank = m.world() > 1 && d.size() > rank_dir.size() && d.compare(d.size() - rank_dir.size(), rank_dir.size(), rank_dir) == 0;
+    const bool per_rank = m.world() > 1 && d.size() > rank_dir.size() &&
+                          d.compare(d.size() - rank_dir.size(), rank_dir.size(), rank_dir) == 0;
     for (const std::string& level : per_rank ? std::vector<std::string>{d.substr(0, d.size() - rank_dir.size()), d}
                                              : std::vector<std::string>{d}) {
       if (fs::is_dir(level)) continue;
       // Ranks sharing the folder create it concurrently: is_dir again after exists.
-      if (fs::exists(level) && !fs::is_dir(level)) return invalid_argument("nvme_path '" + level + "' is not a directory");
+      if (fs::exists(level) && !fs::is_dir(level))
+        return invalid_argument("nvme_path '" + level + "' is not a directory");
       const std::string parent = fs::parent_dir(level);
       if (!fs::is_dir(parent))
-        return not_found("nvme_path '" + level + "': its parent '" + parent +
-                         "' does not exist (strata creates only the last directory of nvme_path; is the NVMe mounted?)");
+        return not_found(
+            "nvme_path '" + level + "': its parent '" + parent +
+            "' does not exist (strata creates only the last directory of nvme_path; is the NVMe mounted?)");
       STRATA_RETURN_IF_ERROR(fs::make_dir(level).annotate("nvme_path"));
       m.log("created nvme_path " + level);
     }
@@ -199,8 +206,9 @@ Status Engine::prepare() {
   STRATA_ASSIGN_OR_RETURN(m.plan, plan_placement(*m.layout, m.cfg.placement, b));
   m.log("device: " + m.dev->name());
   const std::string per_rank = m.world() == 1 ? std::string()
-                               : "; the plan of rank " + std::to_string(m.rank()) + " of " + std::to_string(m.world()) +
-                                     " (ZeRO stage " + std::to_string(m.cfg.placement.stage) + ")";
+                                              : "; the plan of rank " + std::to_string(m.rank()) + " of " +
+                                                    std::to_string(m.world()) + " (ZeRO stage " +
+                                                    std::to_string(m.cfg.placement.stage) + ")";
   m.log(std::to_string(m.layout->params().size()) + " params, " + std::to_string(m.layout->param_numel()) +
         " elements in " + std::to_string(m.layout->chunks().size()) + " chunks" + per_rank + "\n" + m.plan.table());
 
@@ -212,7 +220,8 @@ Status Engine::prepare() {
     o.checksum = m.cfg.nvme_checksum;
     STRATA_ASSIGN_OR_RETURN(m.stores[d], offload::NvmeStore::open(o, m.seams.io_sys));
   }
-  if (m.cfg.placement.offload_optimizer == OffloadTarget::kNvme) m.opt_store = m.stores[m.cfg.optimizer_nvme_path].get();
+  if (m.cfg.placement.offload_optimizer == OffloadTarget::kNvme)
+    m.opt_store = m.stores[m.cfg.optimizer_nvme_path].get();
   if (m.cfg.placement.offload_param == OffloadTarget::kNvme) m.param_store = m.stores[m.cfg.param_nvme_path].get();
 
   Status s = m.allocate_all();

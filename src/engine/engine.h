@@ -56,12 +56,12 @@ struct EngineOptions {
 };
 
 struct StepResult {
-  bool boundary = false;    // this call ended an accumulation cycle (gradient_accumulation_steps)
-  bool applied = false;     // the optimizer ran (false: not a boundary, or skipped on overflow)
-  bool overflow = false;    // the gradients held inf / NaN: the step was skipped
-  double grad_norm = 0.0;   // global L2 norm of the unscaled, averaged gradients (before clipping)
-  double clip_coef = 1.0;   // factor applied by gradient_clipping
-  double loss_scale = 1.0;  // the scale for the next micro-batch's loss
+  bool boundary = false;       // this call ended an accumulation cycle (gradient_accumulation_steps)
+  bool applied = false;        // the optimizer ran (false: not a boundary, or skipped on overflow)
+  bool overflow = false;       // the gradients held inf / NaN: the step was skipped
+  double grad_norm = 0.0;      // global L2 norm of the unscaled, averaged gradients (before clipping)
+  double clip_coef = 1.0;      // factor applied by gradient_clipping
+  double loss_scale = 1.0;     // the scale for the next micro-batch's loss
   int64_t optimizer_step = 0;  // optimizer steps applied so far
 };
 
@@ -70,19 +70,19 @@ struct EngineStats {
   size_t device_peak_bytes = 0;                // the device arena's high-water mark
   // Collectives of data-parallel training, counted as the size of the buffers reduced / gathered
   // (the whole chunk); what one rank sends in a ring is (N-1)/N of that, twice for an all-reduce.
-  size_t bytes_allreduce = 0;                  // fp32 gradients all-reduced (every stage)
-  size_t bytes_allgather = 0;                  // bit16 params all-gathered (after the step at stage 1 / 2,
-                                               // at every load of a chunk at stage 3)
-  double allreduce_s = 0;                      // host blocked in gradient all-reduces and the step's gathers
-  double allgather_s = 0;                      // host blocked in stage-3 gathers of params for fetch
-  int64_t allreduce_early = 0;                 // chunk all-reduces started during backward (overlapped)
-  size_t bytes_h2d = 0, bytes_d2h = 0;         // over the host <-> device link
+  size_t bytes_allreduce = 0;           // fp32 gradients all-reduced (every stage)
+  size_t bytes_allgather = 0;           // bit16 params all-gathered (after the step at stage 1 / 2,
+                                        // at every load of a chunk at stage 3)
+  double allreduce_s = 0;               // host blocked in gradient all-reduces and the step's gathers
+  double allgather_s = 0;               // host blocked in stage-3 gathers of params for fetch
+  int64_t allreduce_early = 0;          // chunk all-reduces started during backward (overlapped)
+  size_t bytes_h2d = 0, bytes_d2h = 0;  // over the host <-> device link
   size_t bytes_nvme_read = 0, bytes_nvme_write = 0;
-  double stall_fetch_s = 0;     // host blocked in fetch waiting for params (copies, NVMe reads)
-  double stall_grad_s = 0;      // host blocked in grad / step waiting for gradient copies
-  double step_s = 0;            // time in optimizer steps (boundary calls of step)
-  double step_update_s = 0;     //   of which the optimizer update of host-resident state
-  double step_nvme_s = 0;       //   of which NVMe reads and writes of the optimizer state / params
+  double stall_fetch_s = 0;  // host blocked in fetch waiting for params (copies, NVMe reads)
+  double stall_grad_s = 0;   // host blocked in grad / step waiting for gradient copies
+  double step_s = 0;         // time in optimizer steps (boundary calls of step)
+  double step_update_s = 0;  //   of which the optimizer update of host-resident state
+  double step_nvme_s = 0;    //   of which NVMe reads and writes of the optimizer state / params
   int64_t micro_steps = 0, optimizer_steps = 0, skipped_steps = 0;
   int64_t bucket_flushes = 0;   // gradient buckets moved off the device
   int64_t early_flushes = 0;    //   of which before their chunk's gradients were complete (raise grad_buckets)
@@ -105,8 +105,7 @@ class Engine {
   // Registers a parameter. `init` (host memory, [numel] of init_dtype: fp32, bf16 or fp16) is
   // copied; nullptr asks strata to initialise it: N(0, 0.02^2) drawn from strata.seed and the name.
   // Only before prepare.
-  Status register_param(const std::string& name, const std::vector<int64_t>& shape, DType init_dtype,
-                        const void* init);
+  Status register_param(const std::string& name, const std::vector<int64_t>& shape, DType init_dtype, const void* init);
   // Builds the layout, plans (refusing a plan that does not fit), logs the plan, allocates every
   // tier and writes the initial values. Idempotent.
   Status prepare();

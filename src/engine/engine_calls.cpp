@@ -25,7 +25,8 @@ Status Engine::begin_eval() {
   if (m.in_eval) return failed_precondition("begin_eval: an evaluation pass is already open (end_eval first)");
   for (size_t i = 0; i < m.params.size(); ++i)
     if (m.cache->fetches(static_cast<uint32_t>(i)) > 0)
-      return failed_precondition("begin_eval while '" + m.layout->params()[i].name + "' is fetched: release every param first");
+      return failed_precondition("begin_eval while '" + m.layout->params()[i].name +
+                                 "' is fetched: release every param first");
   m.in_eval = true;
   m.cache->set_eval(true);
   return Status::ok();
@@ -36,7 +37,8 @@ Status Engine::end_eval() {
   if (!m.in_eval) return failed_precondition("end_eval without begin_eval");
   for (size_t i = 0; i < m.params.size(); ++i)
     if (m.cache->fetches(static_cast<uint32_t>(i)) > 0)
-      return failed_precondition("end_eval while '" + m.layout->params()[i].name + "' is fetched: release every param first");
+      return failed_precondition("end_eval while '" + m.layout->params()[i].name +
+                                 "' is fetched: release every param first");
   m.cache->set_eval(false);
   m.in_eval = false;
   return Status::ok();
@@ -77,8 +79,8 @@ Status Engine::read_master(const std::string& name, float* dst, size_t numel) {
   const ParamSlot& slot = m.layout->params()[pi];
   if (dst == nullptr) return invalid_argument("read_master of '" + name + "': dst is NULL");
   if (numel != slot.numel)
-    return invalid_argument("read_master of '" + name + "': room for " + std::to_string(numel) + " elements, the param has " +
-                            std::to_string(slot.numel));
+    return invalid_argument("read_master of '" + name + "': room for " + std::to_string(numel) +
+                            " elements, the param has " + std::to_string(slot.numel));
   STRATA_RETURN_IF_ERROR(synchronize());
   return m.read_master_into(slot, dst);
 }
@@ -114,7 +116,8 @@ static Status on_rank0(Engine::Impl& m, const char* what, const std::string& dir
   int32_t code = static_cast<int32_t>(s.code());
   STRATA_RETURN_IF_ERROR(m.opts.comm->broadcast_sync(&code, 1, comm::Elem::kI32, 0));
   if (m.rank() == 0 || code == 0) return s;
-  return Status(static_cast<StatusCode>(code), std::string(what) + " of " + dir + " failed on rank 0 (its log says why)");
+  return Status(static_cast<StatusCode>(code),
+                std::string(what) + " of " + dir + " failed on rank 0 (its log says why)");
 }
 
 Status Engine::save(const std::string& dir, const std::string& tag) {
@@ -145,9 +148,10 @@ StatusOr<void*> Engine::map_param(const std::string& name) {
   const ParamSlot& slot = m.layout->params()[pi];
   const ChunkState& c = m.chunks[slot.chunk];
   if (c.at.params16 != Tier::kDevice || m.gathers())
-    return failed_precondition("map of '" + name + "': its bit16 values do not rest on the device (" +
-                               (m.gathers() ? std::string("ZeRO stage 3 across ranks keeps a shard") : std::string("offload_param")) +
-                               "); fetch it before each use instead");
+    return failed_precondition(
+        "map of '" + name + "': its bit16 values do not rest on the device (" +
+        (m.gathers() ? std::string("ZeRO stage 3 across ranks keeps a shard") : std::string("offload_param")) +
+        "); fetch it before each use instead");
   return static_cast<void*>(static_cast<uint8_t*>(m.cache->resident(slot.chunk)) + slot.offset * 2);
 }
 

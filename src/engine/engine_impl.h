@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "kernels/cpu/kernel_types.h"
 #include "offload/aligned_buffer.h"
 #include "offload/device.h"
@@ -25,10 +26,9 @@
 #include "src/engine/engine.h"
 #include "src/engine/engine_seams.h"
 #include "src/engine/gradient_path.h"
+#include "src/engine/loss_scaler.h"
 #include "src/engine/optimizer_runner.h"
 #include "src/engine/param_cache.h"
-#include "comm/communicator.h"
-#include "src/engine/loss_scaler.h"
 #include "src/engine/telemetry.h"
 #include "src/engine/trace.h"
 #include "src/engine/weights_export.h"
@@ -40,22 +40,20 @@ namespace strata::engine {
 // ParamCache, the fp32 gradient to the GradientPath, the optimizer's arrays to the OptimizerRunner).
 struct ChunkState {
   ChunkPlacement at;
-  size_t numel = 0;        // the chunk, padded
-  size_t shard = 0;        // owned shard, elements
-  size_t shard_begin = 0;  // owned shard's first element in the chunk
-  size_t rest_numel = 0;   // bit16 elements kept at rest (the chunk, or the shard at stage 3)
+  size_t numel = 0;              // the chunk, padded
+  size_t shard = 0;              // owned shard, elements
+  size_t shard_begin = 0;        // owned shard's first element in the chunk
+  size_t rest_numel = 0;         // bit16 elements kept at rest (the chunk, or the shard at stage 3)
   std::vector<uint32_t> params;  // indices, in layout order
 };
 
-struct ParamState {                // (outstanding fetches: ParamCache::fetches)
-  bool fetched_in_micro = false; // fetched at least once since the last step call
-  bool grad_in_micro = false;    // its gradient was handed over since the last step call
+struct ParamState {               // (outstanding fetches: ParamCache::fetches)
+  bool fetched_in_micro = false;  // fetched at least once since the last step call
+  bool grad_in_micro = false;     // its gradient was handed over since the last step call
 };
 
 // "[64, 32]"
 std::string shape_string(const std::vector<int64_t>& shape);
-
-
 
 struct Engine::Impl {
   // Data-parallel ranks (EngineOptions::comm): refused combinations, per-rank NVMe paths; the
@@ -104,11 +102,11 @@ struct Engine::Impl {
   std::unique_ptr<GradientPath> gradients;  // buckets, fp32 gradient shards, their reduction (gradient_path.h)
   void* scratch = nullptr;
   std::map<std::string, std::unique_ptr<offload::NvmeStore>> stores;  // by directory
-  offload::NvmeStore* opt_store = nullptr;  // handed to the runner
+  offload::NvmeStore* opt_store = nullptr;                            // handed to the runner
   offload::NvmeStore* param_store = nullptr;
 
   bool in_eval = false;  // between begin_eval and end_eval
-  Telemetry telemetry;           // stats, the timeline, the step summary (telemetry.h)
+  Telemetry telemetry;   // stats, the timeline, the step summary (telemetry.h)
   EngineStats& st = telemetry.stats();
   Tracer* tracer() const { return telemetry.tracer(); }
   int64_t micro = 0;
@@ -164,10 +162,10 @@ struct Engine::Impl {
   Status gather_grads();           // buckets drained, replicated gradients all-reduced
   StatusOr<StepResult> skip_step(StepResult r, Clock::time_point t0);
   Status apply_update(const optim::StepCoeffs& coeffs);
-  int consecutive_skips = 0;                  // skips that could not help, in a row (max_consecutive_skips)
-  Status check_masters();                     // fp32 masters after an update: an error naming the first bad chunk
+  int consecutive_skips = 0;  // skips that could not help, in a row (max_consecutive_skips)
+  Status check_masters();     // fp32 masters after an update: an error naming the first bad chunk
   Status nonfinite_masters(uint32_t chunk) const;
-  Status after_step(const StepResult& r);     // prefetch for the next micro-batch, summary line
+  Status after_step(const StepResult& r);  // prefetch for the next micro-batch, summary line
   bool boundary_micro() const { return (micro + 1) % cfg.gradient_accumulation_steps == 0; }
   // The sink the runner's update writes the new bit16 values through (engine_step.cpp).
   class Bit16Sink;

@@ -23,7 +23,8 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
       STRATA_RETURN_IF_ERROR(f.ready->synchronize());
     }
   } else if (native_stream != nullptr && !dev->is_cuda()) {
-    return invalid_argument("fetch of '" + name + "': the host-emulated device has no native streams: pass a NULL stream");
+    return invalid_argument("fetch of '" + name +
+                            "': the host-emulated device has no native streams: pass a NULL stream");
   }
   cache->pin(pi);
   if (!in_eval) params[pi].fetched_in_micro = true;  // an evaluation fetch does not allow a gradient
@@ -35,7 +36,8 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
 Status Engine::Impl::release(const std::string& name) {
   STRATA_ASSIGN_OR_RETURN(uint32_t pi, param_index(name, "release"));
   if (cache->fetches(pi) == 0)
-    return failed_precondition("release of '" + name + "': not fetched (every release must match one fetch; double release?)");
+    return failed_precondition("release of '" + name +
+                               "': not fetched (every release must match one fetch; double release?)");
   return cache->unpin(pi);
 }
 
@@ -44,19 +46,24 @@ Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, 
   const ParamSlot& slot = layout->params()[pi];
   if (g == nullptr) return invalid_argument("grad of '" + name + "': the gradient pointer is NULL");
   if (gdtype != dtype)
-    return invalid_argument("grad of '" + name + "': dtype " + std::string(dtype_name(gdtype)) + ", the engine trains in " +
-                            std::string(dtype_name(dtype)) + " and takes gradients in it");
+    return invalid_argument("grad of '" + name + "': dtype " + std::string(dtype_name(gdtype)) +
+                            ", the engine trains in " + std::string(dtype_name(dtype)) + " and takes gradients in it");
   if (numel != slot.numel)
     return invalid_argument("grad of '" + name + "': " + std::to_string(numel) + " elements given, the param has " +
                             std::to_string(slot.numel));
   ParamState& ps = params[pi];
-  if (in_eval) return failed_precondition("grad of '" + name + "' during an evaluation pass (begin_eval): end_eval first");
+  if (in_eval)
+    return failed_precondition("grad of '" + name + "' during an evaluation pass (begin_eval): end_eval first");
   if (!ps.fetched_in_micro)
-    return failed_precondition("grad of '" + name + "' before fetch: a gradient is taken only for a param fetched in the same micro-batch");
+    return failed_precondition("grad of '" + name +
+                               "' before fetch: a gradient is taken only for a param fetched in the same micro-batch");
   if (ps.grad_in_micro)
-    return failed_precondition("grad of '" + name + "': given twice in one micro-batch (accumulation across micro-batches is strata's; call step between them)");
+    return failed_precondition(
+        "grad of '" + name +
+        "': given twice in one micro-batch (accumulation across micro-batches is strata's; call step between them)");
   if (native_stream != nullptr && !dev->is_cuda())
-    return invalid_argument("grad of '" + name + "': the host-emulated device has no native streams: pass a NULL stream");
+    return invalid_argument("grad of '" + name +
+                            "': the host-emulated device has no native streams: pass a NULL stream");
 
   STRATA_RETURN_IF_ERROR(gradients->add(pi, g, native_stream, boundary_micro()));
   ps.grad_in_micro = true;

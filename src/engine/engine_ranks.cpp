@@ -12,9 +12,10 @@ Status Engine::Impl::check_ranks() {
   const bool cpu_ranks = opts.comm->backend() == "mpi" && !dev->is_cuda();
   const bool gpu_ranks = opts.comm->backend() == "nccl" && dev->is_cuda();
   if (!cpu_ranks && !gpu_ranks)
-    return Status(StatusCode::kUnsupported, who + ": the MPI backend trains on the host-emulated device and the NCCL "
-                                                  "backend on GPUs; this engine has " + dev->name() + " and the " +
-                                                  opts.comm->backend() + " backend");
+    return Status(StatusCode::kUnsupported, who +
+                                                ": the MPI backend trains on the host-emulated device and the NCCL "
+                                                "backend on GPUs; this engine has " +
+                                                dev->name() + " and the " + opts.comm->backend() + " backend");
   // Each rank keeps its own NVMe files.
   const std::string sub = "/rank" + std::to_string(rank());
   if (!cfg.optimizer_nvme_path.empty()) cfg.optimizer_nvme_path += sub;
@@ -44,9 +45,9 @@ Status Engine::Impl::agree_on_params() {
     STRATA_RETURN_IF_ERROR(opts.comm->broadcast_sync(&bytes, 1, comm::Elem::kF64, 0));
     if (bytes == 0) continue;
     if (static_cast<double>(p.init.size()) != bytes)
-      return invalid_argument("prepare: rank 0 gave '" + p.spec.name + "' " + std::to_string(static_cast<size_t>(bytes)) +
-                              " bytes of initial values and rank " + std::to_string(rank()) + " " +
-                              std::to_string(p.init.size()));
+      return invalid_argument("prepare: rank 0 gave '" + p.spec.name + "' " +
+                              std::to_string(static_cast<size_t>(bytes)) + " bytes of initial values and rank " +
+                              std::to_string(rank()) + " " + std::to_string(p.init.size()));
     STRATA_RETURN_IF_ERROR(opts.comm->broadcast_sync(p.init.data(), p.init.size() / 2, comm::Elem::kF16, 0));
   }
   return Status::ok();

@@ -21,9 +21,7 @@ namespace strata::engine {
 class Engine::Impl::Bit16Sink final : public OptimizerRunner::ChunkSink {
  public:
   explicit Bit16Sink(Impl& m) : m_(m) {}
-  const void* grads(uint32_t ci) override {
-    return m_.gradients->grads(ci);
-  }
+  const void* grads(uint32_t ci) override { return m_.gradients->grads(ci); }
   StatusOr<void*> bit16_out(uint32_t ci) override {
     return m_.cache->update_out(ci, m_.chunks[ci].at.optimizer == Tier::kDevice);
   }
@@ -37,7 +35,8 @@ Status Engine::Impl::check_step_call() const {
   if (in_eval) return failed_precondition("step during an evaluation pass (begin_eval): end_eval first");
   for (size_t i = 0; i < params.size(); ++i)
     if (cache->fetches(static_cast<uint32_t>(i)) > 0)
-      return failed_precondition("step while '" + layout->params()[i].name + "' is fetched: release every param before step");
+      return failed_precondition("step while '" + layout->params()[i].name +
+                                 "' is fetched: release every param before step");
   return Status::ok();
 }
 
@@ -76,8 +75,9 @@ StatusOr<StepResult> Engine::Impl::skip_step(StepResult r, Clock::time_point t0)
                       "step " + std::to_string(opt_step + 1) + ": the gradients held inf / NaN in " +
                           std::to_string(consecutive_skips) + " steps in a row (strata.max_consecutive_skips = " +
                           std::to_string(cfg.max_consecutive_skips) + ") with the loss scale at " + scale +
-                          (scaler.dynamic() ? " (its minimum, fp16.min_loss_scale)" : "") + "; the first non-finite gradient is " +
-                          where + ". Training diverged: lower the learning rate, set gradient_clipping, or resume from an "
+                          (scaler.dynamic() ? " (its minimum, fp16.min_loss_scale)" : "") +
+                          "; the first non-finite gradient is " + where +
+                          ". Training diverged: lower the learning rate, set gradient_clipping, or resume from an "
                           "earlier checkpoint");
     consecutive_skips = 0;
   }
@@ -116,7 +116,8 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   STRATA_RETURN_IF_ERROR(check_step_call());
   const optim::Optimizer& opt = runner->optimizer();
   const double lr = lr_arg < 0 ? opt.hyper().lr : lr_arg;
-  if (Status v = opt.coeffs(opt_step + 1, lr, 1.0f).status(); !v.is_ok()) return invalid_argument("step: " + v.message());
+  if (Status v = opt.coeffs(opt_step + 1, lr, 1.0f).status(); !v.is_ok())
+    return invalid_argument("step: " + v.message());
   end_micro();
   StepResult r;
   r.loss_scale = scaler.scale();
@@ -167,12 +168,13 @@ Status Engine::Impl::check_masters() {
 Status Engine::Impl::nonfinite_masters(uint32_t ci) const {
   const ChunkState& c = chunks[ci];
   const auto& slots = layout->params();
-  const std::string span = c.params.empty() ? std::string()
-                           : " (params '" + slots[c.params.front()].name + "' .. '" + slots[c.params.back()].name + "')";
-  return Status(StatusCode::kNonFinite, "step " + std::to_string(opt_step) + ": the fp32 master weights of chunk " +
-                                            std::to_string(ci) + span +
-                                            " hold inf / NaN after the update (the learning rate or weight decay is too "
-                                            "large for them); the engine's state is no longer usable: resume from a checkpoint");
+  const std::string span =
+      c.params.empty() ? std::string()
+                       : " (params '" + slots[c.params.front()].name + "' .. '" + slots[c.params.back()].name + "')";
+  return Status(StatusCode::kNonFinite,
+                "step " + std::to_string(opt_step) + ": the fp32 master weights of chunk " + std::to_string(ci) + span +
+                    " hold inf / NaN after the update (the learning rate or weight decay is too "
+                    "large for them); the engine's state is no longer usable: resume from a checkpoint");
 }
 
 // After every step call: start loading the next micro-batch's first chunks, and at the end of an

@@ -20,12 +20,12 @@ Status GradientPath::reduce_span_host(const Bucket& bk, ChunkGrads& c) {
   rs_full_.assign(hi - lo, 0.0f);
   for (uint32_t pi : bk.params) {
     const ParamSlot& slot = ctx_.layout->params()[pi];
-    kernels::cast_to_fp32(*ctx_.k, kernels::TensorView{bk.landing.bytes() + slot.offset * 2, ctx_.dtype, slot.numel}, 1.0f,
-                          rs_full_.data() + (slot.offset - lo));
+    kernels::cast_to_fp32(*ctx_.k, kernels::TensorView{bk.landing.bytes() + slot.offset * 2, ctx_.dtype, slot.numel},
+                          1.0f, rs_full_.data() + (slot.offset - lo));
   }
   const Clock::time_point t0 = Clock::now();
-  STRATA_RETURN_IF_ERROR(ctx_.comm->all_reduce_sync(rs_full_.data(), rs_full_.data(), hi - lo, comm::Elem::kF32,
-                                                    comm::ReduceOp::kSum));
+  STRATA_RETURN_IF_ERROR(
+      ctx_.comm->all_reduce_sync(rs_full_.data(), rs_full_.data(), hi - lo, comm::Elem::kF32, comm::ReduceOp::kSum));
   ctx_.stats->allreduce_s += seconds_since(t0);
   ctx_.stats->bytes_allreduce += (hi - lo) * 4;
   float* acc = static_cast<float*>(c.host.data());

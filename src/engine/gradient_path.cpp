@@ -93,7 +93,8 @@ StatusOr<int> GradientPath::acquire(uint32_t ci) {
     // Finished flushes free their buckets without waiting — except with shards across ranks,
     // where a drain is a collective and must not depend on when a copy happened to finish.
     for (size_t b = 0; b < buckets_.size() && !sharded(); ++b)
-      if (buckets_[b].state == Bucket::State::kInFlight && buckets_[b].done->query()) STRATA_RETURN_IF_ERROR(drain(static_cast<int>(b)));
+      if (buckets_[b].state == Bucket::State::kInFlight && buckets_[b].done->query())
+        STRATA_RETURN_IF_ERROR(drain(static_cast<int>(b)));
     for (size_t b = 0; b < buckets_.size(); ++b) {
       Bucket& bk = buckets_[b];
       if (bk.state != Bucket::State::kFree) continue;
@@ -142,7 +143,8 @@ Status GradientPath::flush(int b) {
     for (uint32_t pi : bk.params) {
       const ParamSlot& slot = ctx_.layout->params()[pi];
       const kernels::TensorView g{static_cast<const uint8_t*>(bk.dev) + slot.offset * 2, ctx_.dtype, slot.numel};
-      STRATA_RETURN_IF_ERROR(ctx_.ops->accumulate(*ctx_.compute, static_cast<float*>(c.dev) + (slot.offset - c.geom.shard_begin), g, 1.0f));
+      STRATA_RETURN_IF_ERROR(ctx_.ops->accumulate(
+          *ctx_.compute, static_cast<float*>(c.dev) + (slot.offset - c.geom.shard_begin), g, 1.0f));
     }
     STRATA_RETURN_IF_ERROR(ctx_.compute->record(*bk.done));
   } else {
@@ -176,7 +178,8 @@ Status GradientPath::drain(int b) {
                             kernels::TensorView{bk.landing.bytes() + slot.offset * 2, ctx_.dtype, slot.numel}, 1.0f);
       }
     });
-    if (ctx_.tracer) ctx_.tracer->span(TraceLane::kUpdate, "accumulate grads c" + std::to_string(bk.chunk), t0, Clock::now());
+    if (ctx_.tracer)
+      ctx_.tracer->span(TraceLane::kUpdate, "accumulate grads c" + std::to_string(bk.chunk), t0, Clock::now());
   }
   bk.state = Bucket::State::kFree;
   bk.chunk = -1;
@@ -241,8 +244,8 @@ StatusOr<GradientPath::Norm> GradientPath::norm() {
   for (size_t i = 0; i < chunks_.size(); ++i) {
     ChunkGrads& c = chunks_[i];
     if (c.dev != nullptr) {
-      STRATA_RETURN_IF_ERROR(ctx_.ops->sumsq(*ctx_.compute, kernels::TensorView{c.dev, DType::kF32, c.geom.shard}, ctx_.scratch,
-                                             &dev_sumsq[i]));
+      STRATA_RETURN_IF_ERROR(ctx_.ops->sumsq(*ctx_.compute, kernels::TensorView{c.dev, DType::kF32, c.geom.shard},
+                                             ctx_.scratch, &dev_sumsq[i]));
     } else {
       host_views.push_back(kernels::TensorView{c.host.data(), DType::kF32, c.geom.shard});
     }
@@ -294,13 +297,15 @@ StatusOr<std::string> GradientPath::first_nonfinite() {
     const float* g = static_cast<const float*>(c.host.data());
     if (c.dev != nullptr) {
       host.resize(c.geom.shard);
-      STRATA_RETURN_IF_ERROR(ctx_.compute->copy(host.data(), c.dev, c.geom.shard * 4, offload::CopyKind::kDeviceToHost));
+      STRATA_RETURN_IF_ERROR(
+          ctx_.compute->copy(host.data(), c.dev, c.geom.shard * 4, offload::CopyKind::kDeviceToHost));
       STRATA_RETURN_IF_ERROR(ctx_.compute->synchronize());
       g = host.data();
     }
     for (uint32_t pi : ctx_.layout->chunks()[ci].params) {
       const ParamSlot& s = slots[pi];
-      const size_t lo = std::max(s.offset, c.geom.shard_begin), hi = std::min(s.offset + s.numel, c.geom.shard_begin + c.geom.shard);
+      const size_t lo = std::max(s.offset, c.geom.shard_begin),
+                   hi = std::min(s.offset + s.numel, c.geom.shard_begin + c.geom.shard);
       for (size_t e = lo; e < hi; ++e) {
         if (std::isfinite(g[e - c.geom.shard_begin])) continue;
         best = pi;

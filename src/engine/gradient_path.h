@@ -43,13 +43,13 @@ class GradientPath {
     const ChunkLayout* layout = nullptr;
     DType dtype = DType::kBF16;
     offload::PinMode pin = offload::PinMode::kAuto;
-    bool overlap = true;                 // DDP: all-reduces started in backward
+    bool overlap = true;  // DDP: all-reduces started in backward
     int buckets = 2;
-    void* scratch = nullptr;             // device scratch of the norm
+    void* scratch = nullptr;  // device scratch of the norm
   };
-  struct Chunk {                         // one chunk's geometry, from the layout and the plan
+  struct Chunk {  // one chunk's geometry, from the layout and the plan
     size_t numel = 0, shard = 0, shard_begin = 0;
-    Tier tier = Tier::kHost;             // where its fp32 gradient shard lives
+    Tier tier = Tier::kHost;  // where its fp32 gradient shard lives
   };
   struct Norm {
     double sumsq = 0;
@@ -82,16 +82,16 @@ class GradientPath {
     void* dev = nullptr;
     offload::AlignedBuffer landing;  // pinned host landing buffer (host-side gradients only)
     int chunk = -1;
-    std::vector<uint32_t> params;    // params whose gradient is in the bucket
+    std::vector<uint32_t> params;  // params whose gradient is in the bucket
     uint64_t opened = 0;
     std::unique_ptr<offload::Event> done;  // the flush finished
   };
   struct ChunkGrads {
     Chunk geom;
-    void* dev = nullptr;             // fp32 shard on the device
-    offload::AlignedBuffer host;     // or on the host
-    int bucket = -1;                 // open bucket of this micro-batch, -1 if none
-    size_t in_micro = 0;             // its params' gradients handed over this micro-batch
+    void* dev = nullptr;          // fp32 shard on the device
+    offload::AlignedBuffer host;  // or on the host
+    int bucket = -1;              // open bucket of this micro-batch, -1 if none
+    size_t in_micro = 0;          // its params' gradients handed over this micro-batch
   };
   bool sharded() const { return red_ == Reduction::kSharded; }
   bool replicated() const { return red_ == Reduction::kReplicated; }

@@ -9,7 +9,9 @@ namespace strata::engine {
 LossScaler::LossScaler(const LossScaleConfig& c, bool fp16)
     : c_(c),
       dynamic_(fp16 && c.loss_scale <= 0.0),
-      scale_(!fp16 ? 1.0 : c.loss_scale > 0.0 ? c.loss_scale : std::ldexp(1.0, c.initial_scale_power)),
+      scale_(!fp16                ? 1.0
+             : c.loss_scale > 0.0 ? c.loss_scale
+                                  : std::ldexp(1.0, c.initial_scale_power)),
       hysteresis_left_(c.hysteresis) {}
 
 void LossScaler::update(bool overflow) {

@@ -14,7 +14,8 @@
 
 namespace strata::engine {
 
-Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& shard_numel, const std::vector<Tier>& tiers) {
+Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& shard_numel,
+                                 const std::vector<Tier>& tiers) {
   ctx_ = ctx;
   chunks_.resize(shard_numel.size());
   size_t max_shard = 0;
@@ -37,7 +38,8 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
   for (size_t ci = 0; ci < chunks_.size(); ++ci) {
     Chunk& c = chunks_[ci];
     for (int a = 0; a < num_arrays(); ++a) {
-      const ArraySite site{ctx_.dev, ctx_.compute, ctx_.ops, ctx_.pin, ctx_.store, sets_.empty() ? nullptr : &sets_[0].buf[a],
+      const ArraySite site{ctx_.dev,  ctx_.compute, ctx_.ops,
+                           ctx_.pin,  ctx_.store,   sets_.empty() ? nullptr : &sets_[0].buf[a],
                            ctx_.stats};
       const std::string key = "c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
       STRATA_ASSIGN_OR_RETURN(c.a[a], make_array(c.tier, site, key, c.shard * 4));
@@ -140,7 +142,8 @@ StatusOr<int> OptimizerRunner::free_set(bool block) {
 
 Status OptimizerRunner::reap_sets() {
   for (size_t s = 0; s < sets_.size(); ++s)
-    if (sets_[s].state == Set::State::kWriting && all_done(sets_[s].io)) STRATA_RETURN_IF_ERROR(wait_set(static_cast<int>(s)));
+    if (sets_[s].state == Set::State::kWriting && all_done(sets_[s].io))
+      STRATA_RETURN_IF_ERROR(wait_set(static_cast<int>(s)));
   return Status::ok();
 }
 
@@ -288,9 +291,9 @@ StatusOr<int> OptimizerRunner::first_nonfinite_master() {
   std::vector<double> sums(chunks_.size(), 0.0);
   for (size_t ci = 0; ci < chunks_.size(); ++ci)
     if (chunks_[ci].tier == Tier::kDevice)
-      STRATA_RETURN_IF_ERROR(ctx_.ops->sumsq(*ctx_.compute,
-                                             kernels::TensorView{chunks_[ci].a[0]->resident(), DType::kF32, chunks_[ci].shard},
-                                             ctx_.scratch, &sums[ci]));
+      STRATA_RETURN_IF_ERROR(ctx_.ops->sumsq(
+          *ctx_.compute, kernels::TensorView{chunks_[ci].a[0]->resident(), DType::kF32, chunks_[ci].shard},
+          ctx_.scratch, &sums[ci]));
   STRATA_RETURN_IF_ERROR(ctx_.compute->synchronize());
   for (size_t ci = 0; ci < chunks_.size(); ++ci)
     if (!std::isfinite(sums[ci]) && (bad < 0 || static_cast<int>(ci) < bad)) bad = static_cast<int>(ci);

@@ -34,17 +34,17 @@ class OptimizerRunner {
   struct Context {
     offload::Device* dev = nullptr;
     DeviceOps* ops = nullptr;
-    offload::Stream* compute = nullptr;     // device updates and copies
+    offload::Stream* compute = nullptr;  // device updates and copies
     const kernels::KernelTable* k = nullptr;
-    tbb::task_arena* arena = nullptr;       // host updates
-    EngineStats* stats = nullptr;           // step_update_s, step_nvme_s, NVMe bytes
-    Tracer* tracer = nullptr;               // may be null
-    offload::NvmeStore* store = nullptr;    // set when some chunk's state is on NVMe
-    void* scratch = nullptr;                // device scratch for the masters' sums of squares
+    tbb::task_arena* arena = nullptr;     // host updates
+    EngineStats* stats = nullptr;         // step_update_s, step_nvme_s, NVMe bytes
+    Tracer* tracer = nullptr;             // may be null
+    offload::NvmeStore* store = nullptr;  // set when some chunk's state is on NVMe
+    void* scratch = nullptr;              // device scratch for the masters' sums of squares
     offload::PinMode pin = offload::PinMode::kAuto;
-    bool overlap = true;                    // read ahead / write behind (false: one chunk at a time)
-    int buffer_count = 4;                   // NVMe pipeline buffer sets
-    DType bit16 = DType::kBF16;             // the params' dtype: the updated copy's
+    bool overlap = true;         // read ahead / write behind (false: one chunk at a time)
+    int buffer_count = 4;        // NVMe pipeline buffer sets
+    DType bit16 = DType::kBF16;  // the params' dtype: the updated copy's
   };
 
   // The rest of the engine's side of one chunk's update.

@@ -29,7 +29,8 @@ bool only(const std::string& dir, bool (*ours)(const std::string&), bool nonempt
 
 bool checkpoint_file(const std::string& n) { return n == "manifest.json" || chunk_file(n); }
 bool export_file(const std::string& n) {
-  return n == kExportMarker || n == "index.json" || n == "weights.bin" || n == "model.safetensors" || n == "config.json";
+  return n == kExportMarker || n == "index.json" || n == "weights.bin" || n == "model.safetensors" ||
+         n == "config.json";
 }
 
 // The optimizer step a checkpoint's manifest records (-1 when unreadable).
@@ -58,19 +59,23 @@ bool is_checkpoint(const std::string& dir) {
   return j.is_object() && j.contains("format") && j["format"] == kFormat;
 }
 
-bool is_export(const std::string& dir) { return fs::is_regular_file(dir + "/" + kExportMarker) && only(dir, export_file, true); }
+bool is_export(const std::string& dir) {
+  return fs::is_regular_file(dir + "/" + kExportMarker) && only(dir, export_file, true);
+}
 
 Status check_checkpoint_root(const std::string& root) {
   if (root.empty()) return invalid_argument("the checkpoint directory is empty");
   if (!fs::exists(root)) return Status::ok();
   if (!fs::is_dir(root))
-    return Status(StatusCode::kAlreadyExists, "'" + root + "' is a file, not a directory: strata saves checkpoints into a "
-                                                  "directory and does not replace what it did not write; choose another path");
+    return Status(StatusCode::kAlreadyExists,
+                  "'" + root +
+                      "' is a file, not a directory: strata saves checkpoints into a "
+                      "directory and does not replace what it did not write; choose another path");
   const std::string latest = root + "/latest";
   if (!fs::exists(latest)) return Status::ok();
   const std::string tag = latest_tag(root);
-  const bool ours = fs::is_regular_file(latest) && !tag.empty() && tag.size() < 256 && tag.find('/') == std::string::npos &&
-                    tag.find('\n') == std::string::npos;
+  const bool ours = fs::is_regular_file(latest) && !tag.empty() && tag.size() < 256 &&
+                    tag.find('/') == std::string::npos && tag.find('\n') == std::string::npos;
   if (!ours)
     return failed_precondition("'" + latest + "' is not a strata 'latest' file (it holds \"" + printable(tag, 40) +
                                "\"): strata would overwrite it; move it away or save elsewhere");
@@ -82,7 +87,8 @@ Status check_checkpoint_target(const std::string& root, const std::string& tag) 
   if (!fs::exists(dir) || is_checkpoint(dir)) return Status::ok();
   auto names = fs::list_dir(dir);
   if (fs::is_dir(dir) && names.is_ok() && names.value().empty()) return Status::ok();
-  return Status(StatusCode::kAlreadyExists, "'" + dir + "' exists and is not a strata checkpoint: strata replaces only its own "
+  return Status(StatusCode::kAlreadyExists, "'" + dir +
+                                                "' exists and is not a strata checkpoint: strata replaces only its own "
                                                 "checkpoints; move it away or save under another tag");
 }
 
@@ -109,7 +115,8 @@ StatusOr<std::vector<std::string>> keep_newest(const std::string& root, int keep
   std::vector<std::pair<int64_t, std::string>> ckpts;
   for (const std::string& n : names)
     if (fs::is_dir(root + "/" + n) && is_checkpoint(root + "/" + n)) ckpts.emplace_back(step_of(root + "/" + n), n);
-  std::sort(ckpts.begin(), ckpts.end(), [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second > b.second; });
+  std::sort(ckpts.begin(), ckpts.end(),
+            [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second > b.second; });
   const std::string latest = latest_tag(root);
   for (size_t i = static_cast<size_t>(keep); i < ckpts.size(); ++i) {
     if (ckpts[i].second == latest) continue;
@@ -123,23 +130,27 @@ Status check_export_target(const std::string& out) {
   if (out.empty()) return invalid_argument("export: the output directory is empty");
   if (fs::exists(out)) {
     if (!fs::is_dir(out))
-      return Status(StatusCode::kAlreadyExists, "export to '" + out + "': a file is there; strata replaces only an earlier "
+      return Status(StatusCode::kAlreadyExists, "export to '" + out +
+                                                    "': a file is there; strata replaces only an earlier "
                                                     "export of its own: choose another path");
     auto names = fs::list_dir(out);
     if (!names.is_ok()) return names.status();
     if (!names.value().empty() && !is_export(out)) {
       std::string shown;
-      for (size_t i = 0; i < names.value().size() && i < 3; ++i) shown += (i ? ", " : "") + printable(names.value()[i], 40);
+      for (size_t i = 0; i < names.value().size() && i < 3; ++i)
+        shown += (i ? ", " : "") + printable(names.value()[i], 40);
       if (names.value().size() > 3) shown += ", ...";
-      return Status(StatusCode::kAlreadyExists,
-                    "export to '" + out + "': the directory holds files strata did not write (" + shown +
-                        "); strata replaces only an empty directory or an earlier export of its own: choose another path");
+      return Status(
+          StatusCode::kAlreadyExists,
+          "export to '" + out + "': the directory holds files strata did not write (" + shown +
+              "); strata replaces only an empty directory or an earlier export of its own: choose another path");
     }
   }
   const std::string tmp = out + ".strata-tmp";
   if (fs::exists(tmp)) {
     if (!fs::is_dir(tmp) || !only(tmp, export_file, false))
-      return Status(StatusCode::kAlreadyExists, "export to '" + out + "': '" + tmp + "' is in the way and is not strata's");
+      return Status(StatusCode::kAlreadyExists,
+                    "export to '" + out + "': '" + tmp + "' is in the way and is not strata's");
     STRATA_RETURN_IF_ERROR(fs::remove_tree(tmp));  // left by an export that died
   }
   return Status::ok();

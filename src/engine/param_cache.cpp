@@ -20,7 +20,7 @@ Status ParamCache::allocate(const Context& ctx, std::vector<Chunk> chunks) {
   const PlacementConfig& pc = ctx.cfg->placement;
   size_t max_chunk = 0;
   for (const Chunk& c : chunks) max_chunk = std::max(max_chunk, c.numel);
-  const int staging = pc.offload_param == OffloadTarget::kNvme                         ? pc.param_buffer_count
+  const int staging = pc.offload_param == OffloadTarget::kNvme                           ? pc.param_buffer_count
                       : (pc.offload_param == OffloadTarget::kNone && ctx.host_optimizer) ? kParamOutStaging
                                                                                          : 0;
   m.staging.resize(static_cast<size_t>(staging));
@@ -32,9 +32,10 @@ Status ParamCache::allocate(const Context& ctx, std::vector<Chunk> chunks) {
   for (size_t i = 0; i < chunks.size(); ++i) {
     State::ChunkRest& c = m.chunks[i];
     c.geom = chunks[i];
-    const ArraySite site{ctx.dev, ctx.compute, ctx.ops, ctx.pin, ctx.store, m.staging.empty() ? nullptr : &m.staging[0].buf,
-                         ctx.stats};
-    STRATA_ASSIGN_OR_RETURN(c.rest, make_array(c.geom.tier, site, m.key(static_cast<uint32_t>(i)), c.geom.rest_numel * 2));
+    const ArraySite site{
+        ctx.dev, ctx.compute, ctx.ops, ctx.pin, ctx.store, m.staging.empty() ? nullptr : &m.staging[0].buf, ctx.stats};
+    STRATA_ASSIGN_OR_RETURN(c.rest,
+                            make_array(c.geom.tier, site, m.key(static_cast<uint32_t>(i)), c.geom.rest_numel * 2));
   }
   if (pc.offload_param != OffloadTarget::kNone || m.gathers()) {
     m.work.resize(static_cast<size_t>(pc.live_chunks));
@@ -215,8 +216,8 @@ Status ParamCache::publish_shards() {
   for (State::ChunkRest& c : m.chunks) {
     // Stage 1 / 2 keep the whole chunk at rest (device or host); this rank's shard is fresh.
     auto* rest = static_cast<uint8_t*>(c.rest->resident());
-    STRATA_ASSIGN_OR_RETURN(auto w, m.ctx.comm->all_gather(rest + c.geom.shard_begin * 2, rest, c.geom.shard, comm::Elem::kBF16,
-                                                            m.ctx.compute->native_handle()));
+    STRATA_ASSIGN_OR_RETURN(auto w, m.ctx.comm->all_gather(rest + c.geom.shard_begin * 2, rest, c.geom.shard,
+                                                           comm::Elem::kBF16, m.ctx.compute->native_handle()));
     inflight.push_back(std::move(w));
     m.st().bytes_allgather += c.geom.numel * 2;
   }
@@ -241,8 +242,8 @@ Status ParamCache::update_written(uint32_t ci) {
   if (m.out == nullptr) return Status::ok();  // written in place
   Staging* sb = std::exchange(m.out, nullptr);
   if (c.geom.tier == Tier::kDevice) {
-    STRATA_RETURN_IF_ERROR(m.ctx.h2d->copy(static_cast<uint8_t*>(c.rest->resident()) + m.rest_off(ci) * 2, sb->buf.data(),
-                                           c.geom.shard * 2, offload::CopyKind::kHostToDevice));
+    STRATA_RETURN_IF_ERROR(m.ctx.h2d->copy(static_cast<uint8_t*>(c.rest->resident()) + m.rest_off(ci) * 2,
+                                           sb->buf.data(), c.geom.shard * 2, offload::CopyKind::kHostToDevice));
     STRATA_RETURN_IF_ERROR(m.ctx.h2d->record(*sb->copied));
     sb->pending = true;
     m.st().bytes_h2d += c.geom.shard * 2;

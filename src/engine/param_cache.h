@@ -36,11 +36,11 @@ class ParamCache {
     Tracer* tracer = nullptr;
     comm::Communicator* comm = nullptr;
     const ChunkLayout* layout = nullptr;
-    const EngineConfig* cfg = nullptr;   // placement, prefetch limits, overlap
-    offload::NvmeStore* store = nullptr; // params on NVMe
+    const EngineConfig* cfg = nullptr;    // placement, prefetch limits, overlap
+    offload::NvmeStore* store = nullptr;  // params on NVMe
     offload::PinMode pin = offload::PinMode::kAuto;
-    bool sharded = false;                // ZeRO across ranks
-    bool host_optimizer = false;         // some chunk's optimizer runs on the host (output staging)
+    bool sharded = false;         // ZeRO across ranks
+    bool host_optimizer = false;  // some chunk's optimizer runs on the host (output staging)
     std::function<void(const std::string&)> log;
   };
   struct Chunk {
@@ -70,21 +70,21 @@ class ParamCache {
     offload::Event* ready = nullptr;
   };
   StatusOr<Fetched> fetch(uint32_t ci, const std::string& name, void* native);
-  void pin(uint32_t pi);          // a fetch of param pi succeeded
-  Status unpin(uint32_t pi);      // its release: the buffer may be reused (prefetch runs)
-  int fetches(uint32_t pi) const; // outstanding fetches of param pi
-  Status prefetch();              // follow the recorded order ahead of the caller
-  void set_eval(bool eval);       // evaluation passes record their own fetch order
-  void end_pass();                // a training micro-batch ended
-  Status retire_loads();          // the step changes the params: working buffers emptied
-  Status quiesce();               // staging reads and writes finished
-  Status publish_shards();        // ZeRO 1 / 2: every chunk's bit16 params from the ranks' shards
+  void pin(uint32_t pi);           // a fetch of param pi succeeded
+  Status unpin(uint32_t pi);       // its release: the buffer may be reused (prefetch runs)
+  int fetches(uint32_t pi) const;  // outstanding fetches of param pi
+  Status prefetch();               // follow the recorded order ahead of the caller
+  void set_eval(bool eval);        // evaluation passes record their own fetch order
+  void end_pass();                 // a training micro-batch ended
+  Status retire_loads();           // the step changes the params: working buffers emptied
+  Status quiesce();                // staging reads and writes finished
+  Status publish_shards();         // ZeRO 1 / 2: every chunk's bit16 params from the ranks' shards
 
   // Where the optimizer writes chunk ci's updated bit16 shard: device memory in place (device
   // optimizer), host memory in place, or a staging buffer then sent where the params rest.
   StatusOr<void*> update_out(uint32_t ci, bool device_optimizer);
   Status update_written(uint32_t ci);
-  void step_done();               // staging buffers' copies of this step need no more waiting
+  void step_done();  // staging buffers' copies of this step need no more waiting
 
  private:
   struct WorkBuffer;

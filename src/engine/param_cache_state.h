@@ -14,8 +14,8 @@ namespace strata::engine {
 // A device buffer holding one chunk's bit16 params while in use (when params rest off the device).
 struct ParamCache::WorkBuffer {
   void* dev = nullptr;
-  int chunk = -1;   // -1: empty
-  int pins = 0;     // outstanding fetches of params in it
+  int chunk = -1;  // -1: empty
+  int pins = 0;    // outstanding fetches of params in it
   uint64_t last_use = 0;
   std::unique_ptr<offload::Event> ready;  // the copy that filled it
   Staging* loading = nullptr;             // NVMe read in flight into this staging buffer; H2D follows
@@ -42,11 +42,11 @@ struct ParamCache::State {
     int work = -1;                    // working buffer holding the chunk, -1 if none
   };
   std::vector<ChunkRest> chunks;
-  std::vector<int> fetches;           // per param: outstanding fetches
+  std::vector<int> fetches;  // per param: outstanding fetches
   std::vector<WorkBuffer> work;
   std::vector<Staging> staging;
   size_t next_staging = 0;
-  Staging* out = nullptr;             // the staging buffer of the chunk being updated
+  Staging* out = nullptr;  // the staging buffer of the chunk being updated
   // Stage-3 gathers of shards resting on the host / NVMe: the gathered chunk (pinned) and the
   // last H2D copy out of it.
   offload::AlignedBuffer gather_full;
@@ -73,7 +73,8 @@ struct ParamCache::State {
     return [t = ctx.tracer, lane, name = std::move(name), t0 = Clock::now()] { t->span(lane, name, t0, Clock::now()); };
   }
   Status h2d_copy(std::string name, void* dst, const void* src, size_t bytes) {
-    return traced_copy(ctx.tracer, *ctx.h2d, TraceLane::kH2D, std::move(name), dst, src, bytes, offload::CopyKind::kHostToDevice);
+    return traced_copy(ctx.tracer, *ctx.h2d, TraceLane::kH2D, std::move(name), dst, src, bytes,
+                       offload::CopyKind::kHostToDevice);
   }
   Status wait_timed(offload::Event& e, double* counter);
   StatusOr<Staging*> take_staging(double* stall);  // the next staging buffer, once idle
@@ -85,10 +86,10 @@ struct ParamCache::State {
   Status finish_load(WorkBuffer& w);  // NVMe read done -> queue the H2D copy
   Status pump_loads();                // queue H2D for NVMe reads that finished
   Status prefetch();
-  Staging* idle_staging();            // a staging buffer nothing uses, else nullptr
-  Staging* staged(uint32_t ci);       // the staging buffer holding / reading chunk ci
+  Staging* idle_staging();       // a staging buffer nothing uses, else nullptr
+  Staging* staged(uint32_t ci);  // the staging buffer holding / reading chunk ci
   Status start_read(Staging& sb, uint32_t ci);
-  void drop_staging(Staging& sb);     // forgets a staged read (waits for it first)
+  void drop_staging(Staging& sb);  // forgets a staged read (waits for it first)
   size_t resident_elems() const;
   size_t effective_next_use(uint32_t ci) const;
   Status gather_into(WorkBuffer& w, uint32_t ci);

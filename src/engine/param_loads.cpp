@@ -117,8 +117,7 @@ Status ParamCache::State::finish_load(WorkBuffer& w) {
     return r;
   }
   const size_t bytes = chunks[static_cast<size_t>(w.chunk)].geom.rest_numel * 2;
-  STRATA_RETURN_IF_ERROR(h2d_copy("h2d c" + std::to_string(w.chunk), w.dev, sb->buf.data(),
-                                     bytes));
+  STRATA_RETURN_IF_ERROR(h2d_copy("h2d c" + std::to_string(w.chunk), w.dev, sb->buf.data(), bytes));
   STRATA_RETURN_IF_ERROR(ctx.h2d->record(*sb->copied));
   sb->pending = true;
   STRATA_RETURN_IF_ERROR(ctx.h2d->record(*w.ready));
@@ -128,7 +127,8 @@ Status ParamCache::State::finish_load(WorkBuffer& w) {
 
 Status ParamCache::State::pump_loads() {
   for (WorkBuffer& w : work)
-    if (w.loading != nullptr && (!w.loading->io.valid() || w.loading->io.done())) STRATA_RETURN_IF_ERROR(finish_load(w));
+    if (w.loading != nullptr && (!w.loading->io.valid() || w.loading->io.done()))
+      STRATA_RETURN_IF_ERROR(finish_load(w));
   return Status::ok();
 }
 
@@ -154,8 +154,7 @@ Status ParamCache::State::load(int wi, uint32_t ci, bool for_prefetch) {
   w.prefetched = for_prefetch;
   if (gathers()) return gather_into(w, ci);
   if (c.geom.tier == Tier::kHost) {
-    STRATA_RETURN_IF_ERROR(h2d_copy("h2d c" + std::to_string(ci), w.dev, c.rest->resident(),
-                                       bytes));
+    STRATA_RETURN_IF_ERROR(h2d_copy("h2d c" + std::to_string(ci), w.dev, c.rest->resident(), bytes));
     STRATA_RETURN_IF_ERROR(ctx.h2d->record(*w.ready));
     st().bytes_h2d += bytes;
     return Status::ok();
@@ -184,8 +183,8 @@ Status ParamCache::State::ensure_loaded(uint32_t ci, const std::string& name) {
       ++st().order_changes;
       if (st().order_changes == 1)
         ctx.log("fetch order changed (" + sched()->last_change() +
-            "): fetching on demand for the rest of this micro-batch and recording the new order (logged once; "
-            "stats count further changes)");
+                "): fetching on demand for the rest of this micro-batch and recording the new order (logged once; "
+                "stats count further changes)");
     }
   }
   if (c.work >= 0) {
@@ -282,8 +281,7 @@ Status ParamCache::State::gather_into(WorkBuffer& w, uint32_t ci) {
   STRATA_RETURN_IF_ERROR(ctx.comm->all_gather_sync(send, gather_full.data(), c.geom.shard, comm::Elem::kBF16));
   st().allgather_s += seconds_since(tg);
   st().bytes_allgather += c.geom.numel * 2;
-  STRATA_RETURN_IF_ERROR(h2d_copy("h2d c" + std::to_string(ci), w.dev, gather_full.data(),
-                                     c.geom.numel * 2));
+  STRATA_RETURN_IF_ERROR(h2d_copy("h2d c" + std::to_string(ci), w.dev, gather_full.data(), c.geom.numel * 2));
   STRATA_RETURN_IF_ERROR(ctx.h2d->record(*gather_copied));
   gather_pending = true;
   STRATA_RETURN_IF_ERROR(ctx.h2d->record(*w.ready));

@@ -8,10 +8,10 @@
 namespace strata::engine {
 namespace {
 
-const char* kUseNames[kNumUses] = {"bit16 params",        "param working buffers", "param staging (pinned)",
-                                   "gradient buckets",    "fp32 gradients",        "optimizer state",
-                                   "optimizer staging (pinned)", "gradient staging (pinned)", "device scratch",
-                                   "host program (activations)"};
+const char* kUseNames[kNumUses] = {
+    "bit16 params",   "param working buffers",     "param staging (pinned)",     "gradient buckets",
+    "fp32 gradients", "optimizer state",           "optimizer staging (pinned)", "gradient staging (pinned)",
+    "device scratch", "host program (activations)"};
 const char* kTierNames[kNumTiers] = {"device", "host", "nvme"};
 const char* kBudgetKeys[kNumTiers] = {"device_bytes", "host_bytes", "the free space under nvme_path"};
 
@@ -22,15 +22,20 @@ Tier tier_of(OffloadTarget t) {
 size_t budget_of(const Budgets& b, int t) { return t == 0 ? b.device_bytes : t == 1 ? b.host_bytes : b.nvme_bytes; }
 
 Status validate(const ChunkLayout& layout, const PlacementConfig& c) {
-  if (c.stage < 0 || c.stage > 3) return invalid_argument("zero_optimization.stage = " + std::to_string(c.stage) + ": must be 0, 1, 2 or 3");
+  if (c.stage < 0 || c.stage > 3)
+    return invalid_argument("zero_optimization.stage = " + std::to_string(c.stage) + ": must be 0, 1, 2 or 3");
   if (c.offload_param != OffloadTarget::kNone && c.stage != 3)
-    return invalid_argument("offload_param needs zero_optimization.stage = 3 (the stage that keeps parameters off the device "
-                            "between uses); stage is " + std::to_string(c.stage));
+    return invalid_argument(
+        "offload_param needs zero_optimization.stage = 3 (the stage that keeps parameters off the device "
+        "between uses); stage is " +
+        std::to_string(c.stage));
   if (!(c.optimizer_ratio >= 0.0 && c.optimizer_ratio <= 1.0))
     return invalid_argument("offload_optimizer.ratio = " + std::to_string(c.optimizer_ratio) + ": must be in [0, 1]");
-  if (c.offload_param != OffloadTarget::kNone && (c.offload_optimizer == OffloadTarget::kNone || c.optimizer_ratio < 1.0))
-    return invalid_argument("offload_param needs offload_optimizer.device \"cpu\" or \"nvme\" with ratio 1: updated "
-                            "parameters are produced where the optimizer runs, and must land where they rest");
+  if (c.offload_param != OffloadTarget::kNone &&
+      (c.offload_optimizer == OffloadTarget::kNone || c.optimizer_ratio < 1.0))
+    return invalid_argument(
+        "offload_param needs offload_optimizer.device \"cpu\" or \"nvme\" with ratio 1: updated "
+        "parameters are produced where the optimizer runs, and must land where they rest");
   if (c.optimizer_buffer_count < 1) return invalid_argument("offload_optimizer.buffer_count must be >= 1");
   if (c.param_buffer_count < 1) return invalid_argument("offload_param.buffer_count must be >= 1");
   if (c.live_chunks < 1) return invalid_argument("live chunks (stage3_max_live_parameters / chunk size) must be >= 1");
@@ -62,7 +67,8 @@ std::string advice(int tier, const PlacementConfig& c, const Plan& p) {
              format_bytes(b[1][static_cast<int>(Use::kParams16)]) + ") to NVMe";
     return "lower buffer_count or the chunk size, or raise host_bytes";
   }
-  return "free space under nvme_path or point nvme_path at a larger file system (the A/B slots of each swapped array need up "
+  return "free space under nvme_path or point nvme_path at a larger file system (the A/B slots of each swapped array "
+         "need up "
          "to twice its size)";
 }
 
@@ -84,13 +90,16 @@ size_t Plan::tier_total(Tier t) const {
 std::string Plan::table() const {
   std::string out;
   char line[160];
-  std::snprintf(line, sizeof(line), "%-32s %14s %14s %14s\n", "placement plan (bytes per rank)", "device", "host", "nvme");
+  std::snprintf(line, sizeof(line), "%-32s %14s %14s %14s\n", "placement plan (bytes per rank)", "device", "host",
+                "nvme");
   out += line;
   for (int u = 0; u < kNumUses; ++u) {
     if (bytes[0][u] + bytes[1][u] + bytes[2][u] == 0) continue;
-    const std::string name = u == static_cast<int>(Use::kOptimizer) ? "optimizer state (" + optimizer + ")" : kUseNames[u];
+    const std::string name =
+        u == static_cast<int>(Use::kOptimizer) ? "optimizer state (" + optimizer + ")" : kUseNames[u];
     std::snprintf(line, sizeof(line), "%-32s %14s %14s %14s\n", name.c_str(),
-                  bytes[0][u] ? format_bytes(bytes[0][u]).c_str() : "-", bytes[1][u] ? format_bytes(bytes[1][u]).c_str() : "-",
+                  bytes[0][u] ? format_bytes(bytes[0][u]).c_str() : "-",
+                  bytes[1][u] ? format_bytes(bytes[1][u]).c_str() : "-",
                   bytes[2][u] ? format_bytes(bytes[2][u]).c_str() : "-");
     out += line;
   }
@@ -127,7 +136,8 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
     cp.grad32 = cp.optimizer == Tier::kNvme ? Tier::kHost : cp.optimizer;
     const size_t rest = c.stage == 3 ? ch.shard_numel : ch.numel;
     add(cp.params16, Use::kParams16, rest * 2 * (cp.params16 == Tier::kNvme ? kNvmeSlotFactor : 1));
-    add(cp.optimizer, Use::kOptimizer, ch.shard_numel * c.optimizer_state_bytes * (cp.optimizer == Tier::kNvme ? kNvmeSlotFactor : 1));
+    add(cp.optimizer, Use::kOptimizer,
+        ch.shard_numel * c.optimizer_state_bytes * (cp.optimizer == Tier::kNvme ? kNvmeSlotFactor : 1));
     add(cp.grad32, Use::kGrad32, ch.shard_numel * 4);
     p.chunks.push_back(cp);
   }
@@ -140,7 +150,8 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
       host_grads |= cp.grad32 == Tier::kHost;
       device_optimizer |= cp.optimizer == Tier::kDevice;
     }
-    if (gathers && c.offload_param != OffloadTarget::kNone) add(Tier::kHost, Use::kParamStaging, max_chunk * 2);  // gathered chunk
+    if (gathers && c.offload_param != OffloadTarget::kNone)
+      add(Tier::kHost, Use::kParamStaging, max_chunk * 2);  // gathered chunk
     if (c.offload_param == OffloadTarget::kNvme)
       add(Tier::kHost, Use::kParamStaging, static_cast<size_t>(c.param_buffer_count) * max_chunk * 2);
     else if (c.offload_param == OffloadTarget::kNone && host_grads)
@@ -151,7 +162,8 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
     // ZeRO across ranks with device gradients: a bucket's span widened to fp32 for the cross-rank sum.
     if (device_optimizer && c.stage >= 1 && layout.world() > 1) add(Tier::kDevice, Use::kScratch, max_chunk * 4);
     if (c.offload_optimizer == OffloadTarget::kNvme && offloaded > 0)
-      add(Tier::kHost, Use::kOptStaging, static_cast<size_t>(c.optimizer_buffer_count) * max_shard * c.optimizer_state_bytes);
+      add(Tier::kHost, Use::kOptStaging,
+          static_cast<size_t>(c.optimizer_buffer_count) * max_shard * c.optimizer_state_bytes);
   }
   add(Tier::kHost, Use::kHostProgram, budgets.host_program);
   for (int t = 0; t < kNumTiers; ++t) {

@@ -25,44 +25,47 @@ StatusOr<OffloadTarget> parse_offload_target(const std::string& s);  // "none" |
 
 // What occupies memory, per tier.
 enum class Use : int {
-  kParams16 = 0,    // bit16 parameters at rest (full chunks; the owned shard at stage 3)
-  kParamWork,       // device buffers for chunks in use when params rest elsewhere
-  kParamStaging,    // pinned host buffers for params: NVMe <-> device, or host optimizer -> device
-  kGradBuckets,     // device bit16 gradient buckets, streamed off as they fill
-  kGrad32,          // fp32 gradient of the owned shard
-  kOptimizer,       // the optimizer's fp32 arrays of the owned shard (master + state: 12 bytes / element for Adam, 8 for Lion / Adagrad)
-  kOptStaging,      // pinned host buffers of the NVMe optimizer pipeline
-  kGradStaging,     // pinned host buffers gradient buckets land in before fp32 accumulation
-  kScratch,         // device scratch: partial sums of the gradient norm of device-resident chunks
-  kHostProgram,     // host memory the host program holds besides the engine (activations), Budgets::host_program
+  kParams16 = 0,  // bit16 parameters at rest (full chunks; the owned shard at stage 3)
+  kParamWork,     // device buffers for chunks in use when params rest elsewhere
+  kParamStaging,  // pinned host buffers for params: NVMe <-> device, or host optimizer -> device
+  kGradBuckets,   // device bit16 gradient buckets, streamed off as they fill
+  kGrad32,        // fp32 gradient of the owned shard
+  kOptimizer,     // the optimizer's fp32 arrays of the owned shard (master + state: 12 bytes / element for Adam, 8 for
+                  // Lion / Adagrad)
+  kOptStaging,    // pinned host buffers of the NVMe optimizer pipeline
+  kGradStaging,   // pinned host buffers gradient buckets land in before fp32 accumulation
+  kScratch,       // device scratch: partial sums of the gradient norm of device-resident chunks
+  kHostProgram,   // host memory the host program holds besides the engine (activations), Budgets::host_program
 };
 inline constexpr int kNumUses = 10;
 
 // Partial-sum block of the CUDA gradient norm (kernels/cuda/grad_kernels.cu): the device scratch
 // holds one double per block of the largest shard plus the result.
 inline constexpr size_t kNormBlockElems = size_t{1} << 16;
-inline size_t norm_scratch_bytes(size_t shard_numel) { return ((shard_numel + kNormBlockElems - 1) / kNormBlockElems + 1) * 8; }
+inline size_t norm_scratch_bytes(size_t shard_numel) {
+  return ((shard_numel + kNormBlockElems - 1) / kNormBlockElems + 1) * 8;
+}
 // Pinned buffers that carry updated bit16 params from a host optimizer to device-resident params
 // (double-buffered: one is copied while the next is written).
 inline constexpr int kParamOutStaging = 2;
 
 struct PlacementConfig {
-  int stage = 0;                       // ZeRO stage 0..3 (stage 3 keeps only the bit16 shard at rest)
+  int stage = 0;  // ZeRO stage 0..3 (stage 3 keeps only the bit16 shard at rest)
   OffloadTarget offload_param = OffloadTarget::kNone;
   OffloadTarget offload_optimizer = OffloadTarget::kNone;
-  double optimizer_ratio = 1.0;        // offload_optimizer.ratio: share of chunks whose optimizer is offloaded
-  int optimizer_buffer_count = 4;      // offload_optimizer.buffer_count: chunk-sized pipeline buffers (nvme)
-  int param_buffer_count = 5;          // offload_param.buffer_count: chunk-sized staging buffers (nvme)
-  int live_chunks = 2;                 // device working buffers when params are offloaded
-  int grad_buckets = 2;                // device gradient buckets
-  size_t optimizer_state_bytes = 12;   // fp32 bytes per element of the optimizer's arrays (Optimizer::bytes_per_element)
+  double optimizer_ratio = 1.0;       // offload_optimizer.ratio: share of chunks whose optimizer is offloaded
+  int optimizer_buffer_count = 4;     // offload_optimizer.buffer_count: chunk-sized pipeline buffers (nvme)
+  int param_buffer_count = 5;         // offload_param.buffer_count: chunk-sized staging buffers (nvme)
+  int live_chunks = 2;                // device working buffers when params are offloaded
+  int grad_buckets = 2;               // device gradient buckets
+  size_t optimizer_state_bytes = 12;  // fp32 bytes per element of the optimizer's arrays (Optimizer::bytes_per_element)
   std::string optimizer_type = "AdamW";  // named in the plan's table
 };
 
 struct Budgets {
   size_t device_bytes = 0;
   size_t host_bytes = 0;
-  size_t nvme_bytes = 0;  // free space strata may use under nvme_path
+  size_t nvme_bytes = 0;    // free space strata may use under nvme_path
   size_t host_program = 0;  // host bytes the host program needs besides the engine, planned on the host tier
 };
 

@@ -11,16 +11,26 @@ namespace strata::engine {
 
 const char* trace_lane_name(TraceLane lane) {
   switch (lane) {
-    case TraceLane::kHost: return "host program (forward / backward)";
-    case TraceLane::kCompute: return "compute stream";
-    case TraceLane::kH2D: return "H2D copies";
-    case TraceLane::kD2H: return "D2H copies";
-    case TraceLane::kNvmeRead: return "NVMe read";
-    case TraceLane::kNvmeWrite: return "NVMe write";
-    case TraceLane::kUpdate: return "CPU optimizer";
-    case TraceLane::kEngine: return "engine (stalls, step)";
-    case TraceLane::kCollective: return "collectives";
-    case TraceLane::kCount: break;
+    case TraceLane::kHost:
+      return "host program (forward / backward)";
+    case TraceLane::kCompute:
+      return "compute stream";
+    case TraceLane::kH2D:
+      return "H2D copies";
+    case TraceLane::kD2H:
+      return "D2H copies";
+    case TraceLane::kNvmeRead:
+      return "NVMe read";
+    case TraceLane::kNvmeWrite:
+      return "NVMe write";
+    case TraceLane::kUpdate:
+      return "CPU optimizer";
+    case TraceLane::kEngine:
+      return "engine (stalls, step)";
+    case TraceLane::kCollective:
+      return "collectives";
+    case TraceLane::kCount:
+      break;
   }
   return "?";
 }
@@ -68,7 +78,8 @@ void json_escape(std::string& out, const std::string& s) {
 Status Tracer::write() const {
   std::string out = "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n";
   for (int l = 0; l < static_cast<int>(TraceLane::kCount); ++l) {
-    out += "{\"ph\": \"M\", \"name\": \"thread_name\", \"pid\": 1, \"tid\": " + std::to_string(l) + ", \"args\": {\"name\": \"";
+    out += "{\"ph\": \"M\", \"name\": \"thread_name\", \"pid\": 1, \"tid\": " + std::to_string(l) +
+           ", \"args\": {\"name\": \"";
     json_escape(out, trace_lane_name(static_cast<TraceLane>(l)));
     out += "\"}},\n{\"ph\": \"M\", \"name\": \"thread_sort_index\", \"pid\": 1, \"tid\": " + std::to_string(l) +
            ", \"args\": {\"sort_index\": " + std::to_string(l) + "}},\n";

@@ -18,7 +18,18 @@ namespace strata::engine {
 using Clock = std::chrono::steady_clock;
 inline double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-enum class TraceLane : int { kHost = 0, kCompute, kH2D, kD2H, kNvmeRead, kNvmeWrite, kUpdate, kEngine, kCollective, kCount };
+enum class TraceLane : int {
+  kHost = 0,
+  kCompute,
+  kH2D,
+  kD2H,
+  kNvmeRead,
+  kNvmeWrite,
+  kUpdate,
+  kEngine,
+  kCollective,
+  kCount
+};
 const char* trace_lane_name(TraceLane lane);
 
 class Tracer {

@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "src/common/half.h"
 #include "src/common/fs.h"
+#include "src/common/half.h"
 #include "src/common/json_text.h"
 #include "src/engine/checkpoint_format.h"
 #include "src/engine/output_dirs.h"
@@ -36,7 +36,8 @@ Status check_export_target_now(const std::string& out) {
   if (!fs::exists(out) || is_export(out)) return Status::ok();
   auto names = fs::list_dir(out);
   if (fs::is_dir(out) && names.is_ok() && names.value().empty()) return Status::ok();
-  return Status(StatusCode::kAlreadyExists, "export to '" + out + "': files appeared there while exporting; nothing replaced");
+  return Status(StatusCode::kAlreadyExists,
+                "export to '" + out + "': files appeared there while exporting; nothing replaced");
 }
 
 // The safetensors header for `params` in `dtype`: every tensor's byte range, back to back.
@@ -72,7 +73,8 @@ StatusOr<WeightsWriter> WeightsWriter::begin(const std::string& out_dir, const E
   std::set<std::string> names;
   for (const WeightsParam& p : params) {
     if (p.name.empty() || !valid_utf8(p.name) || !names.insert(p.name).second || p.name == "__metadata__")
-      return invalid_argument("export: param name '" + printable(p.name) + "' is empty, repeated, reserved or not UTF-8");
+      return invalid_argument("export: param name '" + printable(p.name) +
+                              "' is empty, repeated, reserved or not UTF-8");
   }
   if (!options.config_json.empty()) {
     STRATA_ASSIGN_OR_RETURN(json cfg, parse_json(options.config_json, "export: the model config"));
@@ -103,8 +105,15 @@ StatusOr<WeightsWriter> WeightsWriter::begin(const std::string& out_dir, const E
 }
 
 WeightsWriter::WeightsWriter(WeightsWriter&& o) noexcept
-    : out_(std::move(o.out_)), tmp_(std::move(o.tmp_)), data_path_(std::move(o.data_path_)), options_(std::move(o.options_)),
-      params_(std::move(o.params_)), next_(o.next_), fd_(o.fd_), offset_(o.offset_), index_(std::move(o.index_)),
+    : out_(std::move(o.out_)),
+      tmp_(std::move(o.tmp_)),
+      data_path_(std::move(o.data_path_)),
+      options_(std::move(o.options_)),
+      params_(std::move(o.params_)),
+      next_(o.next_),
+      fd_(o.fd_),
+      offset_(o.offset_),
+      index_(std::move(o.index_)),
       finished_(o.finished_) {
   o.fd_ = -1;
   o.finished_ = true;
@@ -122,13 +131,15 @@ Status WeightsWriter::write_bytes(const void* data, size_t bytes) {
     const ssize_t n = ::write(fd_, p + done, bytes - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0)
-      return Status(errno == ENOSPC ? StatusCode::kNoSpace : StatusCode::kIo, "export: writing " + data_path_ + ": " + std::strerror(errno));
+      return Status(errno == ENOSPC ? StatusCode::kNoSpace : StatusCode::kIo,
+                    "export: writing " + data_path_ + ": " + std::strerror(errno));
     done += static_cast<size_t>(n);
   }
   return Status::ok();
 }
 
-Status WeightsWriter::add(const std::string& name, const std::vector<int64_t>& shape, const float* values, size_t numel) {
+Status WeightsWriter::add(const std::string& name, const std::vector<int64_t>& shape, const float* values,
+                          size_t numel) {
   if (next_ >= params_.size() || params_[next_].name != name || params_[next_].numel != numel)
     return internal_error("export: param '" + name + "' added out of the announced order");
   ++next_;
@@ -152,8 +163,8 @@ Status WeightsWriter::add(const std::string& name, const std::vector<int64_t>& s
   const std::vector<uint8_t> pad(at - offset_, 0);
   STRATA_RETURN_IF_ERROR(write_bytes(pad.data(), pad.size()));
   STRATA_RETURN_IF_ERROR(write_bytes(bytes.data(), bytes.size()));
-  json p = {{"name", name}, {"shape", shape}, {"dtype", strata_dtype(dtype)}, {"offset", at}, {"bytes", bytes.size()},
-            {"xxh3", hex(checksum(bytes.data(), bytes.size()))}};
+  json p = {{"name", name}, {"shape", shape},        {"dtype", strata_dtype(dtype)},
+            {"offset", at}, {"bytes", bytes.size()}, {"xxh3", hex(checksum(bytes.data(), bytes.size()))}};
   index_ += (index_.empty() ? "  " : ",\n  ") + p.dump();
   offset_ = at + bytes.size();
   return Status::ok();
@@ -168,13 +179,15 @@ Status WeightsWriter::finish() {
   }
   fd_ = -1;
   if (options_.format == WeightsFormat::kStrata) {
-    const std::string index = std::string("{\"format\": \"") + kWeightsFormat + "\", \"version\": " +
-                              std::to_string(kWeightsVersion) + ", \"byte_order\": \"little\", \"dtype\": \"" +
-                              strata_dtype(options_.dtype) + "\", \"file\": \"weights.bin\", \"bytes\": " +
-                              std::to_string(offset_) + ", \"params\": [\n" + index_ + "\n]}\n";
+    const std::string index = std::string("{\"format\": \"") + kWeightsFormat +
+                              "\", \"version\": " + std::to_string(kWeightsVersion) +
+                              ", \"byte_order\": \"little\", \"dtype\": \"" + strata_dtype(options_.dtype) +
+                              "\", \"file\": \"weights.bin\", \"bytes\": " + std::to_string(offset_) +
+                              ", \"params\": [\n" + index_ + "\n]}\n";
     STRATA_RETURN_IF_ERROR(fs::write_file(tmp_ + "/index.json", index));
   }
-  if (!options_.config_json.empty()) STRATA_RETURN_IF_ERROR(fs::write_file(tmp_ + "/config.json", options_.config_json));
+  if (!options_.config_json.empty())
+    STRATA_RETURN_IF_ERROR(fs::write_file(tmp_ + "/config.json", options_.config_json));
   // Checked again at the end: the directory may have gained files while the export ran.
   STRATA_RETURN_IF_ERROR(check_export_target_now(out_));
   STRATA_RETURN_IF_ERROR(publish_dir(tmp_, out_));

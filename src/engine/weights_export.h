@@ -29,9 +29,9 @@ enum class WeightsFormat { kStrata, kSafetensors };
 StatusOr<WeightsFormat> parse_weights_format(const std::string& name);
 
 struct ExportOptions {
-  DType dtype = DType::kF32;          // fp32 (the masters), bf16 or fp16 (rounded to nearest even)
+  DType dtype = DType::kF32;  // fp32 (the masters), bf16 or fp16 (rounded to nearest even)
   WeightsFormat format = WeightsFormat::kStrata;
-  std::string config_json;            // written as config.json when not empty (a JSON object)
+  std::string config_json;  // written as config.json when not empty (a JSON object)
 };
 
 struct WeightsParam {
@@ -58,7 +58,7 @@ class WeightsWriter {
   std::string out_, tmp_, data_path_;
   ExportOptions options_;
   std::vector<WeightsParam> params_;
-  size_t next_ = 0;      // params added so far
+  size_t next_ = 0;  // params added so far
   int fd_ = -1;
   uint64_t offset_ = 0;  // bytes of tensor data written
   std::string index_;    // strata format: params so far, JSON

@@ -39,7 +39,8 @@ class Adagrad final : public Optimizer {
 
   Status update_cuda(const StepCoeffs& c, const Tensor& t, void* stream) const override {
 #if defined(STRATA_HAVE_CUDA)
-    return kernels::cuda::adagrad_update(unpack<kernels::AdagradCoeffs>(c), one_state(t), static_cast<cudaStream_t>(stream));
+    return kernels::cuda::adagrad_update(unpack<kernels::AdagradCoeffs>(c), one_state(t),
+                                         static_cast<cudaStream_t>(stream));
 #else
     (void)c, (void)t, (void)stream;
     return unsupported("GPU Adagrad in a build without CUDA");

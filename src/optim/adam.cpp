@@ -14,7 +14,8 @@ constexpr const char* kArrays[] = {"master", "exp_avg", "exp_avg_sq"};
 constexpr const char* kKeys[] = {"lr", "betas", "eps", "weight_decay", "bias_correction", "adam_w_mode"};
 
 kernels::AdamTensor adam_tensor(const Tensor& t) {
-  return kernels::AdamTensor{t.array[0], t.array[1], t.array[2], t.grads, t.grad_dtype, t.params_out, t.out_dtype, t.count};
+  return kernels::AdamTensor{t.array[0],   t.array[1],   t.array[2],  t.grads,
+                             t.grad_dtype, t.params_out, t.out_dtype, t.count};
 }
 
 class Adam final : public Optimizer {
@@ -45,7 +46,8 @@ class Adam final : public Optimizer {
 
   Status update_cuda(const StepCoeffs& c, const Tensor& t, void* stream) const override {
 #if defined(STRATA_HAVE_CUDA)
-    return kernels::cuda::adam_update(unpack<kernels::AdamCoeffs>(c), adam_tensor(t), static_cast<cudaStream_t>(stream));
+    return kernels::cuda::adam_update(unpack<kernels::AdamCoeffs>(c), adam_tensor(t),
+                                      static_cast<cudaStream_t>(stream));
 #else
     (void)c, (void)t, (void)stream;
     return unsupported("GPU Adam in a build without CUDA");

@@ -48,11 +48,12 @@ Status CpuOptimizer::step(const StepArgs& a, std::span<const Tensor> tensors) {
     if (t.count == 0) return invalid_argument(who + ": count is 0 (leave empty tensors out)");
     if (!dtype_valid(t.grad_dtype)) return invalid_argument(who + ": invalid grad dtype");
     if (t.params_out != nullptr && t.out_dtype != DType::kBF16 && t.out_dtype != DType::kF16)
-      return invalid_argument(who + ": params_out dtype must be bf16 or fp16, not " + std::string(dtype_name(t.out_dtype)));
+      return invalid_argument(who + ": params_out dtype must be bf16 or fp16, not " +
+                              std::string(dtype_name(t.out_dtype)));
     for (size_t a_i = arrays_.size(); a_i < static_cast<size_t>(kMaxArrays); ++a_i)
       if (t.array[a_i] != nullptr)
-        return invalid_argument(who + ": state array " + std::to_string(a_i - 1) + " must be NULL: " + type_ + " keeps " +
-                                std::to_string(arrays_.size() - 1));
+        return invalid_argument(who + ": state array " + std::to_string(a_i - 1) + " must be NULL: " + type_ +
+                                " keeps " + std::to_string(arrays_.size() - 1));
     for (size_t a_i = 0; a_i < arrays_.size(); ++a_i)
       fields.push_back({t.array[a_i], a_i == 0 ? "params" : arrays_[a_i].c_str(), 4, t.count, i, false});
     fields.push_back({t.grads, "grads", dtype_size(t.grad_dtype), t.count, i, false});

@@ -17,7 +17,7 @@
 namespace strata::optim {
 
 struct CpuOptimizerOptions {
-  std::string type = "AdamW";  // a registered type, any case
+  std::string type = "AdamW";   // a registered type, any case
   bool bias_correction = true;  // Adam / AdamW
   int num_threads = 0;          // 0: all of oneTBB's default concurrency
   kernels::Isa isa = kernels::best_isa();
@@ -48,7 +48,8 @@ class CpuOptimizer {
   kernels::Isa isa() const { return options_.isa; }
 
  private:
-  CpuOptimizer(const CpuOptimizerOptions& o, const kernels::KernelTable* k, std::string type, std::vector<std::string> names);
+  CpuOptimizer(const CpuOptimizerOptions& o, const kernels::KernelTable* k, std::string type,
+               std::vector<std::string> names);
   CpuOptimizerOptions options_;
   const kernels::KernelTable* k_;
   std::string type_;

@@ -25,8 +25,8 @@ class Lion final : public Optimizer {
   std::span<const char* const> arrays() const override { return kArrays; }
 
   StatusOr<StepCoeffs> coeffs(int64_t, double lr, float grad_scale) const override {
-    const kernels::LionHyper h{static_cast<float>(lr), static_cast<float>(hyper_.beta1), static_cast<float>(hyper_.beta2),
-                               static_cast<float>(hyper_.weight_decay), grad_scale};
+    const kernels::LionHyper h{static_cast<float>(lr), static_cast<float>(hyper_.beta1),
+                               static_cast<float>(hyper_.beta2), static_cast<float>(hyper_.weight_decay), grad_scale};
     STRATA_RETURN_IF_ERROR(kernels::validate_lion_hyper(h));
     return pack(kernels::make_lion_coeffs(h));
   }

@@ -76,8 +76,8 @@ class Optimizer {
 };
 
 struct Registration {
-  const char* type;                    // matched case-insensitively, as DeepSpeed does
-  std::span<const char* const> keys;   // the "params" keys it accepts
+  const char* type;                   // matched case-insensitively, as DeepSpeed does
+  std::span<const char* const> keys;  // the "params" keys it accepts
   Hyper defaults;
   std::unique_ptr<Optimizer> (*make)(const Hyper& h);
 };

@@ -32,8 +32,8 @@ std::string accepted_types() {
 StatusOr<const Registration*> find(std::string_view type) {
   for (const Registration& r : registry())
     if (same_name(r.type, type)) return &r;
-  return invalid_argument("optimizer type \"" + std::string(type) + "\" is not one strata has (accepted: " +
-                          accepted_types() + ")");
+  return invalid_argument("optimizer type \"" + std::string(type) +
+                          "\" is not one strata has (accepted: " + accepted_types() + ")");
 }
 
 StatusOr<std::unique_ptr<Optimizer>> make(std::string_view type, const Hyper& h) {

@@ -33,8 +33,9 @@ StatusOr<ByteDataset> ByteDataset::open(const std::string& path, double val_frac
   const size_t need = static_cast<size_t>(T) + 1;
   if (d.split_ < need || d.bytes_.size() - d.split_ < need)
     return invalid_argument("data file " + path + " has " + std::to_string(d.bytes_.size()) + " bytes: with " +
-                            std::to_string(static_cast<int>(val_fraction * 100)) + "% held out for validation, each part needs at least " +
-                            std::to_string(need) + " bytes (sequence length + 1)");
+                            std::to_string(static_cast<int>(val_fraction * 100)) +
+                            "% held out for validation, each part needs at least " + std::to_string(need) +
+                            " bytes (sequence length + 1)");
   return d;
 }
 
@@ -65,14 +66,23 @@ void ByteDataset::val_batch(int index, int B, int32_t* inputs, int32_t* targets,
 }
 
 Status write_default_corpus(const std::string& path, size_t bytes) {
-  static const char* const kSubjects[] = {"the engine", "a chunk", "the planner", "every rank", "the optimizer",
-                                          "a gradient", "the device", "the host", "a worker", "the model"};
-  static const char* const kVerbs[] = {"moves", "reads", "writes", "updates", "fetches", "releases", "checks", "keeps",
-                                       "sends", "plans"};
-  static const char* const kObjects[] = {"the params", "its moments", "the master weights", "a bucket", "the next layer",
-                                         "every shard", "the loss scale", "a checkpoint", "the trace", "its budget"};
-  static const char* const kTails[] = {" before the step", " after the fetch", " on the device", " to the disk",
-                                       " in the background", " ahead of need", "", "", " again", " at once"};
+  static const char* const kSubjects[] = {"the engine", "a chunk",    "the planner", "every rank", "the optimizer",
+                                          "a gradient", "the device", "the host",    "a worker",   "the model"};
+  static const char* const kVerbs[] = {"moves",    "reads",  "writes", "updates", "fetches",
+                                       "releases", "checks", "keeps",  "sends",   "plans"};
+  static const char* const kObjects[] = {"the params",     "its moments", "the master weights", "a bucket",
+                                         "the next layer", "every shard", "the loss scale",     "a checkpoint",
+                                         "the trace",      "its budget"};
+  static const char* const kTails[] = {" before the step",
+                                       " after the fetch",
+                                       " on the device",
+                                       " to the disk",
+                                       " in the background",
+                                       " ahead of need",
+                                       "",
+                                       "",
+                                       " again",
+                                       " at once"};
   std::string out;
   out.reserve(bytes + 128);
   uint64_t s = 12345;

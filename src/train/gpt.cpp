@@ -28,7 +28,7 @@ uint64_t splitmix(uint64_t& s) {
 }
 
 // The parts of one block, in registration order.
-const char* const kBlockParts[12] = {"ln1.w", "ln1.b", "qkv.w", "qkv.b", "proj.w", "proj.b",
+const char* const kBlockParts[12] = {"ln1.w", "ln1.b", "qkv.w", "qkv.b", "proj.w",   "proj.b",
                                      "ln2.w", "ln2.b", "fc.w",  "fc.b",  "fcproj.w", "fcproj.b"};
 enum Part { kLn1W, kLn1B, kQkvW, kQkvB, kProjW, kProjB, kLn2W, kLn2B, kFcW, kFcB, kFcprojW, kFcprojB };
 
@@ -88,7 +88,8 @@ std::vector<ParamInfo> gpt_params(const GptShape& s) {
   p.push_back({"wte", {s.vocab, C}});
   p.push_back({"wpe", {s.max_seq, C}});
   for (int l = 0; l < s.layers; ++l) {
-    const std::vector<int64_t> shapes[12] = {{C}, {C}, {3 * C, C}, {3 * C}, {C, C}, {C}, {C}, {C}, {4 * C, C}, {4 * C}, {C, 4 * C}, {C}};
+    const std::vector<int64_t> shapes[12] = {{C}, {C}, {3 * C, C}, {3 * C}, {C, C},     {C},
+                                             {C}, {C}, {4 * C, C}, {4 * C}, {C, 4 * C}, {C}};
     for (int k = 0; k < 12; ++k) p.push_back({block_name(l, k), shapes[k]});
   }
   p.push_back({"lnf.w", {C}});
@@ -132,7 +133,8 @@ namespace {
 
 // Activations of one block (llm.c's names).
 struct BlockActs {
-  std::vector<float> ln1, ln1_mean, ln1_rstd, qkv, att, atty, attproj, res2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu, fcproj;
+  std::vector<float> ln1, ln1_mean, ln1_rstd, qkv, att, atty, attproj, res2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu,
+      fcproj;
   BlockActs(int B, int T, int C, int NH) {
     const size_t N = static_cast<size_t>(B) * T;
     ln1.resize(N * C), ln1_mean.resize(N), ln1_rstd.resize(N), qkv.resize(N * 3 * C);
@@ -142,8 +144,8 @@ struct BlockActs {
   }
   size_t bytes() const {
     size_t n = 0;
-    for (const auto* v : {&ln1, &ln1_mean, &ln1_rstd, &qkv, &att, &atty, &attproj, &res2, &ln2, &ln2_mean, &ln2_rstd, &fch,
-                          &fch_gelu, &fcproj})
+    for (const auto* v : {&ln1, &ln1_mean, &ln1_rstd, &qkv, &att, &atty, &attproj, &res2, &ln2, &ln2_mean, &ln2_rstd,
+                          &fch, &fch_gelu, &fcproj})
       n += v->size() * 4;
     return n;
   }
@@ -160,8 +162,8 @@ struct CpuImpl {
   std::vector<BlockActs> acts;         // L of them, or 1 with checkpointing
   std::vector<float> lnf, lnf_mean, lnf_rstd, logits, probs;
   std::vector<float> wte, wpe, lnf_w, lnf_b;  // fp32 copies for the micro-batch
-  std::vector<float> blk[12];                  // the current block's params, fp32
-  std::vector<float> dblk[12];                 // and their gradients
+  std::vector<float> blk[12];                 // the current block's params, fp32
+  std::vector<float> dblk[12];                // and their gradients
   std::vector<float> dwte, dwpe, dlnf_w, dlnf_b;
   std::vector<float> dlogits, dx, dres2, dtmp, dln, dfch, dfch_gelu, datty, dqkv;
 
@@ -169,8 +171,9 @@ struct CpuImpl {
   size_t bytes() const {
     size_t n = 0;
     for (const auto& x : xs) n += x.size();
-    for (const auto* v : {&lnf, &lnf_mean, &lnf_rstd, &logits, &probs, &wte, &wpe, &lnf_w, &lnf_b, &dwte, &dwpe, &dlnf_w,
-                          &dlnf_b, &dlogits, &dx, &dres2, &dtmp, &dln, &dfch, &dfch_gelu, &datty, &dqkv})
+    for (const auto* v :
+         {&lnf,    &lnf_mean, &lnf_rstd, &logits, &probs, &wte,  &wpe, &lnf_w, &lnf_b,     &dwte,  &dwpe,
+          &dlnf_w, &dlnf_b,   &dlogits,  &dx,     &dres2, &dtmp, &dln, &dfch,  &dfch_gelu, &datty, &dqkv})
       n += v->size();
     for (int p = 0; p < 12; ++p) n += blk[p].size() + dblk[p].size();
     n *= 4;
@@ -194,17 +197,21 @@ struct CpuImpl {
   }
 
   Status block_forward(const float* x, BlockActs& a, float* out) {
-    ops::layernorm_forward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, blk[kLn1W].data(), blk[kLn1B].data(), N, C);
-    STRATA_RETURN_IF_ERROR(ops::matmul_forward(a.qkv.data(), a.ln1.data(), blk[kQkvW].data(), blk[kQkvB].data(), N, C, 3 * C));
+    ops::layernorm_forward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, blk[kLn1W].data(), blk[kLn1B].data(),
+                           N, C);
+    STRATA_RETURN_IF_ERROR(
+        ops::matmul_forward(a.qkv.data(), a.ln1.data(), blk[kQkvW].data(), blk[kQkvB].data(), N, C, 3 * C));
     ops::attention_forward(a.atty.data(), a.att.data(), a.qkv.data(), B, T, C, NH);
-    STRATA_RETURN_IF_ERROR(ops::matmul_forward(a.attproj.data(), a.atty.data(), blk[kProjW].data(), blk[kProjB].data(), N, C, C));
+    STRATA_RETURN_IF_ERROR(
+        ops::matmul_forward(a.attproj.data(), a.atty.data(), blk[kProjW].data(), blk[kProjB].data(), N, C, C));
     ops::residual_forward(a.res2.data(), x, a.attproj.data(), static_cast<size_t>(N) * C);
     ops::layernorm_forward(a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), a.res2.data(), blk[kLn2W].data(),
                            blk[kLn2B].data(), N, C);
-    STRATA_RETURN_IF_ERROR(ops::matmul_forward(a.fch.data(), a.ln2.data(), blk[kFcW].data(), blk[kFcB].data(), N, C, 4 * C));
-    ops::gelu_forward(a.fch_gelu.data(), a.fch.data(), static_cast<size_t>(N) * 4 * C);
     STRATA_RETURN_IF_ERROR(
-        ops::matmul_forward(a.fcproj.data(), a.fch_gelu.data(), blk[kFcprojW].data(), blk[kFcprojB].data(), N, 4 * C, C));
+        ops::matmul_forward(a.fch.data(), a.ln2.data(), blk[kFcW].data(), blk[kFcB].data(), N, C, 4 * C));
+    ops::gelu_forward(a.fch_gelu.data(), a.fch.data(), static_cast<size_t>(N) * 4 * C);
+    STRATA_RETURN_IF_ERROR(ops::matmul_forward(a.fcproj.data(), a.fch_gelu.data(), blk[kFcprojW].data(),
+                                               blk[kFcprojB].data(), N, 4 * C, C));
     ops::residual_forward(out, a.res2.data(), a.fcproj.data(), static_cast<size_t>(N) * C);
     return Status::ok();
   }
@@ -214,19 +221,19 @@ struct CpuImpl {
     const size_t NC = static_cast<size_t>(N) * C;
     for (auto& d : dblk) std::fill(d.begin(), d.end(), 0.0f);
     dres2.assign(dx.begin(), dx.end());
-    STRATA_RETURN_IF_ERROR(ops::matmul_backward(dfch_gelu.data(), dblk[kFcprojW].data(), dblk[kFcprojB].data(), dx.data(),
-                                                a.fch_gelu.data(), blk[kFcprojW].data(), N, 4 * C, C));
+    STRATA_RETURN_IF_ERROR(ops::matmul_backward(dfch_gelu.data(), dblk[kFcprojW].data(), dblk[kFcprojB].data(),
+                                                dx.data(), a.fch_gelu.data(), blk[kFcprojW].data(), N, 4 * C, C));
     ops::gelu_backward(dfch.data(), dfch_gelu.data(), a.fch.data(), NC * 4);
-    STRATA_RETURN_IF_ERROR(ops::matmul_backward(dln.data(), dblk[kFcW].data(), dblk[kFcB].data(), dfch.data(), a.ln2.data(),
-                                                blk[kFcW].data(), N, C, 4 * C));
-    ops::layernorm_backward(dtmp.data(), dblk[kLn2W].data(), dblk[kLn2B].data(), dln.data(), a.res2.data(), blk[kLn2W].data(),
-                            a.ln2_mean.data(), a.ln2_rstd.data(), N, C);
+    STRATA_RETURN_IF_ERROR(ops::matmul_backward(dln.data(), dblk[kFcW].data(), dblk[kFcB].data(), dfch.data(),
+                                                a.ln2.data(), blk[kFcW].data(), N, C, 4 * C));
+    ops::layernorm_backward(dtmp.data(), dblk[kLn2W].data(), dblk[kLn2B].data(), dln.data(), a.res2.data(),
+                            blk[kLn2W].data(), a.ln2_mean.data(), a.ln2_rstd.data(), N, C);
     for (size_t i = 0; i < NC; ++i) dres2[i] += dtmp[i];
     STRATA_RETURN_IF_ERROR(ops::matmul_backward(datty.data(), dblk[kProjW].data(), dblk[kProjB].data(), dres2.data(),
                                                 a.atty.data(), blk[kProjW].data(), N, C, C));
     ops::attention_backward(dqkv.data(), datty.data(), a.qkv.data(), a.att.data(), B, T, C, NH);
-    STRATA_RETURN_IF_ERROR(ops::matmul_backward(dln.data(), dblk[kQkvW].data(), dblk[kQkvB].data(), dqkv.data(), a.ln1.data(),
-                                                blk[kQkvW].data(), N, C, 3 * C));
+    STRATA_RETURN_IF_ERROR(ops::matmul_backward(dln.data(), dblk[kQkvW].data(), dblk[kQkvB].data(), dqkv.data(),
+                                                a.ln1.data(), blk[kQkvW].data(), N, C, 3 * C));
     ops::layernorm_backward(dtmp.data(), dblk[kLn1W].data(), dblk[kLn1B].data(), dln.data(), x, blk[kLn1W].data(),
                             a.ln1_mean.data(), a.ln1_rstd.data(), N, C);
     for (size_t i = 0; i < NC; ++i) dx[i] = dres2[i] + dtmp[i];
@@ -244,8 +251,8 @@ struct CpuImpl {
     }
     STRATA_RETURN_IF_ERROR(load(src, "lnf.w", lnf_w));
     STRATA_RETURN_IF_ERROR(load(src, "lnf.b", lnf_b));
-    ops::layernorm_forward(lnf.data(), lnf_mean.data(), lnf_rstd.data(), xs[static_cast<size_t>(L)].data(), lnf_w.data(),
-                           lnf_b.data(), N, C);
+    ops::layernorm_forward(lnf.data(), lnf_mean.data(), lnf_rstd.data(), xs[static_cast<size_t>(L)].data(),
+                           lnf_w.data(), lnf_b.data(), N, C);
     STRATA_RETURN_IF_ERROR(ops::matmul_forward(logits.data(), lnf.data(), wte.data(), nullptr, N, C, V));  // tied head
     return ops::crossentropy_forward(probs.data(), logits.data(), targets, N, V);
   }
@@ -256,7 +263,8 @@ struct CpuImpl {
     dwpe.assign(static_cast<size_t>(s.max_seq) * C, 0.0f);
     dlnf_w.assign(static_cast<size_t>(C), 0.0f);
     dlnf_b.assign(static_cast<size_t>(C), 0.0f);
-    STRATA_RETURN_IF_ERROR(ops::matmul_backward(dln.data(), dwte.data(), nullptr, dlogits.data(), lnf.data(), wte.data(), N, C, V));
+    STRATA_RETURN_IF_ERROR(
+        ops::matmul_backward(dln.data(), dwte.data(), nullptr, dlogits.data(), lnf.data(), wte.data(), N, C, V));
     ops::layernorm_backward(dx.data(), dlnf_w.data(), dlnf_b.data(), dln.data(), xs[static_cast<size_t>(L)].data(),
                             lnf_w.data(), lnf_mean.data(), lnf_rstd.data(), N, C);
     STRATA_RETURN_IF_ERROR(src.grad("lnf.w", dlnf_w.data(), dlnf_w.size()));
@@ -264,7 +272,7 @@ struct CpuImpl {
     for (int l = L - 1; l >= 0; --l) {
       STRATA_RETURN_IF_ERROR(load_block(src, l));
       BlockActs& a = acts[ckpt ? 0 : static_cast<size_t>(l)];
-      if (ckpt) {  // recompute the block from its saved input
+      if (ckpt) {                            // recompute the block from its saved input
         std::vector<float>& scratch = dtmp;  // its output is not needed again
         STRATA_RETURN_IF_ERROR(block_forward(xs[static_cast<size_t>(l)].data(), a, scratch.data()));
       }
@@ -283,7 +291,8 @@ struct CpuImpl {
 class CpuModel final : public GptModel {
  public:
   CpuModel(const GptShape& s, int B, int T, std::unique_ptr<CpuImpl> m) : GptModel(s, B, T), m_(std::move(m)) {}
-  StatusOr<double> train_micro(ParamSource& src, const int32_t* inputs, const int32_t* targets, float loss_scale) override {
+  StatusOr<double> train_micro(ParamSource& src, const int32_t* inputs, const int32_t* targets,
+                               float loss_scale) override {
     STRATA_RETURN_IF_ERROR(check_tokens(inputs, targets));
     STRATA_ASSIGN_OR_RETURN(double loss, m_->forward(src, inputs, targets));
     STRATA_RETURN_IF_ERROR(m_->backward(src, inputs, targets, loss_scale));
@@ -303,11 +312,13 @@ class CpuModel final : public GptModel {
 
 GptModel::~GptModel() = default;
 
-StatusOr<std::unique_ptr<GptModel>> GptModel::create(const GptShape& s, int B, int T, bool checkpointing, Compute compute) {
+StatusOr<std::unique_ptr<GptModel>> GptModel::create(const GptShape& s, int B, int T, bool checkpointing,
+                                                     Compute compute) {
   STRATA_RETURN_IF_ERROR(s.validate());
   if (B < 1 || T < 1) return invalid_argument("batch size and sequence length must be >= 1");
   if (T > s.max_seq)
-    return invalid_argument("sequence length " + std::to_string(T) + " exceeds the model's max_seq " + std::to_string(s.max_seq));
+    return invalid_argument("sequence length " + std::to_string(T) + " exceeds the model's max_seq " +
+                            std::to_string(s.max_seq));
   if (compute == Compute::kCuda) return make_cuda_gpt(s, B, T, checkpointing);
   auto m = std::make_unique<CpuImpl>();
   m->s = s;
@@ -320,7 +331,8 @@ StatusOr<std::unique_ptr<GptModel>> GptModel::create(const GptShape& s, int B, i
   m->xs.assign(static_cast<size_t>(s.layers) + 1, std::vector<float>(NC));
   m->acts.assign(checkpointing ? 1 : static_cast<size_t>(s.layers), BlockActs(B, T, m->C, m->NH));
   m->lnf.resize(NC), m->lnf_mean.resize(static_cast<size_t>(m->N)), m->lnf_rstd.resize(static_cast<size_t>(m->N));
-  m->logits.resize(static_cast<size_t>(m->N) * m->V), m->probs.resize(m->logits.size()), m->dlogits.resize(m->logits.size());
+  m->logits.resize(static_cast<size_t>(m->N) * m->V), m->probs.resize(m->logits.size()),
+      m->dlogits.resize(m->logits.size());
   for (auto* v : {&m->dx, &m->dres2, &m->dtmp, &m->dln, &m->datty}) v->resize(NC);
   m->dfch.resize(NC * 4), m->dfch_gelu.resize(NC * 4), m->dqkv.resize(NC * 3);
   return std::unique_ptr<GptModel>(new CpuModel(s, B, T, std::move(m)));
@@ -330,7 +342,7 @@ double gpt_flops(const GptShape& s, int B, int T) {
   const double N = static_cast<double>(B) * T, C = s.channels, L = s.layers;
   const double matmul_params = L * 12.0 * C * C + static_cast<double>(s.vocab) * C;  // qkv, proj, fc, fcproj; LM head
   const double attention = L * 2.0 * 2.0 * B * static_cast<double>(T) * T * C / 2;   // QK^T and AV, causal half
-  return 3.0 * (2.0 * N * matmul_params + attention);                              // backward ~ 2x forward
+  return 3.0 * (2.0 * N * matmul_params + attention);                                // backward ~ 2x forward
 }
 
 double GptModel::flops_per_micro() const { return gpt_flops(shape_, B_, T_); }
@@ -342,7 +354,8 @@ size_t gpt_cpu_model_bytes(const GptShape& s, int B, int T, bool checkpointing) 
   const long double block = 17 * NC + 4 * N + static_cast<long double>(B) * s.heads * T * T;  // BlockActs
   const long double acts = (checkpointing ? 1 : L) * block;
   const long double stream = (L + 1) * NC + NC + 2 * N + 3 * N * V + 16 * NC;  // xs, lnf, logits x3, backward scratch
-  const long double params = 2 * (V * C + static_cast<long double>(s.max_seq) * C + 2 * C + 12 * C * C + 13 * C);  // + grads
+  const long double params =
+      2 * (V * C + static_cast<long double>(s.max_seq) * C + 2 * C + 12 * C * C + 13 * C);  // + grads
   const long double bytes = 4 * (acts + stream + params);
   return bytes >= static_cast<long double>(SIZE_MAX) ? SIZE_MAX : static_cast<size_t>(bytes);
 }

@@ -75,7 +75,8 @@ class GptModel {
 
   // inputs, targets: [B, T] token ids < vocab (host memory). Forward, mean loss, backward of
   // loss * loss_scale handing every param's gradient to `src` once. Returns the mean loss.
-  virtual StatusOr<double> train_micro(ParamSource& src, const int32_t* inputs, const int32_t* targets, float loss_scale) = 0;
+  virtual StatusOr<double> train_micro(ParamSource& src, const int32_t* inputs, const int32_t* targets,
+                                       float loss_scale) = 0;
   // Forward only: the mean loss.
   virtual StatusOr<double> eval_loss(ParamSource& src, const int32_t* inputs, const int32_t* targets) = 0;
 

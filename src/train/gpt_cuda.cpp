@@ -8,8 +8,8 @@
 #include <cuda_runtime_api.h>
 
 #include <array>
-#include <initializer_list>
 #include <cmath>
+#include <initializer_list>
 #include <vector>
 
 #include "kernels/cuda/gpt_kernels.h"
@@ -22,12 +22,13 @@ namespace {
 namespace k = kernels::gpt_cuda;
 
 Status cublas_status(cublasStatus_t st, const char* call) {
-  return Status(StatusCode::kCuda, std::string(call) + " failed: " + cublasGetStatusName(st) + ": " + cublasGetStatusString(st));
+  return Status(StatusCode::kCuda,
+                std::string(call) + " failed: " + cublasGetStatusName(st) + ": " + cublasGetStatusString(st));
 }
-#define CUBLAS_CHECK(call)                                                \
-  do {                                                                    \
-    const cublasStatus_t st_ = (call);                                    \
-    if (st_ != CUBLAS_STATUS_SUCCESS) return cublas_status(st_, #call);   \
+#define CUBLAS_CHECK(call)                                              \
+  do {                                                                  \
+    const cublasStatus_t st_ = (call);                                  \
+    if (st_ != CUBLAS_STATUS_SUCCESS) return cublas_status(st_, #call); \
   } while (0)
 
 // One device allocation; freed with the model.
@@ -47,9 +48,10 @@ class DevBuf {
       (void)cudaGetLastError();
       p_ = nullptr;
       return Status(StatusCode::kOutOfMemory, std::string("the GPT model's CUDA activations: cannot allocate ") +
-                                                        std::to_string(bytes) + " bytes for " + what + " (" +
-                                                        cudaGetErrorString(err) + "); lower the batch or sequence length, or "
-                                                        "turn on activation checkpointing");
+                                                  std::to_string(bytes) + " bytes for " + what + " (" +
+                                                  cudaGetErrorString(err) +
+                                                  "); lower the batch or sequence length, or "
+                                                  "turn on activation checkpointing");
     }
     return Status::ok();
   }
@@ -99,32 +101,33 @@ class CudaModel final : public GptModel {
     acts_.resize(ckpt_ ? 1 : static_cast<size_t>(L_));
     for (Acts& a : acts_) {
       const std::array<std::pair<DevBuf*, size_t>, 12> bufs = {{{&a.ln1, NC * H},
-                                                               {&a.ln1_mean, N * F},
-                                                               {&a.ln1_rstd, N * F},
-                                                               {&a.qkv, 3 * NC * F},
-                                                               {&a.att, TT * F},
-                                                               {&a.atty, NC * H},
-                                                               {&a.res2, NC * F},
-                                                               {&a.ln2, NC * H},
-                                                               {&a.ln2_mean, N * F},
-                                                               {&a.ln2_rstd, N * F},
-                                                               {&a.fch, 4 * NC * F},
-                                                               {&a.fch_gelu, 4 * NC * H}}};
+                                                                {&a.ln1_mean, N * F},
+                                                                {&a.ln1_rstd, N * F},
+                                                                {&a.qkv, 3 * NC * F},
+                                                                {&a.att, TT * F},
+                                                                {&a.atty, NC * H},
+                                                                {&a.res2, NC * F},
+                                                                {&a.ln2, NC * H},
+                                                                {&a.ln2_mean, N * F},
+                                                                {&a.ln2_rstd, N * F},
+                                                                {&a.fch, 4 * NC * F},
+                                                                {&a.fch_gelu, 4 * NC * H}}};
       for (const auto& [buf, bytes] : bufs) STRATA_RETURN_IF_ERROR(buf->alloc(bytes, "block activations"));
     }
-    const std::array<std::pair<DevBuf*, size_t>, 25> scratch = {{{&q_, NC * F},         {&kk_, NC * F},
-                                                                 {&v_, NC * F},         {&y_, NC * F},
-                                                                 {&tt_, TT * F},        {&tmp_, NC * F},
-                                                                 {&lnf_, NC * H},       {&lnf_mean_, N * F},
-                                                                 {&lnf_rstd_, N * F},   {&logits_, N * V * F},
-                                                                 {&probs_, N * V * F},  {&losses_, N * F},
-                                                                 {&dlogits_, N * V * F}, {&dout_bf_, N * std::max(4 * C, V) * H},
-                                                                 {&dx_, NC * F},        {&dres2_, NC * F},
-                                                                 {&dln_, NC * F},       {&dfch_, 4 * NC * F},
-                                                                 {&datty_, NC * F},     {&dqkv_, 3 * NC * F},
-                                                                 {&dq_, NC * F},        {&dk_, NC * F},
-                                                                 {&dv_, NC * F},        {&dy_, NC * F},
-                                                                 {&ones_, N * F}}};
+    const std::array<std::pair<DevBuf*, size_t>, 25> scratch = {
+        {{&q_, NC * F},          {&kk_, NC * F},
+         {&v_, NC * F},          {&y_, NC * F},
+         {&tt_, TT * F},         {&tmp_, NC * F},
+         {&lnf_, NC * H},        {&lnf_mean_, N * F},
+         {&lnf_rstd_, N * F},    {&logits_, N * V * F},
+         {&probs_, N * V * F},   {&losses_, N * F},
+         {&dlogits_, N * V * F}, {&dout_bf_, N * std::max(4 * C, V) * H},
+         {&dx_, NC * F},         {&dres2_, NC * F},
+         {&dln_, NC * F},        {&dfch_, 4 * NC * F},
+         {&datty_, NC * F},      {&dqkv_, 3 * NC * F},
+         {&dq_, NC * F},         {&dk_, NC * F},
+         {&dv_, NC * F},         {&dy_, NC * F},
+         {&ones_, N * F}}};
     for (const auto& [buf, bytes] : scratch) STRATA_RETURN_IF_ERROR(buf->alloc(bytes, "scratch"));
     const std::vector<float> ones(N, 1.0f);
     STRATA_CUDA_CHECK(cudaMemcpy(ones_.f(), ones.data(), N * F, cudaMemcpyHostToDevice));
@@ -143,7 +146,8 @@ class CudaModel final : public GptModel {
     return Status::ok();
   }
 
-  StatusOr<double> train_micro(ParamSource& src, const int32_t* inputs, const int32_t* targets, float loss_scale) override {
+  StatusOr<double> train_micro(ParamSource& src, const int32_t* inputs, const int32_t* targets,
+                               float loss_scale) override {
     STRATA_ASSIGN_OR_RETURN(double loss, forward(src, inputs, targets, true));
     STRATA_RETURN_IF_ERROR(backward(src, inputs, loss_scale));
     return loss;
@@ -182,7 +186,8 @@ class CudaModel final : public GptModel {
   }
   // Hands over block l's gradients of `parts` (complete in dblk_).
   Status give(ParamSource& src, int l, std::initializer_list<int> parts) {
-    for (int p : parts) STRATA_RETURN_IF_ERROR(hand_over(src, gpt_block_param(l, p), dblk_[p].f(), gblk_[p].h(), numel_[p]));
+    for (int p : parts)
+      STRATA_RETURN_IF_ERROR(hand_over(src, gpt_block_param(l, p), dblk_[p].f(), gblk_[p].h(), numel_[p]));
     return Status::ok();
   }
   // Rounds the fp32 gradient to bf16 in `bits` and hands it over.
@@ -195,22 +200,22 @@ class CudaModel final : public GptModel {
   // out[N, OC] (fp32) = x[N, C] @ w[OC, C]^T + bias; x and w bf16.
   Status mm_forward(float* out, const uint16_t* x, const uint16_t* w, const uint16_t* bias, int N, int C, int OC) {
     const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, &one, w, CUDA_R_16BF, C, x, CUDA_R_16BF, C, &zero, out,
-                              CUDA_R_32F, OC, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, &one, w, CUDA_R_16BF, C, x, CUDA_R_16BF, C,
+                              &zero, out, CUDA_R_32F, OC, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     if (bias != nullptr) return k::add_bias(out, bias, N, OC, stream_);
     return Status::ok();
   }
   // dx = dout @ w (overwritten, when dx is not null); dw += dout^T @ x; dbias += column sums of dout.
-  Status mm_backward(float* dx, float* dw, float* dbias, const float* dout, const uint16_t* x, const uint16_t* w, int N, int C,
-                     int OC) {
+  Status mm_backward(float* dx, float* dw, float* dbias, const float* dout, const uint16_t* x, const uint16_t* w, int N,
+                     int C, int OC) {
     const float one = 1.0f, zero = 0.0f;
     uint16_t* dout_bf = dout_bf_.h();
     STRATA_RETURN_IF_ERROR(k::to_bf16(dout_bf, dout, static_cast<size_t>(N) * OC, stream_));
     if (dx != nullptr)
-      CUBLAS_CHECK(cublasGemmEx(blas_, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, &one, w, CUDA_R_16BF, C, dout_bf, CUDA_R_16BF, OC,
-                                &zero, dx, CUDA_R_32F, C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    CUBLAS_CHECK(cublasGemmEx(blas_, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, &one, x, CUDA_R_16BF, C, dout_bf, CUDA_R_16BF, OC, &one,
-                              dw, CUDA_R_32F, C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      CUBLAS_CHECK(cublasGemmEx(blas_, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, &one, w, CUDA_R_16BF, C, dout_bf,
+                                CUDA_R_16BF, OC, &zero, dx, CUDA_R_32F, C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmEx(blas_, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, &one, x, CUDA_R_16BF, C, dout_bf, CUDA_R_16BF,
+                              OC, &one, dw, CUDA_R_32F, C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     if (dbias != nullptr) return colsum(dbias, dout, N, OC);
     return Status::ok();
   }
@@ -224,8 +229,8 @@ class CudaModel final : public GptModel {
   Status bmm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int kd, const float* a, int lda, long long sa,
              const float* b, int ldb, long long sb, float* c, int ldc, long long sc) {
     const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, ta, tb, m, n, kd, &one, a, CUDA_R_32F, lda, sa, b, CUDA_R_32F, ldb, sb, &zero,
-                                            c, CUDA_R_32F, ldc, sc, B_ * NH_, CUBLAS_COMPUTE_32F_FAST_TF32,
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, ta, tb, m, n, kd, &one, a, CUDA_R_32F, lda, sa, b, CUDA_R_32F, ldb,
+                                            sb, &zero, c, CUDA_R_32F, ldc, sc, B_ * NH_, CUBLAS_COMPUTE_32F_FAST_TF32,
                                             CUBLAS_GEMM_DEFAULT));
     return Status::ok();
   }
@@ -236,8 +241,8 @@ class CudaModel final : public GptModel {
     const long long Ths = static_cast<long long>(T) * hs, TT = static_cast<long long>(T) * T;
     STRATA_RETURN_IF_ERROR(k::attention_permute(q_.f(), kk_.f(), v_.f(), a.qkv.f(), B_, T, C_, NH_, stream_));
     STRATA_RETURN_IF_ERROR(bmm(CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, kk_.f(), hs, Ths, q_.f(), hs, Ths, tt_.f(), T, TT));
-    STRATA_RETURN_IF_ERROR(k::attention_softmax(a.att.f(), tt_.f(), 1.0f / std::sqrt(static_cast<float>(hs)), B_ * NH_ * T, T,
-                                                stream_));
+    STRATA_RETURN_IF_ERROR(
+        k::attention_softmax(a.att.f(), tt_.f(), 1.0f / std::sqrt(static_cast<float>(hs)), B_ * NH_ * T, T, stream_));
     STRATA_RETURN_IF_ERROR(bmm(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, v_.f(), hs, Ths, a.att.f(), T, TT, y_.f(), hs, Ths));
     return k::attention_unpermute(a.atty.h(), y_.f(), B_, T, C_, NH_, stream_);
   }
@@ -249,9 +254,10 @@ class CudaModel final : public GptModel {
     STRATA_RETURN_IF_ERROR(k::attention_unpermute_backward(dy_.f(), datty_.f(), B_, T, C_, NH_, stream_));
     float* datt = tt_.f();
     STRATA_RETURN_IF_ERROR(bmm(CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, v_.f(), hs, Ths, dy_.f(), hs, Ths, datt, T, TT));
-    STRATA_RETURN_IF_ERROR(bmm(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, dy_.f(), hs, Ths, a.att.f(), T, TT, dv_.f(), hs, Ths));
-    STRATA_RETURN_IF_ERROR(k::attention_softmax_backward(datt, datt, a.att.f(), 1.0f / std::sqrt(static_cast<float>(hs)),
-                                                         B_ * NH_ * T, T, stream_));
+    STRATA_RETURN_IF_ERROR(
+        bmm(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, dy_.f(), hs, Ths, a.att.f(), T, TT, dv_.f(), hs, Ths));
+    STRATA_RETURN_IF_ERROR(k::attention_softmax_backward(
+        datt, datt, a.att.f(), 1.0f / std::sqrt(static_cast<float>(hs)), B_ * NH_ * T, T, stream_));
     STRATA_RETURN_IF_ERROR(bmm(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, kk_.f(), hs, Ths, datt, T, TT, dq_.f(), hs, Ths));
     STRATA_RETURN_IF_ERROR(bmm(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, q_.f(), hs, Ths, datt, T, TT, dk_.f(), hs, Ths));
     return k::attention_permute_backward(dqkv_.f(), dq_.f(), dk_.f(), dv_.f(), B_, T, C_, NH_, stream_);
@@ -274,8 +280,8 @@ class CudaModel final : public GptModel {
     STRATA_RETURN_IF_ERROR(put(src, l, {kProjW, kProjB}));
     STRATA_RETURN_IF_ERROR(k::residual_forward(a.res2.f(), x, tmp_.f(), NC, stream_));
     STRATA_RETURN_IF_ERROR(get(src, l, {kLn2W, kLn2B}));
-    STRATA_RETURN_IF_ERROR(
-        k::layernorm_forward(a.ln2.h(), a.ln2_mean.f(), a.ln2_rstd.f(), a.res2.f(), blk_[kLn2W], blk_[kLn2B], N, C, stream_));
+    STRATA_RETURN_IF_ERROR(k::layernorm_forward(a.ln2.h(), a.ln2_mean.f(), a.ln2_rstd.f(), a.res2.f(), blk_[kLn2W],
+                                                blk_[kLn2B], N, C, stream_));
     STRATA_RETURN_IF_ERROR(put(src, l, {kLn2W, kLn2B}));
     STRATA_RETURN_IF_ERROR(get(src, l, {kFcW, kFcB}));
     STRATA_RETURN_IF_ERROR(mm_forward(a.fch.f(), a.ln2.h(), blk_[kFcW], blk_[kFcB], N, C, 4 * C));
@@ -292,16 +298,18 @@ class CudaModel final : public GptModel {
   Status block_backward(ParamSource& src, int l, const float* x, const Acts& a) {
     const int N = N_, C = C_;
     const size_t NC = static_cast<size_t>(N) * C;
-    for (int p = 0; p < kGptBlockParts; ++p) STRATA_CUDA_CHECK(cudaMemsetAsync(dblk_[p].f(), 0, numel_[p] * 4, stream_));
+    for (int p = 0; p < kGptBlockParts; ++p)
+      STRATA_CUDA_CHECK(cudaMemsetAsync(dblk_[p].f(), 0, numel_[p] * 4, stream_));
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dres2_.f(), dx_.f(), NC * 4, cudaMemcpyDeviceToDevice, stream_));
     STRATA_RETURN_IF_ERROR(get(src, l, {kFcprojW}));
-    STRATA_RETURN_IF_ERROR(
-        mm_backward(dfch_.f(), dblk_[kFcprojW].f(), dblk_[kFcprojB].f(), dx_.f(), a.fch_gelu.h(), blk_[kFcprojW], N, 4 * C, C));
+    STRATA_RETURN_IF_ERROR(mm_backward(dfch_.f(), dblk_[kFcprojW].f(), dblk_[kFcprojB].f(), dx_.f(), a.fch_gelu.h(),
+                                       blk_[kFcprojW], N, 4 * C, C));
     STRATA_RETURN_IF_ERROR(put(src, l, {kFcprojW}));
     STRATA_RETURN_IF_ERROR(give(src, l, {kFcprojW, kFcprojB}));
     STRATA_RETURN_IF_ERROR(k::gelu_backward(dfch_.f(), dfch_.f(), a.fch.f(), 4 * NC, stream_));
     STRATA_RETURN_IF_ERROR(get(src, l, {kFcW}));
-    STRATA_RETURN_IF_ERROR(mm_backward(dln_.f(), dblk_[kFcW].f(), dblk_[kFcB].f(), dfch_.f(), a.ln2.h(), blk_[kFcW], N, C, 4 * C));
+    STRATA_RETURN_IF_ERROR(
+        mm_backward(dln_.f(), dblk_[kFcW].f(), dblk_[kFcB].f(), dfch_.f(), a.ln2.h(), blk_[kFcW], N, C, 4 * C));
     STRATA_RETURN_IF_ERROR(put(src, l, {kFcW}));
     STRATA_RETURN_IF_ERROR(give(src, l, {kFcW, kFcB}));
     STRATA_RETURN_IF_ERROR(get(src, l, {kLn2W}));
@@ -316,13 +324,14 @@ class CudaModel final : public GptModel {
     STRATA_RETURN_IF_ERROR(give(src, l, {kProjW, kProjB}));
     STRATA_RETURN_IF_ERROR(attention_backward(a));
     STRATA_RETURN_IF_ERROR(get(src, l, {kQkvW}));
-    STRATA_RETURN_IF_ERROR(mm_backward(dln_.f(), dblk_[kQkvW].f(), dblk_[kQkvB].f(), dqkv_.f(), a.ln1.h(), blk_[kQkvW], N, C, 3 * C));
+    STRATA_RETURN_IF_ERROR(
+        mm_backward(dln_.f(), dblk_[kQkvW].f(), dblk_[kQkvB].f(), dqkv_.f(), a.ln1.h(), blk_[kQkvW], N, C, 3 * C));
     STRATA_RETURN_IF_ERROR(put(src, l, {kQkvW}));
     STRATA_RETURN_IF_ERROR(give(src, l, {kQkvW, kQkvB}));
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dx_.f(), dres2_.f(), NC * 4, cudaMemcpyDeviceToDevice, stream_));
     STRATA_RETURN_IF_ERROR(get(src, l, {kLn1W}));
-    STRATA_RETURN_IF_ERROR(
-        layernorm_backward(dx_.f(), dblk_[kLn1W].f(), dblk_[kLn1B].f(), x, blk_[kLn1W], a.ln1_mean.f(), a.ln1_rstd.f()));
+    STRATA_RETURN_IF_ERROR(layernorm_backward(dx_.f(), dblk_[kLn1W].f(), dblk_[kLn1B].f(), x, blk_[kLn1W],
+                                              a.ln1_mean.f(), a.ln1_rstd.f()));
     STRATA_RETURN_IF_ERROR(put(src, l, {kLn1W}));
     return give(src, l, {kLn1W, kLn1B});
   }
@@ -339,7 +348,8 @@ class CudaModel final : public GptModel {
     STRATA_RETURN_IF_ERROR(check_tokens(inputs, targets));
     if (src.dtype() != DType::kBF16)
       return Status(StatusCode::kUnsupported, "the GPT model's CUDA path computes from bf16 params, not " +
-                                                  std::string(dtype_name(src.dtype())) + "; train with bf16 (--precision bf16)");
+                                                  std::string(dtype_name(src.dtype())) +
+                                                  "; train with bf16 (--precision bf16)");
     const size_t N = static_cast<size_t>(N_);
     STRATA_CUDA_CHECK(cudaMemcpyAsync(tok_in_.i(), inputs, N * 4, cudaMemcpyHostToDevice, stream_));
     STRATA_CUDA_CHECK(cudaMemcpyAsync(tok_tgt_.i(), targets, N * 4, cudaMemcpyHostToDevice, stream_));
@@ -349,16 +359,18 @@ class CudaModel final : public GptModel {
     STRATA_RETURN_IF_ERROR(src.release("wte"));
     STRATA_RETURN_IF_ERROR(src.release("wpe"));
     for (int l = 0; l < L_; ++l) {
-      STRATA_RETURN_IF_ERROR(block_forward(src, l, xs_[static_cast<size_t>(l)].f(), acts_[ckpt_ ? 0 : static_cast<size_t>(l)],
+      STRATA_RETURN_IF_ERROR(block_forward(src, l, xs_[static_cast<size_t>(l)].f(),
+                                           acts_[ckpt_ ? 0 : static_cast<size_t>(l)],
                                            xs_[static_cast<size_t>(l) + 1].f()));
     }
     STRATA_ASSIGN_OR_RETURN(lnf_w_, fetch(src, "lnf.w"));
     STRATA_ASSIGN_OR_RETURN(lnf_b_, fetch(src, "lnf.b"));
-    STRATA_RETURN_IF_ERROR(k::layernorm_forward(lnf_.h(), lnf_mean_.f(), lnf_rstd_.f(), xs_[static_cast<size_t>(L_)].f(), lnf_w_,
-                                                lnf_b_, N_, C_, stream_));
+    STRATA_RETURN_IF_ERROR(k::layernorm_forward(lnf_.h(), lnf_mean_.f(), lnf_rstd_.f(),
+                                                xs_[static_cast<size_t>(L_)].f(), lnf_w_, lnf_b_, N_, C_, stream_));
     STRATA_ASSIGN_OR_RETURN(wte_, fetch(src, "wte"));
     STRATA_RETURN_IF_ERROR(mm_forward(logits_.f(), lnf_.h(), wte_, nullptr, N_, C_, V_));  // tied head
-    STRATA_RETURN_IF_ERROR(k::crossentropy_forward(probs_.f(), losses_.f(), logits_.f(), tok_tgt_.i(), N_, V_, stream_));
+    STRATA_RETURN_IF_ERROR(
+        k::crossentropy_forward(probs_.f(), losses_.f(), logits_.f(), tok_tgt_.i(), N_, V_, stream_));
     STRATA_CUDA_CHECK(cudaMemcpyAsync(host_losses_, losses_.f(), N * 4, cudaMemcpyDeviceToHost, stream_));
     if (!keep_head) {
       for (const char* name : {"lnf.w", "lnf.b", "wte"}) STRATA_RETURN_IF_ERROR(src.release(name));
@@ -378,9 +390,11 @@ class CudaModel final : public GptModel {
     std::vector<int32_t> next(offsets.begin(), offsets.end() - 1);
     for (int i = 0; i < N_; ++i) positions[static_cast<size_t>(next[static_cast<size_t>(inputs[i])]++)] = i;
     STRATA_CUDA_CHECK(cudaMemcpyAsync(tok_offsets_.i(), offsets.data(), (V + 1) * 4, cudaMemcpyHostToDevice, stream_));
-    STRATA_CUDA_CHECK(cudaMemcpyAsync(tok_pos_.i(), positions.data(), positions.size() * 4, cudaMemcpyHostToDevice, stream_));
+    STRATA_CUDA_CHECK(
+        cudaMemcpyAsync(tok_pos_.i(), positions.data(), positions.size() * 4, cudaMemcpyHostToDevice, stream_));
 
-    STRATA_RETURN_IF_ERROR(k::crossentropy_backward(dlogits_.f(), probs_.f(), tok_tgt_.i(), loss_scale, N_, V_, stream_));
+    STRATA_RETURN_IF_ERROR(
+        k::crossentropy_backward(dlogits_.f(), probs_.f(), tok_tgt_.i(), loss_scale, N_, V_, stream_));
     STRATA_CUDA_CHECK(cudaMemsetAsync(dwte_.f(), 0, V * C * 4, stream_));
     STRATA_CUDA_CHECK(cudaMemsetAsync(dwpe_.f(), 0, Ts * C * 4, stream_));
     STRATA_CUDA_CHECK(cudaMemsetAsync(dlnf_w_.f(), 0, C * 4, stream_));
@@ -388,8 +402,8 @@ class CudaModel final : public GptModel {
     STRATA_RETURN_IF_ERROR(mm_backward(dln_.f(), dwte_.f(), nullptr, dlogits_.f(), lnf_.h(), wte_, N_, C_, V_));
     STRATA_RETURN_IF_ERROR(src.release("wte"));
     STRATA_CUDA_CHECK(cudaMemsetAsync(dx_.f(), 0, static_cast<size_t>(N_) * C * 4, stream_));
-    STRATA_RETURN_IF_ERROR(layernorm_backward(dx_.f(), dlnf_w_.f(), dlnf_b_.f(), xs_[static_cast<size_t>(L_)].f(), lnf_w_,
-                                              lnf_mean_.f(), lnf_rstd_.f()));
+    STRATA_RETURN_IF_ERROR(layernorm_backward(dx_.f(), dlnf_w_.f(), dlnf_b_.f(), xs_[static_cast<size_t>(L_)].f(),
+                                              lnf_w_, lnf_mean_.f(), lnf_rstd_.f()));
     STRATA_RETURN_IF_ERROR(src.release("lnf.w"));
     STRATA_RETURN_IF_ERROR(src.release("lnf.b"));
     STRATA_RETURN_IF_ERROR(hand_over(src, "lnf.w", dlnf_w_.f(), gblk_[kLn1W].h(), C));

@@ -8,13 +8,13 @@
 
 #include <csignal>
 
+#include "comm/communicator.h"
 #include "kernels/cpu/casts.h"
+#include "kernels/cpu/isa.h"
 #include "src/common/host_memory.h"
 #include "src/common/units.h"
-#include "comm/communicator.h"
 #include "src/engine/engine_seams.h"
 #include "src/engine/output_dirs.h"
-#include "kernels/cpu/isa.h"
 
 namespace strata::train {
 namespace {
@@ -65,21 +65,25 @@ Status check_host_memory(const TrainOptions& o, bool on_gpu) {
     params += p.numel();
     largest = std::max(largest, p.numel());
   }
-  const size_t init = 4 * (params + largest);  // fp32 initial values held by the engine until prepare, + one being drawn
+  const size_t init =
+      4 * (params + largest);  // fp32 initial values held by the engine until prepare, + one being drawn
   const size_t model = on_gpu ? 0 : gpt_cpu_model_bytes(s, o.batch, o.seq, o.checkpointing);
   const size_t need = init > SIZE_MAX - model ? SIZE_MAX : init + model;
   const size_t have = host_memory_available();
   if (need <= have) return Status::ok();
   char shape[160];
-  std::snprintf(shape, sizeof(shape), "batch %d x %d tokens, %d layers x %d channels, %d heads", o.batch, o.seq, s.layers,
-                s.channels, s.heads);
+  std::snprintf(shape, sizeof(shape), "batch %d x %d tokens, %d layers x %d channels, %d heads", o.batch, o.seq,
+                s.layers, s.channels, s.heads);
   std::string parts = "initial values of " + std::to_string(params) + " params " + format_bytes(init);
-  if (!on_gpu) parts = "the model's activations and working copies on the CPU " + format_bytes(model) + " (" + shape + "), " + parts;
-  return Status(StatusCode::kOutOfMemory,
-                "refused before allocating: this run needs " + format_bytes(need) + " of host memory (" + parts + ") but " +
-                    format_bytes(have) + " is available; " +
-                    (model >= init ? "lower --batch or --seq, or add --checkpointing (one block's activations at a time)"
-                                   : "choose a smaller model (--layers, --channels, --model)"));
+  if (!on_gpu)
+    parts =
+        "the model's activations and working copies on the CPU " + format_bytes(model) + " (" + shape + "), " + parts;
+  return Status(
+      StatusCode::kOutOfMemory,
+      "refused before allocating: this run needs " + format_bytes(need) + " of host memory (" + parts + ") but " +
+          format_bytes(have) + " is available; " +
+          (model >= init ? "lower --batch or --seq, or add --checkpointing (one block's activations at a time)"
+                         : "choose a smaller model (--layers, --channels, --model)"));
 }
 
 }  // namespace
@@ -101,7 +105,8 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
                                     const std::function<void(const std::string&)>& print, engine::EngineOptions eopts) {
   // Everything that can be refused is refused before any work.
   STRATA_RETURN_IF_ERROR(o.shape.validate());
-  if (o.shape.vocab != 256) return invalid_argument("the byte-level data needs vocab 256, not " + std::to_string(o.shape.vocab));
+  if (o.shape.vocab != 256)
+    return invalid_argument("the byte-level data needs vocab 256, not " + std::to_string(o.shape.vocab));
   if (o.batch < 1 || o.seq < 1 || o.steps < 1) return invalid_argument("batch, sequence length and steps must be >= 1");
   if (o.seq > o.shape.max_seq)
     return invalid_argument("sequence length " + std::to_string(o.seq) + " exceeds the model's max_seq " +
@@ -109,11 +114,13 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
   if (o.lr <= 0 || o.warmup < 0) return invalid_argument("lr must be > 0 and warm-up >= 0");
   const bool want_gpu = cfg.device != "host" && (eopts.seams == nullptr || !eopts.seams->device_factory);
   if (want_gpu && cfg.precision != engine::Precision::kBF16)
-    return invalid_argument("on a GPU the GPT model computes in bf16: enable bf16 (--precision bf16), or train on the host "
-                            "(--device host)");
+    return invalid_argument(
+        "on a GPU the GPT model computes in bf16: enable bf16 (--precision bf16), or train on the host "
+        "(--device host)");
   const int world = eopts.comm != nullptr ? eopts.comm->size() : 1;
   const int rank = eopts.comm != nullptr ? eopts.comm->rank() : 0;
-  if (!o.save_dir.empty() && rank == 0) STRATA_RETURN_IF_ERROR(engine::ckpt::check_checkpoint_root(o.save_dir).annotate("--save"));
+  if (!o.save_dir.empty() && rank == 0)
+    STRATA_RETURN_IF_ERROR(engine::ckpt::check_checkpoint_root(o.save_dir).annotate("--save"));
   STRATA_ASSIGN_OR_RETURN(ByteDataset data, ByteDataset::open(o.data_path, o.val_fraction, o.seq, cfg.seed + 1));
   // On a GPU the model computes there; its activations are allocated before the engine opens the
   // device, so the engine's default budget (the free device memory) leaves them out.
@@ -158,14 +165,16 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
   const int gas = cfg.gradient_accumulation_steps;
   int64_t step = eng->optimizer_step();
   char line[512];
-  std::snprintf(line, sizeof(line),
-                "model: %d layers, %d heads, %d channels, %.2f M params (bit16 %s); batch %d x %d tokens x %d micro-batches; "
-                "data %s (%zu train / %zu validation bytes); activations %s%s",
-                o.shape.layers, o.shape.heads, o.shape.channels, static_cast<double>(o.shape.num_params()) / 1e6,
-                mb(o.shape.num_params() * 2).c_str(), o.batch, o.seq, gas, data.path().c_str(), data.train_bytes(),
-                data.val_bytes(), mb(model->activation_bytes()).c_str(), o.checkpointing ? " (checkpointed)" : "");
+  std::snprintf(
+      line, sizeof(line),
+      "model: %d layers, %d heads, %d channels, %.2f M params (bit16 %s); batch %d x %d tokens x %d micro-batches; "
+      "data %s (%zu train / %zu validation bytes); activations %s%s",
+      o.shape.layers, o.shape.heads, o.shape.channels, static_cast<double>(o.shape.num_params()) / 1e6,
+      mb(o.shape.num_params() * 2).c_str(), o.batch, o.seq, gas, data.path().c_str(), data.train_bytes(),
+      data.val_bytes(), mb(model->activation_bytes()).c_str(), o.checkpointing ? " (checkpointed)" : "");
   say(line);
-  if (world > 1) say("data parallel: " + std::to_string(world) + " ranks, global batch " + std::to_string(o.batch * world));
+  if (world > 1)
+    say("data parallel: " + std::to_string(world) + " ranks, global batch " + std::to_string(o.batch * world));
   if (step > 0) say("resumed at step " + std::to_string(step));
 
   EngineSource src(*eng, *k);
@@ -204,7 +213,8 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
       // Batches follow the engine's micro-batch count, so a skipped step consumes its batches (as in
       // DeepSpeed) and a resumed run continues with the batch it would have seen next.
       data.train_batch(eng->micro_steps(), o.batch, in.data(), tgt.data(), rank * o.batch);
-      STRATA_ASSIGN_OR_RETURN(double l, model->train_micro(src, in.data(), tgt.data(), static_cast<float>(eng->loss_scale())));
+      STRATA_ASSIGN_OR_RETURN(double l,
+                              model->train_micro(src, in.data(), tgt.data(), static_cast<float>(eng->loss_scale())));
       loss += l / gas;
       STRATA_ASSIGN_OR_RETURN(r, eng->step(lr));
     }
@@ -232,20 +242,20 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     first = false;
     sum.last_loss = loss;
     sum.losses.push_back(loss);
-    sum.step_records.push_back(TrainSummary::Step{secs, stall, after.bytes_h2d - before.bytes_h2d, after.bytes_d2h - before.bytes_d2h,
-                                                  after.bytes_nvme_read - before.bytes_nvme_read,
-                                                  after.bytes_nvme_write - before.bytes_nvme_write,
-                                                  after.bytes_allreduce - before.bytes_allreduce,
-                                                  after.bytes_allgather - before.bytes_allgather,
-                                                  (after.allreduce_s - before.allreduce_s) + (after.allgather_s - before.allgather_s)});
-    std::snprintf(line, sizeof(line),
-                  "step %4lld/%lld | loss %.4f | lr %.2e | %7.0f tok/s | %.3f TFLOPS | %6.0f ms | stall %4.1f%% | H2D %s D2H %s "
-                  "NVMe %s%s",
-                  static_cast<long long>(step), static_cast<long long>(o.steps), loss, lr, tps, tflops, secs * 1e3,
-                  100.0 * stall / secs, mb(after.bytes_h2d - before.bytes_h2d).c_str(),
-                  mb(after.bytes_d2h - before.bytes_d2h).c_str(),
-                  mb(after.bytes_nvme_read - before.bytes_nvme_read + after.bytes_nvme_write - before.bytes_nvme_write).c_str(),
-                  r.overflow ? " | overflow: step skipped" : "");
+    sum.step_records.push_back(TrainSummary::Step{
+        secs, stall, after.bytes_h2d - before.bytes_h2d, after.bytes_d2h - before.bytes_d2h,
+        after.bytes_nvme_read - before.bytes_nvme_read, after.bytes_nvme_write - before.bytes_nvme_write,
+        after.bytes_allreduce - before.bytes_allreduce, after.bytes_allgather - before.bytes_allgather,
+        (after.allreduce_s - before.allreduce_s) + (after.allgather_s - before.allgather_s)});
+    std::snprintf(
+        line, sizeof(line),
+        "step %4lld/%lld | loss %.4f | lr %.2e | %7.0f tok/s | %.3f TFLOPS | %6.0f ms | stall %4.1f%% | H2D %s D2H %s "
+        "NVMe %s%s",
+        static_cast<long long>(step), static_cast<long long>(o.steps), loss, lr, tps, tflops, secs * 1e3,
+        100.0 * stall / secs, mb(after.bytes_h2d - before.bytes_h2d).c_str(),
+        mb(after.bytes_d2h - before.bytes_d2h).c_str(),
+        mb(after.bytes_nvme_read - before.bytes_nvme_read + after.bytes_nvme_write - before.bytes_nvme_write).c_str(),
+        r.overflow ? " | overflow: step skipped" : "");
     say(line);
     const bool last = step >= stop;
     if ((o.val_every > 0 && step % o.val_every == 0) || last) {
@@ -258,17 +268,23 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
       last_saved = eng->optimizer_step();
       if (o.keep_last > 0 && rank == 0) {
         STRATA_ASSIGN_OR_RETURN(std::vector<std::string> pruned, engine::ckpt::keep_newest(o.save_dir, o.keep_last));
-        for (const std::string& n : pruned) say("removed checkpoint " + o.save_dir + "/" + n + " (--keep-last " + std::to_string(o.keep_last) + ")");
+        for (const std::string& n : pruned)
+          say("removed checkpoint " + o.save_dir + "/" + n + " (--keep-last " + std::to_string(o.keep_last) + ")");
       }
     }
     if (stop_now && !last) {
-      return Status(StatusCode::kCancelled,
-                    std::string("stopped by ") + (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig > 0 ? "a signal" : "a signal to another rank") +
-                        " after step " + std::to_string(step) + " of " + std::to_string(o.steps) + "; " +
-                        (o.save_dir.empty() ? std::string("no checkpoint was saved (--save)")
-                         : last_saved >= 0  ? "the last checkpoint is step " + std::to_string(last_saved) + " in " + o.save_dir
-                                            : "no checkpoint was saved yet") +
-                        "; resume with --resume and the same --steps");
+      return Status(
+          StatusCode::kCancelled,
+          std::string("stopped by ") +
+              (sig == SIGINT    ? "SIGINT"
+               : sig == SIGTERM ? "SIGTERM"
+               : sig > 0        ? "a signal"
+                                : "a signal to another rank") +
+              " after step " + std::to_string(step) + " of " + std::to_string(o.steps) + "; " +
+              (o.save_dir.empty() ? std::string("no checkpoint was saved (--save)")
+               : last_saved >= 0  ? "the last checkpoint is step " + std::to_string(last_saved) + " in " + o.save_dir
+                                  : "no checkpoint was saved yet") +
+              "; resume with --resume and the same --steps");
     }
   }
   sum.stats = eng->stats();

@@ -17,22 +17,22 @@ namespace strata::train {
 
 struct TrainOptions {
   GptShape shape;
-  int batch = 4;                 // sequences per micro-batch
-  int seq = 64;                  // tokens per sequence
-  int64_t steps = 50;            // optimizer steps to reach (a resumed run continues up to it)
-  double lr = 3e-3;              // peak learning rate
-  double min_lr_ratio = 0.1;     // cosine decays to lr * this at the last step
-  int warmup = 10;               // linear warm-up steps
-  int val_every = 25;            // validation loss every this many steps (0: only at the end)
+  int batch = 4;              // sequences per micro-batch
+  int seq = 64;               // tokens per sequence
+  int64_t steps = 50;         // optimizer steps to reach (a resumed run continues up to it)
+  double lr = 3e-3;           // peak learning rate
+  double min_lr_ratio = 0.1;  // cosine decays to lr * this at the last step
+  int warmup = 10;            // linear warm-up steps
+  int val_every = 25;         // validation loss every this many steps (0: only at the end)
   int val_batches = 4;
-  bool checkpointing = false;    // activation checkpointing (recompute each block in backward)
-  std::string data_path;         // byte-level text
+  bool checkpointing = false;  // activation checkpointing (recompute each block in backward)
+  std::string data_path;       // byte-level text
   double val_fraction = 0.1;
-  std::string save_dir;          // checkpoints here (""; none)
-  int save_every = 0;            // and every this many steps (0: only at the end)
-  int keep_last = 0;             // keep only the newest this many checkpoints under save_dir (0: all)
-  std::string resume_dir;        // load this checkpoint (a directory with `latest`, or one checkpoint) first
-  int64_t stop_after = 0;        // stop after this many steps of this run (0: at `steps`); the schedule stays that of `steps`
+  std::string save_dir;    // checkpoints here (""; none)
+  int save_every = 0;      // and every this many steps (0: only at the end)
+  int keep_last = 0;       // keep only the newest this many checkpoints under save_dir (0: all)
+  std::string resume_dir;  // load this checkpoint (a directory with `latest`, or one checkpoint) first
+  int64_t stop_after = 0;  // stop after this many steps of this run (0: at `steps`); the schedule stays that of `steps`
   // Polled at the end of every optimizer step: a non-zero value (the signal number) stops the run
   // there with CANCELLED (every rank stops at the same step).
   std::function<int()> stop_requested;
@@ -45,10 +45,10 @@ struct TrainOptions {
 double default_lr(const GptShape& s, std::string_view optimizer = "AdamW");
 
 struct TrainSummary {
-  int64_t steps = 0;             // optimizer steps at the end
+  int64_t steps = 0;  // optimizer steps at the end
   double first_loss = 0, last_loss = 0, val_loss = 0;
-  std::vector<double> losses;    // the training loss of every optimizer step of this run
-  struct Step {                  // and its time and traffic
+  std::vector<double> losses;  // the training loss of every optimizer step of this run
+  struct Step {                // and its time and traffic
     double seconds = 0, stall_seconds = 0;
     size_t h2d = 0, d2h = 0, nvme_read = 0, nvme_write = 0;
     size_t allreduce = 0, allgather = 0;  // collective buffers of this rank (EngineStats)
@@ -56,7 +56,7 @@ struct TrainSummary {
   };
   std::vector<Step> step_records;
   double seconds = 0, tokens_per_s = 0, tflops = 0;
-  int64_t skipped = 0;           // accumulation cycles skipped on overflow (their batches are consumed)
+  int64_t skipped = 0;  // accumulation cycles skipped on overflow (their batches are consumed)
   engine::EngineStats stats;
 };
 

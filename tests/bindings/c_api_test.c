@@ -114,11 +114,18 @@ static void test_step_errors(strata_cpu_adam_t* adam) {
   a.reserved[0] = 7;
   expect_step_rejected(adam, &a, &t, 1, "args.reserved", &b);
 
-  struct { float* field; float value; const char* needle; } bad[] = {
-      {&a.lr, -1.0f, "lr = -1"},           {&a.lr, NAN, "lr = nan"},
-      {&a.beta1, 1.0f, "beta1 = 1"},        {&a.beta2, -0.5f, "beta2 = -0.5"},
-      {&a.eps, 0.0f, "eps = 0"},            {&a.weight_decay, -0.1f, "weight_decay"},
-      {&a.grad_scale, 0.0f, "grad_scale = 0"}, {&a.grad_scale, INFINITY, "grad_scale = inf"}};
+  struct {
+    float* field;
+    float value;
+    const char* needle;
+  } bad[] = {{&a.lr, -1.0f, "lr = -1"},
+             {&a.lr, NAN, "lr = nan"},
+             {&a.beta1, 1.0f, "beta1 = 1"},
+             {&a.beta2, -0.5f, "beta2 = -0.5"},
+             {&a.eps, 0.0f, "eps = 0"},
+             {&a.weight_decay, -0.1f, "weight_decay"},
+             {&a.grad_scale, 0.0f, "grad_scale = 0"},
+             {&a.grad_scale, INFINITY, "grad_scale = inf"}};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); ++i) {
     a = args;
     *bad[i].field = bad[i].value;
@@ -209,15 +216,18 @@ static void test_grad_norm(strata_cpu_adam_t* adam) {
   size_t counts[2] = {100, 10};
   double norm = -1.0;
   int finite = -1;
-  CHECK(strata_cpu_adam_grad_norm(adam, grads, dtypes, counts, 2, &norm, &finite) == STRATA_OK, "%s", strata_last_error());
+  CHECK(strata_cpu_adam_grad_norm(adam, grads, dtypes, counts, 2, &norm, &finite) == STRATA_OK, "%s",
+        strata_last_error());
   CHECK(fabs(norm - sqrt(want)) <= 1e-12 * sqrt(want), "norm %.17g vs %.17g", norm, sqrt(want));
   CHECK(finite == 1, "finite");
   h[7] = 0x7e00; /* fp16 NaN */
-  CHECK(strata_cpu_adam_grad_norm(adam, grads, dtypes, counts, 2, &norm, &finite) == STRATA_OK, "%s", strata_last_error());
+  CHECK(strata_cpu_adam_grad_norm(adam, grads, dtypes, counts, 2, &norm, &finite) == STRATA_OK, "%s",
+        strata_last_error());
   CHECK(finite == 0, "NaN not detected");
   h[7] = 0x3c00;
   a[50] = -INFINITY;
-  CHECK(strata_cpu_adam_grad_norm(adam, grads, dtypes, counts, 2, &norm, &finite) == STRATA_OK, "%s", strata_last_error());
+  CHECK(strata_cpu_adam_grad_norm(adam, grads, dtypes, counts, 2, &norm, &finite) == STRATA_OK, "%s",
+        strata_last_error());
   CHECK(finite == 0, "-inf not detected");
   EXPECT_ERROR(strata_cpu_adam_grad_norm(adam, grads, dtypes, counts, 2, NULL, &finite), STRATA_ERR_INVALID_ARGUMENT,
                "norm is NULL");

@@ -28,7 +28,8 @@ int main(void) {
    * destroyed; after destroy the handle is refused. */
   uint64_t garbage[8] = {0xdeadbeef, 1, 2, 3, 4, 5, 6, 7};
   strata_comm_t* bogus = (strata_comm_t*)garbage;
-  EXPECT_ERROR(strata_comm_get_rank(bogus, &rank, &size), STRATA_ERR_INVALID_ARGUMENT, "not a handle returned by strata_comm_create");
+  EXPECT_ERROR(strata_comm_get_rank(bogus, &rank, &size), STRATA_ERR_INVALID_ARGUMENT,
+               "not a handle returned by strata_comm_create");
   EXPECT_ERROR(strata_comm_destroy(bogus), STRATA_ERR_INVALID_ARGUMENT, "not a handle returned by strata_comm_create");
   {
     strata_engine_options_t o = STRATA_ENGINE_OPTIONS_INIT;
@@ -45,7 +46,8 @@ int main(void) {
     EXPECT_ERROR(strata_comm_destroy(other), STRATA_ERR_FAILED_PRECONDITION, "1 engine(s) created with this comm");
     CHECK(strata_engine_destroy(e) == STRATA_OK, "%s", strata_last_error());
     CHECK(strata_comm_destroy(other) == STRATA_OK, "%s", strata_last_error());
-    EXPECT_ERROR(strata_comm_get_rank(other, &rank, &size), STRATA_ERR_FAILED_PRECONDITION, "used after strata_comm_destroy");
+    EXPECT_ERROR(strata_comm_get_rank(other, &rank, &size), STRATA_ERR_FAILED_PRECONDITION,
+                 "used after strata_comm_destroy");
     EXPECT_ERROR(strata_comm_destroy(other), STRATA_ERR_FAILED_PRECONDITION, "used after strata_comm_destroy");
     o.comm = other;
     EXPECT_ERROR(strata_engine_create(&o, &e), STRATA_ERR_FAILED_PRECONDITION, "options.comm: the comm was destroyed");
@@ -66,7 +68,8 @@ int main(void) {
     strata_engine_t* e = NULL;
     CHECK(strata_engine_create(&o, &e) == STRATA_OK, "%s", strata_last_error());
     const int64_t shape[1] = {1000};
-    CHECK(strata_engine_register_param(e, "w", shape, 1, STRATA_DTYPE_FP32, NULL) == STRATA_OK, "%s", strata_last_error());
+    CHECK(strata_engine_register_param(e, "w", shape, 1, STRATA_DTYPE_FP32, NULL) == STRATA_OK, "%s",
+          strata_last_error());
     void* p = NULL;
     CHECK(strata_engine_fetch(e, "w", NULL, &p) == STRATA_OK, "%s", strata_last_error());
     uint16_t g[1000];

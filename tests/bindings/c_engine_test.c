@@ -13,9 +13,9 @@
 #include "c_check.h"
 #include "strata.h"
 
-#define EXPECT_OK(call) \
-  do {                  \
-    strata_status_t st_ = (call); \
+#define EXPECT_OK(call)                                            \
+  do {                                                             \
+    strata_status_t st_ = (call);                                  \
     CHECK(st_ == STRATA_OK, "%s: %s", #call, strata_last_error()); \
   } while (0)
 
@@ -90,7 +90,8 @@ static void test_misuse(void) {
   EXPECT_OK(strata_engine_register_param(e, "b", shape_b, 1, STRATA_DTYPE_FP32, NULL));
   size_t len = 0;
   char plan[4096];
-  EXPECT_ERROR(strata_engine_get_plan(e, plan, sizeof(plan), &len), STRATA_ERR_FAILED_PRECONDITION, "plan before prepare");
+  EXPECT_ERROR(strata_engine_get_plan(e, plan, sizeof(plan), &len), STRATA_ERR_FAILED_PRECONDITION,
+               "plan before prepare");
 
   void* p = NULL;
   EXPECT_ERROR(strata_engine_fetch(e, "nope", NULL, &p), STRATA_ERR_NOT_FOUND,
@@ -100,8 +101,8 @@ static void test_misuse(void) {
   EXPECT_OK(strata_engine_get_plan(e, plan, sizeof(plan), &len));
   CHECK(len == strlen(plan) && strstr(plan, "bit16 params") != NULL, "plan text: %s", plan);
   EXPECT_ERROR(strata_engine_get_plan(e, plan, 10, &len), STRATA_ERR_INVALID_ARGUMENT, "buf holds 10 bytes");
-  EXPECT_ERROR(strata_engine_register_param(e, "late", shape_b, 1, STRATA_DTYPE_FP32, NULL), STRATA_ERR_FAILED_PRECONDITION,
-               "register of 'late' after prepare");
+  EXPECT_ERROR(strata_engine_register_param(e, "late", shape_b, 1, STRATA_DTYPE_FP32, NULL),
+               STRATA_ERR_FAILED_PRECONDITION, "register of 'late' after prepare");
 
   uint16_t g[128];
   for (int i = 0; i < 128; ++i) g[i] = to_bf16(0.01f);
@@ -136,7 +137,8 @@ static void test_misuse(void) {
   CHECK(r.boundary == 1 && r.applied == 1 && r.optimizer_step == 1, "step applied (%d %d %lld)", r.boundary, r.applied,
         (long long)r.optimizer_step);
   /* After all this the engine still trains: the grad given before the step was taken. */
-  CHECK(fabs(r.grad_norm - from_bf16(to_bf16(0.01f)) * sqrt(128.0)) < 1e-9, "norm of 128 x bf16(0.01): %g", r.grad_norm);
+  CHECK(fabs(r.grad_norm - from_bf16(to_bf16(0.01f)) * sqrt(128.0)) < 1e-9, "norm of 128 x bf16(0.01): %g",
+        r.grad_norm);
 
   EXPECT_OK(strata_engine_destroy(e));
   EXPECT_ERROR(strata_engine_fetch(e, "w", NULL, &p), STRATA_ERR_FAILED_PRECONDITION, "the engine was destroyed");
@@ -149,7 +151,8 @@ static void test_misuse(void) {
 }
 
 static void test_plan_refused_and_buffers_exhausted(void) {
-  strata_engine_t* e = make_engine("{\"strata\": {\"device\": \"host\", \"device_bytes\": 20000, \"chunk_bytes\": 4096}}");
+  strata_engine_t* e =
+      make_engine("{\"strata\": {\"device\": \"host\", \"device_bytes\": 20000, \"chunk_bytes\": 4096}}");
   const int64_t shape[1] = {20000};
   EXPECT_OK(strata_engine_register_param(e, "big", shape, 1, STRATA_DTYPE_FP32, NULL));
   EXPECT_ERROR(strata_engine_prepare(e), STRATA_ERR_OUT_OF_MEMORY, "the model does not fit: the device needs");
@@ -234,7 +237,8 @@ static void test_adam_closed_form(void) {
   v0.struct_size = v0_size;
   EXPECT_OK(strata_engine_get_stats(e, &v0));
   CHECK(v0.optimizer_steps == 2 && v0.order_changes == st.order_changes, "first-release layout filled");
-  CHECK(v0.early_flushes == (int64_t)0xABABABABABABABABull && v0.bytes_checkpoint == 0xABABABABABABABABull, "nothing written past the first-release layout");
+  CHECK(v0.early_flushes == (int64_t)0xABABABABABABABABull && v0.bytes_checkpoint == 0xABABABABABABABABull,
+        "nothing written past the first-release layout");
   st.struct_size = 8;
   EXPECT_ERROR(strata_engine_get_stats(e, &st), STRATA_ERR_INVALID_ARGUMENT, "stats.struct_size is 8");
   EXPECT_OK(strata_engine_destroy(e));
@@ -244,12 +248,14 @@ static void test_adam_closed_form(void) {
 /* Offloaded params live in working buffers: map_param refuses them. */
 static void test_map_refuses_offloaded_params(void) {
   strata_engine_t* e = make_engine(
-      "{\"zero_optimization\": {\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}},"
+      "{\"zero_optimization\": {\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": "
+      "{\"device\": \"cpu\"}},"
       " \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096}}");
   const int64_t shape[1] = {100};
   EXPECT_OK(strata_engine_register_param(e, "w", shape, 1, STRATA_DTYPE_FP32, NULL));
   void* p = (void*)1;
-  EXPECT_ERROR(strata_engine_map_param(e, "w", &p), STRATA_ERR_FAILED_PRECONDITION, "do not rest on the device (offload_param)");
+  EXPECT_ERROR(strata_engine_map_param(e, "w", &p), STRATA_ERR_FAILED_PRECONDITION,
+               "do not rest on the device (offload_param)");
   CHECK(p == NULL, "out reset on error");
   EXPECT_ERROR(strata_engine_map_param(e, "w", NULL), STRATA_ERR_INVALID_ARGUMENT, "device_ptr is NULL");
   EXPECT_OK(strata_engine_destroy(e));
@@ -286,7 +292,8 @@ static void test_checkpoint_round_trip(void) {
   EXPECT_OK(strata_engine_begin_eval(e));
   void* ev = NULL;
   EXPECT_OK(strata_engine_fetch(e, "p", NULL, &ev));
-  EXPECT_ERROR(strata_engine_grad(e, "p", g, STRATA_DTYPE_BF16, kN, NULL), STRATA_ERR_FAILED_PRECONDITION, "evaluation pass");
+  EXPECT_ERROR(strata_engine_grad(e, "p", g, STRATA_DTYPE_BF16, kN, NULL), STRATA_ERR_FAILED_PRECONDITION,
+               "evaluation pass");
   EXPECT_OK(strata_engine_release(e, "p"));
   EXPECT_OK(strata_engine_end_eval(e));
   EXPECT_ERROR(strata_engine_save(e, NULL, NULL), STRATA_ERR_INVALID_ARGUMENT, "dir");
@@ -321,8 +328,10 @@ static void test_checkpoint_round_trip(void) {
     uint64_t hlen = 0;
     for (int i = 0; i < 8; ++i) hlen |= (uint64_t)len8[i] << (8 * i);
     char header[512] = {0};
-    CHECK(hlen < sizeof(header) && fread(header, 1, hlen, st) == hlen, "header of %llu bytes", (unsigned long long)hlen);
-    CHECK(strstr(header, "\"p\":{\"data_offsets\":[0,800],\"dtype\":\"F32\",\"shape\":[200]}") != NULL, "header: %s", header);
+    CHECK(hlen < sizeof(header) && fread(header, 1, hlen, st) == hlen, "header of %llu bytes",
+          (unsigned long long)hlen);
+    CHECK(strstr(header, "\"p\":{\"data_offsets\":[0,800],\"dtype\":\"F32\",\"shape\":[200]}") != NULL, "header: %s",
+          header);
     CHECK(hlen % 8 == 0, "the data is 8-byte aligned");
     float back[kN];
     CHECK(fread(back, 4, kN, st) == kN && memcmp(back, b, sizeof(back)) == 0, "the exported values are the masters");
@@ -346,7 +355,8 @@ static void test_checkpoint_round_trip(void) {
   EXPECT_OK(strata_engine_fetch(f, "p", NULL, &fetched));
   EXPECT_OK(strata_engine_release(f, "p"));
   CHECK(mapped == fetched, "the mapped and the fetched pointer differ");
-  CHECK(from_bf16(((const uint16_t*)mapped)[3]) == from_bf16(to_bf16(b[3])), "the mapped values are the masters in bf16");
+  CHECK(from_bf16(((const uint16_t*)mapped)[3]) == from_bf16(to_bf16(b[3])),
+        "the mapped values are the masters in bf16");
   train_step(f, g, kN);
   EXPECT_OK(strata_engine_read_param(f, "p", b, kN));
   CHECK(((const uint16_t*)mapped)[3] == to_bf16(b[3]), "a step rewrites the mapped values in place");

@@ -25,12 +25,13 @@ static void run_against_reference(const char* type, int nstate, const char* stat
   cfg.type = type;
   cfg.num_threads = 2;
   strata_cpu_optimizer_t* opt = NULL;
-  CHECK(strata_cpu_optimizer_create(&cfg, &opt) == STRATA_OK && opt != NULL, "%s create: %s", type, strata_last_error());
+  CHECK(strata_cpu_optimizer_create(&cfg, &opt) == STRATA_OK && opt != NULL, "%s create: %s", type,
+        strata_last_error());
   if (opt == NULL) return;
   size_t count = 99;
   const char* names[2] = {NULL, NULL};
-  CHECK(strata_cpu_optimizer_get_state(opt, names, 2, &count) == STRATA_OK && count == (size_t)nstate, "%s states %zu", type,
-        count);
+  CHECK(strata_cpu_optimizer_get_state(opt, names, 2, &count) == STRATA_OK && count == (size_t)nstate, "%s states %zu",
+        type, count);
   CHECK(names[0] != NULL && strcmp(names[0], state0) == 0, "%s first state %s", type, names[0] ? names[0] : "(null)");
   const char* canon = NULL;
   CHECK(strata_cpu_optimizer_get_type(opt, &canon) == STRATA_OK && canon != NULL, "get_type");
@@ -54,7 +55,8 @@ static void run_against_reference(const char* type, int nstate, const char* stat
     a.eps = (float)eps;
     a.weight_decay = (float)wd;
     a.grad_scale = (float)scale;
-    strata_optimizer_tensor_t t = {p, {s0, nstate > 1 ? s1 : NULL}, g, STRATA_DTYPE_FP32, STRATA_DTYPE_BF16, out, N, {NULL, NULL}};
+    strata_optimizer_tensor_t t = {
+        p, {s0, nstate > 1 ? s1 : NULL}, g, STRATA_DTYPE_FP32, STRATA_DTYPE_BF16, out, N, {NULL, NULL}};
     CHECK(strata_cpu_optimizer_step(opt, &a, &t, 1) == STRATA_OK, "%s step %d: %s", type, step, strata_last_error());
     for (int i = 0; i < N; ++i) {
       const double gi = (double)g[i] * scale;
@@ -92,17 +94,21 @@ static void run_against_reference(const char* type, int nstate, const char* stat
   if (nstate == 1) EXPECT_ERROR(strata_cpu_optimizer_step(opt, &a, &t, 1), STRATA_ERR_INVALID_ARGUMENT, "must be NULL");
   t.state[1] = nstate > 1 ? s1 : NULL;
   t.state[0] = p + 3;
-  EXPECT_ERROR(strata_cpu_optimizer_step(opt, &a, &t, 1), STRATA_ERR_INVALID_ARGUMENT, "buffers overlap: tensor 0 params and tensor 0 ");
+  EXPECT_ERROR(strata_cpu_optimizer_step(opt, &a, &t, 1), STRATA_ERR_INVALID_ARGUMENT,
+               "buffers overlap: tensor 0 params and tensor 0 ");
   t.state[0] = s0;
   a.beta1 = 1.5f;
   if (nstate == 1 && strcmp(type, "lion") == 0)
-    EXPECT_ERROR(strata_cpu_optimizer_step(opt, &a, &t, 1), STRATA_ERR_INVALID_ARGUMENT, "Lion hyper-parameter beta1 = 1.5");
+    EXPECT_ERROR(strata_cpu_optimizer_step(opt, &a, &t, 1), STRATA_ERR_INVALID_ARGUMENT,
+                 "Lion hyper-parameter beta1 = 1.5");
   a.beta1 = 0.9f;
   a.eps = 0.0f;
   if (strcmp(type, "ADAGRAD") == 0)
-    EXPECT_ERROR(strata_cpu_optimizer_step(opt, &a, &t, 1), STRATA_ERR_INVALID_ARGUMENT, "Adagrad hyper-parameter eps = 0");
+    EXPECT_ERROR(strata_cpu_optimizer_step(opt, &a, &t, 1), STRATA_ERR_INVALID_ARGUMENT,
+                 "Adagrad hyper-parameter eps = 0");
   CHECK(memcmp(before, p, sizeof(p)) == 0, "%s: a refused step changed the params", type);
-  CHECK(strata_cpu_optimizer_get_step(opt, &steps) == STRATA_OK && steps == STEPS, "%s: a refused step moved the counter", type);
+  CHECK(strata_cpu_optimizer_get_step(opt, &steps) == STRATA_OK && steps == STEPS,
+        "%s: a refused step moved the counter", type);
   CHECK(strata_cpu_optimizer_destroy(opt) == STRATA_OK, "destroy");
 }
 
@@ -113,7 +119,8 @@ int main(void) {
   strata_cpu_optimizer_config_t cfg = STRATA_CPU_OPTIMIZER_CONFIG_INIT;
   cfg.type = "Sophia";
   strata_cpu_optimizer_t* opt = (strata_cpu_optimizer_t*)&cfg;
-  EXPECT_ERROR(strata_cpu_optimizer_create(&cfg, &opt), STRATA_ERR_INVALID_ARGUMENT, "accepted: Adam, AdamW, Lion, Adagrad");
+  EXPECT_ERROR(strata_cpu_optimizer_create(&cfg, &opt), STRATA_ERR_INVALID_ARGUMENT,
+               "accepted: Adam, AdamW, Lion, Adagrad");
   CHECK(opt == NULL, "handle not cleared on error");
   CHECK(strata_cpu_optimizer_destroy(NULL) == STRATA_OK, "destroy(NULL)");
   printf("c_optimizer_test: %d passed, %d failed\n", g_passed, g_failed);

@@ -133,8 +133,10 @@ TEST(MpiComm, AllGatherConcatenatesInRankOrder) {
     std::vector<unsigned char> out(send.size() * n, 0xAB), inplace(send.size() * n, 0xCD);
     std::memcpy(inplace.data() + static_cast<size_t>(r) * send.size(), send.data(), send.size());
     ASSERT_TRUE(c->all_gather(send.data(), out.data(), count, e).value()->wait().is_ok());
-    ASSERT_TRUE(
-        c->all_gather(inplace.data() + static_cast<size_t>(r) * send.size(), inplace.data(), count, e).value()->wait().is_ok());
+    ASSERT_TRUE(c->all_gather(inplace.data() + static_cast<size_t>(r) * send.size(), inplace.data(), count, e)
+                    .value()
+                    ->wait()
+                    .is_ok());
     for (int from = 0; from < n; ++from)
       for (size_t i = 0; i < count; ++i) {
         const size_t at = (static_cast<size_t>(from) * count + i) * elem_size(e);
@@ -171,7 +173,8 @@ TEST(MpiComm, ACollectiveAPeerJoinsTooLateTimesOutNamingItselfAndBreaksOnlyThatC
     Status s = late->all_reduce_sync(buf.data(), buf.data(), buf.size(), Elem::kF32, ReduceOp::kSum);
     const auto waited = std::chrono::steady_clock::now() - t0;
     ASSERT_EQ(s.code(), StatusCode::kTimeout) << s.to_string();
-    EXPECT_NE(s.message().find("all_reduce of 1000 x fp32 across " + std::to_string(late->size()) + " ranks"), std::string::npos)
+    EXPECT_NE(s.message().find("all_reduce of 1000 x fp32 across " + std::to_string(late->size()) + " ranks"),
+              std::string::npos)
         << s.message();
     EXPECT_LT(waited, timeout * 3) << "the wait ended near the timeout";
     Status again = late->barrier();

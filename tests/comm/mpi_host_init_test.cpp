@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
         auto s = c.value()->all_reduce_sync(v.data(), v.data(), v.size(), e, strata::comm::ReduceOp::kSum);
         const float want = static_cast<float>(n * (n + 1) / 2);
         for (uint16_t x : v) {
-          const float got = e == strata::comm::Elem::kBF16 ? strata::reference::bf16_to_float(x) : strata::reference::fp16_to_float(x);
+          const float got = e == strata::comm::Elem::kBF16 ? strata::reference::bf16_to_float(x)
+                                                           : strata::reference::fp16_to_float(x);
           if (!s.is_ok() || got != want) {
             std::fprintf(stderr, "rank %d: %s sum %g, want %g (%s)\n", r, strata::comm::elem_name(e), got, want,
                          s.to_string().c_str());

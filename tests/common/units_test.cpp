@@ -36,11 +36,14 @@ TEST(Units, SizesWithSuffixes) {
 }
 
 TEST(Units, SizesOutOfRangeOrMalformedAreRefusedByName) {
-  expect_error(parse_size("1e30", "--device-memory").status(), "--device-memory 1e30: more than the largest size accepted here, 64.00 PiB");
+  expect_error(parse_size("1e30", "--device-memory").status(),
+               "--device-memory 1e30: more than the largest size accepted here, 64.00 PiB");
   expect_error(parse_size("1e400", "--device-memory").status(), "more than the largest size");
-  expect_error(parse_size("99999999999999999999G", "--host-memory").status(), "--host-memory 99999999999999999999G: more than");
+  expect_error(parse_size("99999999999999999999G", "--host-memory").status(),
+               "--host-memory 99999999999999999999G: more than");
   expect_error(parse_size("-5", "--chunk-size").status(), "--chunk-size -5: a size cannot be negative");
-  expect_error(parse_size("1K", "--chunk-size", 4096).status(), "--chunk-size 1K: less than the smallest size accepted here, 4.0 KiB");
+  expect_error(parse_size("1K", "--chunk-size", 4096).status(),
+               "--chunk-size 1K: less than the smallest size accepted here, 4.0 KiB");
   for (const char* junk : {"", "x", "64Q", "nan", "inf", "0x10", "+5", "5 M", "1.5.5", "M"})
     expect_error(parse_size(junk, "--x").status(), "expected a size in bytes");
 }
@@ -48,7 +51,8 @@ TEST(Units, SizesOutOfRangeOrMalformedAreRefusedByName) {
 TEST(Units, CountsAreWholeAndInRange) {
   EXPECT_EQ(parse_count("7", "--steps", 1, 10).value(), 7);
   EXPECT_EQ(parse_count("+7", "--steps", 1, 10).value(), 7);
-  expect_error(parse_count("99999999999999999999", "--steps", 1, 1000).status(), "--steps 99999999999999999999: out of range: expected an integer in 1 .. 1000");
+  expect_error(parse_count("99999999999999999999", "--steps", 1, 1000).status(),
+               "--steps 99999999999999999999: out of range: expected an integer in 1 .. 1000");
   expect_error(parse_count("0", "--batch", 1, 10).status(), "--batch 0: out of range");
   expect_error(parse_count("-3", "--batch", 1, 10).status(), "out of range");
   for (const char* junk : {"", "x", "1.5", "1e3", "3x", " 3"})
@@ -57,7 +61,8 @@ TEST(Units, CountsAreWholeAndInRange) {
 
 TEST(Units, RatesAreFiniteAndInRange) {
   EXPECT_DOUBLE_EQ(parse_rate("3e-4", "--lr", 0, 1).value(), 3e-4);
-  expect_error(parse_rate("1e30", "--lr", 1e-30, 1e6).status(), "--lr 1e30: out of range: expected a number in [1.0000000000000001e-30, 1000000]");
+  expect_error(parse_rate("1e30", "--lr", 1e-30, 1e6).status(),
+               "--lr 1e30: out of range: expected a number in [1.0000000000000001e-30, 1000000]");
   expect_error(parse_rate("nan", "--lr", 0, 1).status(), "expected a number");
   expect_error(parse_rate("1e999", "--lr", 0, 1).status(), "out of range");
   expect_error(parse_rate("0.1.", "--lr", 0, 1).status(), "expected a number");

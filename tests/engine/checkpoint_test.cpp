@@ -16,8 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
-#include <tuple>
 #include <string>
+#include <tuple>
 
 #include "kernels/reference/half.h"
 #include "src/engine/checkpoint_format.h"
@@ -47,7 +47,8 @@ std::string zero_for(const std::string& placement, const std::string& dir) {
   if (placement == "optimizer cpu") return "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}";
   if (placement == "optimizer nvme") return "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\"" + path + "}";
   if (placement == "params nvme")
-    return "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\"" + path + "}, \"offload_param\": {\"device\": \"nvme\"" + path + "}";
+    return "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\"" + path +
+           "}, \"offload_param\": {\"device\": \"nvme\"" + path + "}";
   return "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": {\"device\": \"cpu\"}";
 }
 size_t budget_for(const std::string& placement) {
@@ -80,7 +81,9 @@ TEST_P(Resume, SaveLoadContinueEqualsStraightTraining) {
   strata::testing::ScratchDir d1, d2, d3, ckpt;
   const bool fp16 = placement == "optimizer cpu";  // and an overflow before the save
   const int poison = fp16 ? 1 : -1;
-  auto json = [&](const std::string& dir) { return config_json(zero_for(placement, dir), budget_for(placement), fp16 ? kFp16 : ""); };
+  auto json = [&](const std::string& dir) {
+    return config_json(zero_for(placement, dir), budget_for(placement), fp16 ? kFp16 : "");
+  };
   RunOptions straight_o;
   straight_o.poison_micro = poison;
   const EngineRun straight = train_engine(json(d1.path()), mlp, straight_o);
@@ -137,7 +140,8 @@ TEST_P(OptimizerResume, SaveLoadContinueEqualsStraightTraining) {
   Status l = second->load(ckpt.path());
   ASSERT_TRUE(l.is_ok()) << l.to_string();
   const EngineRun resumed = train_range(*second, json(d3.path()), mlp, kSplit, kSteps * kAccum);
-  for (const auto& [n, v] : straight.master) EXPECT_EQ(resumed.master.at(n), v) << type << " " << placement << ": " << n;
+  for (const auto& [n, v] : straight.master)
+    EXPECT_EQ(resumed.master.at(n), v) << type << " " << placement << ": " << n;
 }
 
 INSTANTIATE_TEST_SUITE_P(LionAdagrad, OptimizerResume,
@@ -182,7 +186,9 @@ std::string write_config(const std::string& dir, const std::string& json) {
 TEST(Checkpoint, ResumesBitExactInAFreshProcess) {
   const Mlp mlp{MlpShape{}};
   strata::testing::ScratchDir d1, d2, d3, ckpt, files;
-  auto json = [&](const std::string& dir) { return config_json(zero_for("optimizer nvme", dir), budget_for("optimizer nvme")); };
+  auto json = [&](const std::string& dir) {
+    return config_json(zero_for("optimizer nvme", dir), budget_for("optimizer nvme"));
+  };
   const EngineRun straight = train_engine(json(d1.path()), mlp);
   {
     auto e = new_engine(json(d2.path()), mlp);
@@ -191,8 +197,8 @@ TEST(Checkpoint, ResumesBitExactInAFreshProcess) {
     ASSERT_TRUE(e->save(ckpt.path()).is_ok());
   }
   const std::string out = files.path() + "/masters.bin";
-  const std::string cmd = helper() + " resume " + write_config(files.path(), json(d3.path())) + " " + ckpt.path() + " " +
-                          std::to_string(kSplit) + " " + std::to_string(kSteps * kAccum) + " " + out + " 2>&1";
+  const std::string cmd = helper() + " resume " + write_config(files.path(), json(d3.path())) + " " + ckpt.path() +
+                          " " + std::to_string(kSplit) + " " + std::to_string(kSteps * kAccum) + " " + out + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
   char line[4096];
@@ -288,15 +294,18 @@ TEST(CheckpointCrash, AKilledSaveLeavesTheLastCompleteCheckpoint) {
     auto e = new_engine(json, mlp);
     ASSERT_TRUE(e);
     Status s = e->load(root.path());
-    ASSERT_TRUE(s.is_ok()) << "killed at " << (block_at >= 0 ? lines.back() : std::to_string(delay) + " us") << ": " << s.to_string();
+    ASSERT_TRUE(s.is_ok()) << "killed at " << (block_at >= 0 ? lines.back() : std::to_string(delay) + " us") << ": "
+                           << s.to_string();
     const Masters got = harness::read_masters(*e, mlp);
     const bool old_one = got == after2, new_one = got == after4;
-    EXPECT_TRUE(old_one || new_one) << "killed at point " << block_at << " / " << delay << " us: the loaded weights are neither";
+    EXPECT_TRUE(old_one || new_one) << "killed at point " << block_at << " / " << delay
+                                    << " us: the loaded weights are neither";
     saw_old += old_one;
     saw_new += new_one;
     if (block_at >= 0) {
       const std::vector<std::string> last = {"manifest written", "published", "latest updated"};
-      const std::string want = block_at < chunks ? "chunk " + std::to_string(block_at) + " written" : last[static_cast<size_t>(block_at - chunks)];
+      const std::string want = block_at < chunks ? "chunk " + std::to_string(block_at) + " written"
+                                                 : last[static_cast<size_t>(block_at - chunks)];
       EXPECT_EQ(lines.back().substr(lines.back().find(' ', 6) + 1), want);
       // Until latest names the new checkpoint, the old one is loaded.
       EXPECT_EQ(old_one, block_at < points - 1) << "killed after " << lines.back();
@@ -391,7 +400,8 @@ TEST_F(Refused, AModelWithOtherShapes) {
   ASSERT_TRUE(e);
   Status s = e->load(root_.path());
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.to_string();
-  EXPECT_NE(s.to_string().find("param 'layer0.weight' has shape [64, 32] in the checkpoint, [48, 32] registered"), std::string::npos)
+  EXPECT_NE(s.to_string().find("param 'layer0.weight' has shape [64, 32] in the checkpoint, [48, 32] registered"),
+            std::string::npos)
       << s.to_string();
 }
 
@@ -405,9 +415,9 @@ TEST_F(Refused, AnotherPrecision) {
 
 // An AdamW checkpoint into a Lion engine (and back): the state arrays differ, both are named.
 TEST_F(Refused, AnotherOptimizersState) {
-  auto lion = new_engine(config_json(zero_for("optimizer cpu", ""), budget_for("optimizer cpu"), "", "",
-                                     harness::optimizer_json("Lion")),
-                         mlp_);
+  auto lion = new_engine(
+      config_json(zero_for("optimizer cpu", ""), budget_for("optimizer cpu"), "", "", harness::optimizer_json("Lion")),
+      mlp_);
   ASSERT_TRUE(lion);
   const Masters lion_before = harness::read_masters(*lion, mlp_);
   Status s = lion->load(root_.path());
@@ -445,7 +455,8 @@ TEST(CheckpointSave, RefusesMidCycleFetchedAndBadTags) {
   s = e->save(root.path());
   EXPECT_NE(s.to_string().find("while 'layer0.weight' is fetched"), std::string::npos) << s.to_string();
   ASSERT_TRUE(e->release("layer0.weight").is_ok());
-  for (const char* tag : {"a/b", "latest", "x.tmp"}) EXPECT_EQ(e->save(root.path(), tag).code(), StatusCode::kInvalidArgument) << tag;
+  for (const char* tag : {"a/b", "latest", "x.tmp"})
+    EXPECT_EQ(e->save(root.path(), tag).code(), StatusCode::kInvalidArgument) << tag;
   EXPECT_FALSE(std::filesystem::exists(root.path() + "/latest")) << "nothing was saved";
   // Saving the same tag twice replaces it.
   ASSERT_TRUE(e->save(root.path(), "mine").is_ok());
@@ -504,7 +515,8 @@ TEST(CheckpointSave, NeverDeletesWhatStrataDidNotWrite) {
   std::ofstream(r + "/mine/notes.txt") << "keep";
   Status s = e->save(r, "mine");
   EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << s.to_string();
-  EXPECT_NE(s.message().find("'" + r + "/mine' exists and is not a strata checkpoint"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("'" + r + "/mine' exists and is not a strata checkpoint"), std::string::npos)
+      << s.message();
   EXPECT_TRUE(std::filesystem::exists(r + "/mine/notes.txt"));
   // A crashed save's leftovers (chunk files, no manifest yet) and a user's directory named *.tmp.
   std::filesystem::create_directories(r + "/step9.tmp");
@@ -562,7 +574,9 @@ TEST(CheckpointCli, VerifiesAndExports) {
   ASSERT_TRUE(e);
   (void)train_range(*e, json, mlp, 0, 2 * kAccum);
   ASSERT_TRUE(e->save(root.path()).is_ok());
-  auto run = [](const std::string& args, int* rc) { return strata::testing::run_command(std::string(STRATA_CLI) + " " + args, rc); };
+  auto run = [](const std::string& args, int* rc) {
+    return strata::testing::run_command(std::string(STRATA_CLI) + " " + args, rc);
+  };
   int rc = 0;
   std::string out = run("checkpoint verify " + root.path(), &rc);
   EXPECT_EQ(rc, 0) << out;
@@ -594,7 +608,8 @@ TEST(CheckpointCli, VerifiesAndExports) {
       std::vector<uint16_t> got(values.size());
       f.seekg(static_cast<std::streamoff>(8 + hlen + b));
       f.read(reinterpret_cast<char*>(got.data()), static_cast<std::streamsize>(got.size() * 2));
-      for (size_t i = 0; i < values.size(); ++i) ASSERT_EQ(got[i], reference::float_to_bf16(values[i])) << name << " " << i;
+      for (size_t i = 0; i < values.size(); ++i)
+        ASSERT_EQ(got[i], reference::float_to_bf16(values[i])) << name << " " << i;
     }
   }
   out = run("checkpoint export " + root.path() + " " + root.path() + "/x --format onnx", &rc);

@@ -65,7 +65,8 @@ void check_invariants(const ChunkLayout& l, const std::vector<ParamSpec>& ps, si
     EXPECT_EQ(ch.numel, (aligned + w - 1) / w * w) << "a chunk shrinks to what it holds, aligned, padded to the world";
     if (c + 1 < l.chunks().size()) {
       const ParamSlot& next = l.params()[l.chunks()[c + 1].params.front()];
-      EXPECT_GT(aligned + next.numel, std::max(chunk_elems, ch.numel_used)) << "chunk " << c << " closed though " << next.name << " fit";
+      EXPECT_GT(aligned + next.numel, std::max(chunk_elems, ch.numel_used))
+          << "chunk " << c << " closed though " << next.name << " fit";
     }
     // The shards partition the chunk: consecutive, equal, covering [0, numel).
     for (int r = 0; r < l.world(); ++r) EXPECT_EQ(l.shard_begin(static_cast<uint32_t>(c), r), ch.shard_numel * r);
@@ -101,7 +102,7 @@ TEST(ChunkLayout, OversizedParameterGetsItsOwnChunkAndChunksShrink) {
   std::vector<ParamSpec> ps = {{"a", {100}}, {"big", {10000}}, {"b", {10}}};
   auto l = ChunkLayout::build(ps, 1024, 4, 1).value();
   ASSERT_EQ(l.chunks().size(), 3u);
-  EXPECT_EQ(l.chunks()[0].numel, 128u);  // 100 elements, aligned to 64
+  EXPECT_EQ(l.chunks()[0].numel, 128u);    // 100 elements, aligned to 64
   EXPECT_EQ(l.chunks()[1].numel, 10048u);  // its own size, aligned to 64
   EXPECT_EQ(l.find("big")->chunk, 1u);
   EXPECT_EQ(l.chunks()[2].numel, 64u);  // 10 elements, aligned, padded to 4 ranks

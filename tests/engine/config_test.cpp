@@ -104,7 +104,8 @@ TEST(EngineConfig, ErrorsNameTheKeyByItsPath) {
   expect_error(R"({"zero_optimization": {"offload_param": {"device": "gpu"}}})",
                "zero_optimization.offload_param.device = \"gpu\": expected one of none, cpu, nvme");
   expect_error(R"({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme"}}})",
-               "zero_optimization.offload_optimizer.nvme_path: required when zero_optimization.offload_optimizer.device is \"nvme\"");
+               "zero_optimization.offload_optimizer.nvme_path: required when "
+               "zero_optimization.offload_optimizer.device is \"nvme\"");
   expect_error(R"({"zero_optimization": {"stage": 2, "offload_param": {"device": "cpu"}}})",
                "offload_param needs zero_optimization.stage = 3, not 2");
   expect_error(R"({"zero_optimization": {"offload_optimizer": {"device": "cpu", "ratio": 1.5}}})",
@@ -112,8 +113,9 @@ TEST(EngineConfig, ErrorsNameTheKeyByItsPath) {
   expect_error(R"({"fp16": {"enabled": true}, "bf16": {"enabled": true}})", "both true");
   expect_error(R"({"optimizer": {"type": "Lamb"}})",
                "optimizer.type: optimizer type \"Lamb\" is not one strata has (accepted: Adam, AdamW, Lion, Adagrad)");
-  expect_error(R"({"optimizer": {"type": "Lion", "params": {"eps": 1e-8}}})",
-               "optimizer.params.eps: unknown key (known here: lr, betas, weight_decay) — Lion has no such hyper-parameter");
+  expect_error(
+      R"({"optimizer": {"type": "Lion", "params": {"eps": 1e-8}}})",
+      "optimizer.params.eps: unknown key (known here: lr, betas, weight_decay) — Lion has no such hyper-parameter");
   expect_error(R"({"optimizer": {"type": "Adagrad", "params": {"betas": [0.9, 0.99]}}})",
                "optimizer.params.betas: unknown key (known here: lr, eps, weight_decay)");
   expect_error(R"({"optimizer": {"params": {"betas": [0.9]}}})", "optimizer.params.betas: expected [beta1, beta2]");
@@ -131,8 +133,10 @@ TEST(EngineConfig, ErrorsNameTheKeyByItsPath) {
   expect_error(R"({"stage": )", "config: line 1, column 10: syntax error");
   expect_error("{\n  \"stage\": 1,\n  \"x\": tru\n}", "config: line 3, column");
   expect_error(R"({"gradient_clipping": 1e999})", "config: number overflow parsing");
-  expect_error(R"({"zero_optimization": {"stage": 99999999999999999999}})", "zero_optimization.stage = 1e+20: expected an integer in 0 .. 3");
-  expect_error(R"({"strata": {"device_bytes": 1e30}})", "strata.device_bytes = 1e+30: expected an integer in 0 .. 72057594037927936");
+  expect_error(R"({"zero_optimization": {"stage": 99999999999999999999}})",
+               "zero_optimization.stage = 1e+20: expected an integer in 0 .. 3");
+  expect_error(R"({"strata": {"device_bytes": 1e30}})",
+               "strata.device_bytes = 1e+30: expected an integer in 0 .. 72057594037927936");
   expect_error(R"({"strata": {"seed": -1}})", "strata.seed = -1: expected an integer in 0 ..");
 }
 

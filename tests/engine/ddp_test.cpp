@@ -38,13 +38,16 @@ comm::Communicator& world() {
   return *c;
 }
 
-const std::vector<std::pair<std::string, std::vector<int64_t>>> kParams = {{"w1", {3000}}, {"w2", {50, 80}}, {"b", {7}}};
+const std::vector<std::pair<std::string, std::vector<int64_t>>> kParams = {
+    {"w1", {3000}}, {"w2", {50, 80}}, {"b", {7}}};
 constexpr int kSteps = 5;
 
-std::unique_ptr<Engine> make(const std::string& zero, int gas, comm::Communicator* c, const std::string& type = "AdamW") {
-  const std::string json = "{\"optimizer\": {\"type\": \"" + type + "\", \"params\": {\"lr\": 0.01, \"weight_decay\": 0.01}}, "
-                           "\"gradient_clipping\": 1.0, \"gradient_accumulation_steps\": " + std::to_string(gas) +
-                           ", \"zero_optimization\": {" + zero +
+std::unique_ptr<Engine> make(const std::string& zero, int gas, comm::Communicator* c,
+                             const std::string& type = "AdamW") {
+  const std::string json = "{\"optimizer\": {\"type\": \"" + type +
+                           "\", \"params\": {\"lr\": 0.01, \"weight_decay\": 0.01}}, "
+                           "\"gradient_clipping\": 1.0, \"gradient_accumulation_steps\": " +
+                           std::to_string(gas) + ", \"zero_optimization\": {" + zero +
                            "}, \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096}}";
   auto cfg = parse_engine_config(json);
   EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string();
@@ -146,7 +149,8 @@ TEST_P(Ddp, NRanksEqualOneRankAccumulatingTheirShares) {
 }
 
 INSTANTIATE_TEST_SUITE_P(OptimizerOnDeviceAndHost, Ddp,
-                         ::testing::Values("\"stage\": 0", "\"stage\": 0, \"offload_optimizer\": {\"device\": \"cpu\"}"),
+                         ::testing::Values("\"stage\": 0",
+                                           "\"stage\": 0, \"offload_optimizer\": {\"device\": \"cpu\"}"),
                          [](const ::testing::TestParamInfo<const char*>& i) {
                            return std::string(i.index == 0 ? "optimizer_on_device" : "optimizer_on_host");
                          });
@@ -170,7 +174,8 @@ class Zero : public ::testing::TestWithParam<ZeroCase> {};
 std::string scratch_dir() {
   const char* job = std::getenv("PMIX_NAMESPACE");  // the same on every rank of one mpirun
   const char* tmp = std::getenv("TMPDIR");
-  std::string d = std::string(tmp ? tmp : "/tmp") + "/strata_zero_test_" + (job ? job : "pid" + std::to_string(::getpid()));
+  std::string d =
+      std::string(tmp ? tmp : "/tmp") + "/strata_zero_test_" + (job ? job : "pid" + std::to_string(::getpid()));
   for (char& ch : d)
     if (ch == '@' || ch == ',' || ch == ':') ch = '_';
   return d;
@@ -190,7 +195,7 @@ TEST_P(Zero, NRanksOfShardsEqualOneRankAccumulatingTheirShares) {
   const int n = c.size();
   const ZeroCase z = GetParam();
   const std::string dir = scratch_dir();
-  std::filesystem::create_directories(dir);  // strata makes only the last level of nvme_path
+  std::filesystem::create_directories(dir);                    // strata makes only the last level of nvme_path
   auto sharded = make(zero_json(z, dir + "/sharded"), 1, &c);  // + "/rank<r>" with several ranks
   auto single = make(zero_json(z, dir + "/single" + std::to_string(c.rank())), n, nullptr);
   std::vector<float> got;
@@ -218,7 +223,8 @@ TEST_P(Zero, NRanksOfShardsEqualOneRankAccumulatingTheirShares) {
     for (Use u : split) {
       const size_t m = mine->bytes[t][static_cast<int>(u)], o = one->bytes[t][static_cast<int>(u)];
       EXPECT_GE(m * n, o) << "tier " << t << " use " << static_cast<int>(u);
-      EXPECT_LE(m * n, o + chunks * n * 2 * 12) << "tier " << t << " use " << static_cast<int>(u) << ": 1/N plus padding";
+      EXPECT_LE(m * n, o + chunks * n * 2 * 12)
+          << "tier " << t << " use " << static_cast<int>(u) << ": 1/N plus padding";
     }
   }
   // Collective traffic: stage 3 gathers a chunk whenever a fetch loads it (here once per
@@ -229,7 +235,7 @@ TEST_P(Zero, NRanksOfShardsEqualOneRankAccumulatingTheirShares) {
   if (n == 1) {
     EXPECT_EQ(st.bytes_allgather + st.bytes_allreduce, 0u);
   } else {
-    EXPECT_GE(st.bytes_allreduce, kSteps * elems * 4);                 // gradients, once per step
+    EXPECT_GE(st.bytes_allreduce, kSteps * elems * 4);  // gradients, once per step
     EXPECT_GE(fetched_gathers, (kSteps + 1) * elems * 2 - (z.stage == 3 ? 0 : elems * 2));
     EXPECT_LE(fetched_gathers, (kSteps + 1) * (elems + chunks * (64 + n)) * 2) << "at most a chunk's padding more";
   }
@@ -265,16 +271,14 @@ TEST_P(Zero, NRanksOfShardsEqualOneRankAccumulatingTheirShares) {
   ASSERT_TRUE(c.barrier().is_ok());  // no rank starts the next test's files before the removal
 }
 
-INSTANTIATE_TEST_SUITE_P(Stages, Zero,
-                         ::testing::Values(ZeroCase{1, "none", "none"}, ZeroCase{1, "cpu", "none"},
-                                           ZeroCase{2, "none", "none"}, ZeroCase{2, "cpu", "none"},
-                                           ZeroCase{2, "nvme", "none"}, ZeroCase{3, "none", "none"},
-                                           ZeroCase{3, "cpu", "none"}, ZeroCase{3, "cpu", "cpu"},
-                                           ZeroCase{3, "nvme", "nvme"}),
-                         [](const ::testing::TestParamInfo<ZeroCase>& i) {
-                           return "stage" + std::to_string(i.param.stage) + "_optimizer_" + i.param.optimizer +
-                                  "_params_" + i.param.param;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Stages, Zero,
+    ::testing::Values(ZeroCase{1, "none", "none"}, ZeroCase{1, "cpu", "none"}, ZeroCase{2, "none", "none"},
+                      ZeroCase{2, "cpu", "none"}, ZeroCase{2, "nvme", "none"}, ZeroCase{3, "none", "none"},
+                      ZeroCase{3, "cpu", "none"}, ZeroCase{3, "cpu", "cpu"}, ZeroCase{3, "nvme", "nvme"}),
+    [](const ::testing::TestParamInfo<ZeroCase>& i) {
+      return "stage" + std::to_string(i.param.stage) + "_optimizer_" + i.param.optimizer + "_params_" + i.param.param;
+    });
 
 TEST(DdpSetup, RankZerosInitialValuesReachEveryRank) {
   comm::Communicator& c = world();
@@ -320,7 +324,8 @@ TEST_P(OtherOptimizers, NRanksEqualOneRankAccumulatingTheirShares) {
   const std::string dir = scratch_dir();
   std::filesystem::create_directories(dir);
   auto sharded = make(zero_json(o.zero, dir + "/sharded_" + o.type), 1, &c, o.type);
-  auto single = make(zero_json(o.zero, dir + "/single_" + o.type + std::to_string(c.rank())), c.size(), nullptr, o.type);
+  auto single =
+      make(zero_json(o.zero, dir + "/single_" + o.type + std::to_string(c.rank())), c.size(), nullptr, o.type);
   std::vector<float> got;
   train_both(c, *sharded, *single, &got);
   sharded.reset();
@@ -332,7 +337,8 @@ TEST_P(OtherOptimizers, NRanksEqualOneRankAccumulatingTheirShares) {
 
 INSTANTIATE_TEST_SUITE_P(LionAdagrad, OtherOptimizers,
                          ::testing::Values(OtherCase{"Lion", {2, "cpu", "none"}}, OtherCase{"Lion", {3, "nvme", "cpu"}},
-                                           OtherCase{"Adagrad", {2, "nvme", "none"}}, OtherCase{"Adagrad", {3, "cpu", "nvme"}}),
+                                           OtherCase{"Adagrad", {2, "nvme", "none"}},
+                                           OtherCase{"Adagrad", {3, "cpu", "nvme"}}),
                          [](const ::testing::TestParamInfo<OtherCase>& i) {
                            return std::string(i.param.type) + "_stage" + std::to_string(i.param.zero.stage) + "_opt_" +
                                   i.param.zero.optimizer + "_param_" + i.param.zero.param;

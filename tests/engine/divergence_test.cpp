@@ -45,7 +45,8 @@ std::unique_ptr<Engine> make(const std::string& json) {
 
 std::string config(const std::string& precision, const std::string& extra_strata, const std::string& zero = "",
                    const std::string& optimizer = "\"lr\": 0.01") {
-  return "{" + precision + "\"optimizer\": {\"type\": \"AdamW\", \"params\": {" + optimizer + "}}, \"zero_optimization\": {" + zero +
+  return "{" + precision + "\"optimizer\": {\"type\": \"AdamW\", \"params\": {" + optimizer +
+         "}}, \"zero_optimization\": {" + zero +
          "}, \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096" + extra_strata + "}}";
 }
 
@@ -91,8 +92,9 @@ TEST(Divergence, Bf16NonFiniteGradientsStopAfterMaxConsecutiveSkips) {
 TEST(Divergence, Fp16CountsOnlySkipsAtTheMinimumLossScale) {
   // Scale 2^3 halves on every overflow (hysteresis 1) down to min_loss_scale 2: the skips at 8
   // and 4 do not count, the ones at 2 do.
-  auto e = make(config("\"fp16\": {\"enabled\": true, \"initial_scale_power\": 3, \"hysteresis\": 1, \"min_loss_scale\": 2}, ",
-                       ", \"max_consecutive_skips\": 2"));
+  auto e = make(
+      config("\"fp16\": {\"enabled\": true, \"initial_scale_power\": 3, \"hysteresis\": 1, \"min_loss_scale\": 2}, ",
+             ", \"max_consecutive_skips\": 2"));
   ASSERT_TRUE(e);
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<double> scales;
@@ -104,7 +106,8 @@ TEST(Divergence, Fp16CountsOnlySkipsAtTheMinimumLossScale) {
   }
   EXPECT_EQ(scales, (std::vector<double>{8, 4, 2, 2})) << "two skips at 8 and 4, then two at the minimum";
   ASSERT_EQ(end.code(), StatusCode::kNonFinite) << end.to_string();
-  EXPECT_NE(end.message().find("loss scale at 2 (its minimum, fp16.min_loss_scale)"), std::string::npos) << end.message();
+  EXPECT_NE(end.message().find("loss scale at 2 (its minimum, fp16.min_loss_scale)"), std::string::npos)
+      << end.message();
   EXPECT_NE(end.message().find("in 'b' (element 4 of [7])"), std::string::npos) << end.message();
 }
 
@@ -134,7 +137,8 @@ TEST(Divergence, NonFiniteMastersAfterAStepNameTheChunk) {
 TEST(Divergence, ASwapFileChangedUnderneathIsDataLossNamingTheTensor) {
   strata::testing::ScratchDir dir;
   const std::string swap = dir.path() + "/swap";
-  auto e = make(config("", "", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + swap + "\"}"));
+  auto e = make(
+      config("", "", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + swap + "\"}"));
   ASSERT_TRUE(e);
   ASSERT_TRUE(micro(*e).value().applied);
   ASSERT_TRUE(e->synchronize().is_ok());
@@ -151,7 +155,8 @@ TEST(Divergence, ASwapFileChangedUnderneathIsDataLossNamingTheTensor) {
   auto r = micro(*e);
   ASSERT_FALSE(r.is_ok()) << "a changed swap file must not be trained on";
   EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
-  EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos)
+      << r.status().message();
 }
 
 }  // namespace

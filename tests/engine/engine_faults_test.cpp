@@ -60,9 +60,9 @@ class Tolerant final : public strata::testing::ParamAccess {
 
 struct Case {
   const char* name;
-  const char* zero;     // with NVMEDIR for the directory
+  const char* zero;  // with NVMEDIR for the directory
   size_t budget;
-  bool fail_reads;      // reads, else writes
+  bool fail_reads;  // reads, else writes
 };
 
 class NvmeFault : public ::testing::TestWithParam<Case> {};
@@ -127,12 +127,16 @@ TEST_P(NvmeFault, IsReportedAndTheLastCheckpointResumesExactly) {
 
 INSTANTIATE_TEST_SUITE_P(
     Placements, NvmeFault,
-    ::testing::Values(
-        Case{"optimizer_read", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}", 112 << 10, true},
-        Case{"optimizer_write", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}", 112 << 10, false},
-        Case{"params_read",
-             "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
-             32 << 10, true}),
+    ::testing::Values(Case{"optimizer_read",
+                           "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
+                           112 << 10, true},
+                      Case{"optimizer_write",
+                           "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
+                           112 << 10, false},
+                      Case{"params_read",
+                           "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": "
+                           "{\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
+                           32 << 10, true}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 }  // namespace

@@ -52,7 +52,8 @@ struct EngineRun {
 // or Adagrad (lr kLr), weight decay kWeightDecay.
 inline std::string optimizer_json(const std::string& type = "AdamW") {
   const std::string extra = type == "Lion" ? ", \"betas\": [0.9, 0.99]" : "";
-  return "\"optimizer\": {\"type\": \"" + type + "\", \"params\": {\"lr\": " + std::to_string(type == "Lion" ? kLionLr : kLr) +
+  return "\"optimizer\": {\"type\": \"" + type +
+         "\", \"params\": {\"lr\": " + std::to_string(type == "Lion" ? kLionLr : kLr) +
          ", \"weight_decay\": " + std::to_string(kWeightDecay) + extra + "}}";
 }
 
@@ -60,25 +61,25 @@ inline std::string optimizer_json(const std::string& type = "AdamW") {
 // optimizer section (optimizer_json).
 inline std::string config_json(const std::string& zero, size_t device_bytes, const std::string& fp16 = "",
                                const std::string& strata = "", const std::string& optimizer = optimizer_json()) {
-  return std::string("{") + "\"train_micro_batch_size_per_gpu\": 16, \"gradient_accumulation_steps\": " +
-         std::to_string(kAccum) + ", \"gradient_clipping\": " + std::to_string(kClip) + "," +
-         (fp16.empty() ? "\"bf16\": {\"enabled\": true}," : fp16 + ",") +
-         optimizer + "," + "\"zero_optimization\": {" + zero + "}," +
-         "\"strata\": {\"device\": \"host\", \"device_bytes\": " + std::to_string(device_bytes) +
+  return std::string("{") +
+         "\"train_micro_batch_size_per_gpu\": 16, \"gradient_accumulation_steps\": " + std::to_string(kAccum) +
+         ", \"gradient_clipping\": " + std::to_string(kClip) + "," +
+         (fp16.empty() ? "\"bf16\": {\"enabled\": true}," : fp16 + ",") + optimizer + "," + "\"zero_optimization\": {" +
+         zero + "}," + "\"strata\": {\"device\": \"host\", \"device_bytes\": " + std::to_string(device_bytes) +
          ", \"chunk_bytes\": 8192" + strata + "}}";
 }
 
 // Knobs of a training run through the engine.
 struct RunOptions {
-  int poison_micro = -1;  // >= 0: an inf gradient in that micro-batch
+  int poison_micro = -1;                                     // >= 0: an inf gradient in that micro-batch
   std::function<std::unique_ptr<offload::Device>()> device;  // EngineOptions::device_factory
-  std::vector<std::string>* log = nullptr;                  // receives the engine's log lines
+  std::vector<std::string>* log = nullptr;                   // receives the engine's log lines
   // Runs before each micro-batch (e.g. to fetch in a different order).
   std::function<void(int micro, Engine&)> before_micro;
-  int micro_begin = 0, micro_end = kSteps * kAccum;  // micro-batches to run
-  Engine* engine = nullptr;  // train this engine (already prepared) instead of a new one
+  int micro_begin = 0, micro_end = kSteps * kAccum;         // micro-batches to run
+  Engine* engine = nullptr;                                 // train this engine (already prepared) instead of a new one
   std::function<void(const std::string&)> checkpoint_hook;  // EngineOptions::checkpoint_hook
-  offload::IoSys* io_sys = nullptr;                          // EngineOptions::io_sys
+  offload::IoSys* io_sys = nullptr;                         // EngineOptions::io_sys
 };
 
 // An engine for `cfg` with the MLP's params registered (its seeded initial values) and prepared.

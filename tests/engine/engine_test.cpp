@@ -78,17 +78,20 @@ TEST(Engine, AskingForCudaWithoutAGpuSaysSo) {
 TEST(Engine, NvmePathsLastLevelIsCreatedAMissingParentOrAFileInTheWayIsNamed) {
   strata::testing::ScratchDir dir;
   const std::string deep = dir.path() + "/a/b/swap";
-  auto d = make("", "\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
-                        deep + "\"}}, ");
+  auto d =
+      make("", "\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
+                   deep + "\"}}, ");
   ASSERT_TRUE(d->register_param("w", {3000}, DType::kF32, nullptr).is_ok());
   Status missing = d->prepare();
   ASSERT_EQ(missing.code(), StatusCode::kNotFound) << missing.to_string();
-  EXPECT_NE(missing.message().find("its parent '" + dir.path() + "/a/b' does not exist"), std::string::npos) << missing.message();
+  EXPECT_NE(missing.message().find("its parent '" + dir.path() + "/a/b' does not exist"), std::string::npos)
+      << missing.message();
   EXPECT_FALSE(fs::exists(dir.path() + "/a")) << "nothing was created";
 
   const std::string nested = dir.path() + "/swap";
-  auto e = make("", "\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
-                        nested + "\"}}, ");
+  auto e =
+      make("", "\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
+                   nested + "\"}}, ");
   const std::vector<float> init(3000, 0.5f);
   ASSERT_TRUE(e->register_param("w", {3000}, DType::kF32, init.data()).is_ok());
   Status s = e->prepare();
@@ -100,8 +103,9 @@ TEST(Engine, NvmePathsLastLevelIsCreatedAMissingParentOrAFileInTheWayIsNamed) {
 
   // A regular file where a directory of the path should be: refused, naming the path.
   ASSERT_TRUE(fs::write_file(dir.path() + "/file", "x").is_ok());
-  auto f = make("", "\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
-                        dir.path() + "/file/swap\"}}, ");
+  auto f =
+      make("", "\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
+                   dir.path() + "/file/swap\"}}, ");
   ASSERT_TRUE(f->register_param("w", {3000}, DType::kF32, init.data()).is_ok());
   Status bad = f->prepare();
   ASSERT_FALSE(bad.is_ok());
@@ -171,7 +175,8 @@ TEST_P(EngineBuckets, FlushedEarlyGiveTheSameResult) {
 }
 
 INSTANTIATE_TEST_SUITE_P(OptimizerOnDeviceAndOnCpu, EngineBuckets,
-                         ::testing::Values("", "\"zero_optimization\": {\"offload_optimizer\": {\"device\": \"cpu\"}}, "));
+                         ::testing::Values("",
+                                           "\"zero_optimization\": {\"offload_optimizer\": {\"device\": \"cpu\"}}, "));
 
 }  // namespace
 }  // namespace strata::engine

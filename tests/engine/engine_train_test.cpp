@@ -12,8 +12,8 @@
 
 #include "src/engine/engine.h"
 #include "tests/engine/engine_harness.h"
-#include "tests/engine/reference_training.h"
 #include "tests/engine/mlp_model.h"
+#include "tests/engine/reference_training.h"
 #include "tests/offload/scratch_dir.h"
 
 namespace strata::engine {
@@ -26,13 +26,13 @@ using harness::kClip;
 using harness::kLr;
 using harness::kSteps;
 using harness::kWeightDecay;
-using testing::Mlp;
-using testing::MlpShape;
 using harness::RunOptions;
 using harness::train_engine;
 using reftrain::max_diff;
 using reftrain::RefRun;
 using reftrain::train_reference;
+using testing::Mlp;
+using testing::MlpShape;
 
 // The in-memory run keeps its master in double, the engine in fp32; a bit16 param whose master sits
 // on a rounding boundary can round differently, so agreement is within a tolerance: the largest
@@ -82,7 +82,8 @@ TEST_F(EngineTraining, EverythingOnTheDeviceMatchesInMemoryTraining) {
   double moved = 0.0;
   for (const auto& l : mlp_->layers()) {
     const auto w0 = mlp_->init(l, true, 1);
-    for (size_t i = 0; i < w0.size(); ++i) moved = std::max(moved, static_cast<double>(std::abs(baseline_->master.at(l.w)[i] - w0[i])));
+    for (size_t i = 0; i < w0.size(); ++i)
+      moved = std::max(moved, static_cast<double>(std::abs(baseline_->master.at(l.w)[i] - w0[i])));
   }
   EXPECT_GT(moved, 100 * kTolerance);
   EXPECT_GT(ref_->clipped, 0);
@@ -96,25 +97,25 @@ TEST_F(EngineTraining, EverythingOnTheDeviceMatchesInMemoryTraining) {
 }
 
 TEST_F(EngineTraining, OptimizerOnCpu) {
-  const EngineRun r = train_engine(config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", 112 << 10), *mlp_);
+  const EngineRun r =
+      train_engine(config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", 112 << 10), *mlp_);
   expect_equivalent(r, "optimizer on cpu");
   EXPECT_GT(r.stats.bytes_d2h, 0u);
   EXPECT_GT(r.stats.bytes_h2d, 0u) << "updated params go back to the device";
 }
 
 TEST_F(EngineTraining, OptimizerPartlyOnCpu) {
-  const EngineRun r = train_engine(config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\", \"ratio\": 0.5}",
-                                         380 << 10),
-                             *mlp_);
+  const EngineRun r = train_engine(
+      config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\", \"ratio\": 0.5}", 380 << 10), *mlp_);
   expect_equivalent(r, "optimizer ratio 0.5");
 }
 
 TEST_F(EngineTraining, OptimizerOnNvme) {
   testing::ScratchDir dir;
-  const EngineRun r = train_engine(config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
-                                             dir.path() + "\"}",
-                                         112 << 10),
-                             *mlp_);
+  const EngineRun r = train_engine(
+      config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + dir.path() + "\"}",
+                  112 << 10),
+      *mlp_);
   expect_equivalent(r, "optimizer on nvme");
   EXPECT_GT(r.stats.bytes_nvme_read, mlp_->numel() * 12 * (kSteps - 1));
   EXPECT_GT(r.stats.bytes_nvme_write, mlp_->numel() * 12 * (kSteps - 1));
@@ -122,9 +123,9 @@ TEST_F(EngineTraining, OptimizerOnNvme) {
 
 TEST_F(EngineTraining, ParamsOnCpu) {
   const EngineRun r = train_engine(config_json("\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, "
-                                         "\"offload_param\": {\"device\": \"cpu\"}",
-                                         32 << 10),
-                             *mlp_);
+                                               "\"offload_param\": {\"device\": \"cpu\"}",
+                                               32 << 10),
+                                   *mlp_);
   EXPECT_LT(r.device_budget, mlp_->numel() * 2) << "not even the bit16 params fit on the device";
   expect_equivalent(r, "params on cpu");
 }
@@ -133,9 +134,9 @@ TEST_F(EngineTraining, ParamsAndOptimizerOnNvme) {
   testing::ScratchDir dir;
   const std::string path = "\"nvme_path\": \"" + dir.path() + "\"";
   const EngineRun r = train_engine(config_json("\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", " + path +
-                                             "}, \"offload_param\": {\"device\": \"nvme\", " + path + "}",
-                                         32 << 10),
-                             *mlp_);
+                                                   "}, \"offload_param\": {\"device\": \"nvme\", " + path + "}",
+                                               32 << 10),
+                                   *mlp_);
   EXPECT_LT(r.device_budget, mlp_->numel() * 2);
   expect_equivalent(r, "params and optimizer on nvme");
 }
@@ -143,9 +144,10 @@ TEST_F(EngineTraining, ParamsAndOptimizerOnNvme) {
 TEST_F(EngineTraining, ParamsOnNvmeOptimizerOnCpu) {
   testing::ScratchDir dir;
   const EngineRun r = train_engine(config_json("\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, "
-                                         "\"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"" + dir.path() + "\"}",
-                                         32 << 10),
-                             *mlp_);
+                                               "\"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"" +
+                                                   dir.path() + "\"}",
+                                               32 << 10),
+                                   *mlp_);
   expect_equivalent(r, "params on nvme");
   EXPECT_GT(r.stats.bytes_nvme_read, 0u);
 }
@@ -158,8 +160,8 @@ TEST(EngineFp16, OverflowSkipsTheStepAndHalvesTheScale) {
   constexpr int kPoisonMicro = 5;  // the second micro-batch of optimizer step 3
   RunOptions poison;
   poison.poison_micro = kPoisonMicro;
-  const EngineRun run = train_engine(config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", 112 << 10, fp16),
-                               mlp, poison);
+  const EngineRun run = train_engine(
+      config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", 112 << 10, fp16), mlp, poison);
   RefRun ref = train_reference(mlp, DType::kF16, 4096.0, kPoisonMicro);
   ASSERT_EQ(run.steps.size(), static_cast<size_t>(kSteps));
   for (int s = 0; s < kSteps; ++s) {

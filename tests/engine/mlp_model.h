@@ -49,7 +49,8 @@ class Mlp {
     int fan_in = s.in;
     for (int l = 0; l <= s.hidden_layers + 1; ++l) {
       const int fan_out = l == s.hidden_layers + 1 ? s.out : s.hidden;
-      layers_.push_back({"layer" + std::to_string(l) + ".weight", "layer" + std::to_string(l) + ".bias", fan_in, fan_out});
+      layers_.push_back(
+          {"layer" + std::to_string(l) + ".weight", "layer" + std::to_string(l) + ".bias", fan_in, fan_out});
       fan_in = fan_out;
     }
   }
@@ -80,8 +81,8 @@ class Mlp {
     for (float& v : *x) v = u(rng);
     for (int b = 0; b < s_.batch; ++b)
       for (int j = 0; j < s_.out; ++j)
-        (*y)[static_cast<size_t>(b * s_.out + j)] =
-            std::sin(1.5f * (*x)[static_cast<size_t>(b * s_.in + j)] + 0.5f * (*x)[static_cast<size_t>(b * s_.in + j + 1)]);
+        (*y)[static_cast<size_t>(b * s_.out + j)] = std::sin(1.5f * (*x)[static_cast<size_t>(b * s_.in + j)] +
+                                                             0.5f * (*x)[static_cast<size_t>(b * s_.in + j + 1)]);
   }
 
   // One micro-batch: forward (fetch, use, release each layer), loss, backward (fetch again, hand
@@ -129,7 +130,8 @@ class Mlp {
         gb[static_cast<size_t>(j)] = narrow(sb, dt);
         for (int i = 0; i < ly.fan_in; ++i) {
           float s = 0.0f;
-          for (int b = 0; b < B; ++b) s += dz[static_cast<size_t>(b * ly.fan_out + j)] * act[l][static_cast<size_t>(b * ly.fan_in + i)];
+          for (int b = 0; b < B; ++b)
+            s += dz[static_cast<size_t>(b * ly.fan_out + j)] * act[l][static_cast<size_t>(b * ly.fan_in + i)];
           gw[static_cast<size_t>(j * ly.fan_in + i)] = narrow(s, dt);
         }
       }
@@ -139,7 +141,8 @@ class Mlp {
         for (int b = 0; b < B; ++b)
           for (int i = 0; i < ly.fan_in; ++i) {
             float s = 0.0f;
-            for (int j = 0; j < ly.fan_out; ++j) s += widen(w[j * ly.fan_in + i], dt) * dz[static_cast<size_t>(b * ly.fan_out + j)];
+            for (int j = 0; j < ly.fan_out; ++j)
+              s += widen(w[j * ly.fan_in + i], dt) * dz[static_cast<size_t>(b * ly.fan_out + j)];
             const float av = act[l][static_cast<size_t>(b * ly.fan_in + i)];
             da[static_cast<size_t>(b * ly.fan_in + i)] = s * (1.0f - av * av);
           }

@@ -50,8 +50,11 @@ struct Placement {
 std::vector<Placement> placements() {
   return {{"in_memory", "\"stage\": 0", size_t{4} << 20},
           {"optimizer_cpu", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", 112 << 10},
-          {"optimizer_nvme", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\"}", 112 << 10},
-          {"params_cpu", "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": {\"device\": \"cpu\"}", 32 << 10},
+          {"optimizer_nvme", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\"}",
+           112 << 10},
+          {"params_cpu",
+           "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": {\"device\": \"cpu\"}",
+           32 << 10},
           {"params_and_optimizer_nvme",
            "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\"}, "
            "\"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\"}",
@@ -84,7 +87,8 @@ TEST_P(OptimizerTraining, EveryPlacementGivesTheSameMastersAndFollowsTheReferenc
   for (const Placement& p : placements()) {
     SCOPED_TRACE(std::string(c.type) + " " + p.name);
     testing::ScratchDir dir;
-    runs.push_back(train_engine(config_json(with_dir(p.zero, dir.path()), p.device_bytes, "", "", optimizer_json(c.type)), mlp));
+    runs.push_back(
+        train_engine(config_json(with_dir(p.zero, dir.path()), p.device_bytes, "", "", optimizer_json(c.type)), mlp));
     const EngineRun& r = runs.back();
     ASSERT_EQ(r.steps.size(), static_cast<size_t>(kSteps));
     EXPECT_EQ(r.stats.optimizer_steps, kSteps);
@@ -132,8 +136,8 @@ TEST(OptimizerTraining, ThePlanCountsTheOptimizersArrays) {
   size_t opt_bytes[3] = {};
   int i = 0;
   for (const char* type : {"AdamW", "Lion", "Adagrad"}) {
-    auto cfg = parse_engine_config(
-        config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", 112 << 10, "", "", optimizer_json(type)));
+    auto cfg = parse_engine_config(config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", 112 << 10,
+                                               "", "", optimizer_json(type)));
     ASSERT_TRUE(cfg.is_ok()) << cfg.status().to_string();
     auto e = harness::make_engine(cfg.value(), mlp, {});
     ASSERT_TRUE(e.is_ok()) << e.status().to_string();
@@ -147,7 +151,8 @@ TEST(OptimizerTraining, ThePlanCountsTheOptimizersArrays) {
 TEST(OptimizerTraining, AnUnknownTypeNamesTheAcceptedOnes) {
   auto cfg = parse_engine_config(R"({"optimizer": {"type": "Sophia"}})");
   ASSERT_FALSE(cfg.is_ok());
-  EXPECT_NE(cfg.status().message().find("accepted: Adam, AdamW, Lion, Adagrad"), std::string::npos) << cfg.status().to_string();
+  EXPECT_NE(cfg.status().message().find("accepted: Adam, AdamW, Lion, Adagrad"), std::string::npos)
+      << cfg.status().to_string();
 }
 
 }  // namespace

@@ -19,10 +19,10 @@ namespace {
 
 using harness::config_json;
 using harness::EngineRun;
-using testing::Mlp;
-using testing::MlpShape;
 using harness::RunOptions;
 using harness::train_engine;
+using testing::Mlp;
+using testing::MlpShape;
 
 constexpr size_t kBudget = 32 << 10;  // below the model's bit16 params
 const std::string kOff = ", \"overlap\": false";
@@ -140,11 +140,13 @@ TEST_P(Pipeline, MatchesTheSynchronousStep) {
   strata::testing::ScratchDir d1, d2;
   auto zero = [&](const std::string& dir) {
     const std::string path = "\"nvme_path\": \"" + dir + "\"";
-    const std::string opt = "\"offload_optimizer\": {\"device\": \"nvme\", \"buffer_count\": " + std::to_string(buffers) +
-                            ", " + path + "}";
+    const std::string opt =
+        "\"offload_optimizer\": {\"device\": \"nvme\", \"buffer_count\": " + std::to_string(buffers) + ", " + path +
+        "}";
     const std::string p = params;
     if (p == "device") return "\"stage\": 2, " + opt;
-    return "\"stage\": 3, " + opt + ", \"offload_param\": {\"device\": \"" + p + "\"" + (p == "nvme" ? ", " + path : "") + "}";
+    return "\"stage\": 3, " + opt + ", \"offload_param\": {\"device\": \"" + p + "\"" +
+           (p == "nvme" ? ", " + path : "") + "}";
   };
   const size_t budget = std::string(params) == "device" ? size_t{112} << 10 : kBudget;
   const EngineRun sync = train_engine(config_json(zero(d1.path()), budget, "", kOff), mlp);
@@ -170,8 +172,8 @@ TEST(Timeline, TraceFileAndStepSummaries) {
   std::vector<std::string> log;
   RunOptions o;
   o.log = &log;
-  const std::string zero = "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + dir.path() +
-                           "\"}, \"offload_param\": {\"device\": \"cpu\"}";
+  const std::string zero = "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
+                           dir.path() + "\"}, \"offload_param\": {\"device\": \"cpu\"}";
   (void)train_engine(config_json(zero, kBudget, "", ", \"trace\": \"" + trace + "\", \"step_summary\": true"), mlp, o);
   std::ifstream in(trace);
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
@@ -186,8 +188,8 @@ TEST(Timeline, TraceFileAndStepSummaries) {
     EXPECT_GE(e.at("dur").get<double>(), 0.0);
     ++spans[lanes.at(e.at("tid").get<int>())];
   }
-  for (const char* lane : {"host program (forward / backward)", "compute stream", "H2D copies", "D2H copies", "NVMe read",
-                           "NVMe write", "CPU optimizer", "engine (stalls, step)"})
+  for (const char* lane : {"host program (forward / backward)", "compute stream", "H2D copies", "D2H copies",
+                           "NVMe read", "NVMe write", "CPU optimizer", "engine (stalls, step)"})
     EXPECT_GT(spans[lane], 0) << lane;
   EXPECT_EQ(spans["NVMe write"], spans["NVMe read"]) << "every optimizer array read is written back";
   EXPECT_EQ(spans["NVMe write"] % (3 * harness::kSteps), 0) << "three arrays per chunk per step";

@@ -50,7 +50,8 @@ TEST(Placement, EverythingOnTheDevice) {
   EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kGrad32), s.owned * 4);
   EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kGradBuckets), 2 * s.max_chunk * 2);
   EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kParamWork), 0u);
-  EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kScratch), ((s.max_chunk + kNormBlockElems - 1) / kNormBlockElems + 1) * 8);
+  EXPECT_EQ(B(p.value(), Tier::kDevice, Use::kScratch),
+            ((s.max_chunk + kNormBlockElems - 1) / kNormBlockElems + 1) * 8);
   EXPECT_EQ(p.value().tier_total(Tier::kHost), 0u);
   EXPECT_EQ(p.value().tier_total(Tier::kNvme), 0u);
 }
@@ -64,7 +65,8 @@ TEST(Placement, OptimizerOnCpuAndOnNvme) {
   EXPECT_EQ(B(cpu, Tier::kHost, Use::kOptimizer), s.owned * 12);
   EXPECT_EQ(B(cpu, Tier::kHost, Use::kGrad32), s.owned * 4);
   EXPECT_EQ(B(cpu, Tier::kDevice, Use::kOptimizer), 0u);
-  EXPECT_EQ(cpu.tier_total(Tier::kDevice), s.total * 2 + 2 * s.max_chunk * 2) << "no device scratch without a device optimizer";
+  EXPECT_EQ(cpu.tier_total(Tier::kDevice), s.total * 2 + 2 * s.max_chunk * 2)
+      << "no device scratch without a device optimizer";
   EXPECT_EQ(B(cpu, Tier::kHost, Use::kGradStaging), 2 * s.max_chunk * 2) << "one landing buffer per gradient bucket";
   EXPECT_EQ(B(cpu, Tier::kHost, Use::kParamStaging), kParamOutStaging * s.max_chunk * 2)
       << "updated bit16 params travel from the host optimizer to the device";
@@ -160,7 +162,8 @@ TEST(Placement, RefusalNamesTierNeedBudgetAndWayOut) {
   auto host = plan_placement(l, c, Budgets{kHuge, 1000, kHuge});
   ASSERT_FALSE(host.is_ok());
   EXPECT_NE(host.status().message().find("the host needs"), std::string::npos);
-  EXPECT_NE(host.status().message().find("offload_optimizer.device = \"nvme\""), std::string::npos) << host.status().message();
+  EXPECT_NE(host.status().message().find("offload_optimizer.device = \"nvme\""), std::string::npos)
+      << host.status().message();
 
   c.offload_optimizer = OffloadTarget::kNvme;
   auto nv = plan_placement(l, c, Budgets{kHuge, kHuge, 1 << 20});
@@ -206,9 +209,9 @@ TEST(Placement, TableShowsEveryUsedRow) {
   c.offload_optimizer = OffloadTarget::kNvme;
   c.offload_param = OffloadTarget::kCpu;
   const std::string t = plan_placement(layout(), c, unlimited()).value().table();
-  for (const char* row : {"bit16 params", "param working buffers", "gradient buckets", "fp32 gradients",
-                          "optimizer state (AdamW)", "optimizer staging (pinned)", "gradient staging (pinned)", "total",
-                          "budget"})
+  for (const char* row :
+       {"bit16 params", "param working buffers", "gradient buckets", "fp32 gradients", "optimizer state (AdamW)",
+        "optimizer staging (pinned)", "gradient staging (pinned)", "total", "budget"})
     EXPECT_NE(t.find(row), std::string::npos) << row << "\n" << t;
   EXPECT_EQ(t.find("param staging (pinned)"), std::string::npos) << "unused rows are left out";
 }

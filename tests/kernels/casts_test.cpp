@@ -27,7 +27,7 @@ uint16_t bf16_by_definition(float x) {
   const uint32_t u = float_bits(x);
   const uint16_t lo = static_cast<uint16_t>(u >> 16);  // toward zero
   if ((u & 0xffff) == 0) return lo;
-  const uint16_t hi = static_cast<uint16_t>(lo + 1);     // away from zero
+  const uint16_t hi = static_cast<uint16_t>(lo + 1);  // away from zero
   const double dlo = std::fabs(static_cast<double>(x) - reference::bf16_to_float(lo));
   // Past the largest bf16 the next value up is 2^128 (as if the exponent were unbounded).
   const double vhi = (hi & 0x7fff) == 0x7f80 ? std::copysign(std::ldexp(1.0, 128), static_cast<double>(x))
@@ -143,8 +143,9 @@ TEST_P(VectorCasts, AccumulateMatchesDoubleWithinOneUlp) {
     accumulate(k, acc.data(), TensorView{enc.data(), d, n}, 1.0f / 128.0f);
     for (size_t i = 0; i < n; ++i) {
       const double gi = d == DType::kF32 ? static_cast<double>(g[i])
-                        : d == DType::kBF16 ? reference::bf16_to_float(reinterpret_cast<const uint16_t*>(enc.data())[i])
-                                            : reference::fp16_to_float(reinterpret_cast<const uint16_t*>(enc.data())[i]);
+                        : d == DType::kBF16
+                            ? reference::bf16_to_float(reinterpret_cast<const uint16_t*>(enc.data())[i])
+                            : reference::fp16_to_float(reinterpret_cast<const uint16_t*>(enc.data())[i]);
       const double want = static_cast<double>(start[i]) + gi / 128.0;
       ASSERT_TRUE(strata::testing::close(acc[i], want, 1e-30, std::ldexp(1.0, -23)))
           << dtype_name(d) << " element " << i << ": " << acc[i] << " vs " << want;

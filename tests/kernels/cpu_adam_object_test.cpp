@@ -53,10 +53,11 @@ TEST(CpuAdamObject, StepCounterDrivesBiasCorrection) {
   for (int s = 1; s <= 4; ++s) {
     ASSERT_TRUE(opt->step(h, std::span<const AdamTensor>(&t, 1)).is_ok());
     EXPECT_EQ(opt->step_count(), s);
-    reference::adam_step_ref(AdamMode::kAdam, true, s, {h.lr, h.beta1, h.beta2, h.eps, 0.0, 1.0}, rp.data(),
-                             rm.data(), rv.data(), b.g.data(), DType::kF32, 33);
+    reference::adam_step_ref(AdamMode::kAdam, true, s, {h.lr, h.beta1, h.beta2, h.eps, 0.0, 1.0}, rp.data(), rm.data(),
+                             rv.data(), b.g.data(), DType::kF32, 33);
   }
-  for (size_t i = 0; i < 33; ++i) EXPECT_TRUE(strata::testing::close(b.p[i], rp[i], 1e-7, 1e-6)) << b.p[i] << " " << rp[i];
+  for (size_t i = 0; i < 33; ++i)
+    EXPECT_TRUE(strata::testing::close(b.p[i], rp[i], 1e-7, 1e-6)) << b.p[i] << " " << rp[i];
   // Resume: the counter can be set, and the next step uses t = 11.
   ASSERT_TRUE(opt->set_step_count(10).is_ok());
   ASSERT_TRUE(opt->step(h, std::span<const AdamTensor>(&t, 1)).is_ok());
@@ -75,15 +76,21 @@ TEST(CpuAdamObject, RejectsBadHyperParameters) {
     float value;
     const char* name;
   };
-  const Bad bads[] = {{&AdamHyper::lr, -1e-3f, "lr"},          {&AdamHyper::lr, nan, "lr"},
-                      {&AdamHyper::lr, inf, "lr"},             {&AdamHyper::beta1, 1.0f, "beta1"},
-                      {&AdamHyper::beta1, -0.1f, "beta1"},     {&AdamHyper::beta1, nan, "beta1"},
-                      {&AdamHyper::beta2, 1.5f, "beta2"},      {&AdamHyper::beta2, nan, "beta2"},
-                      {&AdamHyper::eps, 0.0f, "eps"},          {&AdamHyper::eps, nan, "eps"},
+  const Bad bads[] = {{&AdamHyper::lr, -1e-3f, "lr"},
+                      {&AdamHyper::lr, nan, "lr"},
+                      {&AdamHyper::lr, inf, "lr"},
+                      {&AdamHyper::beta1, 1.0f, "beta1"},
+                      {&AdamHyper::beta1, -0.1f, "beta1"},
+                      {&AdamHyper::beta1, nan, "beta1"},
+                      {&AdamHyper::beta2, 1.5f, "beta2"},
+                      {&AdamHyper::beta2, nan, "beta2"},
+                      {&AdamHyper::eps, 0.0f, "eps"},
+                      {&AdamHyper::eps, nan, "eps"},
                       {&AdamHyper::weight_decay, -1.0f, "weight_decay"},
                       {&AdamHyper::weight_decay, nan, "weight_decay"},
                       {&AdamHyper::grad_scale, 0.0f, "grad_scale"},
-                      {&AdamHyper::grad_scale, inf, "grad_scale"}, {&AdamHyper::grad_scale, nan, "grad_scale"}};
+                      {&AdamHyper::grad_scale, inf, "grad_scale"},
+                      {&AdamHyper::grad_scale, nan, "grad_scale"}};
   for (const Bad& bad : bads) {
     AdamHyper h;
     h.*bad.field = bad.value;

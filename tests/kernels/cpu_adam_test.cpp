@@ -95,8 +95,8 @@ void run_and_compare(const KernelTable& k, DType g, int out, AdamMode mode, size
         const uint16_t want = static_cast<DType>(out) == DType::kBF16 ? reference::float_to_bf16(pr.p[i])
                                                                       : reference::float_to_fp16(pr.p[i]);
         if (bit16[i] != want && bad++ < 3)
-          ADD_FAILURE() << "step " << step << " bit16 copy of element " << i << ": got 0x" << std::hex
-                        << bit16[i] << ", rounding the fp32 result gives 0x" << want << std::dec;
+          ADD_FAILURE() << "step " << step << " bit16 copy of element " << i << ": got 0x" << std::hex << bit16[i]
+                        << ", rounding the fp32 result gives 0x" << want << std::dec;
       }
       ASSERT_EQ(bad, 0u) << "bit16 copies differ from the rounded fp32 params";
     }
@@ -237,12 +237,14 @@ TEST(CpuAdam, ReportsParamsThatTurnNonFinite) {
         std::vector<float> g(n, 0.5f);
         AdamTensor t{pr.p.data(), pr.m.data(), pr.v.data(), g.data(), DType::kF32, nullptr, DType::kBF16, n};
         AdamHyper h = hyper_for_step(1, DType::kF32);
-        EXPECT_TRUE(adam_update(*k.value(), make_adam_coeffs(AdamMode::kAdamW, true, 1, h), std::span<const AdamTensor>(&t, 1)))
+        EXPECT_TRUE(
+            adam_update(*k.value(), make_adam_coeffs(AdamMode::kAdamW, true, 1, h), std::span<const AdamTensor>(&t, 1)))
             << n;
         pr.p[bad] = 3.0e38f;  // finite; AdamW's decay 1 - lr * wd = -1e5 sends it past fp32's range
         h.lr = 1000.0f;
         h.weight_decay = 100.0f;
-        EXPECT_FALSE(adam_update(*k.value(), make_adam_coeffs(AdamMode::kAdamW, true, 2, h), std::span<const AdamTensor>(&t, 1)))
+        EXPECT_FALSE(
+            adam_update(*k.value(), make_adam_coeffs(AdamMode::kAdamW, true, 2, h), std::span<const AdamTensor>(&t, 1)))
             << "n " << n << " bad " << bad;
         EXPECT_TRUE(std::isinf(pr.p[bad])) << "the update still ran";
       }

@@ -55,7 +55,9 @@ Problem make_problem(Opt opt, size_t n, uint64_t seed) {
   return pr;
 }
 
-float lr_at(Opt opt, int step) { return (opt == Opt::kLion ? 1e-4f : 1e-2f) * (1.0f + 0.1f * static_cast<float>(step)); }
+float lr_at(Opt opt, int step) {
+  return (opt == Opt::kLion ? 1e-4f : 1e-2f) * (1.0f + 0.1f * static_cast<float>(step));
+}
 
 // One step of the kernel (through its parallel driver) and of the reference.
 bool step_both(const KernelTable& k, Opt opt, int step, Problem& pr, const std::vector<unsigned char>& grads, DType g,
@@ -76,7 +78,8 @@ bool step_both(const KernelTable& k, Opt opt, int step, Problem& pr, const std::
   const AdagradHyper h{lr, 1e-10f, 0.01f, grad_scale(g)};
   EXPECT_TRUE(validate_adagrad_hyper(h).is_ok());
   const bool finite = adagrad_update(k, make_adagrad_coeffs(h), {&t, 1});
-  reference::adagrad_step_ref({h.lr, h.eps, h.weight_decay, h.grad_scale}, pr.rp.data(), pr.rs.data(), grads.data(), g, n);
+  reference::adagrad_step_ref({h.lr, h.eps, h.weight_decay, h.grad_scale}, pr.rp.data(), pr.rs.data(), grads.data(), g,
+                              n);
   return finite;
 }
 
@@ -105,8 +108,8 @@ void run_and_compare(const KernelTable& k, Opt opt, DType g, int out, size_t n, 
     // A tie lets the float kernel take the other sign: the param may then differ by 2 lr per tie.
     const double slack = opt == Opt::kLion ? 2.0 * lr_at(opt, kSteps) * pr.tied[i] * 1.01 : 0.0;
     tied += pr.tied[i] != 0;
-    const bool ok = close(pr.p[i], pr.rp[i], 2e-6 + slack, 1e-5) &&
-                    close(pr.s[i], pr.rs[i], opt == Opt::kLion ? 1e-7 : 1e-9, 1e-5);
+    const bool ok =
+        close(pr.p[i], pr.rp[i], 2e-6 + slack, 1e-5) && close(pr.s[i], pr.rs[i], opt == Opt::kLion ? 1e-7 : 1e-9, 1e-5);
     if (!ok && bad++ < 3)
       ADD_FAILURE() << "element " << i << ": p " << pr.p[i] << " vs " << pr.rp[i] << ", state " << pr.s[i] << " vs "
                     << pr.rs[i] << " (ties " << int(pr.tied[i]) << ")";
@@ -136,7 +139,8 @@ std::string param_name(const ::testing::TestParamInfo<Param>& info) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllCombinations, CpuLionAdagradVsReference,
-    ::testing::Combine(::testing::Values(Opt::kLion, Opt::kAdagrad), ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+    ::testing::Combine(::testing::Values(Opt::kLion, Opt::kAdagrad),
+                       ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
                        ::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
                        ::testing::Values(kNoOut, static_cast<int>(DType::kBF16), static_cast<int>(DType::kF16)),
                        ::testing::Values(size_t{1}, size_t{7}, size_t{17}, size_t{4096 + 3}, size_t{1} << 18)),
@@ -203,7 +207,8 @@ TEST(CpuLionAdagrad, ReportsParamsThatTurnNonFinite) {
           std::vector<float> g(n, 0.5f);
           OptTensor t{pr.p.data(), pr.s.data(), g.data(), DType::kF32, nullptr, DType::kBF16, n};
           auto run = [&](float lr, float wd) {
-            if (opt == Opt::kLion) return lion_update(*k.value(), make_lion_coeffs(LionHyper{lr, 0.9f, 0.99f, wd, 1.0f}), {&t, 1});
+            if (opt == Opt::kLion)
+              return lion_update(*k.value(), make_lion_coeffs(LionHyper{lr, 0.9f, 0.99f, wd, 1.0f}), {&t, 1});
             return adagrad_update(*k.value(), make_adagrad_coeffs(AdagradHyper{lr, 1e-10f, wd, 1.0f}), {&t, 1});
           };
           EXPECT_TRUE(run(1e-3f, 0.0f)) << n;
@@ -228,7 +233,8 @@ TEST(CpuLionAdagrad, RefusesBadHyperParametersByName) {
   std::vector<float> a(8), b(8);
   const OptTensor overlap{a.data(), a.data() + 4, b.data(), DType::kF32, nullptr, DType::kBF16, 8};
   s = validate_opt_tensors({&overlap, 1}, "exp_avg");
-  EXPECT_NE(s.message().find("buffers overlap: tensor 0 params and tensor 0 exp_avg"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("buffers overlap: tensor 0 params and tensor 0 exp_avg"), std::string::npos)
+      << s.message();
   const OptTensor null_state{a.data(), nullptr, b.data(), DType::kF32, nullptr, DType::kBF16, 8};
   s = validate_opt_tensors({&null_state, 1}, "sum");
   EXPECT_NE(s.message().find("tensor 0: sum is NULL"), std::string::npos) << s.message();

@@ -76,8 +76,8 @@ TEST_P(CudaAdam, TenStepsMatchReference) {
     h.grad_scale = 0.5f;
     AdamTensor t{dp, dm, dv, dg, g, out < 0 ? nullptr : dout, out < 0 ? DType::kBF16 : static_cast<DType>(out), n};
     ASSERT_TRUE(cuda::adam_update(make_adam_coeffs(mode, true, step, h), t, nullptr).is_ok());
-    reference::adam_step_ref(mode, true, step, {h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.grad_scale},
-                             rp.data(), rm.data(), rv.data(), enc.data(), g, n);
+    reference::adam_step_ref(mode, true, step, {h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.grad_scale}, rp.data(),
+                             rm.data(), rv.data(), enc.data(), g, n);
   }
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   to_host(p, dp);
@@ -88,8 +88,8 @@ TEST_P(CudaAdam, TenStepsMatchReference) {
     ASSERT_TRUE(close(p[i], rp[i], 2e-6, 1e-5) && close(m[i], rm[i], 1e-7, 1e-5) && close(v[i], rv[i], 1e-9, 1e-5))
         << i << ": " << p[i] << " vs " << rp[i];
     if (out >= 0) {
-      const uint16_t want = static_cast<DType>(out) == DType::kBF16 ? reference::float_to_bf16(p[i])
-                                                                    : reference::float_to_fp16(p[i]);
+      const uint16_t want =
+          static_cast<DType>(out) == DType::kBF16 ? reference::float_to_bf16(p[i]) : reference::float_to_fp16(p[i]);
       ASSERT_EQ(bit16[i], want) << i;
     }
   }

@@ -66,7 +66,8 @@ TEST(CudaGradKernels, CastsAccumulateUnscaleAndNorm) {
       if (std::isinf(want)) {  // fp16 overflowed (|x| > 65504): the infinity carries through
         ASSERT_EQ(static_cast<double>(acc_back[i]), want) << i;
       } else {
-        ASSERT_TRUE(strata::testing::close(acc_back[i], want, 1e-30, std::ldexp(1.0, -23))) << dtype_name(d) << " " << i;
+        ASSERT_TRUE(strata::testing::close(acc_back[i], want, 1e-30, std::ldexp(1.0, -23)))
+            << dtype_name(d) << " " << i;
       }
     }
     cudaFree(dacc);

@@ -85,7 +85,8 @@ TEST_P(CudaLionAdagrad, TenStepsMatchReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDtypes, CudaLionAdagrad,
-                         ::testing::Combine(::testing::Bool(), ::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
+                         ::testing::Combine(::testing::Bool(),
+                                            ::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
                                             ::testing::Values(-1, 1, 2)),
                          [](const auto& p) {
                            std::string s = std::get<0>(p.param) ? "lion_g" : "adagrad_g";

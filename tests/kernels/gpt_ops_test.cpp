@@ -30,7 +30,8 @@ Both randn(size_t n, uint32_t seed, double scale = 1.0) {
 Both zeros(size_t n) { return Both{std::vector<float>(n, 0.0f), std::vector<double>(n, 0.0)}; }
 
 // |got - want| <= atol + rtol * |want| everywhere; written so that NaN fails.
-void expect_close(const std::vector<float>& got, const std::vector<double>& want, double atol, double rtol, const char* what) {
+void expect_close(const std::vector<float>& got, const std::vector<double>& want, double atol, double rtol,
+                  const char* what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   size_t bad = 0, first = 0;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -71,8 +72,8 @@ TEST(GptOps, LayerNorm) {
   expect_close(rstd.f, rstd.d, 0, 1e-5, "rstd");
   layernorm_backward(dx.f.data(), dw.f.data(), db.f.data(), dout.f.data(), x.f.data(), w.f.data(), mean.f.data(),
                      rstd.f.data(), N, C);
-  reference::layernorm_backward(dx.d.data(), dw.d.data(), db.d.data(), dout.d.data(), x.d.data(), w.d.data(), mean.d.data(),
-                                rstd.d.data(), N, C);
+  reference::layernorm_backward(dx.d.data(), dw.d.data(), db.d.data(), dout.d.data(), x.d.data(), w.d.data(),
+                                mean.d.data(), rstd.d.data(), N, C);
   expect_close(dx.f, dx.d, 1e-5, 1e-3, "dx");
   expect_close(dw.f, dw.d, 1e-4, 1e-4, "dw");
   expect_close(db.f, db.d, 1e-5, 1e-5, "db");
@@ -83,14 +84,15 @@ TEST(GptOps, MatmulWithAndWithoutBias) {
     const int OC = 3 * C;
     auto x = randn(N * C, 9), w = randn(OC * C, 10, 0.1), bias = randn(OC, 11), dout = randn(N * OC, 12);
     auto out = zeros(N * OC), dx = zeros(N * C), dw = randn(OC * C, 13), dbias = zeros(OC);  // dw: adds on top
-    ASSERT_TRUE(matmul_forward(out.f.data(), x.f.data(), w.f.data(), with_bias ? bias.f.data() : nullptr, N, C, OC).is_ok());
+    ASSERT_TRUE(
+        matmul_forward(out.f.data(), x.f.data(), w.f.data(), with_bias ? bias.f.data() : nullptr, N, C, OC).is_ok());
     reference::matmul_forward(out.d.data(), x.d.data(), w.d.data(), with_bias ? bias.d.data() : nullptr, N, C, OC);
     expect_close(out.f, out.d, 1e-4, 1e-4, "out");
-    ASSERT_TRUE(matmul_backward(dx.f.data(), dw.f.data(), with_bias ? dbias.f.data() : nullptr, dout.f.data(), x.f.data(),
-                                w.f.data(), N, C, OC)
+    ASSERT_TRUE(matmul_backward(dx.f.data(), dw.f.data(), with_bias ? dbias.f.data() : nullptr, dout.f.data(),
+                                x.f.data(), w.f.data(), N, C, OC)
                     .is_ok());
-    reference::matmul_backward(dx.d.data(), dw.d.data(), with_bias ? dbias.d.data() : nullptr, dout.d.data(), x.d.data(),
-                               w.d.data(), N, C, OC);
+    reference::matmul_backward(dx.d.data(), dw.d.data(), with_bias ? dbias.d.data() : nullptr, dout.d.data(),
+                               x.d.data(), w.d.data(), N, C, OC);
     expect_close(dx.f, dx.d, 1e-4, 1e-4, "dx");
     expect_close(dw.f, dw.d, 1e-4, 1e-4, "dw (accumulated)");
     expect_close(dbias.f, dbias.d, 1e-5, 1e-5, "dbias");

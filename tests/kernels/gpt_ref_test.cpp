@@ -148,7 +148,8 @@ TEST(GptReference, CrossEntropyGradientsAndUniformLoss) {
   crossentropy_backward(dl.data(), probs.data(), tgt.data(), 1.0, N, V);
   expect_grad(logits, dl, loss, "logits");
   std::vector<double> flat(N * V, 0.25);
-  EXPECT_NEAR(crossentropy_forward(probs.data(), flat.data(), tgt.data(), N, V), std::log(static_cast<double>(V)), 1e-12);
+  EXPECT_NEAR(crossentropy_forward(probs.data(), flat.data(), tgt.data(), N, V), std::log(static_cast<double>(V)),
+              1e-12);
 }
 
 }  // namespace

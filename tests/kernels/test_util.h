@@ -26,9 +26,7 @@ class Rng {
     return z ^ (z >> 31);
   }
   // Uniform in [lo, hi).
-  float uniform(float lo, float hi) {
-    return lo + (hi - lo) * static_cast<float>(next() >> 40) * (1.0f / 16777216.0f);
-  }
+  float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next() >> 40) * (1.0f / 16777216.0f); }
 
  private:
   uint64_t s_;
@@ -41,7 +39,8 @@ inline std::vector<unsigned char> encode(const std::vector<float>& values, DType
     if (dtype == DType::kF32) {
       std::memcpy(out.data() + 4 * i, &values[i], 4);
     } else {
-      const uint16_t h = dtype == DType::kBF16 ? reference::float_to_bf16(values[i]) : reference::float_to_fp16(values[i]);
+      const uint16_t h =
+          dtype == DType::kBF16 ? reference::float_to_bf16(values[i]) : reference::float_to_fp16(values[i]);
       std::memcpy(out.data() + 2 * i, &h, 2);
     }
   }

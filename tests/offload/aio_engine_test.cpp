@@ -160,7 +160,8 @@ TEST(AioEngineFaults, ShortTransfersAreCompleted) {
   sys.short_transfers = 10;
   AlignedBuffer r = AlignedBuffer::create(size_t{10} * (256 << 10), PinMode::kNone).value();
   ASSERT_TRUE(eng.value()->submit(IoOp::kRead, f.fd, f.path, r.data(), 0, r.capacity(), true).wait().is_ok());
-  for (int i = 0; i < 10; ++i) ASSERT_EQ(std::memcmp(r.bytes() + size_t(i) * (256 << 10), bufs[i].data(), 256 << 10), 0);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(std::memcmp(r.bytes() + size_t(i) * (256 << 10), bufs[i].data(), 256 << 10), 0);
 }
 
 TEST(AioEngineFaults, CompletionErrorsNameFileOffsetAndErrno) {

@@ -14,14 +14,14 @@ namespace strata::testing {
 
 class FaultyIoSys final : public offload::IoSys {
  public:
-  std::atomic<int> submit_eagain{0};        // the next N io_submit calls answer -EAGAIN
-  std::atomic<int> submit_error{0};         // errno for the next io_submit call (then cleared)
-  std::atomic<int> completion_error{0};     // errno for completions of writes ...
-  std::atomic<int> completion_error_count{0};  // ... this many of them
+  std::atomic<int> submit_eagain{0};                // the next N io_submit calls answer -EAGAIN
+  std::atomic<int> submit_error{0};                 // errno for the next io_submit call (then cleared)
+  std::atomic<int> completion_error{0};             // errno for completions of writes ...
+  std::atomic<int> completion_error_count{0};       // ... this many of them
   std::atomic<bool> completion_error_reads{false};  // apply completion_error to reads instead
-  std::atomic<int> short_transfers{0};      // the next N completions report half (4096-aligned) the length
-  std::atomic<int> fallocate_error{0};      // errno for every fallocate while set
-  std::atomic<bool> refuse_o_direct{false};  // open with O_DIRECT fails with EINVAL
+  std::atomic<int> short_transfers{0};              // the next N completions report half (4096-aligned) the length
+  std::atomic<int> fallocate_error{0};              // errno for every fallocate while set
+  std::atomic<bool> refuse_o_direct{false};         // open with O_DIRECT fails with EINVAL
   std::atomic<int> submits{0}, completions{0};
 
   int open(const char* path, int flags, mode_t mode) override {

@@ -12,9 +12,9 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -220,8 +220,8 @@ void expect_put_fails_and_keeps(FaultyIoSys& sys, const std::function<void()>& f
 
 TEST(NvmeStoreFaults, EnospcAtPreallocationKeepsPreviousContent) {
   FaultyIoSys sys;
-  expect_put_fails_and_keeps(sys, [&] { sys.fallocate_error = ENOSPC; }, StatusCode::kNoSpace,
-                             "fallocate of 102400 bytes for tensor 'keep'");
+  expect_put_fails_and_keeps(
+      sys, [&] { sys.fallocate_error = ENOSPC; }, StatusCode::kNoSpace, "fallocate of 102400 bytes for tensor 'keep'");
 }
 
 TEST(NvmeStoreFaults, EnospcAndEioDuringWriteKeepPreviousContent) {
@@ -231,7 +231,8 @@ TEST(NvmeStoreFaults, EnospcAndEioDuringWriteKeepPreviousContent) {
       "previous content kept");
   expect_put_fails_and_keeps(
       sys, [&] { sys.completion_error = EIO, sys.completion_error_count = 1; }, StatusCode::kIo, "EIO");
-  expect_put_fails_and_keeps(sys, [&] { sys.submit_error = EIO; }, StatusCode::kIo, "put of tensor 'keep'");
+  expect_put_fails_and_keeps(
+      sys, [&] { sys.submit_error = EIO; }, StatusCode::kIo, "put of tensor 'keep'");
 }
 
 TEST(NvmeStoreFaults, ReadErrorIsReported) {
@@ -366,7 +367,9 @@ TEST(NvmeStore, AReopenedIndexIsCheckedAndARefusalDeletesNothing) {
     std::ifstream in(index);
     good.assign((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   }
-  const std::string file = good.substr(good.find('\t', good.find('\n')) + 1, good.find('\t', good.find('\t', good.find('\n')) + 1) - good.find('\t', good.find('\n')) - 1);
+  const std::string file =
+      good.substr(good.find('\t', good.find('\n')) + 1,
+                  good.find('\t', good.find('\t', good.find('\n')) + 1) - good.find('\t', good.find('\n')) - 1);
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"# key\tfile\tbytes\txxh3\n", "line 1 is not"},
       {"# strata nvme store index 1\na\t" + file + "\t5000\n", "line 2: expected 4 tab-separated fields, found 3"},

@@ -74,7 +74,9 @@ class DeviceSource final : public ParamSource {
   ~DeviceSource() override {
     for (auto& [n, d] : dev_) cudaFree(d);
   }
-  StatusOr<const void*> fetch(const std::string& n) override { return Status(StatusCode::kInternal, "host fetch of " + n); }
+  StatusOr<const void*> fetch(const std::string& n) override {
+    return Status(StatusCode::kInternal, "host fetch of " + n);
+  }
   StatusOr<const void*> fetch_device(const std::string& n, void*) override {
     ++outstanding;
     return static_cast<const void*>(dev_.at(n));
@@ -83,7 +85,9 @@ class DeviceSource final : public ParamSource {
     --outstanding;
     return Status::ok();
   }
-  Status grad(const std::string& n, const float*, size_t) override { return Status(StatusCode::kInternal, "host grad of " + n); }
+  Status grad(const std::string& n, const float*, size_t) override {
+    return Status(StatusCode::kInternal, "host grad of " + n);
+  }
   Status grad_device(const std::string& n, const void* g, size_t count, void* stream) override {
     EXPECT_EQ(grads.count(n), 0u) << n << " handed twice";
     std::vector<uint16_t> bits(count);
@@ -158,7 +162,8 @@ TEST_P(Agreement, TheCudaPathAgreesWithTheCpuPath) {
 
 // Small and narrow; and GPT-2 medium's width (16 heads of 64) over 256 positions.
 INSTANTIATE_TEST_SUITE_P(Shapes, Agreement,
-                         ::testing::Values(Case{"small", kShape, B, T}, Case{"wide", GptShape{2, 16, 1024, 256, 256}, 2, 256}),
+                         ::testing::Values(Case{"small", kShape, B, T},
+                                           Case{"wide", GptShape{2, 16, 1024, 256, 256}, 2, 256}),
                          [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 TEST(GptCuda, DeterministicAndCheckpointingAndEvaluationChangeNoBit) {
@@ -205,7 +210,8 @@ TEST(TrainerCuda, Fp16OnTheGpuIsRefusedBeforeAnyWork) {
   TrainOptions o;
   o.shape = GptShape{1, 2, 64, 256, 32};
   o.batch = 1, o.seq = 16, o.steps = 1, o.data_path = "/nonexistent/corpus.txt";
-  auto r = run_training(cfg.value(), o, [](const std::string&) {}, engine::EngineOptions{});
+  auto r = run_training(
+      cfg.value(), o, [](const std::string&) {}, engine::EngineOptions{});
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("bf16"), std::string::npos) << r.status().to_string();
 }
@@ -220,13 +226,15 @@ TEST(TrainerCuda, EveryPlacementTrainsTheSameLossesOnTheGpu) {
   o.batch = 4, o.seq = 32, o.steps = 10, o.warmup = 2, o.val_every = 0, o.val_batches = 2, o.data_path = data;
   const size_t bit16 = o.shape.num_params() * 2;
   auto run = [&](const std::string& zero, size_t device_bytes) -> StatusOr<TrainSummary> {
-    const std::string json = "{\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, \"zero_optimization\": {" + zero +
+    const std::string json = "{\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, \"zero_optimization\": {" +
+                             zero +
                              "}, \"strata\": {\"device\": \"cuda\", \"device_bytes\": " + std::to_string(device_bytes) +
                              ", \"chunk_bytes\": 32768}}";
     STRATA_ASSIGN_OR_RETURN(auto cfg, engine::parse_engine_config(json));
     engine::EngineOptions e;
     e.log = [](const std::string&) {};
-    return run_training(cfg, o, [](const std::string&) {}, e);
+    return run_training(
+        cfg, o, [](const std::string&) {}, e);
   };
   auto base = run("\"stage\": 0", 64 << 20);
   ASSERT_TRUE(base.is_ok()) << base.status().to_string();
@@ -236,8 +244,10 @@ TEST(TrainerCuda, EveryPlacementTrainsTheSameLossesOnTheGpu) {
   const std::vector<std::pair<std::string, std::string>> placements = {
       {"params + optimizer on the host",
        "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"},
-      {"optimizer on NVMe", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": "
-                            "\"nvme\", " + path + "}"},
+      {"optimizer on NVMe",
+       "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": "
+       "\"nvme\", " +
+           path + "}"},
       {"params + optimizer on NVMe", "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", " + path +
                                          "}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}"}};
   for (const auto& [what, zero] : placements) {

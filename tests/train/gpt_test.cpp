@@ -82,7 +82,8 @@ double reference_run(const std::map<std::string, std::vector<float>>& pf, const 
   for (int l = 0; l < L; ++l) {
     Acts& a = acts[l];
     a.ln1.resize(N * C), a.m1.resize(N), a.r1.resize(N), a.qkv.resize(N * 3 * C), a.att.resize(B * NH * T * T);
-    a.atty.resize(N * C), a.proj.resize(N * C), a.res2.resize(N * C), a.ln2.resize(N * C), a.m2.resize(N), a.r2.resize(N);
+    a.atty.resize(N * C), a.proj.resize(N * C), a.res2.resize(N * C), a.ln2.resize(N * C), a.m2.resize(N),
+        a.r2.resize(N);
     a.fch.resize(N * 4 * C), a.gelu.resize(N * 4 * C), a.fcproj.resize(N * C);
     ref::layernorm_forward(a.ln1.data(), a.m1.data(), a.r1.data(), xs[l].data(), P(l, "ln1.w"), P(l, "ln1.b"), N, C);
     ref::matmul_forward(a.qkv.data(), a.ln1.data(), P(l, "qkv.w"), P(l, "qkv.b"), N, C, 3 * C);
@@ -96,30 +97,35 @@ double reference_run(const std::map<std::string, std::vector<float>>& pf, const 
     for (int i = 0; i < N * C; ++i) xs[l + 1][i] = a.res2[i] + a.fcproj[i];
   }
   std::vector<double> lnf(N * C), mf(N), rf(N), logits(N * V), probs(N * V);
-  ref::layernorm_forward(lnf.data(), mf.data(), rf.data(), xs[L].data(), p.at("lnf.w").data(), p.at("lnf.b").data(), N, C);
+  ref::layernorm_forward(lnf.data(), mf.data(), rf.data(), xs[L].data(), p.at("lnf.w").data(), p.at("lnf.b").data(), N,
+                         C);
   ref::matmul_forward(logits.data(), lnf.data(), p.at("wte").data(), nullptr, N, C, V);
   const double loss = ref::crossentropy_forward(probs.data(), logits.data(), tgt.data(), N, V);
 
   std::vector<double> dlogits(N * V), dlnf(N * C), dx(N * C), dres2(N * C), dtmp(N * C), d4(N * 4 * C), d4b(N * 4 * C),
       dln(N * C), datty(N * C), dqkv(N * 3 * C);
   ref::crossentropy_backward(dlogits.data(), probs.data(), tgt.data(), scale, N, V);
-  ref::matmul_backward(dlnf.data(), (*grads)["wte"].data(), nullptr, dlogits.data(), lnf.data(), p.at("wte").data(), N, C, V);
+  ref::matmul_backward(dlnf.data(), (*grads)["wte"].data(), nullptr, dlogits.data(), lnf.data(), p.at("wte").data(), N,
+                       C, V);
   ref::layernorm_backward(dx.data(), (*grads)["lnf.w"].data(), (*grads)["lnf.b"].data(), dlnf.data(), xs[L].data(),
                           p.at("lnf.w").data(), mf.data(), rf.data(), N, C);
   for (int l = L - 1; l >= 0; --l) {
     const Acts& a = acts[l];
     dres2 = dx;
-    ref::matmul_backward(d4.data(), G(l, "fcproj.w"), G(l, "fcproj.b"), dx.data(), a.gelu.data(), P(l, "fcproj.w"), N, 4 * C, C);
+    ref::matmul_backward(d4.data(), G(l, "fcproj.w"), G(l, "fcproj.b"), dx.data(), a.gelu.data(), P(l, "fcproj.w"), N,
+                         4 * C, C);
     ref::gelu_backward(d4b.data(), d4.data(), a.fch.data(), d4.size());
     ref::matmul_backward(dln.data(), G(l, "fc.w"), G(l, "fc.b"), d4b.data(), a.ln2.data(), P(l, "fc.w"), N, C, 4 * C);
-    ref::layernorm_backward(dtmp.data(), G(l, "ln2.w"), G(l, "ln2.b"), dln.data(), a.res2.data(), P(l, "ln2.w"), a.m2.data(),
-                            a.r2.data(), N, C);
+    ref::layernorm_backward(dtmp.data(), G(l, "ln2.w"), G(l, "ln2.b"), dln.data(), a.res2.data(), P(l, "ln2.w"),
+                            a.m2.data(), a.r2.data(), N, C);
     for (int i = 0; i < N * C; ++i) dres2[i] += dtmp[i];
-    ref::matmul_backward(datty.data(), G(l, "proj.w"), G(l, "proj.b"), dres2.data(), a.atty.data(), P(l, "proj.w"), N, C, C);
+    ref::matmul_backward(datty.data(), G(l, "proj.w"), G(l, "proj.b"), dres2.data(), a.atty.data(), P(l, "proj.w"), N,
+                         C, C);
     ref::attention_backward(dqkv.data(), datty.data(), a.qkv.data(), a.att.data(), B, T, C, NH);
-    ref::matmul_backward(dln.data(), G(l, "qkv.w"), G(l, "qkv.b"), dqkv.data(), a.ln1.data(), P(l, "qkv.w"), N, C, 3 * C);
-    ref::layernorm_backward(dtmp.data(), G(l, "ln1.w"), G(l, "ln1.b"), dln.data(), xs[l].data(), P(l, "ln1.w"), a.m1.data(),
-                            a.r1.data(), N, C);
+    ref::matmul_backward(dln.data(), G(l, "qkv.w"), G(l, "qkv.b"), dqkv.data(), a.ln1.data(), P(l, "qkv.w"), N, C,
+                         3 * C);
+    ref::layernorm_backward(dtmp.data(), G(l, "ln1.w"), G(l, "ln1.b"), dln.data(), xs[l].data(), P(l, "ln1.w"),
+                            a.m1.data(), a.r1.data(), N, C);
     for (int i = 0; i < N * C; ++i) dx[i] = dres2[i] + dtmp[i];
   }
   ref::encoder_backward((*grads)["wte"].data(), (*grads)["wpe"].data(), dx.data(), in.data(), B, T, C);
@@ -200,7 +206,8 @@ TEST(GptModel, BadShapesAndTokensAreRefused) {
   EXPECT_EQ(GptModel::create(GptShape{2, 3, 16, 37, 8}, 1, 4, false).status().code(), StatusCode::kInvalidArgument);
   auto m = GptModel::create(kShape, B, T, false);
   ASSERT_TRUE(m.is_ok());
-  EXPECT_NE(GptModel::create(kShape, 1, 9, false).status().to_string().find("exceeds the model's max_seq 8"), std::string::npos);
+  EXPECT_NE(GptModel::create(kShape, 1, 9, false).status().to_string().find("exceeds the model's max_seq 8"),
+            std::string::npos);
   Memory src(kShape);
   auto in = tokens(5);
   in[3] = kShape.vocab;

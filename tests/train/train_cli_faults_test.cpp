@@ -29,7 +29,10 @@ class TrainCliFaults : public ::testing::Test {
     for (int i = 0; i < 400; ++i) f << "The engine moves the params to the device before the step. ";
   }
   std::string data() const { return dir_.path() + "/corpus.txt"; }
-  std::string base() const { return std::string(STRATA_CLI) + " train --data " + data() + " --device host --device-memory 8M --batch 2 --seq 32 --val-every 0 "; }
+  std::string base() const {
+    return std::string(STRATA_CLI) + " train --data " + data() +
+           " --device host --device-memory 8M --batch 2 --seq 32 --val-every 0 ";
+  }
   std::string run(const std::string& args, int* rc) const { return run_command("timeout 120 " + base() + args, rc); }
   ScratchDir dir_;
 };
@@ -79,7 +82,9 @@ TEST_F(TrainCliFaults, ASequenceBeyondTheModelOrTheMachineIsRefusedBeforeAllocat
   int rc = 0;
   std::string out = run("--seq 100000", &rc);
   EXPECT_EQ(rc, 1) << out;
-  EXPECT_NE(out.find("--seq 100000 exceeds the model's max_seq 64 (preset tiny): pass --max-seq 100000"), std::string::npos) << out;
+  EXPECT_NE(out.find("--seq 100000 exceeds the model's max_seq 64 (preset tiny): pass --max-seq 100000"),
+            std::string::npos)
+      << out;
   // Allowed by the shape, far beyond the machine: refused in milliseconds, not by std::bad_alloc.
   const std::string big = dir_.path() + "/big.txt";  // each split must hold 100001 bytes
   {
@@ -110,8 +115,8 @@ TEST_F(TrainCliFaults, ARunThatDivergesEnds) {
 // Runs `strata train` in the background, waits for its first step line, sends `sig` (twice when
 // `twice`), and returns its exit status and everything it printed.
 int run_and_signal(const std::string& cmd, int sig, bool twice, std::string* out) {
-  const std::string log = cmd.substr(0, 0) + std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + "/strata_sig_" +
-                          std::to_string(::getpid()) + ".log";
+  const std::string log = cmd.substr(0, 0) + std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
+                          "/strata_sig_" + std::to_string(::getpid()) + ".log";
   const pid_t pid = ::fork();
   if (pid == 0) {
     const std::string full = "exec " + cmd + " > " + log + " 2>&1";
@@ -138,11 +143,13 @@ TEST_F(TrainCliFaults, SigtermAndSigintStopAtAStepAndLeaveNoSwapFilesOrLock) {
   for (int sig : {SIGTERM, SIGINT}) {
     const std::string swap = dir_.path() + "/swap" + std::to_string(sig);
     std::string out;
-    const int rc = run_and_signal(base() + "--steps 100000 --stage 3 --offload-param nvme --offload-optimizer nvme --nvme-path " +
-                                      swap + " --chunk-size 64K",
-                                  sig, false, &out);
+    const int rc =
+        run_and_signal(base() + "--steps 100000 --stage 3 --offload-param nvme --offload-optimizer nvme --nvme-path " +
+                           swap + " --chunk-size 64K",
+                       sig, false, &out);
     EXPECT_EQ(rc, 128 + sig) << out.substr(out.size() > 2000 ? out.size() - 2000 : 0);
-    EXPECT_NE(out.find(std::string("stopped by ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + " after step"), std::string::npos)
+    EXPECT_NE(out.find(std::string("stopped by ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + " after step"),
+              std::string::npos)
         << out.substr(out.size() > 2000 ? out.size() - 2000 : 0);
     ASSERT_TRUE(std::filesystem::is_directory(swap));
     std::vector<std::string> left;
@@ -168,8 +175,10 @@ TEST_F(TrainCliFaults, ExportNeverReplacesWhatStrataDidNotWrite) {
   std::ofstream(mine + "/sub/data.bin") << "and me";
   out = run_command(cli + mine, &rc);
   EXPECT_EQ(rc, 1) << out;
-  EXPECT_NE(out.find("ALREADY_EXISTS: export to '" + mine + "': the directory holds files strata did not write (notes.txt, sub)"),
-            std::string::npos) << out;
+  EXPECT_NE(out.find("ALREADY_EXISTS: export to '" + mine +
+                     "': the directory holds files strata did not write (notes.txt, sub)"),
+            std::string::npos)
+      << out;
   std::ifstream a(mine + "/notes.txt"), b(mine + "/sub/data.bin");
   EXPECT_EQ(std::string((std::istreambuf_iterator<char>(a)), std::istreambuf_iterator<char>()), "keep me");
   EXPECT_EQ(std::string((std::istreambuf_iterator<char>(b)), std::istreambuf_iterator<char>()), "and me");

@@ -40,7 +40,8 @@ StatusOr<TrainSummary> run(const std::string& json, const TrainOptions& o) {
   STRATA_ASSIGN_OR_RETURN(auto cfg, engine::parse_engine_config(json));
   engine::EngineOptions e;
   e.log = [](const std::string&) {};
-  return run_training(cfg, o, [](const std::string&) {}, e);
+  return run_training(
+      cfg, o, [](const std::string&) {}, e);
 }
 
 class Trainer : public ::testing::Test {
@@ -60,8 +61,11 @@ TEST_F(Trainer, EveryPlacementTrainsTheSameLosses) {
   strata::testing::ScratchDir nv;
   const std::string path = "\"nvme_path\": \"" + nv.path() + "\"";
   const std::vector<std::pair<std::string, std::string>> placements = {
-      {"params + optimizer on the host", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"},
-      {"optimizer on NVMe", "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}"},
+      {"params + optimizer on the host",
+       "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"},
+      {"optimizer on NVMe",
+       "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"nvme\", " + path +
+           "}"},
       {"params + optimizer on NVMe", "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", " + path +
                                          "}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}"}};
   const size_t budget = 4 * 32768 + 4096;
@@ -103,7 +107,8 @@ TEST_F(Trainer, AResumedRunContinuesExactly) {
   auto resumed = run(config("\"stage\": 0", 16 << 20), rest);
   ASSERT_TRUE(resumed.is_ok()) << resumed.status().to_string();
   ASSERT_EQ(resumed.value().losses.size(), 3u);
-  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(resumed.value().losses[i], straight.value().losses[5 + i]) << "step " << 6 + i;
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(resumed.value().losses[i], straight.value().losses[5 + i]) << "step " << 6 + i;
   EXPECT_EQ(resumed.value().val_loss, straight.value().val_loss);
 }
 
@@ -114,14 +119,16 @@ TEST_F(Trainer, BadInputIsRefusedBeforeAnyWork) {
   EXPECT_NE(r.status().to_string().find("missing.txt"), std::string::npos) << r.status().to_string();
   std::ofstream(dir_.path() + "/empty.txt").close();
   o.data_path = dir_.path() + "/empty.txt";
-  EXPECT_NE(run(config("\"stage\": 0", 16 << 20), o).status().to_string().find("empty.txt is empty"), std::string::npos);
+  EXPECT_NE(run(config("\"stage\": 0", 16 << 20), o).status().to_string().find("empty.txt is empty"),
+            std::string::npos);
   std::ofstream(dir_.path() + "/short.txt") << "too short";
   o.data_path = dir_.path() + "/short.txt";
   EXPECT_NE(run(config("\"stage\": 0", 16 << 20), o).status().to_string().find("each part needs at least 33 bytes"),
             std::string::npos);
   o = options(data());
   o.seq = 64;
-  EXPECT_NE(run(config("\"stage\": 0", 16 << 20), o).status().to_string().find("exceeds the model's max_seq 32"), std::string::npos);
+  EXPECT_NE(run(config("\"stage\": 0", 16 << 20), o).status().to_string().find("exceeds the model's max_seq 32"),
+            std::string::npos);
   o = options(data());
   auto small = run(config("\"stage\": 0", 64 << 10), o);  // everything on a 64 KiB device
   EXPECT_EQ(small.status().code(), StatusCode::kOutOfMemory) << small.status().to_string();
@@ -133,9 +140,10 @@ TEST_F(Trainer, BadInputIsRefusedBeforeAnyWork) {
 TEST_F(Trainer, ASkippedStepConsumesItsBatch) {
   TrainOptions o = options(data());
   o.steps = 3;
-  auto r = run("{\"fp16\": {\"enabled\": true, \"initial_scale_power\": 24, \"hysteresis\": 1}, \"strata\": {\"device\": "
-               "\"host\", \"device_bytes\": 16777216}}",
-               o);
+  auto r =
+      run("{\"fp16\": {\"enabled\": true, \"initial_scale_power\": 24, \"hysteresis\": 1}, \"strata\": {\"device\": "
+          "\"host\", \"device_bytes\": 16777216}}",
+          o);
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   const TrainSummary& t = r.value();
   ASSERT_GE(t.skipped, 2) << "the scale 2^24 overflows fp16 gradients";
@@ -172,7 +180,8 @@ TEST_F(Trainer, AStopRequestEndsTheRunAtAStepBoundary) {
   o.stop_requested = [&polls] { return ++polls >= 3 ? SIGTERM : 0; };
   auto r = run(config("\"stage\": 0", 16 << 20), o);
   ASSERT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().to_string();
-  EXPECT_NE(r.status().message().find("stopped by SIGTERM after step 3 of 8; the last checkpoint is step 2"), std::string::npos)
+  EXPECT_NE(r.status().message().find("stopped by SIGTERM after step 3 of 8; the last checkpoint is step 2"),
+            std::string::npos)
       << r.status().message();
   EXPECT_EQ(polls, 3);
 }
