@@ -155,7 +155,7 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
     if (e->writing || e->reading > 0)
       return IoHandle::finished(failed_precondition("put of " + quoted(key) + ": a read or write of it is in flight"));
     e->writing = true;
-    target = e->active == 0 ? 1 : 0;
+    target = options_.in_place ? 0 : (e->active == 0 ? 1 : 0);
   }
   Status prep = prepare_slot(key, e->slots[target], target, padded);
   if (!prep.is_ok()) {
@@ -166,19 +166,26 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
   }
   const uint64_t sum = options_.checksum ? XXH3_64bits(buf.data(), bytes) : 0;
   const Slot& slot = e->slots[target];
-  return engine_->submit(IoOp::kWrite, slot.fd, slot.path, buf.data(), 0, padded, direct_,
-                         [this, e, target, bytes, sum, key, on_io_done = std::move(on_io_done)](Status s) {
-                           if (on_io_done) on_io_done();
-                           std::lock_guard<std::mutex> lock(mu_);
-                           e->writing = false;
-                           if (!s.is_ok())
-                             return std::move(s).annotate("put of " + quoted(key) + " (previous content kept)");
-                           e->active = target;
-                           e->length = bytes;
-                           e->checksum = sum;
-                           e->has_checksum = options_.checksum;
-                           return Status::ok();
-                         });
+  return engine_->submit(
+      IoOp::kWrite, slot.fd, slot.path, buf.data(), 0, padded, direct_,
+      [this, e, target, bytes, sum, key, on_io_done = std::move(on_io_done)](Status s) {
+        if (on_io_done) on_io_done();
+        std::lock_guard<std::mutex> lock(mu_);
+        e->writing = false;
+        if (!s.is_ok() && options_.in_place && e->active >= 0) {
+          e->lost = true;
+          return std::move(s).annotate("put of " + quoted(key) +
+                                       " (rewritten in place: its previous content is lost; the last "
+                                       "checkpoint is the recovery point)");
+        }
+        if (!s.is_ok()) return std::move(s).annotate("put of " + quoted(key) + " (previous content kept)");
+        e->lost = false;
+        e->active = target;
+        e->length = bytes;
+        e->checksum = sum;
+        e->has_checksum = options_.checksum;
+        return Status::ok();
+      });
 }
 
 IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done) {
@@ -196,6 +203,10 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
     e = &it->second;
     if (e->writing)
       return IoHandle::finished(failed_precondition("get of " + quoted(key) + ": a write of it is in flight"));
+    if (e->lost)
+      return IoHandle::finished(Status(StatusCode::kDataLoss, "get of " + quoted(key) +
+                                                                  ": its last in-place write failed and its content is "
+                                                                  "lost (resume from the last checkpoint)"));
     if (bytes != e->length)
       return IoHandle::finished(invalid_argument("get of " + quoted(key) + ": it holds " + std::to_string(e->length) +
                                                  " bytes, asked for " + std::to_string(bytes)));

@@ -3,7 +3,9 @@
 //
 // Each key has up to two slot files, A and B. A put writes the slot that does not hold the
 // current content and makes it current only when the write completed, so a failed or ENOSPC
-// write leaves the previous content readable. Space is fallocate'd when a slot is first written
+// write leaves the previous content readable. With in_place a key has one file, rewritten in
+// place (half the disk): a failed write loses its content, and reads of it then fail with
+// DATA_LOSS naming it until it is written again. Space is fallocate'd when a slot is first written
 // or grows. Lengths are padded to 4096 inside; the caller passes and gets its exact byte count.
 // A checksum (xxh3, on by default) per tensor is verified on every read. A lock file keeps a second
 // store out of the directory; files are removed on close unless keep_files is set.
@@ -28,6 +30,7 @@ struct NvmeStoreOptions {
   // tensor, not wrong values (xxh3 runs at tens of GB/s, far above the disk; docs/nvme.md).
   bool checksum = true;
   bool keep_files = false;  // leave the tensor files (and an index) on close
+  bool in_place = false;    // one file per key, rewritten in place (see above)
   // Open a store kept earlier (keep_files) in `dir`: its index is read (nvme_store_index.h), every
   // tensor's file checked for its size and adopted; reads verify the checksums the index holds.
   // Without an index, an empty store as usual.
@@ -74,6 +77,7 @@ class NvmeStore {
     size_t length = 0;
     uint64_t checksum = 0;
     bool has_checksum = false;  // false for tensors adopted from an index written without checksums
+    bool lost = false;          // in place: the last write failed, the content is gone
     bool writing = false;
     int reading = 0;
   };

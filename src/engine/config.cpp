@@ -262,8 +262,10 @@ Status parse_root(Obj& root, EngineConfig* c) {
     STRATA_RETURN_IF_ERROR(st->get_count("max_consecutive_skips", &c->max_consecutive_skips, 1, 1 << 20));
     STRATA_RETURN_IF_ERROR(st->get_double("comm_timeout", &c->comm_timeout_s, 0.0, 7.0 * 24 * 3600));
     STRATA_RETURN_IF_ERROR(st->get_bool("nvme_checksum", &c->nvme_checksum));
+    STRATA_RETURN_IF_ERROR(st->get_string("nvme_rewrite", &c->nvme_rewrite, {"in_place", "ab_slots"}));
     STRATA_RETURN_IF_ERROR(st->finish());
   }
+  c->placement.nvme_copies = c->nvme_rewrite == "ab_slots" ? 2 : 1;
   if (c->device == "host" && c->device_bytes == 0)
     return invalid_argument("strata.device_bytes: required (> 0) with strata.device = \"host\"");
   return root.finish();

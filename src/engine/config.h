@@ -66,6 +66,10 @@ struct EngineConfig {
   int max_consecutive_skips = 5;
   double comm_timeout_s = 0;  // seconds a collective may take (0: the communicator's own)
   bool nvme_checksum = true;  // xxh3 of every NVMe swap write, verified on every read
+  // How NVMe swap files are rewritten every step: in place (1x disk; a failed write fails the step
+  // naming the tensor, and the last checkpoint is the recovery point) or through A/B slots (2x
+  // disk; every rewrite atomic, the previous content kept). "in_place" | "ab_slots".
+  std::string nvme_rewrite = "in_place";
 };
 
 // Parses a whole config object. Missing keys keep the defaults above.

@@ -218,6 +218,7 @@ Status Engine::prepare() {
     o.dir = d;
     o.aio = m.cfg.aio;
     o.checksum = m.cfg.nvme_checksum;
+    o.in_place = m.cfg.nvme_rewrite == "in_place";
     STRATA_ASSIGN_OR_RETURN(m.stores[d], offload::NvmeStore::open(o, m.seams.io_sys));
   }
   if (m.cfg.placement.offload_optimizer == OffloadTarget::kNvme)

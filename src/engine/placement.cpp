@@ -135,9 +135,9 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
     cp.optimizer = i < offloaded ? tier_of(c.offload_optimizer) : Tier::kDevice;
     cp.grad32 = cp.optimizer == Tier::kNvme ? Tier::kHost : cp.optimizer;
     const size_t rest = c.stage == 3 ? ch.shard_numel : ch.numel;
-    add(cp.params16, Use::kParams16, rest * 2 * (cp.params16 == Tier::kNvme ? kNvmeSlotFactor : 1));
+    add(cp.params16, Use::kParams16, rest * 2 * (cp.params16 == Tier::kNvme ? c.nvme_copies : 1));
     add(cp.optimizer, Use::kOptimizer,
-        ch.shard_numel * c.optimizer_state_bytes * (cp.optimizer == Tier::kNvme ? kNvmeSlotFactor : 1));
+        ch.shard_numel * c.optimizer_state_bytes * (cp.optimizer == Tier::kNvme ? c.nvme_copies : 1));
     add(cp.grad32, Use::kGrad32, ch.shard_numel * 4);
     p.chunks.push_back(cp);
   }

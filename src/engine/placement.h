@@ -60,6 +60,7 @@ struct PlacementConfig {
   int grad_buckets = 2;               // device gradient buckets
   size_t optimizer_state_bytes = 12;  // fp32 bytes per element of the optimizer's arrays (Optimizer::bytes_per_element)
   std::string optimizer_type = "AdamW";  // named in the plan's table
+  size_t nvme_copies = 1;  // disk per NVMe array: 1 rewritten in place, 2 with A/B slots (strata.nvme_rewrite)
 };
 
 struct Budgets {
@@ -84,10 +85,6 @@ struct Plan {
   // The plan as a table: one row per use, one column per tier, then totals and budgets.
   std::string table() const;
 };
-
-// NVMe tensors are kept in A/B slots (offload/nvme_store.h): an array rewritten every step may
-// need twice its size there, and the planner reserves that.
-inline constexpr size_t kNvmeSlotFactor = 2;
 
 StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& config, const Budgets& budgets);
 

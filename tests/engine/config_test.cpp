@@ -161,5 +161,21 @@ TEST(EngineConfig, LionAndAdagradTakeTheirOwnKeysAndDefaults) {
   EXPECT_FALSE(adam.value().optimizer.hyper.adam_w_mode);
 }
 
+// strata.nvme_rewrite: in place by default (one copy of each NVMe array on disk), A/B slots on request.
+TEST(EngineConfig, NvmeRewriteModeSetsTheDiskCopies) {
+  auto d = parse_engine_config("{}");
+  ASSERT_TRUE(d.is_ok());
+  EXPECT_EQ(d.value().nvme_rewrite, "in_place");
+  EXPECT_EQ(d.value().placement.nvme_copies, 1u);
+  auto ab = parse_engine_config(R"({"strata": {"nvme_rewrite": "ab_slots"}})");
+  ASSERT_TRUE(ab.is_ok()) << ab.status().to_string();
+  EXPECT_EQ(ab.value().placement.nvme_copies, 2u);
+  auto bad = parse_engine_config(R"({"strata": {"nvme_rewrite": "copy"}})");
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("strata.nvme_rewrite = \"copy\": expected one of in_place, ab_slots"),
+            std::string::npos)
+      << bad.status().to_string();
+}
+
 }  // namespace
 }  // namespace strata::engine

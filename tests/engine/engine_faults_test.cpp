@@ -62,7 +62,8 @@ struct Case {
   const char* name;
   const char* zero;  // with NVMEDIR for the directory
   size_t budget;
-  bool fail_reads;  // reads, else writes
+  bool fail_reads;          // reads, else writes
+  const char* strata = "";  // extra keys of the "strata" section (the NVMe rewrite mode)
 };
 
 class NvmeFault : public ::testing::TestWithParam<Case> {};
@@ -74,7 +75,7 @@ TEST_P(NvmeFault, IsReportedAndTheLastCheckpointResumesExactly) {
   auto json = [&](const std::string& dir) {
     std::string z = c.zero;
     for (size_t at; (at = z.find("NVMEDIR")) != std::string::npos;) z.replace(at, 7, dir);
-    return config_json(z, c.budget);
+    return config_json(z, c.budget, "", c.strata);
   };
   const EngineRun straight = train_engine(json(d1.path()), mlp);
 
@@ -133,6 +134,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"optimizer_write",
                            "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
                            112 << 10, false},
+                      Case{"optimizer_write_ab_slots",
+                           "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
+                           112 << 10, false, ", \"nvme_rewrite\": \"ab_slots\""},
                       Case{"params_read",
                            "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": "
                            "{\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",

@@ -75,7 +75,10 @@ TEST(Placement, OptimizerOnCpuAndOnNvme) {
   c.offload_optimizer = OffloadTarget::kNvme;
   c.optimizer_buffer_count = 3;
   auto nvme = plan_placement(l, c, unlimited()).value();
-  EXPECT_EQ(B(nvme, Tier::kNvme, Use::kOptimizer), s.owned * 12 * kNvmeSlotFactor);
+  EXPECT_EQ(B(nvme, Tier::kNvme, Use::kOptimizer), s.owned * 12) << "rewritten in place: one copy";
+  c.nvme_copies = 2;  // strata.nvme_rewrite = "ab_slots"
+  EXPECT_EQ(B(plan_placement(l, c, unlimited()).value(), Tier::kNvme, Use::kOptimizer), s.owned * 12 * 2);
+  c.nvme_copies = 1;
   EXPECT_EQ(B(nvme, Tier::kHost, Use::kGrad32), s.owned * 4);
   EXPECT_EQ(B(nvme, Tier::kHost, Use::kOptStaging), 3 * s.max_shard * 12);
   for (const ChunkPlacement& cp : nvme.chunks) {
@@ -122,7 +125,7 @@ TEST(Placement, ParamsOnCpuAndOnNvme) {
   c.offload_param = OffloadTarget::kNvme;
   c.param_buffer_count = 4;
   auto nvme = plan_placement(l, c, unlimited()).value();
-  EXPECT_EQ(B(nvme, Tier::kNvme, Use::kParams16), s.owned * 2 * kNvmeSlotFactor);
+  EXPECT_EQ(B(nvme, Tier::kNvme, Use::kParams16), s.owned * 2);
   EXPECT_EQ(B(nvme, Tier::kHost, Use::kParamStaging), 4 * s.max_chunk * 2);
 }
 

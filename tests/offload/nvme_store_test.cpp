@@ -235,6 +235,43 @@ TEST(NvmeStoreFaults, EnospcAndEioDuringWriteKeepPreviousContent) {
       sys, [&] { sys.submit_error = EIO; }, StatusCode::kIo, "put of tensor 'keep'");
 }
 
+// In place: one file per key, rewritten where it is. A failed write loses that key's content —
+// said by the put, and by every read until the key is written again — and no other key's.
+TEST(NvmeStoreInPlace, RewritesOneFileAndAFailedWriteLosesOnlyThatKey) {
+  ScratchDir dir;
+  FaultyIoSys sys;
+  NvmeStoreOptions o = opts(dir.path());
+  o.in_place = true;
+  auto st = open_ok(o, &sys);
+  ASSERT_TRUE(st);
+  AlignedBuffer a = pattern(100000, 1), b = pattern(100000, 2), other = pattern(30000, 3);
+  ASSERT_TRUE(st->put("keep", a, 100000).wait().is_ok());
+  ASSERT_TRUE(st->put("keep", b, 100000).wait().is_ok());
+  ASSERT_TRUE(st->put("other", other, 30000).wait().is_ok());
+  expect_holds(*st, "keep", b, 100000);
+  size_t files = 0;
+  for (const auto& f : std::filesystem::directory_iterator(dir.path()))
+    files += f.path().filename().string().find("keep") != std::string::npos;
+  EXPECT_EQ(files, 1u) << "in place: one file for a key written twice";
+
+  sys.completion_error = EIO;
+  sys.completion_error_count = 1;
+  Status s = st->put("keep", a, 100000).wait();
+  sys.completion_error_count = 0;
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_EQ(s.code(), StatusCode::kIo) << s.to_string();
+  EXPECT_NE(s.message().find("put of tensor 'keep' (rewritten in place: its previous content is lost"),
+            std::string::npos)
+      << s.message();
+  AlignedBuffer r = AlignedBuffer::create(100000, PinMode::kNone).value();
+  s = st->get("keep", r, 100000).wait();
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.to_string();
+  EXPECT_NE(s.message().find("'keep': its last in-place write failed"), std::string::npos) << s.message();
+  expect_holds(*st, "other", other, 30000);
+  ASSERT_TRUE(st->put("keep", a, 100000).wait().is_ok());  // written again: readable again
+  expect_holds(*st, "keep", a, 100000);
+}
+
 TEST(NvmeStoreFaults, ReadErrorIsReported) {
   ScratchDir dir;
   FaultyIoSys sys;
