@@ -5,6 +5,7 @@
 
 #include "src/common/json_text.h"
 #include "src/common/units.h"
+#include "src/engine/cpu_threads.h"
 
 #include <cmath>
 #include <optional>
@@ -263,6 +264,11 @@ Status parse_root(Obj& root, EngineConfig* c) {
     STRATA_RETURN_IF_ERROR(st->get_double("comm_timeout", &c->comm_timeout_s, 0.0, 7.0 * 24 * 3600));
     STRATA_RETURN_IF_ERROR(st->get_bool("nvme_checksum", &c->nvme_checksum));
     STRATA_RETURN_IF_ERROR(st->get_string("nvme_rewrite", &c->nvme_rewrite, {"in_place", "ab_slots"}));
+    STRATA_RETURN_IF_ERROR(st->get_count("optimizer_threads", &c->optimizer_threads, 0, 4096));
+    STRATA_RETURN_IF_ERROR(st->get_string("optimizer_cpus", &c->optimizer_cpus));
+    if (!c->optimizer_cpus.empty()) {
+      STRATA_RETURN_IF_ERROR(parse_cpu_list(c->optimizer_cpus, "strata.optimizer_cpus").status());
+    }
     STRATA_RETURN_IF_ERROR(st->finish());
   }
   c->placement.nvme_copies = c->nvme_rewrite == "ab_slots" ? 2 : 1;

@@ -70,6 +70,10 @@ struct EngineConfig {
   // naming the tensor, and the last checkpoint is the recovery point) or through A/B slots (2x
   // disk; every rewrite atomic, the previous content kept). "in_place" | "ab_slots".
   std::string nvme_rewrite = "in_place";
+  // The engine's host threads (optimizer kernels, gradient accumulation, the norm): how many (0: one
+  // per CPU of optimizer_cpus, or all cores) and which CPUs they run on ("" : any; "0-7,16").
+  int optimizer_threads = 0;
+  std::string optimizer_cpus;
 };
 
 // Parses a whole config object. Missing keys keep the defaults above.

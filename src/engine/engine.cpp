@@ -118,6 +118,11 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
   STRATA_ASSIGN_OR_RETURN(impl->d2h, impl->dev->create_stream());
   STRATA_ASSIGN_OR_RETURN(impl->compute, impl->dev->create_stream());
   STRATA_ASSIGN_OR_RETURN(impl->k, kernels::kernel_table(kernels::best_isa()));
+  std::vector<int> cpus;
+  if (!config.optimizer_cpus.empty()) {
+    STRATA_ASSIGN_OR_RETURN(cpus, parse_cpu_list(config.optimizer_cpus, "strata.optimizer_cpus"));
+  }
+  STRATA_ASSIGN_OR_RETURN(impl->cpu, CpuThreads::create(config.optimizer_threads, std::move(cpus)));
   if (!config.trace_path.empty()) {
     // Fail now, not after hours of training, if the trace cannot be written there.
     STRATA_RETURN_IF_ERROR(impl->telemetry.open_trace(config.trace_path));
@@ -210,7 +215,8 @@ Status Engine::prepare() {
                                                     std::to_string(m.world()) + " (ZeRO stage " +
                                                     std::to_string(m.cfg.placement.stage) + ")";
   m.log(std::to_string(m.layout->params().size()) + " params, " + std::to_string(m.layout->param_numel()) +
-        " elements in " + std::to_string(m.layout->chunks().size()) + " chunks" + per_rank + "\n" + m.plan.table());
+        " elements in " + std::to_string(m.layout->chunks().size()) + " chunks" + per_rank + "\n" + m.plan.table() +
+        "host threads (optimizer, gradient accumulation, norm): " + m.cpu->describe());
 
   for (const std::string& d : dirs) {
     if (m.stores.count(d)) continue;
@@ -291,7 +297,7 @@ Status Engine::Impl::allocate_all() {
   gc.compute = compute.get();
   gc.d2h = d2h.get();
   gc.k = k;
-  gc.arena = &arena;
+  gc.arena = &cpu->arena();
   gc.stats = &st;
   gc.tracer = tracer();
   gc.comm = opts.comm;
@@ -313,7 +319,7 @@ Status Engine::Impl::allocate_all() {
   rc.ops = ops.get();
   rc.compute = compute.get();
   rc.k = k;
-  rc.arena = &arena;
+  rc.arena = &cpu->arena();
   rc.stats = &st;
   rc.tracer = tracer();
   rc.store = opt_store;

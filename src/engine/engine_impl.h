@@ -22,6 +22,7 @@
 #include "offload/device.h"
 #include "offload/nvme_store.h"
 #include "src/engine/chunk_layout.h"
+#include "src/engine/cpu_threads.h"
 #include "src/engine/device_ops.h"
 #include "src/engine/engine.h"
 #include "src/engine/engine_seams.h"
@@ -83,7 +84,7 @@ struct Engine::Impl {
   std::unique_ptr<DeviceOps> ops;
   std::unique_ptr<offload::Stream> h2d, d2h, compute;
   const kernels::KernelTable* k = nullptr;
-  tbb::task_arena arena;
+  std::unique_ptr<CpuThreads> cpu;  // the engine's host threads (strata.optimizer_threads / _cpus)
 
   struct Pending {
     ParamSpec spec;
