@@ -34,7 +34,7 @@ if [ "${STRATA_TEST_SANITIZE:-1}" != "0" ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_SANITIZE=address,undefined \
         -DSTRATA_CUDA=OFF -DSTRATA_BUILD_BENCH=OFF
   cmake --build build-asan
-  ctest --test-dir build-asan -j"$jobs" --output-on-failure
+  LSAN_OPTIONS="suppressions=$PWD/tests/asan/lsan.supp" ctest --test-dir build-asan -j"$jobs" --output-on-failure
 fi
 
 if [ "${STRATA_TEST_SANITIZE:-1}" != "0" ]; then
