@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "api_guard.h"
+#include "cpu_args.h"
 #include "kernels/cpu/adam.h"
 #include "strata.h"
 
@@ -57,15 +58,7 @@ STRATA_API strata_status_t strata_cpu_adam_create(const strata_cpu_adam_config_t
       return strata::invalid_argument("config.mode = " + std::to_string(mode) +
                                       " is not a strata_adam_mode_t (STRATA_ADAM = 0, STRATA_ADAMW = 1)");
     o.mode = static_cast<strata::kernels::AdamMode>(mode);
-    const int isa = strata::capi::raw_enum(config->isa);
-    if (isa < STRATA_ISA_BEST || isa > STRATA_ISA_AVX512)
-      return strata::invalid_argument("config.isa = " + std::to_string(isa) +
-                                      " is not a strata_isa_t (BEST = 0, SCALAR = 1, AVX2 = 2, AVX512 = 3)");
-    if (isa != STRATA_ISA_BEST) {
-      o.isa = static_cast<strata::kernels::Isa>(isa - 1);
-      if (!strata::kernels::isa_supported(o.isa))
-        return strata::unsupported("config.isa: this CPU has no " + std::string(strata::kernels::isa_name(o.isa)));
-    }
+    STRATA_RETURN_IF_ERROR(strata::capi::read_isa(config->isa, &o.isa));
     o.bias_correction = config->bias_correction != 0;
     o.num_threads = config->num_threads;
     STRATA_ASSIGN_OR_RETURN(auto impl, strata::kernels::CpuAdam::create(o));
@@ -112,14 +105,7 @@ STRATA_API strata_status_t strata_cpu_adam_grad_norm(strata_cpu_adam_t* adam, co
     if (adam == nullptr) return null_arg("adam");
     if (norm == nullptr) return null_arg("norm");
     if (all_finite == nullptr) return null_arg("all_finite");
-    if (num_grads > 0 && (grads == nullptr || dtypes == nullptr || counts == nullptr))
-      return strata::invalid_argument("grads, dtypes and counts must be non-NULL when num_grads > 0");
-    std::vector<strata::kernels::TensorView> views(num_grads);
-    for (size_t i = 0; i < num_grads; ++i) {
-      views[i].data = grads[i];
-      views[i].count = counts[i];
-      STRATA_ASSIGN_OR_RETURN(views[i].dtype, strata::capi::to_dtype(dtypes[i], "dtypes[" + std::to_string(i) + "]"));
-    }
+    STRATA_ASSIGN_OR_RETURN(auto views, strata::capi::grad_views(grads, dtypes, counts, num_grads));
     STRATA_ASSIGN_OR_RETURN(strata::kernels::NormResult r, adam->impl->grad_norm(views));
     *norm = r.l2();
     *all_finite = r.finite ? 1 : 0;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "api_guard.h"
+#include "cpu_args.h"
 #include "src/optim/cpu_optimizer.h"
 #include "strata.h"
 
@@ -28,15 +29,7 @@ STRATA_API strata_status_t strata_cpu_optimizer_create(const strata_cpu_optimize
                                                       sizeof(config->reserved), "STRATA_CPU_OPTIMIZER_CONFIG_INIT"));
     strata::optim::CpuOptimizerOptions o;
     if (config->type != nullptr) o.type = config->type;
-    const int isa = strata::capi::raw_enum(config->isa);
-    if (isa < STRATA_ISA_BEST || isa > STRATA_ISA_AVX512)
-      return strata::invalid_argument("config.isa = " + std::to_string(isa) +
-                                      " is not a strata_isa_t (BEST = 0, SCALAR = 1, AVX2 = 2, AVX512 = 3)");
-    if (isa != STRATA_ISA_BEST) {
-      o.isa = static_cast<strata::kernels::Isa>(isa - 1);
-      if (!strata::kernels::isa_supported(o.isa))
-        return strata::unsupported("config.isa: this CPU has no " + std::string(strata::kernels::isa_name(o.isa)));
-    }
+    STRATA_RETURN_IF_ERROR(strata::capi::read_isa(config->isa, &o.isa));
     o.bias_correction = config->bias_correction != 0;
     o.num_threads = config->num_threads;
     auto made = strata::optim::CpuOptimizer::create(o);
@@ -102,14 +95,7 @@ STRATA_API strata_status_t strata_cpu_optimizer_grad_norm(strata_cpu_optimizer_t
     if (opt == nullptr) return null_arg("opt");
     if (norm == nullptr) return null_arg("norm");
     if (all_finite == nullptr) return null_arg("all_finite");
-    if (num_grads > 0 && (grads == nullptr || dtypes == nullptr || counts == nullptr))
-      return strata::invalid_argument("grads, dtypes and counts must be non-NULL when num_grads > 0");
-    std::vector<strata::kernels::TensorView> views(num_grads);
-    for (size_t i = 0; i < num_grads; ++i) {
-      views[i].data = grads[i];
-      views[i].count = counts[i];
-      STRATA_ASSIGN_OR_RETURN(views[i].dtype, strata::capi::to_dtype(dtypes[i], "dtypes[" + std::to_string(i) + "]"));
-    }
+    STRATA_ASSIGN_OR_RETURN(auto views, strata::capi::grad_views(grads, dtypes, counts, num_grads));
     STRATA_ASSIGN_OR_RETURN(strata::kernels::NormResult r, opt->impl->grad_norm(views));
     *norm = r.l2();
     *all_finite = r.finite ? 1 : 0;
