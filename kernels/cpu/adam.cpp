@@ -57,13 +57,7 @@ Status validate_adam_tensors(std::span<const AdamTensor> tensors) {
   fields.reserve(tensors.size() * 5);
   for (size_t i = 0; i < tensors.size(); ++i) {
     const AdamTensor& t = tensors[i];
-    const std::string who = "tensor " + std::to_string(i);
-    if (t.count == 0) return invalid_argument(who + ": count is 0 (leave empty tensors out)");
-    if (!dtype_valid(t.grad_dtype))
-      return invalid_argument(who + ": invalid grad dtype " + std::to_string(static_cast<int>(t.grad_dtype)));
-    if (t.params_out != nullptr && t.out_dtype != DType::kBF16 && t.out_dtype != DType::kF16)
-      return invalid_argument(who + ": params_out dtype must be bf16 or fp16, not " +
-                              std::string(dtype_name(t.out_dtype)));
+    STRATA_RETURN_IF_ERROR(check_tensor_header(i, t.count, t.grad_dtype, t.params_out, t.out_dtype));
     fields.push_back({t.params, "params", 4, t.count, i, false});
     fields.push_back({t.exp_avg, "exp_avg", 4, t.count, i, false});
     fields.push_back({t.exp_avg_sq, "exp_avg_sq", 4, t.count, i, false});

@@ -57,19 +57,23 @@ Status check_buffers(std::vector<BufferField> fields) {
   return Status::ok();
 }
 
+Status check_tensor_header(size_t i, size_t count, DType grad_dtype, const void* params_out, DType out_dtype) {
+  const std::string who = "tensor " + std::to_string(i);
+  if (count == 0) return invalid_argument(who + ": count is 0 (leave empty tensors out)");
+  if (!dtype_valid(grad_dtype))
+    return invalid_argument(who + ": invalid grad dtype " + std::to_string(static_cast<int>(grad_dtype)));
+  if (params_out != nullptr && out_dtype != DType::kBF16 && out_dtype != DType::kF16)
+    return invalid_argument(who + ": params_out dtype must be bf16 or fp16, not " + std::string(dtype_name(out_dtype)));
+  return Status::ok();
+}
+
 Status validate_opt_tensors(std::span<const OptTensor> tensors, const char* state) {
   if (tensors.empty()) return invalid_argument("optimizer step: no tensors given");
   std::vector<BufferField> fields;
   fields.reserve(tensors.size() * 4);
   for (size_t i = 0; i < tensors.size(); ++i) {
     const OptTensor& t = tensors[i];
-    const std::string who = "tensor " + std::to_string(i);
-    if (t.count == 0) return invalid_argument(who + ": count is 0 (leave empty tensors out)");
-    if (!dtype_valid(t.grad_dtype))
-      return invalid_argument(who + ": invalid grad dtype " + std::to_string(static_cast<int>(t.grad_dtype)));
-    if (t.params_out != nullptr && t.out_dtype != DType::kBF16 && t.out_dtype != DType::kF16)
-      return invalid_argument(who + ": params_out dtype must be bf16 or fp16, not " +
-                              std::string(dtype_name(t.out_dtype)));
+    STRATA_RETURN_IF_ERROR(check_tensor_header(i, t.count, t.grad_dtype, t.params_out, t.out_dtype));
     fields.push_back({t.params, "params", 4, t.count, i, false});
     fields.push_back({t.state, state, 4, t.count, i, false});
     fields.push_back({t.grads, "grads", dtype_valid(t.grad_dtype) ? dtype_size(t.grad_dtype) : 1, t.count, i, false});

@@ -27,6 +27,10 @@ struct BufferField {
 // no byte shared with any other buffer. The message names the tensor index and field.
 Status check_buffers(std::vector<BufferField> fields);
 
+// One tensor's scalars: count > 0, a valid grad dtype, a bf16 / fp16 output dtype when params_out is
+// set. The message names the tensor index `i`.
+Status check_tensor_header(size_t i, size_t count, DType grad_dtype, const void* params_out, DType out_dtype);
+
 // Lion / Adagrad tensors: non-empty, valid dtypes, buffers as above. `state` names the state array.
 Status validate_opt_tensors(std::span<const OptTensor> tensors, const char* state);
 

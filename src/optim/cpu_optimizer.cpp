@@ -45,11 +45,7 @@ Status CpuOptimizer::step(const StepArgs& a, std::span<const Tensor> tensors) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
     const std::string who = "tensor " + std::to_string(i);
-    if (t.count == 0) return invalid_argument(who + ": count is 0 (leave empty tensors out)");
-    if (!dtype_valid(t.grad_dtype)) return invalid_argument(who + ": invalid grad dtype");
-    if (t.params_out != nullptr && t.out_dtype != DType::kBF16 && t.out_dtype != DType::kF16)
-      return invalid_argument(who + ": params_out dtype must be bf16 or fp16, not " +
-                              std::string(dtype_name(t.out_dtype)));
+    STRATA_RETURN_IF_ERROR(kernels::check_tensor_header(i, t.count, t.grad_dtype, t.params_out, t.out_dtype));
     for (size_t a_i = arrays_.size(); a_i < static_cast<size_t>(kMaxArrays); ++a_i)
       if (t.array[a_i] != nullptr)
         return invalid_argument(who + ": state array " + std::to_string(a_i - 1) + " must be NULL: " + type_ +
