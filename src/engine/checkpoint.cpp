@@ -50,6 +50,7 @@ Status Engine::Impl::quiet_for_io(const char* call) {
       return failed_precondition(std::string(call) + " while '" + layout->params()[i].name +
                                  "' is fetched: release every param first");
   STRATA_RETURN_IF_ERROR(gradients->drain_all());
+  STRATA_RETURN_IF_ERROR(restore_speculated());
   STRATA_RETURN_IF_ERROR(quiesce_io());
   STRATA_RETURN_IF_ERROR(cache->retire_loads());
   return synchronize_streams();

@@ -266,12 +266,16 @@ Status parse_root(Obj& root, EngineConfig* c) {
     STRATA_RETURN_IF_ERROR(st->get_string("nvme_rewrite", &c->nvme_rewrite, {"in_place", "ab_slots"}));
     STRATA_RETURN_IF_ERROR(st->get_count("optimizer_threads", &c->optimizer_threads, 0, 4096));
     STRATA_RETURN_IF_ERROR(st->get_string("optimizer_cpus", &c->optimizer_cpus));
+    STRATA_RETURN_IF_ERROR(st->get_bool("speculate", &c->speculate));
+    STRATA_RETURN_IF_ERROR(st->get_count("speculation_bytes", &c->speculation_bytes, 0, kMax));
     if (!c->optimizer_cpus.empty()) {
       STRATA_RETURN_IF_ERROR(parse_cpu_list(c->optimizer_cpus, "strata.optimizer_cpus").status());
     }
     STRATA_RETURN_IF_ERROR(st->finish());
   }
   c->placement.nvme_copies = c->nvme_rewrite == "ab_slots" ? 2 : 1;
+  c->placement.speculate = c->speculate && c->overlap;
+  c->placement.speculation_bytes = c->speculation_bytes;
   if (c->device == "host" && c->device_bytes == 0)
     return invalid_argument("strata.device_bytes: required (> 0) with strata.device = \"host\"");
   return root.finish();

@@ -74,6 +74,13 @@ struct EngineConfig {
   // per CPU of optimizer_cpus, or all cores) and which CPUs they run on ("" : any; "0-7,16").
   int optimizer_threads = 0;
   std::string optimizer_cpus;
+  // The optimizer step during backward (docs/architecture.md): each host-side chunk is updated as
+  // soon as its gradients of the cycle are final, with the coefficients of the step that neither
+  // clips nor overflows; the step commits those updates or restores and redoes them, bit-identical
+  // to the synchronous step either way. speculation_bytes bounds the backups (0: automatic).
+  // Off with speculate = false or overlap = false.
+  bool speculate = true;
+  size_t speculation_bytes = 0;
 };
 
 // Parses a whole config object. Missing keys keep the defaults above.

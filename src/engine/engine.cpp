@@ -328,6 +328,7 @@ Status Engine::Impl::allocate_all() {
   rc.overlap = cfg.overlap;
   rc.buffer_count = pc.optimizer_buffer_count;
   rc.bit16 = dtype;
+  rc.spec_slots = plan.speculation_slots;
   std::vector<size_t> shards;
   std::vector<Tier> tiers;
   for (const ChunkState& c : chunks) {

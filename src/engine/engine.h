@@ -63,6 +63,11 @@ struct StepResult {
   double clip_coef = 1.0;      // factor applied by gradient_clipping
   double loss_scale = 1.0;     // the scale for the next micro-batch's loss
   int64_t optimizer_step = 0;  // optimizer steps applied so far
+  // The update during backward (strata.speculate): chunks updated as their gradients became final,
+  // and of those the ones restored and updated again at the step (clipping triggered, or step's lr
+  // was not the one set_lr announced); an overflow restores them all.
+  int chunks_speculated = 0;
+  int chunks_redone = 0;
 };
 
 struct EngineStats {
@@ -84,13 +89,15 @@ struct EngineStats {
   double step_update_s = 0;  //   of which the optimizer update of host-resident state
   double step_nvme_s = 0;    //   of which NVMe reads and writes of the optimizer state / params
   int64_t micro_steps = 0, optimizer_steps = 0, skipped_steps = 0;
-  int64_t bucket_flushes = 0;   // gradient buckets moved off the device
-  int64_t early_flushes = 0;    //   of which before their chunk's gradients were complete (raise grad_buckets)
-  int64_t prefetches = 0;       // chunk loads started ahead of need (following the recorded fetch order)
-  int64_t prefetch_hits = 0;    //   of which were fetched before being evicted
-  int64_t demand_loads = 0;     // chunk loads started by a fetch that found its chunk absent
-  int64_t order_changes = 0;    // micro-batches whose fetch order left the recorded one
-  size_t bytes_checkpoint = 0;  // written by save
+  int64_t bucket_flushes = 0;     // gradient buckets moved off the device
+  int64_t early_flushes = 0;      //   of which before their chunk's gradients were complete (raise grad_buckets)
+  int64_t prefetches = 0;         // chunk loads started ahead of need (following the recorded fetch order)
+  int64_t prefetch_hits = 0;      //   of which were fetched before being evicted
+  int64_t demand_loads = 0;       // chunk loads started by a fetch that found its chunk absent
+  int64_t order_changes = 0;      // micro-batches whose fetch order left the recorded one
+  int64_t chunks_speculated = 0;  // chunk updates during backward (StepResult), summed
+  int64_t chunks_redone = 0;      //   of which restored and updated again at the step
+  size_t bytes_checkpoint = 0;    // written by save
   double loss_scale = 1.0;
   double last_grad_norm = 0.0;
 };
@@ -134,6 +141,10 @@ class Engine {
   // Ends a micro-batch; every gradient_accumulation_steps calls, runs the optimizer step with
   // learning rate `lr` (< 0: the config's). No param may be fetched.
   StatusOr<StepResult> step(double lr = -1.0);
+  // The learning rate the next optimizer step will be given (< 0: the config's), so that chunks
+  // updated during backward use it; without it they use the last step's. A step whose lr differs
+  // redoes them (exact either way, slower). Call before the cycle's last backward.
+  Status set_lr(double lr);
   // Waits for all outstanding copies, device work and NVMe write-backs of the last step.
   Status synchronize();
   // Writes the timeline so far to strata.trace (also done by the destructor).

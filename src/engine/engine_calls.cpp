@@ -1,5 +1,6 @@
 // Engine: the public calls — each forwards to its part of the engine, marking the host program's
 // time between calls on the timeline — and the accessors.
+#include <cmath>
 #include <cstring>
 #include <functional>
 
@@ -67,6 +68,12 @@ StatusOr<StepResult> Engine::step(double lr) {
   return r;
 }
 
+Status Engine::set_lr(double lr) {
+  if (!(lr < 0) && !std::isfinite(lr)) return invalid_argument("set_lr: the learning rate is not finite");
+  impl_->next_lr = lr;
+  return Status::ok();
+}
+
 Status Engine::synchronize() {
   if (impl_->gradients) STRATA_RETURN_IF_ERROR(impl_->gradients->drain_all());
   STRATA_RETURN_IF_ERROR(impl_->quiesce_io());
@@ -81,6 +88,7 @@ Status Engine::read_master(const std::string& name, float* dst, size_t numel) {
   if (numel != slot.numel)
     return invalid_argument("read_master of '" + name + "': room for " + std::to_string(numel) +
                             " elements, the param has " + std::to_string(slot.numel));
+  STRATA_RETURN_IF_ERROR(m.restore_speculated());  // the masters before the step
   STRATA_RETURN_IF_ERROR(synchronize());
   return m.read_master_into(slot, dst);
 }

@@ -112,6 +112,7 @@ struct Engine::Impl {
   Tracer* tracer() const { return telemetry.tracer(); }
   int64_t micro = 0;
   int64_t opt_step = 0;
+  double next_lr = -1;  // set_lr's, else the last step's (< 0: the config's)
 
   void log(const std::string& line) const;
   void trace_span(TraceLane lane, std::string name, Clock::time_point b, Clock::time_point e) {
@@ -148,7 +149,7 @@ struct Engine::Impl {
   Status prepare_save_dir(const std::string& root, const std::string& tag);
   Status load(const std::string& root, const std::string& tag);
   Status export_weights(const std::string& out_dir, const ckpt::ExportOptions& options);
-  Status quiet_for_io(const char* call);  // no param fetched; every copy and I/O finished
+  Status quiet_for_io(const char* call);  // no param fetched; updates during backward undone; I/O finished
   // Chunk ci's optimizer arrays (opt[0 .. num_arrays)) and bit16 params to / from host memory.
   Status pull_chunk(uint32_t ci, float* const* opt, uint16_t* p16);
   Status push_chunk(uint32_t ci, const float* const* opt, const uint16_t* p16);
@@ -162,7 +163,14 @@ struct Engine::Impl {
   void end_micro();                // counters and per-micro-batch flags
   Status gather_grads();           // buckets drained, replicated gradients all-reduced
   StatusOr<StepResult> skip_step(StepResult r, Clock::time_point t0);
-  Status apply_update(const optim::StepCoeffs& coeffs);
+  Status apply_update(const optim::StepCoeffs& coeffs, StepResult& r);
+  // 1 / (loss scale x accumulation x ranks in the sum): what turns the summed gradients into the mean.
+  double grad_unscale() const;
+  // The update during backward (ADR 0008): chunks whose gradients became final updated with the
+  // constants of a step that neither clips nor overflows, and undone when that was not the step.
+  bool speculating() const { return prepared && plan.speculation_slots > 0; }
+  Status speculate_ready();
+  Status restore_speculated();
   int consecutive_skips = 0;  // skips that could not help, in a row (max_consecutive_skips)
   Status check_masters();     // fp32 masters after an update: an error naming the first bad chunk
   Status nonfinite_masters(uint32_t chunk) const;

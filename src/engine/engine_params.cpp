@@ -68,7 +68,7 @@ Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, 
   STRATA_RETURN_IF_ERROR(gradients->add(pi, g, native_stream, boundary_micro()));
   ps.grad_in_micro = true;
   if (runner->has_nvme() && boundary_micro()) STRATA_RETURN_IF_ERROR(runner->start_reads());
-  return Status::ok();
+  return speculate_ready();
 }
 
 // Every NVMe operation finished: the runner's, then the param cache's staging reads and writes.

@@ -57,6 +57,41 @@ Status Engine::Impl::gather_grads() {
   return s;
 }
 
+double Engine::Impl::grad_unscale() const {
+  return 1.0 / (scaler.scale() * cfg.gradient_accumulation_steps * gradients->ranks_in_sum());
+}
+
+// Chunks whose gradients of the cycle became final since the last call (only in the cycle's last
+// micro-batch): their update with the coefficients of the step that neither clips nor overflows.
+Status Engine::Impl::speculate_ready() {
+  if (!speculating()) return Status::ok();
+  STRATA_RETURN_IF_ERROR(gradients->poll());
+  const std::vector<uint32_t> ready = gradients->take_final();
+  if (ready.empty()) return Status::ok();
+  const optim::Optimizer& opt = runner->optimizer();
+  auto coeffs = opt.coeffs(opt_step + 1, next_lr < 0 ? opt.hyper().lr : next_lr, static_cast<float>(grad_unscale()));
+  if (!coeffs.is_ok()) return Status::ok();  // step reports the bad lr
+  for (uint32_t ci : ready) {
+    if (chunks[ci].at.optimizer == Tier::kDevice) continue;
+    Status s = runner->speculate(ci, coeffs.value(), gradients->grads(ci)).status();
+    if (!s.is_ok()) {
+      (void)restore_speculated();
+      (void)quiesce_io();
+      return std::move(s).annotate("the update during backward");
+    }
+  }
+  return Status::ok();
+}
+
+Status Engine::Impl::restore_speculated() {
+  if (!runner) return Status::ok();
+  Status s = runner->restore_speculated();
+  const OptimizerRunner::SpecCounts n = runner->take_counts();
+  st.chunks_speculated += n.speculated;
+  st.chunks_redone += n.speculated;  // all of them undone
+  return s;
+}
+
 // An overflow: the step is skipped and the loss scale updated. A skip that cannot help (bf16, a
 // static scale, or a dynamic scale already at its minimum) counts towards max_consecutive_skips:
 // the run stops instead of skipping forever.
@@ -81,6 +116,11 @@ StatusOr<StepResult> Engine::Impl::skip_step(StepResult r, Clock::time_point t0)
                           "earlier checkpoint");
     consecutive_skips = 0;
   }
+  const int speculated = runner->take_counts().speculated;
+  STRATA_RETURN_IF_ERROR(runner->restore_speculated());
+  r.chunks_speculated = r.chunks_redone = speculated;
+  st.chunks_speculated += speculated;
+  st.chunks_redone += speculated;
   scaler.update(true);
   ++st.skipped_steps;
   st.last_grad_norm = r.grad_norm;
@@ -94,11 +134,16 @@ StatusOr<StepResult> Engine::Impl::skip_step(StepResult r, Clock::time_point t0)
 }
 
 // The update of every chunk, then the gradients cleared and the new params where they are used.
-Status Engine::Impl::apply_update(const optim::StepCoeffs& coeffs) {
+Status Engine::Impl::apply_update(const optim::StepCoeffs& coeffs, StepResult& r) {
   // Loads of working buffers must not race the update of what they read; the copies are stale after it.
   Status s = cache->retire_loads();
   Bit16Sink sink(*this);
   if (s.is_ok()) s = runner->update(coeffs, sink);
+  const OptimizerRunner::SpecCounts n = runner->take_counts();
+  r.chunks_speculated = n.speculated;
+  r.chunks_redone = n.redone;
+  st.chunks_speculated += n.speculated;
+  st.chunks_redone += n.redone;
   if (!s.is_ok()) {
     (void)quiesce_io();
     return s;
@@ -127,19 +172,20 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
     return r;
   }
   r.boundary = true;
+  next_lr = lr_arg;  // the next cycle's, until set_lr says otherwise
   const Clock::time_point t0 = Clock::now();
   STRATA_RETURN_IF_ERROR(gather_grads());
   STRATA_ASSIGN_OR_RETURN(const GradientPath::Norm norm, gradients->norm());
   if (!norm.finite) return skip_step(r, t0);
   // Gradients are sums over the cycle's micro-batches (and the ranks) of scaled gradients:
   // average and unscale.
-  const double inv = 1.0 / (scaler.scale() * cfg.gradient_accumulation_steps * gradients->ranks_in_sum());
+  const double inv = grad_unscale();
   r.grad_norm = std::sqrt(norm.sumsq) * inv;
   r.clip_coef = kernels::clip_coefficient(r.grad_norm, cfg.gradient_clipping);
   auto coeffs = opt.coeffs(opt_step + 1, lr, static_cast<float>(inv * r.clip_coef));
   if (!coeffs.is_ok()) return internal_error("step: " + coeffs.status().message());
   ++opt_step;
-  STRATA_RETURN_IF_ERROR(apply_update(coeffs.value()));
+  STRATA_RETURN_IF_ERROR(apply_update(coeffs.value(), r));
   consecutive_skips = 0;
   scaler.update(false);
   ++st.optimizer_steps;

@@ -72,6 +72,7 @@ Status GradientPath::start_reduce(uint32_t ci) {
   STRATA_ASSIGN_OR_RETURN(auto w, ctx_.comm->all_reduce(g, g, c.geom.shard, comm::Elem::kF32, comm::ReduceOp::kSum,
                                                         ctx_.compute->native_handle()));
   reduces_.emplace_back(ci, std::move(w));
+  c.reduce_started = true;
   ctx_.stats->bytes_allreduce += c.geom.shard * 4;
   return Status::ok();
 }
@@ -96,7 +97,17 @@ Status GradientPath::progress_reduces() {
     ++ctx_.stats->allreduce_early;
     reduce_ready_.erase(reduce_ready_.begin() + static_cast<std::ptrdiff_t>(i));
   }
-  for (auto& r : reduces_) STRATA_RETURN_IF_ERROR(r.second->test().status());
+  // Finished all-reduces are final (backward starts them only in the cycle's last micro-batch).
+  for (size_t i = 0; i < reduces_.size();) {
+    STRATA_ASSIGN_OR_RETURN(const bool done, reduces_[i].second->test());
+    if (!done) {
+      ++i;
+      continue;
+    }
+    STRATA_RETURN_IF_ERROR(reduces_[i].second->wait());
+    final_.push_back(reduces_[i].first);
+    reduces_.erase(reduces_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
   return Status::ok();
 }
 
@@ -110,7 +121,7 @@ Status GradientPath::reduce_all() {
   std::vector<uint32_t> order(reduce_ready_.begin(), reduce_ready_.end());
   reduce_ready_.clear();
   std::vector<bool> listed(chunks_.size(), false);
-  for (const auto& r : reduces_) listed[r.first] = true;
+  for (uint32_t ci = 0; ci < chunks_.size(); ++ci) listed[ci] = chunks_[ci].reduce_started;
   for (uint32_t ci : order) listed[ci] = true;
   for (uint32_t ci = 0; ci < chunks_.size(); ++ci)
     if (!listed[ci]) order.push_back(ci);
@@ -119,6 +130,7 @@ Status GradientPath::reduce_all() {
   for (auto& r : reduces_)
     if (Status w = r.second->wait(); s.is_ok() && !w.is_ok()) s = w;
   reduces_.clear();
+  for (ChunkGrads& c : chunks_) c.reduce_started = false;
   ctx_.stats->allreduce_s += seconds_since(t0);
   if (ctx_.tracer) ctx_.tracer->span(TraceLane::kEngine, "gradient all-reduce", t0, Clock::now());
   return s;

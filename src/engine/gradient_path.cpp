@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "kernels/cpu/casts.h"
 #include "kernels/cpu/grad_norm.h"
@@ -181,15 +182,36 @@ Status GradientPath::drain(int b) {
     if (ctx_.tracer)
       ctx_.tracer->span(TraceLane::kUpdate, "accumulate grads c" + std::to_string(bk.chunk), t0, Clock::now());
   }
+  const auto ci = static_cast<uint32_t>(bk.chunk);
   bk.state = Bucket::State::kFree;
   bk.chunk = -1;
   bk.params.clear();
+  note_landed(ci);
   return Status::ok();
 }
+
+void GradientPath::note_landed(uint32_t ci) {
+  const ChunkGrads& c = chunks_[ci];
+  if (!boundary_ || replicated() || c.bucket >= 0 || c.in_micro != ctx_.layout->chunks()[ci].params.size()) return;
+  for (const Bucket& bk : buckets_)
+    if (bk.chunk == static_cast<int>(ci) && bk.state != Bucket::State::kFree) return;
+  final_.push_back(ci);
+}
+
+Status GradientPath::poll() {
+  if (replicated()) return progress_reduces();
+  for (size_t b = 0; b < buckets_.size() && !sharded(); ++b)
+    if (buckets_[b].state == Bucket::State::kInFlight && buckets_[b].done->query())
+      STRATA_RETURN_IF_ERROR(drain(static_cast<int>(b)));
+  return Status::ok();
+}
+
+std::vector<uint32_t> GradientPath::take_final() { return std::exchange(final_, {}); }
 
 Status GradientPath::add(uint32_t pi, const void* g, void* native, bool boundary) {
   const ParamSlot& slot = ctx_.layout->params()[pi];
   ChunkGrads& c = chunks_[slot.chunk];
+  boundary_ = boundary;
   int b = c.bucket;
   if (b < 0) {
     STRATA_ASSIGN_OR_RETURN(b, acquire(slot.chunk));
@@ -220,6 +242,8 @@ Status GradientPath::add(uint32_t pi, const void* g, void* native, bool boundary
 
 void GradientPath::new_micro() {
   for (ChunkGrads& c : chunks_) c.in_micro = 0;
+  boundary_ = false;
+  final_.clear();
 }
 
 Status GradientPath::flush_open() {

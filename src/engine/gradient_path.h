@@ -65,7 +65,13 @@ class GradientPath {
   // chunk's bucket; the caller's stream `native` (or null) is ordered before the copy and after
   // it. `boundary`: this micro-batch ends an accumulation cycle.
   Status add(uint32_t pi, const void* g, void* native, bool boundary);
-  void new_micro();     // per-micro-batch counts reset (engine.step)
+  void new_micro();  // per-micro-batch counts reset (engine.step)
+  // Lands what has finished without waiting (one rank: finished flushes; replicated: landed
+  // chunks start their all-reduce, finished all-reduces complete). Sharded drains stay in lockstep.
+  Status poll();
+  // Chunks whose fp32 gradient of the cycle became final in the micro-batch that ends it (every
+  // gradient handed over, landed and, across ranks, summed), since the last call; in that order.
+  std::vector<uint32_t> take_final();
   Status flush_open();  // a micro-batch inside a cycle ended: open buckets start their way off
   Status drain_all();   // every bucket landed in its fp32 shard
   Status reduce_all();  // drain_all, then replicated gradients summed over the ranks (the step)
@@ -92,6 +98,7 @@ class GradientPath {
     offload::AlignedBuffer host;  // or on the host
     int bucket = -1;              // open bucket of this micro-batch, -1 if none
     size_t in_micro = 0;          // its params' gradients handed over this micro-batch
+    bool reduce_started = false;  // replicated: its all-reduce of this cycle was started
   };
   bool sharded() const { return red_ == Reduction::kSharded; }
   bool replicated() const { return red_ == Reduction::kReplicated; }
@@ -103,6 +110,7 @@ class GradientPath {
   Status reduce_span_device(const Bucket& bk, ChunkGrads& c);
   Status start_reduce(uint32_t ci);
   Status progress_reduces();
+  void note_landed(uint32_t ci);  // a drain finished: final if that was the chunk's last bucket
   Status wait_timed(offload::Event& e, double* counter);
   Status traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src, size_t bytes,
                      offload::CopyKind kind);
@@ -118,6 +126,8 @@ class GradientPath {
   // Replicated: chunks complete in backward waiting for their buckets to land, and all-reduces in flight.
   std::vector<uint32_t> reduce_ready_;
   std::vector<std::pair<uint32_t, std::unique_ptr<comm::Work>>> reduces_;
+  bool boundary_ = false;        // the current micro-batch ends the accumulation cycle
+  std::vector<uint32_t> final_;  // take_final's
 };
 
 }  // namespace strata::engine

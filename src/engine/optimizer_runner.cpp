@@ -35,6 +35,14 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
       }
     }
   }
+  slots_.resize(ctx_.spec_slots);
+  for (Slot& slot : slots_) {
+    for (int a = 0; a < num_arrays(); ++a) {
+      STRATA_ASSIGN_OR_RETURN(slot.buf[a], offload::AlignedBuffer::create(max_shard * 4, offload::PinMode::kNone));
+    }
+    STRATA_ASSIGN_OR_RETURN(slot.bit16, offload::AlignedBuffer::create(max_shard * 2, offload::PinMode::kNone));
+  }
+  spec_.assign(chunks_.size(), -1);
   for (size_t ci = 0; ci < chunks_.size(); ++ci) {
     Chunk& c = chunks_[ci];
     for (int a = 0; a < num_arrays(); ++a) {
@@ -58,6 +66,8 @@ Status OptimizerRunner::free() {
       }
   chunks_.clear();
   sets_.clear();
+  slots_.clear();
+  spec_.clear();
   return first;
 }
 
@@ -175,11 +185,24 @@ Status OptimizerRunner::read_set(int s, uint32_t ci) {
   return Status::ok();
 }
 
+// Set s's arrays written back to its chunk's NVMe home (waited for at once without overlap).
+Status OptimizerRunner::write_set(int s) {
+  Set& set = sets_[static_cast<size_t>(s)];
+  const auto ci = static_cast<uint32_t>(set.chunk);
+  set.state = Set::State::kWriting;
+  set.issued = ++issue_;
+  for (int a = 0; a < num_arrays(); ++a) {
+    const std::string name = "write c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
+    STRATA_ASSIGN_OR_RETURN(set.io[a], chunks_[ci].a[a]->put_async(set.buf[a], io_span(TraceLane::kNvmeWrite, name)));
+  }
+  return ctx_.overlap ? Status::ok() : wait_set(s);
+}
+
 Status OptimizerRunner::start_reads() {
   if (sets_.empty() || !ctx_.overlap) return Status::ok();
   STRATA_RETURN_IF_ERROR(reap_sets());
   for (uint32_t ci : order()) {
-    if (chunks_[ci].tier != Tier::kNvme || set_of(ci) >= 0) continue;
+    if (chunks_[ci].tier != Tier::kNvme || set_of(ci) >= 0 || spec_[ci] >= 0) continue;
     if (writing(ci)) break;
     STRATA_ASSIGN_OR_RETURN(int s, free_set(false));
     if (s < 0) break;
@@ -190,6 +213,13 @@ Status OptimizerRunner::start_reads() {
 
 Status OptimizerRunner::quiesce() {
   Status first;
+  for (Slot& slot : slots_)
+    for (offload::IoHandle& h : slot.io)
+      if (h.valid()) {
+        Status r = h.wait();
+        if (first.is_ok() && !r.is_ok()) first = std::move(r);
+        h = offload::IoHandle();
+      }
   for (size_t s = 0; s < sets_.size(); ++s) {
     Status r = wait_set(static_cast<int>(s));
     if (first.is_ok() && !r.is_ok()) first = std::move(r);
@@ -213,14 +243,15 @@ Status OptimizerRunner::update_device(uint32_t ci, const optim::StepCoeffs& c, C
   return ctx_.ops->update(*ctx_.compute, *opt_, c, t);
 }
 
-// The update of one chunk whose arrays are in host memory (`state`, master first), then the new
-// bit16 values handed to the sink.
-Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const optim::StepCoeffs& c, ChunkSink& sink) {
+// The host kernel over one chunk whose arrays are in host memory (`state`, master first); false
+// when a master came out inf / NaN.
+bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* grads, void* out,
+                                 const optim::StepCoeffs& c) {
   optim::Tensor t;
   for (int a = 0; a < num_arrays(); ++a) t.array[a] = state[a];
-  t.grads = sink.grads(ci);
+  t.grads = grads;
   t.grad_dtype = DType::kF32;
-  STRATA_ASSIGN_OR_RETURN(t.params_out, sink.bit16_out(ci));
+  t.params_out = out;
   t.out_dtype = ctx_.bit16;
   t.count = chunks_[ci].shard;
   const Clock::time_point ta = Clock::now();
@@ -228,15 +259,26 @@ Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const opti
   kernels::arena_execute(*ctx_.arena, [&] { finite = opt_->update_host(*ctx_.k, c, {&t, 1}); });
   ctx_.stats->step_update_s += seconds_since(ta);
   span(TraceLane::kUpdate, "update c" + std::to_string(ci), ta);
-  if (!finite && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_)) bad_master_ = static_cast<int>(ci);
+  return finite;
+}
+
+// The update of one chunk whose arrays are in host memory, then the new bit16 values handed to the sink.
+Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const optim::StepCoeffs& c, ChunkSink& sink) {
+  STRATA_ASSIGN_OR_RETURN(void* out, sink.bit16_out(ci));
+  if (!run_kernel(ci, state, sink.grads(ci), out, c) && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_))
+    bad_master_ = static_cast<int>(ci);
   return sink.bit16_written(ci);
 }
 
 Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
-  const std::vector<uint32_t> all = order();
-  std::vector<uint32_t> nvme;  // the NVMe-resident chunks, in update order
-  for (uint32_t ci : all)
+  STRATA_RETURN_IF_ERROR(settle_speculated(c, sink));
+  std::vector<uint32_t> all;   // the chunks not updated during backward, in update order
+  std::vector<uint32_t> nvme;  //   of which NVMe-resident
+  for (uint32_t ci : order()) {
+    if (spec_[ci] >= 0) continue;
+    all.push_back(ci);
     if (chunks_[ci].tier == Tier::kNvme) nvme.push_back(ci);
+  }
   const size_t depth = ctx_.overlap ? sets_.size() : 1;  // chunks read ahead, this one included
   size_t next_read = 0, done = 0;
   // Reads started before the norm was known count as issued.
@@ -270,15 +312,10 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
     float* state[optim::kMaxArrays] = {};
     for (int a = 0; a < num_arrays(); ++a) state[a] = static_cast<float*>(set.buf[a].data());
     STRATA_RETURN_IF_ERROR(update_host(ci, state, c, sink));
-    set.state = Set::State::kWriting;
-    set.issued = ++issue_;
-    for (int a = 0; a < num_arrays(); ++a) {
-      const std::string name = "write c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
-      STRATA_ASSIGN_OR_RETURN(set.io[a], ch.a[a]->put_async(set.buf[a], io_span(TraceLane::kNvmeWrite, name)));
-    }
-    if (!ctx_.overlap) STRATA_RETURN_IF_ERROR(wait_set(s));
+    STRATA_RETURN_IF_ERROR(write_set(s));
     ++done;
   }
+  STRATA_RETURN_IF_ERROR(release_slots());
   // With overlap the last write-backs land during the next forward (write-behind); whoever reads
   // the state next (the next step's reads, read_master, save) waits for them.
   return ctx_.overlap ? Status::ok() : quiesce();

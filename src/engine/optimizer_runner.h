@@ -13,6 +13,7 @@
 #include <array>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/kernel_types.h"
@@ -45,6 +46,7 @@ class OptimizerRunner {
     bool overlap = true;         // read ahead / write behind (false: one chunk at a time)
     int buffer_count = 4;        // NVMe pipeline buffer sets
     DType bit16 = DType::kBF16;  // the params' dtype: the updated copy's
+    size_t spec_slots = 0;       // backup slots of the update during backward (Plan::speculation_slots)
   };
 
   // The rest of the engine's side of one chunk's update.
@@ -80,8 +82,24 @@ class OptimizerRunner {
   bool has_nvme() const { return !sets_.empty(); }
   // NVMe reads ahead of the step (never blocks; safe before the norm is known: reads only).
   Status start_reads();
-  // Every chunk's update, in descending chunk order (the order backward completes them).
+  // Every chunk's update, in descending chunk order (the order backward completes them). Chunks
+  // speculated with the same constants commit (their bit16 values go to the sink); with other
+  // constants they are restored from their backups and updated again.
   Status update(const optim::StepCoeffs& c, ChunkSink& sink);
+
+  // The update during backward (speculation.cpp). Chunk ci, whose state is on the host or NVMe and
+  // whose fp32 gradient of the cycle is final at `grads`, updated now with `c`: its arrays are
+  // backed up in a slot first and its new bit16 values kept there until update commits them.
+  // false: not speculated (every slot taken, or no NVMe buffer set free); update does it later.
+  StatusOr<bool> speculate(uint32_t ci, const optim::StepCoeffs& c, const void* grads);
+  // Every speculated chunk restored to its state before (an overflow skips the step; a checkpoint
+  // or read_master inside the cycle reads the state before the step).
+  Status restore_speculated();
+  struct SpecCounts {
+    int speculated = 0;  // chunks updated during backward since the last take_counts
+    int redone = 0;      //   of which restored and updated again (clipping, another lr)
+  };
+  SpecCounts take_counts() { return std::exchange(counts_, {}); }
   // The lowest chunk whose fp32 master holds inf / NaN after the last update, or -1.
   StatusOr<int> first_nonfinite_master();
   // Every read and write-back finished.
@@ -106,6 +124,7 @@ class OptimizerRunner {
   Status update_device(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);
   StatusOr<int> free_set(bool block);
   Status read_set(int s, uint32_t ci);
+  Status write_set(int s);
   Status wait_set(int s);
   Status reap_sets();
   bool writing(uint32_t ci) const;
@@ -113,8 +132,29 @@ class OptimizerRunner {
   void span(TraceLane lane, std::string name, Clock::time_point b) const;
   std::function<void()> io_span(TraceLane lane, std::string name) const;
 
+  // One backup of a speculated chunk: its arrays before the update, the bit16 values after it.
+  struct Slot {
+    std::array<offload::AlignedBuffer, optim::kMaxArrays> buf;
+    std::array<offload::IoHandle, optim::kMaxArrays> io;  // a redo's or restore's write-back
+    offload::AlignedBuffer bit16;
+    int chunk = -1;
+    bool finite = true;
+  };
+  bool run_kernel(uint32_t ci, float* const* state, const void* grads, void* out, const optim::StepCoeffs& c);
+  void copy_arrays(float* const* dst, float* const* src, size_t n);
+  float* const* slot_arrays(Slot& s, float** out);
+  float* const* slot_arrays(Set& s, float** out);
+  float* const* home_arrays(uint32_t ci, float** out);  // host-resident arrays
+  Status wait_write(uint32_t ci);                       // the chunk's NVMe write-back of the step landed
+  Status settle_speculated(const optim::StepCoeffs& c, ChunkSink& sink);
+  Status release_slots();
+
   std::unique_ptr<optim::Optimizer> opt_;
   Context ctx_;
+  std::vector<Slot> slots_;
+  std::vector<int> spec_;  // per chunk: its slot when speculated, else -1
+  optim::StepCoeffs spec_c_;
+  SpecCounts counts_;
   std::vector<Chunk> chunks_;
   std::vector<Set> sets_;
   uint64_t issue_ = 0;

@@ -8,10 +8,17 @@
 namespace strata::engine {
 namespace {
 
-const char* kUseNames[kNumUses] = {
-    "bit16 params",   "param working buffers",     "param staging (pinned)",     "gradient buckets",
-    "fp32 gradients", "optimizer state",           "optimizer staging (pinned)", "gradient staging (pinned)",
-    "device scratch", "host program (activations)"};
+const char* kUseNames[kNumUses] = {"bit16 params",
+                                   "param working buffers",
+                                   "param staging (pinned)",
+                                   "gradient buckets",
+                                   "fp32 gradients",
+                                   "optimizer state",
+                                   "optimizer staging (pinned)",
+                                   "gradient staging (pinned)",
+                                   "device scratch",
+                                   "host program (activations)",
+                                   "speculation backups"};
 const char* kTierNames[kNumTiers] = {"device", "host", "nvme"};
 const char* kBudgetKeys[kNumTiers] = {"device_bytes", "host_bytes", "the free space under nvme_path"};
 
@@ -56,6 +63,9 @@ std::string advice(int tier, const PlacementConfig& c, const Plan& p) {
     return "lower the chunk size, the live chunks or the gradient buckets, or raise device_bytes";
   }
   if (tier == 1) {
+    if (c.speculation_bytes > 0 && b[1][static_cast<int>(Use::kSpecBackup)] > 0)
+      return "lower strata.speculation_bytes (the backups of the step during backward hold " +
+             format_bytes(b[1][static_cast<int>(Use::kSpecBackup)]) + "; 0 sizes them to fit)";
     if (b[1][static_cast<int>(Use::kHostProgram)] * 2 > p.tier_total(Tier::kHost))
       return "shrink the host program's own memory (" + format_bytes(b[1][static_cast<int>(Use::kHostProgram)]) +
              ", its activations): a smaller batch or sequence, or activation checkpointing";
@@ -70,6 +80,26 @@ std::string advice(int tier, const PlacementConfig& c, const Plan& p) {
   return "free space under nvme_path or point nvme_path at a larger file system (the A/B slots of each swapped array "
          "need up "
          "to twice its size)";
+}
+
+// Backup slots for the step during backward: one per chunk whose optimizer runs on the host (or
+// reads its state from NVMe), or what speculation_bytes holds; the automatic size never takes more
+// than half of the host budget the rest of the plan leaves.
+void plan_speculation(const PlacementConfig& c, size_t max_shard, const Budgets& budgets, Plan& p) {
+  size_t host_chunks = 0;
+  for (const ChunkPlacement& cp : p.chunks) host_chunks += cp.optimizer != Tier::kDevice;
+  const size_t slot = speculation_slot_bytes(max_shard, c.optimizer_state_bytes);
+  if (!c.speculate || host_chunks == 0 || slot == 0) return;
+  size_t slots = host_chunks;
+  if (c.speculation_bytes > 0) {
+    slots = std::min(slots, c.speculation_bytes / slot);
+  } else {
+    const size_t used = p.tier_total(Tier::kHost);
+    const size_t left = budgets.host_bytes > used ? budgets.host_bytes - used : 0;
+    slots = std::min(slots, left / 2 / slot);
+  }
+  p.speculation_slots = slots;
+  p.bytes[static_cast<int>(Tier::kHost)][static_cast<int>(Use::kSpecBackup)] = slots * slot;
 }
 
 }  // namespace
@@ -166,6 +196,7 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
           static_cast<size_t>(c.optimizer_buffer_count) * max_shard * c.optimizer_state_bytes);
   }
   add(Tier::kHost, Use::kHostProgram, budgets.host_program);
+  plan_speculation(c, max_shard, budgets, p);
   for (int t = 0; t < kNumTiers; ++t) {
     const size_t need = p.tier_total(static_cast<Tier>(t));
     const size_t have = budget_of(budgets, t);

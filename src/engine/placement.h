@@ -36,8 +36,9 @@ enum class Use : int {
   kGradStaging,   // pinned host buffers gradient buckets land in before fp32 accumulation
   kScratch,       // device scratch: partial sums of the gradient norm of device-resident chunks
   kHostProgram,   // host memory the host program holds besides the engine (activations), Budgets::host_program
+  kSpecBackup,    // backups of chunks updated during backward, for an exact redo (strata.speculation_bytes)
 };
-inline constexpr int kNumUses = 10;
+inline constexpr int kNumUses = 11;
 
 // Partial-sum block of the CUDA gradient norm (kernels/cuda/grad_kernels.cu): the device scratch
 // holds one double per block of the largest shard plus the result.
@@ -61,7 +62,17 @@ struct PlacementConfig {
   size_t optimizer_state_bytes = 12;  // fp32 bytes per element of the optimizer's arrays (Optimizer::bytes_per_element)
   std::string optimizer_type = "AdamW";  // named in the plan's table
   size_t nvme_copies = 1;  // disk per NVMe array: 1 rewritten in place, 2 with A/B slots (strata.nvme_rewrite)
+  // The optimizer step during backward (strata.speculate): host-side chunks are updated as their
+  // gradients become final, each backed up first in one of a bounded number of slots (the
+  // optimizer's arrays + the bit16 output of the largest shard) so that a redo is exact.
+  // speculation_bytes 0: as many slots as there are such chunks, within half the host budget left.
+  bool speculate = false;
+  size_t speculation_bytes = 0;
 };
+// One backup slot of the step during backward: every optimizer array and the bit16 output of a shard.
+inline size_t speculation_slot_bytes(size_t max_shard, size_t optimizer_state_bytes) {
+  return max_shard * (optimizer_state_bytes + 2);
+}
 
 struct Budgets {
   size_t device_bytes = 0;
@@ -81,6 +92,7 @@ struct Plan {
   std::array<std::array<size_t, kNumUses>, kNumTiers> bytes{};  // bytes[tier][use]
   Budgets budgets;
   std::string optimizer = "AdamW";  // the optimizer whose state the kOptimizer row counts
+  size_t speculation_slots = 0;     // backups of the step during backward (kSpecBackup)
   size_t tier_total(Tier t) const;
   // The plan as a table: one row per use, one column per tier, then totals and budgets.
   std::string table() const;

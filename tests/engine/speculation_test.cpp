@@ -1,0 +1,183 @@
+// The optimizer step during backward (strata.speculate) against the synchronous step
+// (strata.speculate = false): bit-identical fp32 masters and bit16 params after training, over
+// placements x clipping never / sometimes / every step x an fp16 overflow x accumulation 1 and 2.
+// Where clipping triggers, chunks were redone (the redo path ran); where it never does, every
+// speculated chunk committed.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tests/engine/engine_harness.h"
+#include "tests/offload/scratch_dir.h"
+
+namespace strata::engine {
+namespace {
+
+using harness::config_json;
+using harness::EngineRun;
+using harness::RunOptions;
+using testing::Mlp;
+using testing::MlpShape;
+
+constexpr size_t kParamsOffBudget = 32 << 10, kParamsOnBudget = 112 << 10, kAllOnBudget = 512 << 10;
+
+struct Placement {
+  const char* name;
+  const char* zero;  // NVMEDIR: the run's directory
+  size_t budget;
+  bool host_state;  // some chunk's optimizer state is on the host or NVMe (speculation applies)
+};
+
+const Placement kPlacements[] = {
+    {"opt_device", "\"stage\": 2", kAllOnBudget, false},
+    {"opt_half_cpu", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\", \"ratio\": 0.5}", kAllOnBudget, true},
+    {"opt_cpu", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", kParamsOnBudget, true},
+    {"opt_nvme", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
+     kParamsOnBudget, true},
+    {"params_opt_cpu",
+     "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": {\"device\": \"cpu\"}",
+     kParamsOffBudget, true},
+    {"params_cpu_opt_nvme",
+     "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}, \"offload_param\": "
+     "{\"device\": \"cpu\"}",
+     kParamsOffBudget, true},
+    {"params_opt_nvme",
+     "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}, \"offload_param\": "
+     "{\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
+     kParamsOffBudget, true},
+};
+
+void PrintTo(const Placement& p, std::ostream* os) { *os << p.name; }
+
+enum class Clip { kNever, kSometimes, kAlways, kOverflow };  // kOverflow: fp16, an inf in a cycle's last micro-batch
+const char* clip_name(Clip c) {
+  return c == Clip::kNever       ? "clip_never"
+         : c == Clip::kSometimes ? "clip_sometimes"
+         : c == Clip::kAlways    ? "clip_always"
+                                 : "fp16_overflow";
+}
+
+struct Trained {
+  EngineRun engine;
+  std::map<std::string, std::vector<uint16_t>> bit16;
+};
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (size_t at = 0; (at = s.find(from, at)) != std::string::npos; at += to.size()) s.replace(at, from.size(), to);
+  return s;
+}
+
+// Trains the MLP for harness::kSteps optimizer steps with `accum` micro-batches each.
+Trained train(const Placement& p, Clip clip, double clip_value, int accum, bool speculate, const std::string& dir) {
+  const std::string fp16 =
+      clip == Clip::kOverflow ? "\"fp16\": {\"enabled\": true, \"initial_scale_power\": 12, \"hysteresis\": 1}" : "";
+  std::string json =
+      config_json(replace_all(p.zero, "NVMEDIR", dir), p.budget, fp16, speculate ? "" : ", \"speculate\": false");
+  json = replace_all(json, "\"gradient_accumulation_steps\": " + std::to_string(harness::kAccum),
+                     "\"gradient_accumulation_steps\": " + std::to_string(accum));
+  json = replace_all(json, "\"gradient_clipping\": " + std::to_string(harness::kClip),
+                     "\"gradient_clipping\": " + std::to_string(clip_value));
+  const Mlp mlp{MlpShape{}};
+  auto cfg = parse_engine_config(json);
+  EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string();
+  Trained run;
+  if (!cfg.is_ok()) return run;
+  RunOptions o;
+  auto made = harness::make_engine(cfg.value(), mlp, o);
+  EXPECT_TRUE(made.is_ok()) << made.status().to_string();
+  if (!made.is_ok()) return run;
+  Engine& e = *made.value();
+  o.engine = &e;
+  o.micro_end = harness::kSteps * accum;
+  if (clip == Clip::kOverflow) o.poison_micro = 2 * accum - 1;  // the second cycle's last micro-batch
+  run.engine = harness::train_engine(json, mlp, o);
+  for (const auto& l : mlp.layers())
+    for (const std::string& n : {l.w, l.b}) {
+      const size_t numel = static_cast<size_t>(n == l.w ? l.fan_in * l.fan_out : l.fan_out);
+      auto f = e.fetch(n);
+      EXPECT_TRUE(f.is_ok()) << f.status().to_string();
+      if (!f.is_ok()) continue;
+      std::vector<uint16_t> v(numel);
+      std::memcpy(v.data(), f.value(), numel * 2);
+      run.bit16[n] = std::move(v);
+      EXPECT_TRUE(e.release(n).is_ok());
+    }
+  return run;
+}
+
+class Speculation : public ::testing::TestWithParam<std::tuple<Placement, Clip, int>> {};
+
+TEST_P(Speculation, BitIdenticalToTheSynchronousStep) {
+  const auto [p, clip, accum] = GetParam();
+  strata::testing::ScratchDir d0, d1, d2;
+  // "Sometimes": between the smallest and the largest norm of the unclipped run.
+  double clip_value = 0.0;
+  if (clip == Clip::kAlways) clip_value = 1e-6;
+  if (clip == Clip::kSometimes || clip == Clip::kOverflow) {
+    const Trained probe = train(p, Clip::kNever, 0.0, accum, false, d0.path());
+    std::vector<double> norms;
+    for (const StepResult& r : probe.engine.steps) norms.push_back(r.grad_norm);
+    ASSERT_GE(norms.size(), 3u);
+    std::sort(norms.begin(), norms.end());
+    clip_value = norms[norms.size() / 2];
+  }
+  const Trained sync = train(p, clip, clip_value, accum, false, d1.path());
+  const Trained spec = train(p, clip, clip_value, accum, true, d2.path());
+  ASSERT_FALSE(sync.engine.master.empty());
+  for (const auto& [n, v] : sync.engine.master) EXPECT_EQ(spec.engine.master.at(n), v) << "fp32 master of " << n;
+  for (const auto& [n, v] : sync.bit16) EXPECT_EQ(spec.bit16.at(n), v) << "bit16 param " << n;
+
+  int clipped = 0, skipped = 0, speculated = 0, redone = 0;
+  for (const StepResult& r : sync.engine.steps) {
+    clipped += r.applied && r.clip_coef < 1.0;
+    skipped += r.overflow;
+  }
+  for (const StepResult& r : spec.engine.steps) {
+    speculated += r.chunks_speculated;
+    redone += r.chunks_redone;
+    EXPECT_LE(r.chunks_redone, r.chunks_speculated);
+  }
+  EXPECT_EQ(sync.engine.stats.chunks_speculated, 0) << "speculate = false";
+  EXPECT_EQ(spec.engine.stats.chunks_speculated, speculated);
+  if (!p.host_state) {
+    EXPECT_EQ(speculated, 0) << "device-resident state is updated at the step";
+    return;
+  }
+  EXPECT_GT(speculated, 0);
+  switch (clip) {
+    case Clip::kNever:
+      EXPECT_EQ(clipped, 0);
+      EXPECT_EQ(redone, 0) << "nothing to redo without clipping";
+      break;
+    case Clip::kSometimes:
+      EXPECT_GT(clipped, 0);
+      EXPECT_LT(clipped, static_cast<int>(sync.engine.steps.size()));
+      EXPECT_GT(redone, 0);
+      EXPECT_LT(redone, speculated) << "the steps that did not clip committed";
+      break;
+    case Clip::kAlways:
+      EXPECT_EQ(clipped, static_cast<int>(sync.engine.steps.size()));
+      EXPECT_EQ(redone, speculated) << "every speculated chunk was redone";
+      break;
+    case Clip::kOverflow:
+      EXPECT_EQ(skipped, 1);
+      EXPECT_GT(redone, 0) << "the skipped step's chunks were restored";
+      break;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Placements, Speculation,
+                         ::testing::Combine(::testing::ValuesIn(kPlacements),
+                                            ::testing::Values(Clip::kNever, Clip::kSometimes, Clip::kAlways,
+                                                              Clip::kOverflow),
+                                            ::testing::Values(1, 2)),
+                         [](const ::testing::TestParamInfo<std::tuple<Placement, Clip, int>>& i) {
+                           return std::string(std::get<0>(i.param).name) + "_" + clip_name(std::get<1>(i.param)) +
+                                  "_gas" + std::to_string(std::get<2>(i.param));
+                         });
+
+}  // namespace
+}  // namespace strata::engine
