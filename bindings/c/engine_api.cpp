@@ -197,6 +197,8 @@ STRATA_API strata_status_t strata_engine_step(strata_engine_t* engine, const str
       result->clip_coef = r.clip_coef;
       result->loss_scale = r.loss_scale;
       result->optimizer_step = r.optimizer_step;
+      result->chunks_speculated = r.chunks_speculated;
+      result->chunks_redone = r.chunks_redone;
     }
     return Status::ok();
   });
@@ -213,6 +215,13 @@ STRATA_API strata_status_t strata_engine_end_eval(strata_engine_t* engine) {
   return guard(__func__, [&]() -> Status {
     STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
     return e->end_eval();
+  });
+}
+
+STRATA_API strata_status_t strata_engine_set_lr(strata_engine_t* engine, double lr) {
+  return guard(__func__, [&]() -> Status {
+    STRATA_ASSIGN_OR_RETURN(strata::engine::Engine * e, live(engine));
+    return e->set_lr(lr);
   });
 }
 

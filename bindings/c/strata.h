@@ -328,11 +328,15 @@ typedef struct strata_engine_step_result {
   double clip_coef;       /* factor gradient_clipping applied (1: none) */
   double loss_scale;      /* multiply the next micro-batch's loss by this (1 with bf16) */
   int64_t optimizer_step; /* optimizer steps applied so far */
-  uint64_t reserved[8];
+  /* The update during backward (strata.speculate): chunks updated as their gradients became final,
+   * and of those the ones restored and updated again at the step (clipping, another lr, overflow). */
+  int64_t chunks_speculated;
+  int64_t chunks_redone;
+  uint64_t reserved[6];
 } strata_engine_step_result_t;
 #define STRATA_ENGINE_STEP_RESULT_INIT                                                         \
   {                                                                                            \
-    sizeof(strata_engine_step_result_t), 0, 0, 0, 0.0, 1.0, 1.0, 0, { 0, 0, 0, 0, 0, 0, 0, 0 } \
+    sizeof(strata_engine_step_result_t), 0, 0, 0, 0.0, 1.0, 1.0, 0, 0, 0, { 0, 0, 0, 0, 0, 0 } \
   }
 
 typedef struct strata_engine_stats {
@@ -423,6 +427,10 @@ STRATA_API strata_status_t strata_engine_end_eval(strata_engine_t* engine);
  * NULL. */
 STRATA_API strata_status_t strata_engine_step(strata_engine_t* engine, const strata_engine_step_args_t* args,
                                               strata_engine_step_result_t* result);
+/* The learning rate the next optimizer step will be given (< 0: the config's), for the chunks
+ * updated during backward; without it they use the last step's lr. A step given another lr redoes
+ * them (exact either way, slower). Call before the cycle's last backward when the lr changes. */
+STRATA_API strata_status_t strata_engine_set_lr(strata_engine_t* engine, double lr);
 /* Waits until every copy and device operation strata started has finished. */
 STRATA_API strata_status_t strata_engine_synchronize(strata_engine_t* engine);
 /* The fp32 master values of `name` into host memory dst[numel] (numel must equal the param's). */

@@ -65,7 +65,7 @@ double Engine::Impl::grad_unscale() const {
 // micro-batch): their update with the coefficients of the step that neither clips nor overflows.
 Status Engine::Impl::speculate_ready() {
   if (!speculating()) return Status::ok();
-  STRATA_RETURN_IF_ERROR(gradients->poll());
+  STRATA_RETURN_IF_ERROR(gradients->poll(!dev->is_cuda()));
   const std::vector<uint32_t> ready = gradients->take_final();
   if (ready.empty()) return Status::ok();
   const optim::Optimizer& opt = runner->optimizer();

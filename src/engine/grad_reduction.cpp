@@ -77,14 +77,14 @@ Status GradientPath::start_reduce(uint32_t ci) {
   return Status::ok();
 }
 
-Status GradientPath::progress_reduces() {
+Status GradientPath::progress_reduces(bool wait) {
   for (size_t i = 0; i < reduce_ready_.size();) {
     const uint32_t ci = reduce_ready_[i];
     bool landed = true;
     for (size_t b = 0; b < buckets_.size() && landed; ++b) {
       Bucket& bk = buckets_[b];
       if (bk.chunk != static_cast<int>(ci) || bk.state == Bucket::State::kFree) continue;
-      if (bk.state == Bucket::State::kInFlight && bk.done->query()) {
+      if (bk.state == Bucket::State::kInFlight && (wait || bk.done->query())) {
         STRATA_RETURN_IF_ERROR(drain(static_cast<int>(b)));  // landed: accumulate, no wait
       } else {
         landed = false;
@@ -99,7 +99,10 @@ Status GradientPath::progress_reduces() {
   }
   // Finished all-reduces are final (backward starts them only in the cycle's last micro-batch).
   for (size_t i = 0; i < reduces_.size();) {
-    STRATA_ASSIGN_OR_RETURN(const bool done, reduces_[i].second->test());
+    bool done = wait;
+    if (!wait) {
+      STRATA_ASSIGN_OR_RETURN(done, reduces_[i].second->test());
+    }
     if (!done) {
       ++i;
       continue;

@@ -198,10 +198,10 @@ void GradientPath::note_landed(uint32_t ci) {
   final_.push_back(ci);
 }
 
-Status GradientPath::poll() {
-  if (replicated()) return progress_reduces();
+Status GradientPath::poll(bool wait) {
+  if (replicated()) return progress_reduces(wait);
   for (size_t b = 0; b < buckets_.size() && !sharded(); ++b)
-    if (buckets_[b].state == Bucket::State::kInFlight && buckets_[b].done->query())
+    if (buckets_[b].state == Bucket::State::kInFlight && (wait || buckets_[b].done->query()))
       STRATA_RETURN_IF_ERROR(drain(static_cast<int>(b)));
   return Status::ok();
 }

@@ -66,9 +66,11 @@ class GradientPath {
   // it. `boundary`: this micro-batch ends an accumulation cycle.
   Status add(uint32_t pi, const void* g, void* native, bool boundary);
   void new_micro();  // per-micro-batch counts reset (engine.step)
-  // Lands what has finished without waiting (one rank: finished flushes; replicated: landed
-  // chunks start their all-reduce, finished all-reduces complete). Sharded drains stay in lockstep.
-  Status poll();
+  // Lands what has finished (one rank: finished flushes; replicated: landed chunks start their
+  // all-reduce, finished all-reduces complete); sharded drains stay in lockstep. `wait`: lands every
+  // flush and all-reduce in flight now (the host-emulated device, where the copies are the host's
+  // own memcpy: chunks become final at a point that does not depend on timing).
+  Status poll(bool wait);
   // Chunks whose fp32 gradient of the cycle became final in the micro-batch that ends it (every
   // gradient handed over, landed and, across ranks, summed), since the last call; in that order.
   std::vector<uint32_t> take_final();
@@ -109,7 +111,7 @@ class GradientPath {
   Status reduce_span_host(const Bucket& bk, ChunkGrads& c);
   Status reduce_span_device(const Bucket& bk, ChunkGrads& c);
   Status start_reduce(uint32_t ci);
-  Status progress_reduces();
+  Status progress_reduces(bool wait = false);
   void note_landed(uint32_t ci);  // a drain finished: final if that was the chunk's last bucket
   Status wait_timed(offload::Event& e, double* counter);
   Status traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src, size_t bytes,

@@ -207,6 +207,7 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
     const Clock::time_point t0 = Clock::now();
     const engine::EngineStats before = eng->stats();
     const double lr = lr_at(o, step);
+    STRATA_RETURN_IF_ERROR(eng->set_lr(lr));  // chunks updated during backward use it
     double loss = 0;
     engine::StepResult r;
     for (int micro = 0; micro < gas; ++micro) {

@@ -367,11 +367,50 @@ static void test_checkpoint_round_trip(void) {
   CHECK(system(cmd) == 0, "%s", cmd);
 }
 
+/* One micro-batch of w's gradient (all 0.01), then a step with lr (< 0: none given). */
+static strata_engine_step_result_t micro_and_step(strata_engine_t* e, double lr) {
+  void* p = NULL;
+  uint16_t g[128];
+  for (int i = 0; i < 128; ++i) g[i] = to_bf16(0.01f);
+  EXPECT_OK(strata_engine_fetch(e, "w", NULL, &p));
+  EXPECT_OK(strata_engine_grad(e, "w", g, STRATA_DTYPE_BF16, 128, NULL));
+  EXPECT_OK(strata_engine_release(e, "w"));
+  strata_engine_step_args_t a = STRATA_ENGINE_STEP_ARGS_INIT;
+  a.lr = lr;
+  strata_engine_step_result_t r = STRATA_ENGINE_STEP_RESULT_INIT;
+  EXPECT_OK(strata_engine_step(e, &a, &r));
+  return r;
+}
+
+/* The update during backward: a chunk with host-side state is updated when its gradient is final
+ * and committed when the step's lr is the one set_lr announced, redone when it is not. */
+static void test_set_lr_and_speculation(void) {
+  strata_engine_t* e = make_engine(
+      "{\"bf16\": {\"enabled\": true}, \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 0.01}},"
+      " \"zero_optimization\": {\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}},"
+      " \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096}}");
+  const int64_t shape[1] = {128};
+  EXPECT_OK(strata_engine_register_param(e, "w", shape, 1, STRATA_DTYPE_FP32, NULL));
+  EXPECT_ERROR(strata_engine_set_lr(e, NAN), STRATA_ERR_INVALID_ARGUMENT, "set_lr: the learning rate is not finite");
+  EXPECT_OK(strata_engine_set_lr(e, 0.02));
+  strata_engine_step_result_t r = micro_and_step(e, 0.02);
+  CHECK(r.applied == 1 && r.chunks_speculated == 1 && r.chunks_redone == 0, "announced lr: committed (%lld %lld)",
+        (long long)r.chunks_speculated, (long long)r.chunks_redone);
+  r = micro_and_step(e, 0.03); /* the last step's lr (0.02) was used during backward */
+  CHECK(r.applied == 1 && r.chunks_speculated == 1 && r.chunks_redone == 1, "another lr: redone (%lld %lld)",
+        (long long)r.chunks_speculated, (long long)r.chunks_redone);
+  r = micro_and_step(e, 0.03);
+  CHECK(r.chunks_speculated == 1 && r.chunks_redone == 0, "the same lr again: committed (%lld %lld)",
+        (long long)r.chunks_speculated, (long long)r.chunks_redone);
+  EXPECT_OK(strata_engine_destroy(e));
+}
+
 int main(void) {
   test_create_errors();
   test_misuse();
   test_plan_refused_and_buffers_exhausted();
   test_adam_closed_form();
+  test_set_lr_and_speculation();
   test_checkpoint_round_trip();
   test_map_refuses_offloaded_params();
   printf("%d checks passed, %d failed\n", g_passed, g_failed);

@@ -152,7 +152,8 @@ class EngineStepArgs(Structure):
 class EngineStepResult(Structure):
     _fields_ = [("struct_size", c_size_t), ("boundary", c_int), ("applied", c_int), ("overflow", c_int),
                 ("grad_norm", c_double), ("clip_coef", c_double), ("loss_scale", c_double),
-                ("optimizer_step", c_int64), ("reserved", c_uint64 * 8)]
+                ("optimizer_step", c_int64), ("chunks_speculated", c_int64), ("chunks_redone", c_int64),
+                ("reserved", c_uint64 * 6)]
 
 
 class EngineStats(Structure):
@@ -265,6 +266,7 @@ F = {
     "strata_engine_begin_eval": [_vp],
     "strata_engine_end_eval": [_vp],
     "strata_engine_step": [_vp, POINTER(EngineStepArgs), POINTER(EngineStepResult)],
+    "strata_engine_set_lr": [_vp, c_double],
     "strata_engine_synchronize": [_vp],
     "strata_engine_read_param": [_vp, c_char_p, c_void_p, c_size_t],
     "strata_engine_get_loss_scale": [_vp, POINTER(c_double)],

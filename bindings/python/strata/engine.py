@@ -82,7 +82,8 @@ class Comm:
 
 
 class StepResult:
-    __slots__ = ("boundary", "applied", "overflow", "grad_norm", "clip_coef", "loss_scale", "optimizer_step")
+    __slots__ = ("boundary", "applied", "overflow", "grad_norm", "clip_coef", "loss_scale", "optimizer_step",
+                 "chunks_speculated", "chunks_redone")
 
     def __init__(self, r: C.EngineStepResult):
         for k in self.__slots__:
@@ -169,6 +170,10 @@ class Engine:
         r = C.new(C.EngineStepResult)
         C.call("strata_engine_step", self._h, ctypes.byref(args), ctypes.byref(r))
         return StepResult(r)
+
+    def set_lr(self, lr: float | None) -> None:
+        """The lr the next step will be given (None: the config's), for the update during backward."""
+        C.call("strata_engine_set_lr", self._h, -1.0 if lr is None else float(lr))
 
     def synchronize(self) -> None:
         C.call("strata_engine_synchronize", self._h)

@@ -331,6 +331,12 @@ class TorchEngine:
             self._release_everything()
         self._backward_done = True
 
+    def set_lr(self, lr: float | None) -> None:
+        """The learning rate the next step(lr) will be given, before the backward that ends the
+        accumulation cycle: chunks updated during backward use it (a step given another lr redoes
+        them, exactly). Without it they use the last step's lr."""
+        self.engine.set_lr(lr)
+
     def step(self, lr: float | None = None) -> StepResult:
         """Ends the micro-batch: every gradient_accumulation_steps calls, the optimizer step
         (overflow check, loss scale, clipping, the update where the state lives)."""
