@@ -97,6 +97,7 @@ struct EngineStats {
   int64_t order_changes = 0;      // micro-batches whose fetch order left the recorded one
   int64_t chunks_speculated = 0;  // chunk updates during backward (StepResult), summed
   int64_t chunks_redone = 0;      //   of which restored and updated again at the step
+  int64_t chunks_read_ahead = 0;  // NVMe chunks whose optimizer state was read before the step began
   size_t bytes_checkpoint = 0;    // written by save
   double loss_scale = 1.0;
   double last_grad_norm = 0.0;

@@ -169,8 +169,13 @@ struct Engine::Impl {
   // The update during backward (ADR 0008): chunks whose gradients became final updated with the
   // constants of a step that neither clips nor overflows, and undone when that was not the step.
   bool speculating() const { return prepared && plan.speculation_slots > 0; }
+  // The last step clipped or overflowed: the next one likely will too, and a redo costs more than
+  // waiting for the norm, so host chunks wait for it (NVMe state is still read ahead).
+  bool speculation_paused = false;
   Status speculate_ready();
   Status restore_speculated();
+  // The runner's counts into the stats (`undone`: every speculated chunk was restored).
+  OptimizerRunner::SpecCounts count_speculation(OptimizerRunner::SpecCounts n, bool undone);
   int consecutive_skips = 0;  // skips that could not help, in a row (max_consecutive_skips)
   Status check_masters();     // fp32 masters after an update: an error naming the first bad chunk
   Status nonfinite_masters(uint32_t chunk) const;

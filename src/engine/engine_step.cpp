@@ -64,7 +64,7 @@ double Engine::Impl::grad_unscale() const {
 // Chunks whose gradients of the cycle became final since the last call (only in the cycle's last
 // micro-batch): their update with the coefficients of the step that neither clips nor overflows.
 Status Engine::Impl::speculate_ready() {
-  if (!speculating()) return Status::ok();
+  if (!speculating() || speculation_paused) return Status::ok();
   STRATA_RETURN_IF_ERROR(gradients->poll(!dev->is_cuda()));
   const std::vector<uint32_t> ready = gradients->take_final();
   if (ready.empty()) return Status::ok();
@@ -83,12 +83,18 @@ Status Engine::Impl::speculate_ready() {
   return Status::ok();
 }
 
+OptimizerRunner::SpecCounts Engine::Impl::count_speculation(OptimizerRunner::SpecCounts n, bool undone) {
+  if (undone) n.redone = n.speculated;
+  st.chunks_speculated += n.speculated;
+  st.chunks_redone += n.redone;
+  st.chunks_read_ahead += n.read_ahead;
+  return n;
+}
+
 Status Engine::Impl::restore_speculated() {
   if (!runner) return Status::ok();
   Status s = runner->restore_speculated();
-  const OptimizerRunner::SpecCounts n = runner->take_counts();
-  st.chunks_speculated += n.speculated;
-  st.chunks_redone += n.speculated;  // all of them undone
+  count_speculation(runner->take_counts(), true);
   return s;
 }
 
@@ -116,11 +122,10 @@ StatusOr<StepResult> Engine::Impl::skip_step(StepResult r, Clock::time_point t0)
                           "earlier checkpoint");
     consecutive_skips = 0;
   }
-  const int speculated = runner->take_counts().speculated;
+  const OptimizerRunner::SpecCounts n = count_speculation(runner->take_counts(), true);
   STRATA_RETURN_IF_ERROR(runner->restore_speculated());
-  r.chunks_speculated = r.chunks_redone = speculated;
-  st.chunks_speculated += speculated;
-  st.chunks_redone += speculated;
+  r.chunks_speculated = r.chunks_redone = n.speculated;
+  speculation_paused = true;
   scaler.update(true);
   ++st.skipped_steps;
   st.last_grad_norm = r.grad_norm;
@@ -139,11 +144,9 @@ Status Engine::Impl::apply_update(const optim::StepCoeffs& coeffs, StepResult& r
   Status s = cache->retire_loads();
   Bit16Sink sink(*this);
   if (s.is_ok()) s = runner->update(coeffs, sink);
-  const OptimizerRunner::SpecCounts n = runner->take_counts();
+  const OptimizerRunner::SpecCounts n = count_speculation(runner->take_counts(), false);
   r.chunks_speculated = n.speculated;
   r.chunks_redone = n.redone;
-  st.chunks_speculated += n.speculated;
-  st.chunks_redone += n.redone;
   if (!s.is_ok()) {
     (void)quiesce_io();
     return s;
@@ -187,6 +190,7 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   ++opt_step;
   STRATA_RETURN_IF_ERROR(apply_update(coeffs.value(), r));
   consecutive_skips = 0;
+  speculation_paused = r.clip_coef < 1.0;
   scaler.update(false);
   ++st.optimizer_steps;
   st.last_grad_norm = r.grad_norm;

@@ -160,6 +160,8 @@ Status OptimizerRunner::reap_sets() {
 bool OptimizerRunner::writing(uint32_t ci) const {
   for (const Set& set : sets_)
     if (set.state == Set::State::kWriting && set.chunk == static_cast<int>(ci)) return true;
+  for (const Slot& slot : slots_)
+    if (slot.state == Slot::State::kWriting && slot.chunk == static_cast<int>(ci)) return true;
   return false;
 }
 
@@ -171,9 +173,7 @@ int OptimizerRunner::set_of(uint32_t ci) const {
 
 Status OptimizerRunner::read_set(int s, uint32_t ci) {
   // The chunk's write-back of the previous step must land before it is read again.
-  for (size_t o = 0; o < sets_.size(); ++o)
-    if (sets_[o].state == Set::State::kWriting && sets_[o].chunk == static_cast<int>(ci))
-      STRATA_RETURN_IF_ERROR(wait_set(static_cast<int>(o)));
+  STRATA_RETURN_IF_ERROR(wait_write(ci));
   Set& set = sets_[static_cast<size_t>(s)];
   set.chunk = static_cast<int>(ci);
   set.state = Set::State::kReading;
@@ -201,9 +201,24 @@ Status OptimizerRunner::write_set(int s) {
 Status OptimizerRunner::start_reads() {
   if (sets_.empty() || !ctx_.overlap) return Status::ok();
   STRATA_RETURN_IF_ERROR(reap_sets());
+  STRATA_RETURN_IF_ERROR(reap_slots());
+  // At most buffer_count chunks in flight, so that the reads the forward waits for (params on
+  // NVMe) are not queued behind the whole optimizer state.
+  int in_flight = 0;
+  for (const Set& s : sets_) in_flight += s.state == Set::State::kReading;
+  for (const Slot& s : slots_)
+    in_flight +=
+        s.state == Slot::State::kReading &&
+        !std::all_of(s.io.begin(), s.io.end(), [](const offload::IoHandle& h) { return !h.valid() || h.done(); });
   for (uint32_t ci : order()) {
     if (chunks_[ci].tier != Tier::kNvme || set_of(ci) >= 0 || spec_[ci] >= 0) continue;
-    if (writing(ci)) break;
+    if (writing(ci) || in_flight >= ctx_.buffer_count) break;
+    ++in_flight;
+    STRATA_ASSIGN_OR_RETURN(const int slot, take_slot());  // read ahead into a slot, else a buffer set
+    if (slot >= 0) {
+      STRATA_RETURN_IF_ERROR(read_slot(slot, ci));
+      continue;
+    }
     STRATA_ASSIGN_OR_RETURN(int s, free_set(false));
     if (s < 0) break;
     STRATA_RETURN_IF_ERROR(read_set(s, ci));
@@ -211,15 +226,18 @@ Status OptimizerRunner::start_reads() {
   return Status::ok();
 }
 
+// Reads ahead into slots are dropped (read again when needed); backups of speculated chunks stay.
 Status OptimizerRunner::quiesce() {
   Status first;
-  for (Slot& slot : slots_)
-    for (offload::IoHandle& h : slot.io)
-      if (h.valid()) {
-        Status r = h.wait();
-        if (first.is_ok() && !r.is_ok()) first = std::move(r);
-        h = offload::IoHandle();
-      }
+  for (Slot& slot : slots_) {
+    if (slot.state == Slot::State::kFree || slot.state == Slot::State::kSpeculated) continue;
+    const bool read_ahead = slot.state == Slot::State::kReading;  // its data is dropped: so is its error
+    Status r = wait_slot(slot);
+    if (first.is_ok() && !r.is_ok() && !read_ahead) first = std::move(r);
+    if (slot.chunk >= 0) spec_[static_cast<size_t>(slot.chunk)] = -1;
+    slot.state = Slot::State::kFree;
+    slot.chunk = -1;
+  }
   for (size_t s = 0; s < sets_.size(); ++s) {
     Status r = wait_set(static_cast<int>(s));
     if (first.is_ok() && !r.is_ok()) first = std::move(r);
@@ -273,11 +291,11 @@ Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const opti
 Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
   STRATA_RETURN_IF_ERROR(settle_speculated(c, sink));
   std::vector<uint32_t> all;   // the chunks not updated during backward, in update order
-  std::vector<uint32_t> nvme;  //   of which NVMe-resident
+  std::vector<uint32_t> nvme;  //   of which NVMe-resident and not read ahead into a slot
   for (uint32_t ci : order()) {
-    if (spec_[ci] >= 0) continue;
+    if (spec_[ci] >= 0 && slots_[static_cast<size_t>(spec_[ci])].state == Slot::State::kSpeculated) continue;
     all.push_back(ci);
-    if (chunks_[ci].tier == Tier::kNvme) nvme.push_back(ci);
+    if (chunks_[ci].tier == Tier::kNvme && spec_[ci] < 0) nvme.push_back(ci);
   }
   const size_t depth = ctx_.overlap ? sets_.size() : 1;  // chunks read ahead, this one included
   size_t next_read = 0, done = 0;
@@ -288,6 +306,10 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
     Chunk& ch = chunks_[ci];
     if (ch.tier == Tier::kDevice) {
       STRATA_RETURN_IF_ERROR(update_device(ci, c, sink));
+      continue;
+    }
+    if (spec_[ci] >= 0) {
+      STRATA_RETURN_IF_ERROR(update_staged(ci, c, sink));
       continue;
     }
     if (ch.tier == Tier::kHost) {

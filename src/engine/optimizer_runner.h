@@ -87,17 +87,21 @@ class OptimizerRunner {
   // constants they are restored from their backups and updated again.
   Status update(const optim::StepCoeffs& c, ChunkSink& sink);
 
-  // The update during backward (speculation.cpp). Chunk ci, whose state is on the host or NVMe and
+  // The update during backward (speculation.cpp). Chunk ci, whose state is in host memory and
   // whose fp32 gradient of the cycle is final at `grads`, updated now with `c`: its arrays are
   // backed up in a slot first and its new bit16 values kept there until update commits them.
-  // false: not speculated (every slot taken, or no NVMe buffer set free); update does it later.
+  // false: not speculated (every slot taken, or the state is not in host memory); update does it.
+  // NVMe-resident chunks use the slots differently: start_reads reads their state into free slots
+  // during the cycle's last micro-batch, and update updates it there with the step's constants
+  // and writes it back behind the step (exact without a redo, whatever clipping does).
   StatusOr<bool> speculate(uint32_t ci, const optim::StepCoeffs& c, const void* grads);
-  // Every speculated chunk restored to its state before (an overflow skips the step; a checkpoint
-  // or read_master inside the cycle reads the state before the step).
+  // Every speculated chunk restored to its state before, slots read ahead dropped (an overflow
+  // skips the step; a checkpoint or read_master inside the cycle reads the state before the step).
   Status restore_speculated();
   struct SpecCounts {
     int speculated = 0;  // chunks updated during backward since the last take_counts
     int redone = 0;      //   of which restored and updated again (clipping, another lr)
+    int read_ahead = 0;  // NVMe chunks whose state was read into a slot before the step
   };
   SpecCounts take_counts() { return std::exchange(counts_, {}); }
   // The lowest chunk whose fp32 master holds inf / NaN after the last update, or -1.
@@ -132,14 +136,23 @@ class OptimizerRunner {
   void span(TraceLane lane, std::string name, Clock::time_point b) const;
   std::function<void()> io_span(TraceLane lane, std::string name) const;
 
-  // One backup of a speculated chunk: its arrays before the update, the bit16 values after it.
+  // A chunk's arrays beside their home: the backup of a speculated host chunk (its arrays before
+  // the update; the bit16 values after it), or an NVMe chunk's state read ahead of the step,
+  // updated there and written back.
   struct Slot {
+    enum class State { kFree, kReading, kStaged, kSpeculated, kUpdated, kWriting } state = State::kFree;
     std::array<offload::AlignedBuffer, optim::kMaxArrays> buf;
-    std::array<offload::IoHandle, optim::kMaxArrays> io;  // a redo's or restore's write-back
+    std::array<offload::IoHandle, optim::kMaxArrays> io;
     offload::AlignedBuffer bit16;
     int chunk = -1;
     bool finite = true;
   };
+  StatusOr<int> take_slot();  // a free slot (finished write-backs reaped), or -1
+  Status reap_slots();        // finished write-backs free their slots
+  Status wait_slot(Slot& s);  // its reads (-> staged) or writes (-> free) finished
+  Status read_slot(int s, uint32_t ci);
+  Status write_slot(int s);
+  Status update_staged(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);
   bool run_kernel(uint32_t ci, float* const* state, const void* grads, void* out, const optim::StepCoeffs& c);
   void copy_arrays(float* const* dst, float* const* src, size_t n);
   float* const* slot_arrays(Slot& s, float** out);
@@ -152,7 +165,7 @@ class OptimizerRunner {
   std::unique_ptr<optim::Optimizer> opt_;
   Context ctx_;
   std::vector<Slot> slots_;
-  std::vector<int> spec_;  // per chunk: its slot when speculated, else -1
+  std::vector<int> spec_;  // per chunk: the slot reading / holding / backing it up, else -1
   optim::StepCoeffs spec_c_;
   SpecCounts counts_;
   std::vector<Chunk> chunks_;

@@ -1,11 +1,18 @@
-// OptimizerRunner: the update during backward. A chunk whose fp32 gradient of the cycle is final
-// is updated at once with the constants of the step that neither clips nor overflows (the engine
-// knows neither until the last gradient). Its optimizer arrays are copied into a backup slot
-// first, and its new bit16 values stay in the slot: nothing outside the runner changes before the
-// step decides. Same constants at the step: the speculative result is the synchronous one (same
-// kernel, same inputs, same constants), so it commits. Other constants (clipping, another lr):
-// the arrays come back from the slot and the chunk is updated again. An overflow: they come back
-// and the step is skipped. Bit-identical to the synchronous step in every case.
+// OptimizerRunner: the update during backward, and NVMe state read ahead into the same slots.
+//
+// Host-resident state: a chunk whose fp32 gradient of the cycle is final is updated at once with
+// the constants of the step that neither clips nor overflows (the engine knows neither until the
+// last gradient). Its optimizer arrays are copied into a backup slot first, and its new bit16
+// values stay in the slot: nothing outside the runner changes before the step decides. Same
+// constants at the step: the speculative result is the synchronous one (same kernel, same inputs,
+// same constants), so it commits. Other constants (clipping, another lr): the arrays come back from
+// the slot and the chunk is updated again. An overflow: they come back and the step is skipped.
+//
+// NVMe-resident state: what costs is the I/O, not the kernel, so a slot holds the chunk's state
+// read during the cycle's last micro-batch (forward and backward); the step updates it there with
+// its true constants and writes it back behind it. No redo is ever needed.
+//
+// Bit-identical to the synchronous step in every case.
 #include <algorithm>
 #include <cstring>
 
@@ -15,6 +22,11 @@
 namespace strata::engine {
 
 float* const* OptimizerRunner::slot_arrays(Slot& s, float** out) {
+  for (int a = 0; a < num_arrays(); ++a) out[a] = static_cast<float*>(s.buf[a].data());
+  return out;
+}
+
+float* const* OptimizerRunner::slot_arrays(Set& s, float** out) {
   for (int a = 0; a < num_arrays(); ++a) out[a] = static_cast<float*>(s.buf[a].data());
   return out;
 }
@@ -39,54 +51,113 @@ void OptimizerRunner::copy_arrays(float* const* dst, float* const* src, size_t n
   });
 }
 
+// --- slots as NVMe buffers ---
+
+Status OptimizerRunner::wait_slot(Slot& s) {
+  const Clock::time_point t0 = Clock::now();
+  Status first;
+  for (offload::IoHandle& h : s.io) {
+    if (!h.valid()) continue;
+    Status r = h.wait();
+    if (first.is_ok() && !r.is_ok()) first = std::move(r);
+    h = offload::IoHandle();
+  }
+  ctx_.stats->step_nvme_s += seconds_since(t0);
+  if (s.state == Slot::State::kReading && first.is_ok()) {
+    s.state = Slot::State::kStaged;
+  } else if (s.state == Slot::State::kReading || s.state == Slot::State::kWriting) {
+    if (s.state == Slot::State::kReading) spec_[static_cast<size_t>(s.chunk)] = -1;
+    s.state = Slot::State::kFree;
+    s.chunk = -1;
+  }
+  return first;
+}
+
+Status OptimizerRunner::reap_slots() {
+  for (Slot& s : slots_)
+    if (s.state == Slot::State::kWriting &&
+        std::all_of(s.io.begin(), s.io.end(), [](const offload::IoHandle& h) { return !h.valid() || h.done(); }))
+      STRATA_RETURN_IF_ERROR(wait_slot(s));
+  return Status::ok();
+}
+
+StatusOr<int> OptimizerRunner::take_slot() {
+  STRATA_RETURN_IF_ERROR(reap_slots());
+  for (size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].state == Slot::State::kFree) return static_cast<int>(i);
+  return -1;
+}
+
 Status OptimizerRunner::wait_write(uint32_t ci) {
   for (size_t s = 0; s < sets_.size(); ++s)
     if (sets_[s].state == Set::State::kWriting && sets_[s].chunk == static_cast<int>(ci))
       STRATA_RETURN_IF_ERROR(wait_set(static_cast<int>(s)));
+  for (Slot& s : slots_)
+    if (s.state == Slot::State::kWriting && s.chunk == static_cast<int>(ci)) STRATA_RETURN_IF_ERROR(wait_slot(s));
   return Status::ok();
 }
 
-StatusOr<bool> OptimizerRunner::speculate(uint32_t ci, const optim::StepCoeffs& c, const void* grads) {
-  Chunk& ch = chunks_[ci];
-  if (ch.tier == Tier::kDevice || spec_[ci] >= 0) return false;
-  const bool first = std::none_of(spec_.begin(), spec_.end(), [](int s) { return s >= 0; });
-  if (!first && std::memcmp(&c, &spec_c_, sizeof(c)) != 0) return false;  // one set of constants per cycle
-  const auto free_slot = std::find_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.chunk < 0; });
-  if (free_slot == slots_.end()) return false;
-  Slot& slot = *free_slot;
-  float* state[optim::kMaxArrays] = {};
-  int set = -1;
-  if (ch.tier == Tier::kHost) {
-    home_arrays(ci, state);
-  } else {
-    set = set_of(ci);
-    if (set < 0) {
-      STRATA_ASSIGN_OR_RETURN(set, free_set(true));
-      if (set < 0) return false;  // every set holds a chunk read ahead
-      STRATA_RETURN_IF_ERROR(read_set(set, ci));
-    }
-    const Clock::time_point tr = Clock::now();
-    STRATA_RETURN_IF_ERROR(wait_set(set));
-    if (seconds_since(tr) > 1e-5) span(TraceLane::kEngine, "backward waits for read c" + std::to_string(ci), tr);
-    slot_arrays(sets_[static_cast<size_t>(set)], state);
-  }
-  float* backup[optim::kMaxArrays] = {};
-  copy_arrays(slot_arrays(slot, backup), state, ch.shard);
-  slot.finite = run_kernel(ci, state, grads, slot.bit16.data(), c);
+Status OptimizerRunner::read_slot(int s, uint32_t ci) {
+  STRATA_RETURN_IF_ERROR(wait_write(ci));
+  Slot& slot = slots_[static_cast<size_t>(s)];
+  slot.state = Slot::State::kReading;
   slot.chunk = static_cast<int>(ci);
-  spec_[ci] = static_cast<int>(free_slot - slots_.begin());
-  spec_c_ = c;
-  ++counts_.speculated;
-  if (set >= 0) {
-    STRATA_RETURN_IF_ERROR(write_set(set));
-    STRATA_RETURN_IF_ERROR(start_reads());
+  spec_[ci] = s;
+  ++counts_.read_ahead;
+  for (int a = 0; a < num_arrays(); ++a) {
+    const std::string name = "read c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
+    STRATA_ASSIGN_OR_RETURN(slot.io[a], chunks_[ci].a[a]->get_async(slot.buf[a], io_span(TraceLane::kNvmeRead, name)));
   }
-  return true;
+  return Status::ok();
 }
 
-float* const* OptimizerRunner::slot_arrays(Set& s, float** out) {
-  for (int a = 0; a < num_arrays(); ++a) out[a] = static_cast<float*>(s.buf[a].data());
-  return out;
+Status OptimizerRunner::write_slot(int s) {
+  Slot& slot = slots_[static_cast<size_t>(s)];
+  const auto ci = static_cast<uint32_t>(slot.chunk);
+  slot.state = Slot::State::kWriting;
+  spec_[ci] = -1;
+  for (int a = 0; a < num_arrays(); ++a) {
+    const std::string name = "write c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
+    STRATA_ASSIGN_OR_RETURN(slot.io[a], chunks_[ci].a[a]->put_async(slot.buf[a], io_span(TraceLane::kNvmeWrite, name)));
+  }
+  return ctx_.overlap ? Status::ok() : wait_slot(slot);
+}
+
+// An NVMe chunk read ahead: updated in its slot with the step's constants; update writes it back
+// once every chunk's bit16 params are on their way (they are what the next forward reads first).
+Status OptimizerRunner::update_staged(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink) {
+  Slot& slot = slots_[static_cast<size_t>(spec_[ci])];
+  const Clock::time_point tr = Clock::now();
+  STRATA_RETURN_IF_ERROR(wait_slot(slot));
+  if (seconds_since(tr) > 1e-5) span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr);
+  float* state[optim::kMaxArrays] = {};
+  STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(slot, state), c, sink));
+  slot.state = Slot::State::kUpdated;
+  return Status::ok();
+}
+
+// --- speculation of host-resident chunks ---
+
+StatusOr<bool> OptimizerRunner::speculate(uint32_t ci, const optim::StepCoeffs& c, const void* grads) {
+  Chunk& ch = chunks_[ci];
+  if (ch.tier != Tier::kHost || spec_[ci] >= 0) return false;
+  const bool first =
+      std::none_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state == Slot::State::kSpeculated; });
+  if (!first && std::memcmp(&c, &spec_c_, sizeof(c)) != 0) return false;  // one set of constants per cycle
+  STRATA_ASSIGN_OR_RETURN(const int s, take_slot());
+  if (s < 0) return false;
+  Slot& slot = slots_[static_cast<size_t>(s)];
+  float* state[optim::kMaxArrays] = {};
+  float* backup[optim::kMaxArrays] = {};
+  home_arrays(ci, state);
+  copy_arrays(slot_arrays(slot, backup), state, ch.shard);
+  slot.finite = run_kernel(ci, state, grads, slot.bit16.data(), c);
+  slot.state = Slot::State::kSpeculated;
+  slot.chunk = static_cast<int>(ci);
+  spec_[ci] = s;
+  spec_c_ = c;
+  ++counts_.speculated;
+  return true;
 }
 
 // The step's decision over the speculated chunks, in update order.
@@ -95,6 +166,7 @@ Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink&
   for (uint32_t ci : order()) {
     if (spec_[ci] < 0) continue;
     Slot& slot = slots_[static_cast<size_t>(spec_[ci])];
+    if (slot.state != Slot::State::kSpeculated) continue;
     const size_t n = chunks_[ci].shard;
     if (commit) {
       STRATA_ASSIGN_OR_RETURN(void* out, sink.bit16_out(ci));
@@ -105,62 +177,50 @@ Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink&
     }
     ++counts_.redone;
     float* backup[optim::kMaxArrays] = {};
-    slot_arrays(slot, backup);
-    if (chunks_[ci].tier == Tier::kHost) {
-      float* home[optim::kMaxArrays] = {};
-      copy_arrays(home_arrays(ci, home), backup, n);
-      STRATA_RETURN_IF_ERROR(update_host(ci, home, c, sink));
-      continue;
-    }
-    // NVMe: the speculative write-back lands first (the file is rewritten in place), then the
-    // update runs on the backup and writes it back.
-    STRATA_RETURN_IF_ERROR(wait_write(ci));
-    STRATA_RETURN_IF_ERROR(update_host(ci, backup, c, sink));
-    for (int a = 0; a < num_arrays(); ++a) {
-      const std::string name = "rewrite c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
-      STRATA_ASSIGN_OR_RETURN(slot.io[a],
-                              chunks_[ci].a[a]->put_async(slot.buf[a], io_span(TraceLane::kNvmeWrite, name)));
-    }
+    float* home[optim::kMaxArrays] = {};
+    copy_arrays(home_arrays(ci, home), slot_arrays(slot, backup), n);
+    STRATA_RETURN_IF_ERROR(update_host(ci, home, c, sink));
   }
   return Status::ok();
 }
 
 Status OptimizerRunner::restore_speculated() {
-  for (uint32_t ci = 0; ci < spec_.size(); ++ci) {
-    if (spec_[ci] < 0) continue;
-    Slot& slot = slots_[static_cast<size_t>(spec_[ci])];
-    float* backup[optim::kMaxArrays] = {};
-    slot_arrays(slot, backup);
-    if (chunks_[ci].tier == Tier::kHost) {
-      float* home[optim::kMaxArrays] = {};
-      copy_arrays(home_arrays(ci, home), backup, chunks_[ci].shard);
-      continue;
-    }
-    STRATA_RETURN_IF_ERROR(wait_write(ci));
-    for (int a = 0; a < num_arrays(); ++a) {
-      const std::string name = "restore c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
-      STRATA_ASSIGN_OR_RETURN(slot.io[a],
-                              chunks_[ci].a[a]->put_async(slot.buf[a], io_span(TraceLane::kNvmeWrite, name)));
-    }
-  }
-  return release_slots();
-}
-
-// The redo / restore write-backs landed; every slot free again.
-Status OptimizerRunner::release_slots() {
   Status first;
-  const Clock::time_point t0 = Clock::now();
   for (Slot& slot : slots_) {
-    for (offload::IoHandle& h : slot.io) {
-      if (!h.valid()) continue;
-      Status r = h.wait();
-      if (first.is_ok() && !r.is_ok()) first = std::move(r);
-      h = offload::IoHandle();
+    if (slot.state == Slot::State::kSpeculated) {
+      float* backup[optim::kMaxArrays] = {};
+      float* home[optim::kMaxArrays] = {};
+      const auto ci = static_cast<uint32_t>(slot.chunk);
+      copy_arrays(home_arrays(ci, home), slot_arrays(slot, backup), chunks_[ci].shard);
+    } else if (slot.state == Slot::State::kReading) {
+      // The read lands before the buffer is reused; its error concerns no one (nothing uses the
+      // data: whoever needs that state reads it again and hears of it).
+      (void)wait_slot(slot);
     }
+    if (slot.state == Slot::State::kWriting || slot.state == Slot::State::kFree) continue;
+    spec_[static_cast<size_t>(slot.chunk)] = -1;
+    slot.state = Slot::State::kFree;
     slot.chunk = -1;
   }
-  ctx_.stats->step_nvme_s += seconds_since(t0);
-  std::fill(spec_.begin(), spec_.end(), -1);
+  return first;
+}
+
+// After the step: updated NVMe state written back (behind the step), settled backups (and any
+// read left over) freed.
+Status OptimizerRunner::release_slots() {
+  Status first;
+  for (size_t s = 0; s < slots_.size(); ++s)
+    if (slots_[s].state == Slot::State::kUpdated) STRATA_RETURN_IF_ERROR(write_slot(static_cast<int>(s)));
+  for (Slot& slot : slots_) {
+    if (slot.state == Slot::State::kReading) {
+      Status r = wait_slot(slot);
+      if (first.is_ok() && !r.is_ok()) first = std::move(r);
+    }
+    if (slot.state == Slot::State::kWriting || slot.state == Slot::State::kFree) continue;
+    spec_[static_cast<size_t>(slot.chunk)] = -1;
+    slot.state = Slot::State::kFree;
+    slot.chunk = -1;
+  }
   return first;
 }
 
