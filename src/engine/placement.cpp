@@ -18,7 +18,7 @@ const char* kUseNames[kNumUses] = {"bit16 params",
                                    "gradient staging (pinned)",
                                    "device scratch",
                                    "host program (activations)",
-                                   "speculation backups"};
+                                   "step slots (backups, read-ahead)"};
 const char* kTierNames[kNumTiers] = {"device", "host", "nvme"};
 const char* kBudgetKeys[kNumTiers] = {"device_bytes", "host_bytes", "the free space under nvme_path"};
 

@@ -36,7 +36,8 @@ enum class Use : int {
   kGradStaging,   // pinned host buffers gradient buckets land in before fp32 accumulation
   kScratch,       // device scratch: partial sums of the gradient norm of device-resident chunks
   kHostProgram,   // host memory the host program holds besides the engine (activations), Budgets::host_program
-  kSpecBackup,    // backups of chunks updated during backward, for an exact redo (strata.speculation_bytes)
+  kSpecBackup,    // step slots: backups of chunks updated during backward (exact redo), NVMe state read
+                  // ahead of the step (strata.speculation_bytes)
 };
 inline constexpr int kNumUses = 11;
 

@@ -221,3 +221,45 @@ TEST(Placement, TableShowsEveryUsedRow) {
 
 }  // namespace
 }  // namespace strata::engine
+
+namespace strata::engine {
+namespace {
+
+// The backup slots of the step during backward (strata.speculate): one per offloaded chunk when the
+// host has room, half of what the host has left when it has not, what speculation_bytes holds when
+// given (a plan it does not fit is refused naming the key), none without offload or when off.
+TEST(Placement, SpeculationSlots) {
+  const ChunkLayout l = layout();
+  const Sums s = sums(l);
+  const size_t slot = speculation_slot_bytes(s.max_shard, 12);
+  EXPECT_EQ(slot, s.max_shard * 14) << "Adam's three arrays and the bit16 output";
+  PlacementConfig c;
+  c.speculate = true;
+  EXPECT_EQ(plan_placement(l, c, unlimited()).value().speculation_slots, 0u) << "state on the device";
+  c.offload_optimizer = OffloadTarget::kCpu;
+  const Plan all = plan_placement(l, c, unlimited()).value();
+  EXPECT_EQ(all.speculation_slots, s.n);
+  EXPECT_EQ(B(all, Tier::kHost, Use::kSpecBackup), s.n * slot);
+  EXPECT_NE(all.table().find("step slots"), std::string::npos) << all.table();
+
+  c.speculate = false;
+  const Plan off = plan_placement(l, c, unlimited()).value();
+  EXPECT_EQ(off.speculation_slots, 0u);
+  EXPECT_EQ(all.tier_total(Tier::kHost) - off.tier_total(Tier::kHost), s.n * slot);
+
+  c.speculate = true;  // a host budget with room for 3 slots beyond the rest: half of it is taken
+  Budgets tight = unlimited();
+  tight.host_bytes = off.tier_total(Tier::kHost) + 3 * slot;
+  EXPECT_EQ(plan_placement(l, c, tight).value().speculation_slots, 1u);
+
+  c.speculation_bytes = 2 * slot + slot / 2;  // explicit: two slots
+  EXPECT_EQ(plan_placement(l, c, unlimited()).value().speculation_slots, 2u);
+  c.speculation_bytes = 5 * slot;  // explicit and too large for the budget: refused by name
+  auto refused = plan_placement(l, c, tight);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("strata.speculation_bytes"), std::string::npos)
+      << refused.status().message();
+}
+
+}  // namespace
+}  // namespace strata::engine
