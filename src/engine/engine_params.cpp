@@ -11,8 +11,10 @@ StatusOr<void*> Engine::Impl::fetch(const std::string& name, void* native_stream
   STRATA_ASSIGN_OR_RETURN(uint32_t pi, param_index(name, "fetch"));
   const ParamSlot& slot = layout->params()[pi];
   STRATA_ASSIGN_OR_RETURN(const ParamCache::Fetched f, cache->fetch(slot.chunk, name, native_stream));
-  // The cycle's last forward: the NVMe optimizer state is read ahead (it does not change before the step).
-  if (!in_eval && runner->has_nvme() && boundary_micro()) STRATA_RETURN_IF_ERROR(runner->start_reads());
+  // The last step's NVMe write-backs go on; in the cycle's last forward the state is read ahead
+  // (it does not change before the step).
+  if (!in_eval && runner->has_nvme())
+    STRATA_RETURN_IF_ERROR(boundary_micro() ? runner->start_reads() : runner->background_io());
   if (f.ready != nullptr) {
     if (native_stream != nullptr) {
       STRATA_RETURN_IF_ERROR(dev->wait_native(native_stream, *f.ready));

@@ -64,7 +64,7 @@ double Engine::Impl::grad_unscale() const {
 // Chunks whose gradients of the cycle became final since the last call (only in the cycle's last
 // micro-batch): their update with the coefficients of the step that neither clips nor overflows.
 Status Engine::Impl::speculate_ready() {
-  if (!speculating() || speculation_paused) return Status::ok();
+  if (!speculating() || speculation_paused || !runner->can_speculate()) return Status::ok();
   STRATA_RETURN_IF_ERROR(gradients->poll(!dev->is_cuda()));
   const std::vector<uint32_t> ready = gradients->take_final();
   if (ready.empty()) return Status::ok();

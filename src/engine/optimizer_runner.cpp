@@ -161,7 +161,9 @@ bool OptimizerRunner::writing(uint32_t ci) const {
   for (const Set& set : sets_)
     if (set.state == Set::State::kWriting && set.chunk == static_cast<int>(ci)) return true;
   for (const Slot& slot : slots_)
-    if (slot.state == Slot::State::kWriting && slot.chunk == static_cast<int>(ci)) return true;
+    if ((slot.state == Slot::State::kWriting || slot.state == Slot::State::kUpdated) &&
+        slot.chunk == static_cast<int>(ci))
+      return true;
   return false;
 }
 
@@ -198,18 +200,30 @@ Status OptimizerRunner::write_set(int s) {
   return ctx_.overlap ? Status::ok() : wait_set(s);
 }
 
-Status OptimizerRunner::start_reads() {
+Status OptimizerRunner::start_reads() { return progress_io(true); }
+
+// The slots' I/O in the background of the host program's calls: write-backs of the last step
+// first (in update order), then — `reads` — the state of the next one. At most buffer_count
+// chunks in flight, so that the reads the forward waits for (params on NVMe) are not queued
+// behind the whole optimizer state.
+Status OptimizerRunner::progress_io(bool reads) {
   if (sets_.empty() || !ctx_.overlap) return Status::ok();
   STRATA_RETURN_IF_ERROR(reap_sets());
   STRATA_RETURN_IF_ERROR(reap_slots());
-  // At most buffer_count chunks in flight, so that the reads the forward waits for (params on
-  // NVMe) are not queued behind the whole optimizer state.
   int in_flight = 0;
   for (const Set& s : sets_) in_flight += s.state == Set::State::kReading;
   for (const Slot& s : slots_)
     in_flight +=
-        s.state == Slot::State::kReading &&
+        (s.state == Slot::State::kReading || s.state == Slot::State::kWriting) &&
         !std::all_of(s.io.begin(), s.io.end(), [](const offload::IoHandle& h) { return !h.valid() || h.done(); });
+  for (uint32_t ci : order()) {
+    if (in_flight >= ctx_.buffer_count) return Status::ok();
+    const int s = updated_slot(ci);
+    if (s < 0) continue;
+    STRATA_RETURN_IF_ERROR(write_slot(s));
+    ++in_flight;
+  }
+  if (!reads) return Status::ok();
   for (uint32_t ci : order()) {
     if (chunks_[ci].tier != Tier::kNvme || set_of(ci) >= 0 || spec_[ci] >= 0) continue;
     if (writing(ci) || in_flight >= ctx_.buffer_count) break;
@@ -229,6 +243,11 @@ Status OptimizerRunner::start_reads() {
 // Reads ahead into slots are dropped (read again when needed); backups of speculated chunks stay.
 Status OptimizerRunner::quiesce() {
   Status first;
+  for (size_t s = 0; s < slots_.size(); ++s)  // write-backs not started yet start now
+    if (slots_[s].state == Slot::State::kUpdated) {
+      Status w = write_slot(static_cast<int>(s));
+      if (first.is_ok() && !w.is_ok()) first = std::move(w);
+    }
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kFree || slot.state == Slot::State::kSpeculated) continue;
     const bool read_ahead = slot.state == Slot::State::kReading;  // its data is dropped: so is its error

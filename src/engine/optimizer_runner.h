@@ -10,6 +10,7 @@
 
 #include <oneapi/tbb/task_arena.h>
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <string>
@@ -80,8 +81,15 @@ class OptimizerRunner {
   Status read_master(uint32_t ci, size_t off, float* dst, size_t n);
 
   bool has_nvme() const { return !sets_.empty(); }
-  // NVMe reads ahead of the step (never blocks; safe before the norm is known: reads only).
+  // Some chunk's state is in host memory and there are slots to speculate it in.
+  bool can_speculate() const {
+    return !slots_.empty() &&
+           std::any_of(chunks_.begin(), chunks_.end(), [](const Chunk& c) { return c.tier == Tier::kHost; });
+  }
+  // NVMe reads ahead of the step (never blocks; safe before the norm is known: reads only), after
+  // the last step's write-backs (issued a few at a time: background_io).
   Status start_reads();
+  Status background_io() { return progress_io(false); }
   // Every chunk's update, in descending chunk order (the order backward completes them). Chunks
   // speculated with the same constants commit (their bit16 values go to the sink); with other
   // constants they are restored from their backups and updated again.
@@ -147,9 +155,11 @@ class OptimizerRunner {
     int chunk = -1;
     bool finite = true;
   };
-  StatusOr<int> take_slot();  // a free slot (finished write-backs reaped), or -1
-  Status reap_slots();        // finished write-backs free their slots
-  Status wait_slot(Slot& s);  // its reads (-> staged) or writes (-> free) finished
+  Status progress_io(bool reads);       // write-backs, then reads ahead (start_reads), a few at a time
+  int updated_slot(uint32_t ci) const;  // the slot holding chunk ci's updated state not yet written, or -1
+  StatusOr<int> take_slot();            // a free slot (finished write-backs reaped), or -1
+  Status reap_slots();                  // finished write-backs free their slots
+  Status wait_slot(Slot& s);            // its reads (-> staged) or writes (-> free) finished
   Status read_slot(int s, uint32_t ci);
   Status write_slot(int s);
   Status update_staged(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);

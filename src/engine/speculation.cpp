@@ -92,6 +92,7 @@ Status OptimizerRunner::wait_write(uint32_t ci) {
   for (size_t s = 0; s < sets_.size(); ++s)
     if (sets_[s].state == Set::State::kWriting && sets_[s].chunk == static_cast<int>(ci))
       STRATA_RETURN_IF_ERROR(wait_set(static_cast<int>(s)));
+  if (const int s = updated_slot(ci); s >= 0) STRATA_RETURN_IF_ERROR(write_slot(s));
   for (Slot& s : slots_)
     if (s.state == Slot::State::kWriting && s.chunk == static_cast<int>(ci)) STRATA_RETURN_IF_ERROR(wait_slot(s));
   return Status::ok();
@@ -133,7 +134,8 @@ Status OptimizerRunner::update_staged(uint32_t ci, const optim::StepCoeffs& c, C
   float* state[optim::kMaxArrays] = {};
   STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(slot, state), c, sink));
   slot.state = Slot::State::kUpdated;
-  return Status::ok();
+  spec_[ci] = -1;
+  return ctx_.overlap ? Status::ok() : write_slot(static_cast<int>(&slot - slots_.data()));
 }
 
 // --- speculation of host-resident chunks ---
@@ -197,7 +199,8 @@ Status OptimizerRunner::restore_speculated() {
       // data: whoever needs that state reads it again and hears of it).
       (void)wait_slot(slot);
     }
-    if (slot.state == Slot::State::kWriting || slot.state == Slot::State::kFree) continue;
+    if (slot.state == Slot::State::kWriting || slot.state == Slot::State::kUpdated || slot.state == Slot::State::kFree)
+      continue;
     spec_[static_cast<size_t>(slot.chunk)] = -1;
     slot.state = Slot::State::kFree;
     slot.chunk = -1;
@@ -205,18 +208,24 @@ Status OptimizerRunner::restore_speculated() {
   return first;
 }
 
-// After the step: updated NVMe state written back (behind the step), settled backups (and any
-// read left over) freed.
+int OptimizerRunner::updated_slot(uint32_t ci) const {
+  for (size_t s = 0; s < slots_.size(); ++s)
+    if (slots_[s].state == Slot::State::kUpdated && slots_[s].chunk == static_cast<int>(ci)) return static_cast<int>(s);
+  return -1;
+}
+
+// After the step: updated NVMe state starts its write-back (the rest follows in the background of
+// the next calls: progress_io), settled backups (and any read left over) freed.
 Status OptimizerRunner::release_slots() {
   Status first;
-  for (size_t s = 0; s < slots_.size(); ++s)
-    if (slots_[s].state == Slot::State::kUpdated) STRATA_RETURN_IF_ERROR(write_slot(static_cast<int>(s)));
+  STRATA_RETURN_IF_ERROR(background_io());
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kReading) {
       Status r = wait_slot(slot);
       if (first.is_ok() && !r.is_ok()) first = std::move(r);
     }
-    if (slot.state == Slot::State::kWriting || slot.state == Slot::State::kFree) continue;
+    if (slot.state == Slot::State::kWriting || slot.state == Slot::State::kUpdated || slot.state == Slot::State::kFree)
+      continue;
     spec_[static_cast<size_t>(slot.chunk)] = -1;
     slot.state = Slot::State::kFree;
     slot.chunk = -1;
