@@ -5,7 +5,7 @@
 set -uo pipefail
 out=${OUT:-/tmp}
 runs=("$@")
-[ ${#runs[@]} -eq 0 ] && runs=(gpt2-124m:8:6 gpt2-350m:8:4 gpt-1.3b:4:2)
+[ ${#runs[@]} -eq 0 ] && runs=(gpt2-124m:8:6 gpt-1.3b:4:2 gpt-7b:4:2)  # issue 17: gpt-1.3b and the ~7B preset
 for r in "${runs[@]}"; do
   IFS=: read -r preset batch steps <<<"$r"
   echo "== $preset batch $batch x 1024, $steps timed steps" >&2

@@ -11,7 +11,7 @@ namespace strata::cli {
 const char* const kTrainHelp =
     "usage: strata train [options]\n"
     "  --config FILE           engine config JSON (DeepSpeed-style keys; docs/config.md); flags override it\n"
-    "  --model NAME            tiny | gpt2-124m | gpt2-350m | gpt-1.3b (default tiny)\n"
+    "  --model NAME            tiny | gpt2-124m | gpt2-350m | gpt-1.3b | gpt-7b (default tiny)\n"
     "  --layers N --heads N --channels N --max-seq N   a custom shape (override the preset)\n"
     "  --data FILE             byte-level text (default: the generated corpus strata_corpus.txt, written if missing)\n"
     "  --batch N --seq N       sequences per micro-batch, tokens per sequence (default 4 x 64; seq <= max-seq)\n"

@@ -79,7 +79,8 @@ StatusOr<GptShape> gpt_preset(const std::string& name) {
   if (name == "gpt2-124m") return GptShape{12, 12, 768, 256, 1024};
   if (name == "gpt2-350m") return GptShape{24, 16, 1024, 256, 1024};
   if (name == "gpt-1.3b") return GptShape{24, 32, 2048, 256, 1024};
-  return invalid_argument("unknown model preset '" + name + "': choose tiny, gpt2-124m, gpt2-350m or gpt-1.3b");
+  if (name == "gpt-7b") return GptShape{32, 32, 4096, 256, 1024};  // 6.4 G params (byte-level vocabulary)
+  return invalid_argument("unknown model preset '" + name + "': choose tiny, gpt2-124m, gpt2-350m, gpt-1.3b or gpt-7b");
 }
 
 std::vector<ParamInfo> gpt_params(const GptShape& s) {

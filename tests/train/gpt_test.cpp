@@ -218,6 +218,10 @@ TEST(GptModel, BadShapesAndTokensAreRefused) {
   ASSERT_TRUE(g.is_ok());
   // 124 M in GPT-2 with its 50257-token vocabulary; with bytes (256) the embedding is small.
   EXPECT_NEAR(static_cast<double>(g.value().num_params()), 85.9e6, 0.2e6);
+  // The ~7B preset of issue 17: 32 layers x 4096 channels, 12 C^2 per layer plus small terms.
+  auto big = gpt_preset("gpt-7b");
+  ASSERT_TRUE(big.is_ok());
+  EXPECT_NEAR(static_cast<double>(big.value().num_params()), 12.0 * 4096 * 4096 * 32, 0.01e9);
 }
 
 }  // namespace
