@@ -12,7 +12,8 @@
 // One JSON object per placement on stdout, a table on stderr.
 //
 //   strata_bench_train --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T]
-//                      [--steps S] [--device host|cuda] [--checkpointing 1]
+//                      [--steps S] [--device host|cuda] [--checkpointing 1] [--sync 1]
+// --sync 1 adds each offloaded placement with the synchronous step (strata.speculate = false).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -102,7 +103,7 @@ Result run(const std::string& json, const train::TrainOptions& o) {
 
 constexpr const char* kUsage =
     "usage: %s --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]\n"
-    "          [--device host|cuda] [--checkpointing 1]\n";
+    "          [--device host|cuda] [--checkpointing 1] [--sync 1]\n";
 
 int main(int argc, char** argv) {
   using namespace strata;
@@ -116,6 +117,7 @@ int main(int argc, char** argv) {
   o.val_every = 0;
   o.val_batches = 1;
   std::string dir, device = "host";
+  bool sync_rows = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
@@ -127,6 +129,8 @@ int main(int argc, char** argv) {
       device = argv[i + 1];
     else if (a == "--checkpointing")
       o.checkpointing = v != 0;
+    else if (a == "--sync")
+      sync_rows = v != 0;
     else if (!gpt_flag(a, v, &o)) {
       std::fprintf(stderr, kUsage, argv[0]);
       return 2;
@@ -168,18 +172,18 @@ int main(int argc, char** argv) {
       o.shape.layers, o.shape.channels, params / 1e6, params * 2 / 1e6, o.batch, o.seq, budget / 1e6,
       params * 2.0 / static_cast<double>(budget), device.c_str(), gflops, gpu ? "pinned H2D" : "memcpy", copy,
       store.read_gbps, store.write_gbps, adam_rate / 1e9);
-  auto json = [&](const std::string& zero, size_t dev) {
+  auto json = [&](const std::string& zero, size_t dev, const std::string& strata = "") {
     return "{\"bf16\": {\"enabled\": true}, \"gradient_clipping\": 1.0, \"zero_optimization\": {" + zero +
            "}, \"strata\": {\"device\": \"" + device + "\", \"device_bytes\": " + std::to_string(dev) +
-           ", \"chunk_bytes\": " + std::to_string(chunk) + "}}";
+           ", \"chunk_bytes\": " + std::to_string(chunk) + strata + "}}";
   };
   const std::string path = "\"nvme_path\": \"" + dir + "\"";
   // In memory: every state on the device (on a GPU, params + grads + fp32 master/m/v: 16 bytes per param).
   const size_t all_on_device = gpu ? params * 20 : params * 40;
   const Result base = run(json("\"stage\": 0", all_on_device), o);
-  std::fprintf(stderr, "%-28s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS",
+  std::fprintf(stderr, "%-34s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS",
                "stall ms", "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "loss");
-  const std::vector<std::pair<std::string, std::string>> placements = {
+  std::vector<std::pair<std::string, std::string>> placements = {
       {"in memory (all on device)", ""},
       {"params+optimizer cpu",
        "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"},
@@ -188,8 +192,14 @@ int main(int argc, char** argv) {
            "}"},
       {"params+optimizer nvme", "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", " + path +
                                     "}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}"}};
-  for (const auto& [name, zero] : placements) {
-    const Result r = zero.empty() ? base : run(json(zero, budget), o);
+  // --sync 1: each offloaded placement again with the synchronous step (strata.speculate = false),
+  // the peer of the step during backward.
+  const size_t offloaded = placements.size();
+  for (size_t i = 1; sync_rows && i < offloaded; ++i)
+    placements.emplace_back(placements[i].first + " (sync)", placements[i].second);
+  for (size_t i = 0; i < placements.size(); ++i) {
+    const auto& [name, zero] = placements[i];
+    const Result r = zero.empty() ? base : run(json(zero, budget, i < offloaded ? "" : ", \"speculate\": false"), o);
     const double t_copy = static_cast<double>(r.step.h2d + r.step.d2h) / (copy * 1e9);
     const double t_nvme = r.step.nvme_read / (store.read_gbps * 1e9) + r.step.nvme_write / (store.write_gbps * 1e9);
     // The host runs Adam for every offloaded placement (on the emulated device the all-on-device
@@ -210,7 +220,7 @@ int main(int argc, char** argv) {
         r.step.nvme_write, base.step.seconds, t_copy, t_nvme, t_adam, bound, r.step.seconds / bound, gflops, copy,
         store.read_gbps, store.write_gbps, r.loss_first, r.loss_last,
         where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(), STRATA_GIT_SHA);
-    std::fprintf(stderr, "%-28s %9.1f %9.0f %9.4f %9.1f %9.1f %9.1f %9.1f %9.1f %6.2fx %.3f->%.3f\n", name.c_str(),
+    std::fprintf(stderr, "%-34s %9.1f %9.0f %9.4f %9.1f %9.1f %9.1f %9.1f %9.1f %6.2fx %.3f->%.3f\n", name.c_str(),
                  r.step.seconds * 1e3, r.tokens_per_s, flops / r.step.seconds / 1e12, r.step.stall_seconds * 1e3,
                  t_copy * 1e3, t_nvme * 1e3, t_adam * 1e3, bound * 1e3, r.step.seconds / bound, r.loss_first,
                  r.loss_last);
