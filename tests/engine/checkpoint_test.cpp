@@ -87,6 +87,13 @@ TEST_P(Resume, SaveLoadContinueEqualsStraightTraining) {
   RunOptions straight_o;
   straight_o.poison_micro = poison;
   const EngineRun straight = train_engine(json(d1.path()), mlp, straight_o);
+  // The steps saved and resumed ran during backward (strata.speculate, the default).
+  if (placement == "optimizer cpu" || placement == "params cpu") {
+    EXPECT_GT(straight.stats.chunks_speculated, 0) << placement;
+  }
+  if (placement == "optimizer nvme" || placement == "params nvme") {
+    EXPECT_GT(straight.stats.chunks_read_ahead, 0) << placement;
+  }
 
   double scale_at_save = 0;
   {
