@@ -190,7 +190,8 @@ StatusOr<StepResult> Engine::Impl::step(double lr_arg) {
   ++opt_step;
   STRATA_RETURN_IF_ERROR(apply_update(coeffs.value(), r));
   consecutive_skips = 0;
-  speculation_paused = r.clip_coef < 1.0;
+  // (redone without clipping: another lr than announced)
+  speculation_paused = r.clip_coef < 1.0 || r.chunks_redone > 0;
   scaler.update(false);
   ++st.optimizer_steps;
   st.last_grad_norm = r.grad_norm;

@@ -400,6 +400,8 @@ static void test_set_lr_and_speculation(void) {
   CHECK(r.applied == 1 && r.chunks_speculated == 1 && r.chunks_redone == 1, "another lr: redone (%lld %lld)",
         (long long)r.chunks_speculated, (long long)r.chunks_redone);
   r = micro_and_step(e, 0.03);
+  CHECK(r.chunks_speculated == 0, "a step after a redo waits for the norm (%lld)", (long long)r.chunks_speculated);
+  r = micro_and_step(e, 0.03);
   CHECK(r.chunks_speculated == 1 && r.chunks_redone == 0, "the same lr again: committed (%lld %lld)",
         (long long)r.chunks_speculated, (long long)r.chunks_redone);
   EXPECT_OK(strata_engine_destroy(e));

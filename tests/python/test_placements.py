@@ -96,12 +96,14 @@ def loss_of(kind, out, y):
     return F.cross_entropy(out.float().view(-1, out.shape[-1]), y.reshape(-1))
 
 
-def train(kind, model, trainer):
+def train(kind, model, trainer, speculated=None):
     losses = []
     for x, y in batches(kind, STEPS * GAS):
         loss = loss_of(kind, trainer(x), y)
         trainer.backward(loss)
-        trainer.step()
+        r = trainer.step()
+        if speculated is not None:
+            speculated.append(r.chunks_speculated)
         losses.append(loss.item())
     return losses
 
@@ -124,7 +126,10 @@ def test_every_placement_matches_the_torch_reference_and_each_other(kind, tmp_pa
         extra = {"chunk_bytes": 8192, "live_chunks": 2, "grad_buckets": 1} if kind == "mlp" else {"chunk_bytes": 32768}
         eng = st.initialize(make(), engine_config(placement, nv, gas=GAS, device_bytes=budget, **extra), log=quiet)
         assert eng.resident == (not offloaded), placement
-        losses = train(kind, eng.module, eng)
+        speculated = []
+        losses = train(kind, eng.module, eng, speculated)
+        if placement in ("optimizer host", "params host"):  # host state: updated during backward
+            assert sum(speculated) > 0, placement
         masters = eng.state_dict()
         stats = eng.get_stats()
         assert stats["optimizer_steps"] == STEPS and stats["micro_steps"] == STEPS * GAS, placement

@@ -319,11 +319,14 @@ class TorchEngine:
         with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
             return self.module(*args, **kwargs)
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, lr: float | None = None) -> None:
         """loss.backward() with the engine's loss scale (fp16); gradients go to the engine as
-        autograd finishes each one."""
+        autograd finishes each one. `lr`: the learning rate the coming step(lr) will be given
+        (set_lr), for the chunks updated during this backward."""
         if not self.training:
             raise C.FailedPrecondition("backward in eval mode: call train() first")
+        if lr is not None:
+            self.engine.set_lr(lr)
         scale = self.engine.loss_scale
         try:
             (loss * scale if scale != 1.0 else loss).backward()
