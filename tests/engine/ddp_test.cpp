@@ -25,18 +25,12 @@
 #include "kernels/reference/half.h"
 #include "src/engine/engine.h"
 #include "src/engine/placement.h"
+#include "tests/engine/mpi_world.h"
 
 namespace strata::engine {
 namespace {
 
-comm::Communicator& world() {
-  static std::unique_ptr<comm::Communicator> c = [] {
-    auto r = comm::create_mpi();
-    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
-    return std::move(r).value();
-  }();
-  return *c;
-}
+using mpi_test::world;
 
 const std::vector<std::pair<std::string, std::vector<int64_t>>> kParams = {
     {"w1", {3000}}, {"w2", {50, 80}}, {"b", {7}}};
@@ -171,15 +165,7 @@ void PrintTo(const ZeroCase& z, std::ostream* os) {
 
 class Zero : public ::testing::TestWithParam<ZeroCase> {};
 
-std::string scratch_dir() {
-  const char* job = std::getenv("PMIX_NAMESPACE");  // the same on every rank of one mpirun
-  const char* tmp = std::getenv("TMPDIR");
-  std::string d =
-      std::string(tmp ? tmp : "/tmp") + "/strata_zero_test_" + (job ? job : "pid" + std::to_string(::getpid()));
-  for (char& ch : d)
-    if (ch == '@' || ch == ',' || ch == ':') ch = '_';
-  return d;
-}
+std::string scratch_dir() { return mpi_test::scratch_dir("strata_zero_test_"); }
 
 std::string zero_json(const ZeroCase& z, const std::string& path) {
   auto target = [&](const char* device) {

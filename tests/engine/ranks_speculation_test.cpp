@@ -18,18 +18,12 @@
 #include "comm/communicator.h"
 #include "kernels/reference/half.h"
 #include "src/engine/engine.h"
+#include "tests/engine/mpi_world.h"
 
 namespace strata::engine {
 namespace {
 
-comm::Communicator& world() {
-  static std::unique_ptr<comm::Communicator> c = [] {
-    auto r = comm::create_mpi();
-    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
-    return std::move(r).value();
-  }();
-  return *c;
-}
+using mpi_test::world;
 
 const std::vector<std::pair<std::string, size_t>> kParams = {{"w1", 3000}, {"w2", 4000}, {"b", 7}};
 constexpr int kSteps = 5;
@@ -45,14 +39,6 @@ struct Case {
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
-
-std::string scratch_dir() {
-  const char* job = std::getenv("PMIX_NAMESPACE");  // the same on every rank of one mpirun
-  std::string d = "/tmp/strata_spec_test_" + std::string(job ? job : "pid" + std::to_string(::getpid()));
-  for (char& ch : d)
-    if (ch == '@' || ch == ',' || ch == ':') ch = '_';
-  return d;
-}
 
 struct Trained {
   std::vector<float> master;
@@ -128,7 +114,7 @@ class RankSpeculation : public ::testing::TestWithParam<Case> {};
 TEST_P(RankSpeculation, BitIdenticalToTheSynchronousStep) {
   comm::Communicator& c = world();
   const Case k = GetParam();
-  const std::string dir = scratch_dir();
+  const std::string dir = mpi_test::scratch_dir("strata_spec_test_");
   std::filesystem::create_directories(dir);
   double clip = k.clip == Clip::kAlways ? 1e-3 : 0.0;
   if (k.clip == Clip::kSometimes) {  // the median norm of an unclipped run
