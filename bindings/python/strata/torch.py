@@ -419,6 +419,30 @@ def initialize(model: torch.nn.Module, config, comm="auto", init=None, log=None)
 # ---- the standalone CPU optimizer ------------------------------------------------------------------
 
 
+def _closure_loss(closure):
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+def _checked_grads(name: str, group: dict) -> list:
+    """(param, contiguous gradient) of every param of `group` that has a gradient: contiguous fp32
+    CPU params, fp32 / bf16 / fp16 gradients, else InvalidArgument naming the optimizer. The list
+    keeps the gradients alive until the kernel ran."""
+    pairs = []
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
+            raise C.InvalidArgument(f"{name}: params must be contiguous fp32 CPU tensors")
+        g = p.grad.contiguous()
+        if g.dtype not in _ALL:
+            raise C.InvalidArgument(f"{name}: gradient dtype {g.dtype} (fp32, bf16 or fp16 only)")
+        pairs.append((p, g))
+    return pairs
+
+
 class CPUAdam(torch.optim.Optimizer):
     """Adam / AdamW on the CPU through strata's SIMD kernels (DeepSpeedCPUAdam's role): fp32 params
     on the CPU, gradients fp32 / bf16 / fp16; one fused pass per param group. adamw_mode False:
@@ -450,32 +474,20 @@ class CPUAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group, kernel in zip(self.param_groups, self._kernels):
+            pairs = _checked_grads("CPUAdam", group)
             tensors = []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
-                    raise C.InvalidArgument("CPUAdam: params must be contiguous fp32 CPU tensors")
-                g = p.grad.contiguous()
-                if g.dtype not in _ALL:
-                    raise C.InvalidArgument(f"CPUAdam: gradient dtype {g.dtype} (fp32, bf16 or fp16 only)")
+            for p, g in pairs:
                 state = self.state[p]
                 if not state:
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
-                state["_g"] = g  # alive until the kernel ran
                 tensors.append((p.data_ptr(), state["exp_avg"].data_ptr(), state["exp_avg_sq"].data_ptr(), g.data_ptr(),
                                 _ALL[g.dtype], p.numel(), 0, C.DTYPE_BF16))
             if tensors:
                 b1, b2 = group["betas"]
                 kernel.step(tensors, group["lr"], b1, b2, group["eps"], group["weight_decay"])
-            for p in group["params"]:
-                self.state[p].pop("_g", None) if p in self.state else None
         return loss
 
 
@@ -509,26 +521,15 @@ class _CpuOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        name = type(self).__name__
+        loss = _closure_loss(closure)
         for group, kernel in zip(self.param_groups, self._kernels):
-            tensors, keep = [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
-                    raise C.InvalidArgument(f"{name}: params must be contiguous fp32 CPU tensors")
-                g = p.grad.contiguous()
-                if g.dtype not in _ALL:
-                    raise C.InvalidArgument(f"{name}: gradient dtype {g.dtype} (fp32, bf16 or fp16 only)")
+            pairs = _checked_grads(type(self).__name__, group)
+            tensors = []
+            for p, g in pairs:
                 state = self.state[p]
                 for s in kernel.state_names:
                     if s not in state:
                         state[s] = torch.zeros_like(p)
-                keep.append(g)  # alive until the kernel ran
                 tensors.append((p.data_ptr(), [state[s].data_ptr() for s in kernel.state_names], g.data_ptr(),
                                 _ALL[g.dtype], p.numel()))
             if tensors:
