@@ -60,6 +60,28 @@ struct State {
   AdamTensor t;
 };
 
+// body(i) for every i in [0, n), over the arena's threads (first touch where the kernels run).
+template <typename Body>
+void for_each_element(tbb::task_arena& arena, size_t n, const Body& body) {
+  arena.execute([&] {
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 1 << 16), [&](const tbb::blocked_range<size_t>& r) {
+      for (size_t i = r.begin(); i != r.end(); ++i) body(i);
+    });
+  });
+}
+
+// Gradient element i in its dtype; positive, so that v stays > 0 however many passes the limit
+// loop adds them.
+void put_grad(unsigned char* g, DType dt, size_t i) {
+  const float gv = 0.001f + static_cast<float>(i % 97) * 1e-4f;
+  if (dt == DType::kF32) {
+    std::memcpy(g + 4 * i, &gv, 4);
+    return;
+  }
+  const uint16_t h = dt == DType::kBF16 ? reference::float_to_bf16(gv) : reference::float_to_fp16(gv);
+  std::memcpy(g + 2 * i, &h, 2);
+}
+
 State make_state(const Combo& c, size_t n, tbb::task_arena& arena) {
   State s{alloc_buffer(n * 4),
           alloc_buffer(n * 4),
@@ -74,24 +96,13 @@ State make_state(const Combo& c, size_t n, tbb::task_arena& arena) {
   float* g32 = reinterpret_cast<float*>(s.g32.get());
   unsigned char* g = s.g.get();
   uint16_t* out = reinterpret_cast<uint16_t*>(s.out.get());
-  arena.execute([&] {
-    tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 1 << 16), [&](const tbb::blocked_range<size_t>& r) {
-      for (size_t i = r.begin(); i != r.end(); ++i) {
-        // Positive gradients keep v > 0 however many passes the limit loop adds them.
-        const float gv = 0.001f + static_cast<float>(i % 97) * 1e-4f;
-        p[i] = 0.1f;
-        m[i] = 0.0f;
-        v[i] = 0.0f;
-        g32[i] = 0.0f;
-        out[i] = 0;
-        if (c.grad == DType::kF32) {
-          std::memcpy(g + 4 * i, &gv, 4);
-        } else {
-          const uint16_t h = c.grad == DType::kBF16 ? reference::float_to_bf16(gv) : reference::float_to_fp16(gv);
-          std::memcpy(g + 2 * i, &h, 2);
-        }
-      }
-    });
+  for_each_element(arena, n, [&](size_t i) {
+    p[i] = 0.1f;
+    m[i] = 0.0f;
+    v[i] = 0.0f;
+    g32[i] = 0.0f;
+    out[i] = 0;
+    put_grad(g, c.grad, i);
   });
   s.t = AdamTensor{p, m, v, g, c.grad, c.out < 0 ? nullptr : out, c.out < 0 ? DType::kBF16 : static_cast<DType>(c.out),
                    n};
@@ -197,21 +208,11 @@ OneState make_one_state(const Combo& c, size_t n, tbb::task_arena& arena) {
   float* st = reinterpret_cast<float*>(s.s.get());
   unsigned char* g = s.g.get();
   uint16_t* out = reinterpret_cast<uint16_t*>(s.out.get());
-  arena.execute([&] {
-    tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 1 << 16), [&](const tbb::blocked_range<size_t>& r) {
-      for (size_t i = r.begin(); i != r.end(); ++i) {
-        const float gv = 0.001f + static_cast<float>(i % 97) * 1e-4f;
-        p[i] = 0.1f;
-        st[i] = 0.0f;
-        out[i] = 0;
-        if (c.grad == DType::kF32) {
-          std::memcpy(g + 4 * i, &gv, 4);
-        } else {
-          const uint16_t h = c.grad == DType::kBF16 ? reference::float_to_bf16(gv) : reference::float_to_fp16(gv);
-          std::memcpy(g + 2 * i, &h, 2);
-        }
-      }
-    });
+  for_each_element(arena, n, [&](size_t i) {
+    p[i] = 0.1f;
+    st[i] = 0.0f;
+    out[i] = 0;
+    put_grad(g, c.grad, i);
   });
   s.t.array[0] = p;
   s.t.array[1] = st;
