@@ -180,9 +180,17 @@ Status OptimizerRunner::read_set(int s, uint32_t ci) {
   set.chunk = static_cast<int>(ci);
   set.state = Set::State::kReading;
   set.issued = ++issue_;
+  return transfer(ci, false, set.buf, set.io);
+}
+
+// Every array of chunk ci from its NVMe home into buf (put: from buf into its home), handles into io.
+Status OptimizerRunner::transfer(uint32_t ci, bool put, Buffers& buf, Handles& io) {
   for (int a = 0; a < num_arrays(); ++a) {
-    const std::string name = "read c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
-    STRATA_ASSIGN_OR_RETURN(set.io[a], chunks_[ci].a[a]->get_async(set.buf[a], io_span(TraceLane::kNvmeRead, name)));
+    const std::string name =
+        std::string(put ? "write c" : "read c") + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
+    ArrayHome& home = *chunks_[ci].a[a];
+    STRATA_ASSIGN_OR_RETURN(io[a], put ? home.put_async(buf[a], io_span(TraceLane::kNvmeWrite, name))
+                                       : home.get_async(buf[a], io_span(TraceLane::kNvmeRead, name)));
   }
   return Status::ok();
 }
@@ -193,10 +201,7 @@ Status OptimizerRunner::write_set(int s) {
   const auto ci = static_cast<uint32_t>(set.chunk);
   set.state = Set::State::kWriting;
   set.issued = ++issue_;
-  for (int a = 0; a < num_arrays(); ++a) {
-    const std::string name = "write c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
-    STRATA_ASSIGN_OR_RETURN(set.io[a], chunks_[ci].a[a]->put_async(set.buf[a], io_span(TraceLane::kNvmeWrite, name)));
-  }
+  STRATA_RETURN_IF_ERROR(transfer(ci, true, set.buf, set.io));
   return ctx_.overlap ? Status::ok() : wait_set(s);
 }
 

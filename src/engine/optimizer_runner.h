@@ -135,6 +135,9 @@ class OptimizerRunner {
   Status update_host(uint32_t ci, float* const* state, const optim::StepCoeffs& c, ChunkSink& sink);
   Status update_device(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);
   StatusOr<int> free_set(bool block);
+  using Buffers = std::array<offload::AlignedBuffer, optim::kMaxArrays>;
+  using Handles = std::array<offload::IoHandle, optim::kMaxArrays>;
+  Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io);
   Status read_set(int s, uint32_t ci);
   Status write_set(int s);
   Status wait_set(int s);
@@ -160,6 +163,7 @@ class OptimizerRunner {
   StatusOr<int> take_slot();            // a free slot (finished write-backs reaped), or -1
   Status reap_slots();                  // finished write-backs free their slots
   Status wait_slot(Slot& s);            // its reads (-> staged) or writes (-> free) finished
+  void drop(Slot& slot);                // freed unless its state must still be written back
   Status read_slot(int s, uint32_t ci);
   Status write_slot(int s);
   Status update_staged(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);

@@ -105,11 +105,7 @@ Status OptimizerRunner::read_slot(int s, uint32_t ci) {
   slot.chunk = static_cast<int>(ci);
   spec_[ci] = s;
   ++counts_.read_ahead;
-  for (int a = 0; a < num_arrays(); ++a) {
-    const std::string name = "read c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
-    STRATA_ASSIGN_OR_RETURN(slot.io[a], chunks_[ci].a[a]->get_async(slot.buf[a], io_span(TraceLane::kNvmeRead, name)));
-  }
-  return Status::ok();
+  return transfer(ci, false, slot.buf, slot.io);
 }
 
 Status OptimizerRunner::write_slot(int s) {
@@ -117,10 +113,7 @@ Status OptimizerRunner::write_slot(int s) {
   const auto ci = static_cast<uint32_t>(slot.chunk);
   slot.state = Slot::State::kWriting;
   spec_[ci] = -1;
-  for (int a = 0; a < num_arrays(); ++a) {
-    const std::string name = "write c" + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
-    STRATA_ASSIGN_OR_RETURN(slot.io[a], chunks_[ci].a[a]->put_async(slot.buf[a], io_span(TraceLane::kNvmeWrite, name)));
-  }
+  STRATA_RETURN_IF_ERROR(transfer(ci, true, slot.buf, slot.io));
   return ctx_.overlap ? Status::ok() : wait_slot(slot);
 }
 
@@ -187,7 +180,6 @@ Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink&
 }
 
 Status OptimizerRunner::restore_speculated() {
-  Status first;
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kSpeculated) {
       float* backup[optim::kMaxArrays] = {};
@@ -199,13 +191,19 @@ Status OptimizerRunner::restore_speculated() {
       // data: whoever needs that state reads it again and hears of it).
       (void)wait_slot(slot);
     }
-    if (slot.state == Slot::State::kWriting || slot.state == Slot::State::kUpdated || slot.state == Slot::State::kFree)
-      continue;
-    spec_[static_cast<size_t>(slot.chunk)] = -1;
-    slot.state = Slot::State::kFree;
-    slot.chunk = -1;
+    drop(slot);
   }
-  return first;
+  return Status::ok();
+}
+
+// A slot holding a backup, a read ahead or a read in flight's landed buffer freed; one whose state
+// must still reach the disk (updated, writing) kept.
+void OptimizerRunner::drop(Slot& slot) {
+  if (slot.state == Slot::State::kWriting || slot.state == Slot::State::kUpdated || slot.state == Slot::State::kFree)
+    return;
+  spec_[static_cast<size_t>(slot.chunk)] = -1;
+  slot.state = Slot::State::kFree;
+  slot.chunk = -1;
 }
 
 int OptimizerRunner::updated_slot(uint32_t ci) const {
@@ -224,11 +222,7 @@ Status OptimizerRunner::release_slots() {
       Status r = wait_slot(slot);
       if (first.is_ok() && !r.is_ok()) first = std::move(r);
     }
-    if (slot.state == Slot::State::kWriting || slot.state == Slot::State::kUpdated || slot.state == Slot::State::kFree)
-      continue;
-    spec_[static_cast<size_t>(slot.chunk)] = -1;
-    slot.state = Slot::State::kFree;
-    slot.chunk = -1;
+    drop(slot);
   }
   return first;
 }
