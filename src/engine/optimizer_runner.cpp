@@ -114,15 +114,7 @@ std::function<void()> OptimizerRunner::io_span(TraceLane lane, std::string name)
 Status OptimizerRunner::wait_set(int s) {
   Set& set = sets_[static_cast<size_t>(s)];
   if (set.state != Set::State::kReading && set.state != Set::State::kWriting) return Status::ok();
-  const Clock::time_point t0 = Clock::now();
-  Status first;
-  for (offload::IoHandle& h : set.io) {
-    if (!h.valid()) continue;
-    Status r = h.wait();
-    if (first.is_ok() && !r.is_ok()) first = std::move(r);
-    h = offload::IoHandle();
-  }
-  ctx_.stats->step_nvme_s += seconds_since(t0);
+  Status first = wait_handles(set.io);
   if (set.state == Set::State::kReading && first.is_ok()) {
     set.state = Set::State::kReady;
   } else {
@@ -132,8 +124,22 @@ Status OptimizerRunner::wait_set(int s) {
   return first;
 }
 
-static bool all_done(const std::array<offload::IoHandle, optim::kMaxArrays>& io) {
+bool OptimizerRunner::all_done(const Handles& io) {
   return std::all_of(io.begin(), io.end(), [](const offload::IoHandle& h) { return !h.valid() || h.done(); });
+}
+
+// Every valid handle waited for and reset (the time counts as NVMe wait); the first error.
+Status OptimizerRunner::wait_handles(Handles& io) {
+  const Clock::time_point t0 = Clock::now();
+  Status first;
+  for (offload::IoHandle& h : io) {
+    if (!h.valid()) continue;
+    Status r = h.wait();
+    if (first.is_ok() && !r.is_ok()) first = std::move(r);
+    h = offload::IoHandle();
+  }
+  ctx_.stats->step_nvme_s += seconds_since(t0);
+  return first;
 }
 
 StatusOr<int> OptimizerRunner::free_set(bool block) {
@@ -219,9 +225,7 @@ Status OptimizerRunner::progress_io(bool reads) {
   int in_flight = 0;
   for (const Set& s : sets_) in_flight += s.state == Set::State::kReading;
   for (const Slot& s : slots_)
-    in_flight +=
-        (s.state == Slot::State::kReading || s.state == Slot::State::kWriting) &&
-        !std::all_of(s.io.begin(), s.io.end(), [](const offload::IoHandle& h) { return !h.valid() || h.done(); });
+    in_flight += (s.state == Slot::State::kReading || s.state == Slot::State::kWriting) && !all_done(s.io);
   for (uint32_t ci : order()) {
     if (in_flight >= 2 * ctx_.buffer_count) return Status::ok();
     const int s = updated_slot(ci);

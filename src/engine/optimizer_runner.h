@@ -123,11 +123,13 @@ class OptimizerRunner {
     Tier tier = Tier::kDevice;
     std::array<std::unique_ptr<ArrayHome>, optim::kMaxArrays> a;
   };
+  using Buffers = std::array<offload::AlignedBuffer, optim::kMaxArrays>;  // one per optimizer array
+  using Handles = std::array<offload::IoHandle, optim::kMaxArrays>;
   // One buffer set of the NVMe pipeline: one chunk's arrays, read ahead and written behind.
   struct Set {
     enum class State { kFree, kReading, kReady, kWriting } state = State::kFree;
-    std::array<offload::AlignedBuffer, optim::kMaxArrays> buf;
-    std::array<offload::IoHandle, optim::kMaxArrays> io;
+    Buffers buf;
+    Handles io;
     int chunk = -1;
     uint64_t issued = 0;  // order of the last read / write issued, to wait for the oldest
   };
@@ -135,9 +137,9 @@ class OptimizerRunner {
   Status update_host(uint32_t ci, float* const* state, const optim::StepCoeffs& c, ChunkSink& sink);
   Status update_device(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);
   StatusOr<int> free_set(bool block);
-  using Buffers = std::array<offload::AlignedBuffer, optim::kMaxArrays>;
-  using Handles = std::array<offload::IoHandle, optim::kMaxArrays>;
   Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io);
+  static bool all_done(const Handles& io);  // every valid handle finished (never blocks)
+  Status wait_handles(Handles& io);
   Status read_set(int s, uint32_t ci);
   Status write_set(int s);
   Status wait_set(int s);
@@ -152,8 +154,8 @@ class OptimizerRunner {
   // updated there and written back.
   struct Slot {
     enum class State { kFree, kReading, kStaged, kSpeculated, kUpdated, kWriting } state = State::kFree;
-    std::array<offload::AlignedBuffer, optim::kMaxArrays> buf;
-    std::array<offload::IoHandle, optim::kMaxArrays> io;
+    Buffers buf;
+    Handles io;
     offload::AlignedBuffer bit16;
     int chunk = -1;
     bool finite = true;

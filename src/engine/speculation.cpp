@@ -54,15 +54,7 @@ void OptimizerRunner::copy_arrays(float* const* dst, float* const* src, size_t n
 // --- slots as NVMe buffers ---
 
 Status OptimizerRunner::wait_slot(Slot& s) {
-  const Clock::time_point t0 = Clock::now();
-  Status first;
-  for (offload::IoHandle& h : s.io) {
-    if (!h.valid()) continue;
-    Status r = h.wait();
-    if (first.is_ok() && !r.is_ok()) first = std::move(r);
-    h = offload::IoHandle();
-  }
-  ctx_.stats->step_nvme_s += seconds_since(t0);
+  Status first = wait_handles(s.io);
   if (s.state == Slot::State::kReading && first.is_ok()) {
     s.state = Slot::State::kStaged;
   } else if (s.state == Slot::State::kReading || s.state == Slot::State::kWriting) {
@@ -75,9 +67,7 @@ Status OptimizerRunner::wait_slot(Slot& s) {
 
 Status OptimizerRunner::reap_slots() {
   for (Slot& s : slots_)
-    if (s.state == Slot::State::kWriting &&
-        std::all_of(s.io.begin(), s.io.end(), [](const offload::IoHandle& h) { return !h.valid() || h.done(); }))
-      STRATA_RETURN_IF_ERROR(wait_slot(s));
+    if (s.state == Slot::State::kWriting && all_done(s.io)) STRATA_RETURN_IF_ERROR(wait_slot(s));
   return Status::ok();
 }
 
