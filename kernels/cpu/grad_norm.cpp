@@ -29,9 +29,9 @@ Status validate_views(std::span<const TensorView> views) {
 
 namespace {
 
-// Applies `f(view, begin, end)` to fixed chunks in parallel and adds the results in chunk order.
+// `f(view, begin, end)` of every fixed chunk, in parallel; the results in chunk order.
 template <class F>
-double chunked_sum(std::span<const TensorView> views, F&& f) {
+std::vector<double> chunked_partials(std::span<const TensorView> views, F&& f) {
   std::vector<size_t> counts(views.size());
   for (size_t i = 0; i < views.size(); ++i) counts[i] = views[i].count;
   const std::vector<WorkItem> items = split_work(counts);
@@ -42,8 +42,14 @@ double chunked_sum(std::span<const TensorView> views, F&& f) {
       partial[i] = f(views[w.tensor], w.begin, w.end);
     }
   });
+  return partial;
+}
+
+// The same, added in chunk order.
+template <class F>
+double chunked_sum(std::span<const TensorView> views, F&& f) {
   double sum = 0.0;
-  for (double p : partial) sum += p;
+  for (double p : chunked_partials(views, f)) sum += p;
   return sum;
 }
 
@@ -54,6 +60,10 @@ NormResult multi_tensor_sumsq(const KernelTable& k, std::span<const TensorView> 
   out.sumsq = chunked_sum(views, k.sumsq);
   out.finite = std::isfinite(out.sumsq);
   return out;
+}
+
+std::vector<double> sumsq_partials(const KernelTable& k, std::span<const TensorView> views) {
+  return chunked_partials(views, k.sumsq);
 }
 
 double stream_read(const KernelTable& k, std::span<const TensorView> views) {

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <span>
+#include <vector>
 
 #include "kernels/cpu/kernel_types.h"
 #include "src/common/status.h"
@@ -23,6 +24,10 @@ Status validate_views(std::span<const TensorView> views);
 // Runs in parallel on the calling thread's task arena. In double, squares of finite fp32 values
 // cannot overflow, so `finite` is exactly "no element is inf or NaN".
 NormResult multi_tensor_sumsq(const KernelTable& k, std::span<const TensorView> views);
+// The partial sums multi_tensor_sumsq adds, in its order (the fixed chunks of each view in turn).
+// Partials of some views taken earlier (a gradient written away once final), concatenated with
+// the rest's in view order and added front to back, give multi_tensor_sumsq's result bit for bit.
+std::vector<double> sumsq_partials(const KernelTable& k, std::span<const TensorView> views);
 
 // Benchmark limit: the same chunks and threads as multi_tensor_sumsq, reading every byte once
 // with the cheapest arithmetic. Returns a checksum so the reads cannot be optimised away.

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/grad_norm.h"
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/work_split.h"
 #include "kernels/reference/adam_ref.h"
 #include "kernels/reference/half.h"
 #include "test_util.h"
@@ -104,6 +105,26 @@ TEST(GradNormDeterminism, SameBitsForAnyThreadCount) {
     sums.push_back(s);
   }
   for (double s : sums) EXPECT_EQ(s, sums[0]);
+}
+
+// Partial sums taken view by view (a gradient written away once final), concatenated in view
+// order and added front to back: multi_tensor_sumsq's result bit for bit; each view's partials
+// cover its fixed chunks; their plain sum matches the sequential reference.
+TEST(GradNormPartials, ViewByViewAddsUpToTheMultiTensorSum) {
+  Grads g = make_grads(DType::kF32, {(size_t{1} << 20) + 5, 0, 999, kChunkElems, 300001}, 33);
+  const KernelTable& k = *kernel_table(best_isa()).value();
+  const double whole = multi_tensor_sumsq(k, g.views).sumsq;
+  std::vector<double> joined;
+  for (const TensorView& v : g.views) {
+    const std::vector<double> p = sumsq_partials(k, {&v, 1});
+    EXPECT_EQ(p.size(), (v.count + kChunkElems - 1) / kChunkElems);
+    joined.insert(joined.end(), p.begin(), p.end());
+  }
+  EXPECT_EQ(joined, sumsq_partials(k, g.views));
+  double sum = 0;
+  for (double p : joined) sum += p;
+  EXPECT_EQ(sum, whole);
+  EXPECT_NEAR(sum, reference_sumsq(g), 1e-9 * reference_sumsq(g));
 }
 
 TEST(GradNormValidation, NamesTheBadView) {
