@@ -49,6 +49,8 @@ Status Engine::Impl::quiet_for_io(const char* call) {
     if (cache->fetches(static_cast<uint32_t>(i)) > 0)
       return failed_precondition(std::string(call) + " while '" + layout->params()[i].name +
                                  "' is fetched: release every param first");
+  // load replaces the gradients too: a gradient write that failed (and was reported) is not its news.
+  if (std::string(call) == "load") (void)gradients->quiesce();
   STRATA_RETURN_IF_ERROR(gradients->drain_all());
   STRATA_RETURN_IF_ERROR(restore_speculated());
   // A write-back that failed before is news for save (the state it would read is not whole), not

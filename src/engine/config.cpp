@@ -268,6 +268,7 @@ Status parse_root(Obj& root, EngineConfig* c) {
     STRATA_RETURN_IF_ERROR(st->get_string("optimizer_cpus", &c->optimizer_cpus));
     STRATA_RETURN_IF_ERROR(st->get_bool("speculate", &c->speculate));
     STRATA_RETURN_IF_ERROR(st->get_count("speculation_bytes", &c->speculation_bytes, 0, kMax));
+    STRATA_RETURN_IF_ERROR(st->get_string("gradient_tier", &c->gradient_tier, {"auto", "host", "nvme"}));
     if (!c->optimizer_cpus.empty()) {
       STRATA_RETURN_IF_ERROR(parse_cpu_list(c->optimizer_cpus, "strata.optimizer_cpus").status());
     }
@@ -276,6 +277,10 @@ Status parse_root(Obj& root, EngineConfig* c) {
   c->placement.nvme_copies = c->nvme_rewrite == "ab_slots" ? 2 : 1;
   c->placement.speculate = c->speculate && c->overlap;
   c->placement.speculation_bytes = c->speculation_bytes;
+  using GradTier = PlacementConfig::GradTier;
+  c->placement.gradient_tier = c->gradient_tier == "nvme"   ? GradTier::kNvme
+                               : c->gradient_tier == "host" ? GradTier::kHost
+                                                            : GradTier::kAuto;
   if (c->device == "host" && c->device_bytes == 0)
     return invalid_argument("strata.device_bytes: required (> 0) with strata.device = \"host\"");
   return root.finish();

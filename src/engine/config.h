@@ -81,6 +81,9 @@ struct EngineConfig {
   // Off with speculate = false or overlap = false.
   bool speculate = true;
   size_t speculation_bytes = 0;
+  // Where the fp32 gradients of NVMe-resident optimizer state rest: "auto" (host when the plan
+  // fits the host budget, else NVMe), "host" or "nvme" (PlacementConfig::gradient_tier).
+  std::string gradient_tier = "auto";
 };
 
 // Parses a whole config object. Missing keys keep the defaults above.

@@ -208,6 +208,8 @@ Status Engine::prepare() {
     }
     b.nvme_bytes = std::min(b.nvme_bytes, free_bytes_under(d));
   }
+  m.cfg.placement.replicated = m.world() > 1 && !m.sharded();
+  m.cfg.placement.accumulation_steps = m.cfg.gradient_accumulation_steps;
   STRATA_ASSIGN_OR_RETURN(m.plan, plan_placement(*m.layout, m.cfg.placement, b));
   m.log("device: " + m.dev->name());
   const std::string per_rank = m.world() == 1 ? std::string()
@@ -307,6 +309,7 @@ Status Engine::Impl::allocate_all() {
   gc.overlap = cfg.overlap;
   gc.buckets = pc.grad_buckets;
   gc.scratch = scratch;
+  gc.store = opt_store;
   std::vector<GradientPath::Chunk> geom;
   for (const ChunkState& c : chunks) geom.push_back({c.numel, c.shard, c.shard_begin, c.at.grad32});
   const auto red = world() == 1 ? GradientPath::Reduction::kNone
@@ -328,6 +331,7 @@ Status Engine::Impl::allocate_all() {
   rc.overlap = cfg.overlap;
   rc.buffer_count = pc.optimizer_buffer_count;
   rc.bit16 = dtype;
+  rc.nvme_grads = plan.nvme_grads;
   rc.spec_slots = plan.speculation_slots;
   std::vector<size_t> shards;
   std::vector<Tier> tiers;

@@ -75,9 +75,12 @@ Status Engine::Impl::grad(const std::string& name, const void* g, DType gdtype, 
   return speculate_ready();
 }
 
-// Every NVMe operation finished: the runner's, then the param cache's staging reads and writes.
+// Every NVMe operation finished: the runner's, the gradients', then the param cache's staging reads and writes.
 Status Engine::Impl::quiesce_io() {
   Status first = runner ? runner->quiesce() : Status::ok();
+  if (gradients) {
+    if (Status s = gradients->quiesce(); first.is_ok() && !s.is_ok()) first = std::move(s);
+  }
   if (cache) {
     if (Status s = cache->quiesce(); first.is_ok() && !s.is_ok()) first = std::move(s);
   }

@@ -26,6 +26,9 @@ class Engine::Impl::Bit16Sink final : public OptimizerRunner::ChunkSink {
     return m_.cache->update_out(ci, m_.chunks[ci].at.optimizer == Tier::kDevice);
   }
   Status bit16_written(uint32_t ci) override { return m_.cache->update_written(ci); }
+  StatusOr<offload::IoHandle> read_grads(uint32_t ci, offload::AlignedBuffer& buf) override {
+    return m_.gradients->read(ci, buf);
+  }
 
  private:
   Impl& m_;
@@ -72,7 +75,7 @@ Status Engine::Impl::speculate_ready() {
   auto coeffs = opt.coeffs(opt_step + 1, next_lr < 0 ? opt.hyper().lr : next_lr, static_cast<float>(grad_unscale()));
   if (!coeffs.is_ok()) return Status::ok();  // step reports the bad lr
   for (uint32_t ci : ready) {
-    if (chunks[ci].at.optimizer == Tier::kDevice) continue;
+    if (chunks[ci].at.optimizer != Tier::kHost) continue;
     Status s = runner->speculate(ci, coeffs.value(), gradients->grads(ci)).status();
     if (!s.is_ok()) {
       (void)restore_speculated();

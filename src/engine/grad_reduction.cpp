@@ -28,7 +28,7 @@ Status GradientPath::reduce_span_host(const Bucket& bk, ChunkGrads& c) {
       ctx_.comm->all_reduce_sync(rs_full_.data(), rs_full_.data(), hi - lo, comm::Elem::kF32, comm::ReduceOp::kSum));
   ctx_.stats->allreduce_s += seconds_since(t0);
   ctx_.stats->bytes_allreduce += (hi - lo) * 4;
-  float* acc = static_cast<float*>(c.host.data());
+  STRATA_ASSIGN_OR_RETURN(float* acc, host_grads(static_cast<uint32_t>(bk.chunk)));
   const size_t from = std::max(lo, c.geom.shard_begin), to = std::min(hi, c.geom.shard_begin + c.geom.shard);
   for (size_t i = from; i < to; ++i) acc[i - c.geom.shard_begin] += rs_full_[i - lo];
   return Status::ok();
@@ -116,6 +116,7 @@ Status GradientPath::progress_reduces(bool wait) {
 
 Status GradientPath::reduce_all() {
   STRATA_RETURN_IF_ERROR(drain_all());
+  STRATA_RETURN_IF_ERROR(finish_nvme());
   STRATA_RETURN_IF_ERROR(ctx_.compute->synchronize());
   if (!replicated()) return Status::ok();
   const Clock::time_point t0 = Clock::now();

@@ -9,6 +9,7 @@
 #include "kernels/cpu/casts.h"
 #include "kernels/cpu/grad_norm.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/work_split.h"
 #include "src/engine/collectives.h"
 
 namespace strata::engine {
@@ -16,7 +17,7 @@ namespace strata::engine {
 Status GradientPath::allocate(const Context& ctx, Reduction r, std::vector<Chunk> chunks) {
   ctx_ = ctx;
   red_ = r;
-  size_t max_chunk = 0;
+  size_t max_chunk = 0, max_nvme_shard = 0;
   bool host_grads = false, device_grads = false;
   chunks_.resize(chunks.size());
   for (size_t i = 0; i < chunks.size(); ++i) {
@@ -27,6 +28,9 @@ Status GradientPath::allocate(const Context& ctx, Reduction r, std::vector<Chunk
       STRATA_ASSIGN_OR_RETURN(c.dev, ctx_.dev->allocate(c.geom.shard * 4));
       STRATA_RETURN_IF_ERROR(ctx_.ops->zero(*ctx_.compute, c.dev, c.geom.shard * 4));
       device_grads = true;
+    } else if (c.geom.tier == Tier::kNvme) {
+      max_nvme_shard = std::max(max_nvme_shard, c.geom.shard);
+      host_grads = true;
     } else {
       STRATA_ASSIGN_OR_RETURN(c.host, offload::AlignedBuffer::create(c.geom.shard * 4, ctx_.pin));
       std::memset(c.host.data(), 0, c.geom.shard * 4);
@@ -40,6 +44,13 @@ Status GradientPath::allocate(const Context& ctx, Reduction r, std::vector<Chunk
     STRATA_ASSIGN_OR_RETURN(bk.done, ctx_.dev->create_event());
     if (host_grads) {
       STRATA_ASSIGN_OR_RETURN(bk.landing, offload::AlignedBuffer::create(max_chunk * 2, ctx_.pin));
+    }
+  }
+  if (max_nvme_shard > 0) {
+    if (ctx_.store == nullptr) return internal_error("gradients on NVMe without a store");
+    assembly_.resize(static_cast<size_t>(grad_assembly_buffers(ctx_.buckets)));
+    for (Assembly& a : assembly_) {
+      STRATA_ASSIGN_OR_RETURN(a.buf, offload::AlignedBuffer::create(max_nvme_shard * 4, ctx_.pin));
     }
   }
   if (sharded() && device_grads) {
@@ -57,6 +68,8 @@ Status GradientPath::free() {
   };
   for (auto& r : reduces_) keep(r.second->wait());
   reduces_.clear();
+  keep(quiesce());
+  assembly_.clear();
   if (ctx_.dev != nullptr) {
     for (ChunkGrads& c : chunks_) keep(ctx_.dev->free(std::exchange(c.dev, nullptr)));
     for (Bucket& b : buckets_) keep(ctx_.dev->free(std::exchange(b.dev, nullptr)));
@@ -73,6 +86,7 @@ double GradientPath::ranks_in_sum() const {
 
 const void* GradientPath::grads(uint32_t ci) const {
   const ChunkGrads& c = chunks_[ci];
+  if (c.geom.tier == Tier::kNvme) return nullptr;
   return c.dev != nullptr ? c.dev : c.host.data();
 }
 
@@ -170,7 +184,7 @@ Status GradientPath::drain(int b) {
   if (c.dev == nullptr && sharded()) {
     STRATA_RETURN_IF_ERROR(reduce_span_host(bk, c));
   } else if (c.dev == nullptr) {
-    float* acc = static_cast<float*>(c.host.data());
+    STRATA_ASSIGN_OR_RETURN(float* acc, host_grads(static_cast<uint32_t>(bk.chunk)));
     const Clock::time_point t0 = Clock::now();
     kernels::arena_execute(*ctx_.arena, [&] {
       for (uint32_t pi : bk.params) {
@@ -186,16 +200,18 @@ Status GradientPath::drain(int b) {
   bk.state = Bucket::State::kFree;
   bk.chunk = -1;
   bk.params.clear();
-  note_landed(ci);
-  return Status::ok();
+  return note_landed(ci);
 }
 
-void GradientPath::note_landed(uint32_t ci) {
+Status GradientPath::note_landed(uint32_t ci) {
   const ChunkGrads& c = chunks_[ci];
-  if (!boundary_ || replicated() || c.bucket >= 0 || c.in_micro != ctx_.layout->chunks()[ci].params.size()) return;
+  if (replicated() || c.bucket >= 0 || c.in_micro != ctx_.layout->chunks()[ci].params.size()) return Status::ok();
   for (const Bucket& bk : buckets_)
-    if (bk.chunk == static_cast<int>(ci) && bk.state != Bucket::State::kFree) return;
-  final_.push_back(ci);
+    if (bk.chunk == static_cast<int>(ci) && bk.state != Bucket::State::kFree) return Status::ok();
+  // (NVMe gradients come without accumulation: every micro-batch ends a cycle.)
+  if (c.geom.tier == Tier::kNvme) STRATA_RETURN_IF_ERROR(write_chunk(ci));
+  if (boundary_) final_.push_back(ci);
+  return Status::ok();
 }
 
 Status GradientPath::poll(bool wait) {
@@ -260,8 +276,9 @@ Status GradientPath::drain_all() {
   return Status::ok();
 }
 
-// Host shards in one deterministic multi-tensor pass, device shards one by one; sharded: summed
-// over the ranks.
+// Host shards in one deterministic multi-tensor pass (NVMe-resident ones by the partial sums
+// taken when they were written, added in the same order: the same sum bit for bit), device shards
+// one by one; sharded: summed over the ranks.
 StatusOr<GradientPath::Norm> GradientPath::norm() {
   std::vector<kernels::TensorView> host_views;
   std::vector<double> dev_sumsq(chunks_.size(), 0.0);
@@ -270,14 +287,26 @@ StatusOr<GradientPath::Norm> GradientPath::norm() {
     if (c.dev != nullptr) {
       STRATA_RETURN_IF_ERROR(ctx_.ops->sumsq(*ctx_.compute, kernels::TensorView{c.dev, DType::kF32, c.geom.shard},
                                              ctx_.scratch, &dev_sumsq[i]));
-    } else {
+    } else if (c.geom.tier != Tier::kNvme) {
       host_views.push_back(kernels::TensorView{c.host.data(), DType::kF32, c.geom.shard});
     }
   }
-  kernels::NormResult hn;
-  kernels::arena_execute(*ctx_.arena, [&] { hn = kernels::multi_tensor_sumsq(*ctx_.k, host_views); });
+  std::vector<double> host_partials;
+  kernels::arena_execute(*ctx_.arena, [&] { host_partials = kernels::sumsq_partials(*ctx_.k, host_views); });
   STRATA_RETURN_IF_ERROR(ctx_.compute->synchronize());
-  Norm n{hn.sumsq, hn.finite};
+  double sumsq = 0.0;
+  size_t next = 0;  // the first of the next host shard's partials
+  for (const ChunkGrads& c : chunks_) {
+    if (c.dev != nullptr) continue;
+    if (c.geom.tier == Tier::kNvme) {
+      for (double p : c.partials) sumsq += p;
+      continue;
+    }
+    const size_t count = (c.geom.shard + kernels::kChunkElems - 1) / kernels::kChunkElems;
+    for (size_t j = 0; j < count; ++j) sumsq += host_partials[next + j];
+    next += count;
+  }
+  Norm n{sumsq, std::isfinite(sumsq)};
   for (double d : dev_sumsq) n.sumsq += d;
   if (sharded()) {  // each rank holds its shard of the gradients: sum the squares and flags
     double v[2] = {n.sumsq, n.finite ? 0.0 : 1.0};
@@ -297,6 +326,13 @@ Status GradientPath::zero() {
   for (ChunkGrads& c : chunks_) {
     if (c.dev != nullptr) {
       STRATA_RETURN_IF_ERROR(ctx_.ops->zero(*ctx_.compute, c.dev, c.geom.shard * 4));
+      continue;
+    }
+    if (c.geom.tier == Tier::kNvme) {  // assembly buffers are zeroed when taken; one held now is let go
+      if (c.assembly >= 0) assembly_[static_cast<size_t>(std::exchange(c.assembly, -1))].chunk = -1;
+      c.written = c.spilled = false;
+      c.partials.clear();
+      c.bad_param = -1;
       continue;
     }
     for (size_t off = 0; off < c.geom.shard; off += kPiece)
@@ -319,6 +355,11 @@ StatusOr<std::string> GradientPath::first_nonfinite() {
   for (size_t ci = 0; ci < chunks_.size() && best < 0; ++ci) {
     ChunkGrads& c = chunks_[ci];
     const float* g = static_cast<const float*>(c.host.data());
+    if (c.geom.tier == Tier::kNvme) {  // found when it was written
+      best = c.bad_param;
+      best_elem = c.bad_elem;
+      continue;
+    }
     if (c.dev != nullptr) {
       host.resize(c.geom.shard);
       STRATA_RETURN_IF_ERROR(

@@ -5,7 +5,10 @@
 // shard, which it owns. How gradients are summed across ranks is a Reduction chosen once at
 // allocate: none (one rank), replicated (DDP: each chunk's fp32 gradient all-reduced, started in
 // backward once the chunk is complete) or sharded (ZeRO 1-3: each bucket's span all-reduced as it
-// drains, this rank keeping its shard; the norm summed over the ranks).
+// drains, this rank keeping its shard; the norm summed over the ranks). A chunk whose gradient
+// rests on NVMe (Tier::kNvme, nvme_grads.cpp) has no host array: its gradient is assembled in one
+// of a few pinned buffers and written to the store once complete, its norm's partial sums and
+// first non-finite element taken on the way; the optimizer reads it back for the step (read).
 #pragma once
 
 #include <oneapi/tbb/task_arena.h>
@@ -19,6 +22,7 @@
 #include "kernels/cpu/kernel_types.h"
 #include "offload/aligned_buffer.h"
 #include "offload/device.h"
+#include "offload/nvme_store.h"
 #include "src/engine/chunk_layout.h"
 #include "src/engine/device_ops.h"
 #include "src/engine/engine.h"
@@ -45,7 +49,8 @@ class GradientPath {
     offload::PinMode pin = offload::PinMode::kAuto;
     bool overlap = true;  // DDP: all-reduces started in backward
     int buckets = 2;
-    void* scratch = nullptr;  // device scratch of the norm
+    void* scratch = nullptr;              // device scratch of the norm
+    offload::NvmeStore* store = nullptr;  // gradients of Tier::kNvme chunks
   };
   struct Chunk {  // one chunk's geometry, from the layout and the plan
     size_t numel = 0, shard = 0, shard_begin = 0;
@@ -79,7 +84,10 @@ class GradientPath {
   Status reduce_all();  // drain_all, then replicated gradients summed over the ranks (the step)
   StatusOr<Norm> norm();
   Status zero();
-  const void* grads(uint32_t ci) const;  // the fp32 shard of chunk ci (device or host)
+  const void* grads(uint32_t ci) const;  // the fp32 shard of chunk ci (device or host; nullptr on NVMe)
+  // An NVMe-resident gradient of the cycle (complete: reduce_all ran) into buf, asynchronously.
+  StatusOr<offload::IoHandle> read(uint32_t ci, offload::AlignedBuffer& buf);
+  Status quiesce();  // NVMe gradient writes finished
   // Where the first inf / NaN gradient is, in registration order: "in 'w' (element 3 of [4, 4])".
   StatusOr<std::string> first_nonfinite();
   double ranks_in_sum() const;  // replicated or sharded: the world size; else 1
@@ -101,6 +109,18 @@ class GradientPath {
     int bucket = -1;              // open bucket of this micro-batch, -1 if none
     size_t in_micro = 0;          // its params' gradients handed over this micro-batch
     bool reduce_started = false;  // replicated: its all-reduce of this cycle was started
+    // NVMe-resident gradient (geom.tier == kNvme):
+    int assembly = -1;                     // the pinned buffer it is being assembled in, -1 if none
+    bool spilled = false;                  // a partial sum was written out to free its buffer (read back to go on)
+    bool written = false;                  // this cycle's gradient is complete and written (zero() resets)
+    std::vector<double> partials;          // its norm's partial sums (kernels::sumsq_partials), when written
+    int64_t bad_param = -1, bad_elem = 0;  // its first inf / NaN element, when written
+  };
+  // A pinned fp32 buffer NVMe-resident gradients are assembled in, then written from.
+  struct Assembly {
+    offload::AlignedBuffer buf;
+    int chunk = -1;           // the chunk assembled here (also while its write is in flight)
+    offload::IoHandle write;  // the chunk's write, valid until reaped
   };
   bool sharded() const { return red_ == Reduction::kSharded; }
   bool replicated() const { return red_ == Reduction::kReplicated; }
@@ -112,7 +132,14 @@ class GradientPath {
   Status reduce_span_device(const Bucket& bk, ChunkGrads& c);
   Status start_reduce(uint32_t ci);
   Status progress_reduces(bool wait = false);
-  void note_landed(uint32_t ci);  // a drain finished: final if that was the chunk's last bucket
+  Status note_landed(uint32_t ci);  // a drain finished: final if that was the chunk's last bucket
+  // nvme_grads.cpp
+  StatusOr<float*> host_grads(uint32_t ci);  // host array, or the assembly buffer (taken, zeroed)
+  StatusOr<int> take_assembly();             // a free buffer (finished writes reaped; else waited or spilled)
+  Status reap_write(Assembly& a);            // its write finished: the buffer is free
+  Status write_chunk(uint32_t ci);           // complete: partials, first inf / NaN, the write started
+  Status finish_nvme();                      // the step: every NVMe chunk's gradient written
+  std::string grad_key(uint32_t ci) const { return "c" + std::to_string(ci) + ".grad32"; }
   Status wait_timed(offload::Event& e, double* counter);
   Status traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src, size_t bytes,
                      offload::CopyKind kind);
@@ -130,6 +157,7 @@ class GradientPath {
   std::vector<std::pair<uint32_t, std::unique_ptr<comm::Work>>> reduces_;
   bool boundary_ = false;        // the current micro-batch ends the accumulation cycle
   std::vector<uint32_t> final_;  // take_final's
+  std::vector<Assembly> assembly_;
 };
 
 }  // namespace strata::engine

@@ -33,6 +33,9 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
       for (int a = 0; a < num_arrays(); ++a) {
         STRATA_ASSIGN_OR_RETURN(set.buf[a], offload::AlignedBuffer::create(max_shard * 4, ctx_.pin));
       }
+      if (ctx_.nvme_grads) {
+        STRATA_ASSIGN_OR_RETURN(set.grad.buf, offload::AlignedBuffer::create(max_shard * 4, ctx_.pin));
+      }
     }
   }
   slots_.resize(ctx_.spec_slots);
@@ -41,6 +44,9 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
       STRATA_ASSIGN_OR_RETURN(slot.buf[a], offload::AlignedBuffer::create(max_shard * 4, offload::PinMode::kNone));
     }
     STRATA_ASSIGN_OR_RETURN(slot.bit16, offload::AlignedBuffer::create(max_shard * 2, offload::PinMode::kNone));
+    if (ctx_.nvme_grads && nvme) {
+      STRATA_ASSIGN_OR_RETURN(slot.grad.buf, offload::AlignedBuffer::create(max_shard * 4, offload::PinMode::kNone));
+    }
   }
   spec_.assign(chunks_.size(), -1);
   for (size_t ci = 0; ci < chunks_.size(); ++ci) {
@@ -183,6 +189,7 @@ Status OptimizerRunner::read_set(int s, uint32_t ci) {
   // The chunk's write-back of the previous step must land before it is read again.
   STRATA_RETURN_IF_ERROR(wait_write(ci));
   Set& set = sets_[static_cast<size_t>(s)];
+  STRATA_RETURN_IF_ERROR(reset_grads(set.grad));
   set.chunk = static_cast<int>(ci);
   set.state = Set::State::kReading;
   set.issued = ++issue_;
@@ -273,7 +280,39 @@ Status OptimizerRunner::quiesce() {
     sets_[s].state = Set::State::kFree;
     sets_[s].chunk = -1;
   }
+  // Gradient reads land in buffers about to be reused or freed; nothing uses their data now.
+  for (Set& s : sets_) (void)reset_grads(s.grad);
+  for (Slot& s : slots_) (void)reset_grads(s.grad);
   return first;
+}
+
+// --- gradients read from NVMe ---
+
+Status OptimizerRunner::reset_grads(GradIn& g) {
+  Status s;
+  if (g.io.valid()) s = g.io.wait();
+  g.io = offload::IoHandle();
+  g.issued = false;
+  return s;
+}
+
+Status OptimizerRunner::issue_grads(uint32_t ci, GradIn& g, ChunkSink& sink) {
+  if (g.issued || sink.grads(ci) != nullptr) return Status::ok();
+  STRATA_ASSIGN_OR_RETURN(g.io, sink.read_grads(ci, g.buf));
+  g.issued = true;
+  return Status::ok();
+}
+
+StatusOr<const void*> OptimizerRunner::chunk_grads(uint32_t ci, GradIn& g, ChunkSink& sink) {
+  if (const void* p = sink.grads(ci)) return p;
+  STRATA_RETURN_IF_ERROR(issue_grads(ci, g, sink));
+  const Clock::time_point t0 = Clock::now();
+  Status s = g.io.wait();
+  g.io = offload::IoHandle();
+  ctx_.stats->step_nvme_s += seconds_since(t0);
+  if (seconds_since(t0) > 1e-5) span(TraceLane::kEngine, "step waits for grads c" + std::to_string(ci), t0);
+  STRATA_RETURN_IF_ERROR(s);
+  return static_cast<const void*>(g.buf.data());
 }
 
 // --- the update ---
@@ -310,9 +349,10 @@ bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* g
 }
 
 // The update of one chunk whose arrays are in host memory, then the new bit16 values handed to the sink.
-Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const optim::StepCoeffs& c, ChunkSink& sink) {
+Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const void* grads, const optim::StepCoeffs& c,
+                                    ChunkSink& sink) {
   STRATA_ASSIGN_OR_RETURN(void* out, sink.bit16_out(ci));
-  if (!run_kernel(ci, state, sink.grads(ci), out, c) && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_))
+  if (!run_kernel(ci, state, grads, out, c) && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_))
     bad_master_ = static_cast<int>(ci);
   return sink.bit16_written(ci);
 }
@@ -330,6 +370,13 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
   size_t next_read = 0, done = 0;
   // Reads started before the norm was known count as issued.
   while (next_read < nvme.size() && set_of(nvme[next_read]) >= 0) ++next_read;
+  // Gradients on NVMe: read beside the state already read ahead (now that they are written).
+  for (uint32_t ci : all) {
+    if (chunks_[ci].tier != Tier::kNvme) continue;
+    if (spec_[ci] >= 0) STRATA_RETURN_IF_ERROR(issue_grads(ci, slots_[static_cast<size_t>(spec_[ci])].grad, sink));
+    if (const int s = set_of(ci); s >= 0)
+      STRATA_RETURN_IF_ERROR(issue_grads(ci, sets_[static_cast<size_t>(s)].grad, sink));
+  }
 
   for (uint32_t ci : all) {
     Chunk& ch = chunks_[ci];
@@ -344,7 +391,7 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
     if (ch.tier == Tier::kHost) {
       float* state[optim::kMaxArrays] = {};
       for (int a = 0; a < num_arrays(); ++a) state[a] = static_cast<float*>(ch.a[a]->resident());
-      STRATA_RETURN_IF_ERROR(update_host(ci, state, c, sink));
+      STRATA_RETURN_IF_ERROR(update_host(ci, state, sink.grads(ci), c, sink));
       continue;
     }
     // Keep `depth` chunks read ahead, waiting for a write-back only for the chunk needed now.
@@ -352,6 +399,7 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
       STRATA_ASSIGN_OR_RETURN(int s, free_set(next_read == done));
       if (s < 0) break;
       STRATA_RETURN_IF_ERROR(read_set(s, nvme[next_read]));
+      STRATA_RETURN_IF_ERROR(issue_grads(nvme[next_read], sets_[static_cast<size_t>(s)].grad, sink));
       ++next_read;
     }
     const int s = set_of(ci);
@@ -361,8 +409,8 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
     STRATA_RETURN_IF_ERROR(wait_set(s));
     if (seconds_since(tr) > 1e-5) span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr);
     float* state[optim::kMaxArrays] = {};
-    for (int a = 0; a < num_arrays(); ++a) state[a] = static_cast<float*>(set.buf[a].data());
-    STRATA_RETURN_IF_ERROR(update_host(ci, state, c, sink));
+    STRATA_ASSIGN_OR_RETURN(const void* grads, chunk_grads(ci, set.grad, sink));
+    STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(set, state), grads, c, sink));
     STRATA_RETURN_IF_ERROR(write_set(s));
     ++done;
   }

@@ -48,6 +48,7 @@ class OptimizerRunner {
     int buffer_count = 4;        // NVMe pipeline buffer sets
     DType bit16 = DType::kBF16;  // the params' dtype: the updated copy's
     size_t spec_slots = 0;       // backup slots of the update during backward (Plan::speculation_slots)
+    bool nvme_grads = false;     // some NVMe chunk's gradient rests on NVMe: sets and slots read it too
   };
 
   // The rest of the engine's side of one chunk's update.
@@ -60,6 +61,11 @@ class OptimizerRunner {
     // host memory else (then bit16_written forwards them where the params rest).
     virtual StatusOr<void*> bit16_out(uint32_t ci) = 0;
     virtual Status bit16_written(uint32_t ci) = 0;
+    // A gradient that rests on NVMe (grads returned nullptr) read into buf, asynchronously.
+    virtual StatusOr<offload::IoHandle> read_grads(uint32_t ci, offload::AlignedBuffer& buf) {
+      (void)buf;
+      return internal_error("chunk " + std::to_string(ci) + ": its gradient is not on NVMe");
+    }
   };
 
   explicit OptimizerRunner(std::unique_ptr<optim::Optimizer> opt) : opt_(std::move(opt)) {}
@@ -125,6 +131,12 @@ class OptimizerRunner {
   };
   using Buffers = std::array<offload::AlignedBuffer, optim::kMaxArrays>;  // one per optimizer array
   using Handles = std::array<offload::IoHandle, optim::kMaxArrays>;
+  // An NVMe-resident gradient read beside the state (Context::nvme_grads).
+  struct GradIn {
+    offload::AlignedBuffer buf;
+    offload::IoHandle io;
+    bool issued = false;
+  };
   // One buffer set of the NVMe pipeline: one chunk's arrays, read ahead and written behind.
   struct Set {
     enum class State { kFree, kReading, kReady, kWriting } state = State::kFree;
@@ -132,9 +144,14 @@ class OptimizerRunner {
     Handles io;
     int chunk = -1;
     uint64_t issued = 0;  // order of the last read / write issued, to wait for the oldest
+    GradIn grad;
   };
   std::vector<uint32_t> order() const;
-  Status update_host(uint32_t ci, float* const* state, const optim::StepCoeffs& c, ChunkSink& sink);
+  Status update_host(uint32_t ci, float* const* state, const void* grads, const optim::StepCoeffs& c, ChunkSink& sink);
+  // NVMe-resident gradients: the read started (once per chunk held), the gradient when it landed.
+  Status issue_grads(uint32_t ci, GradIn& g, ChunkSink& sink);
+  StatusOr<const void*> chunk_grads(uint32_t ci, GradIn& g, ChunkSink& sink);
+  Status reset_grads(GradIn& g);  // the buffer free for another chunk (a read in flight landed)
   Status update_device(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);
   StatusOr<int> free_set(bool block);
   Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io);
@@ -159,6 +176,7 @@ class OptimizerRunner {
     offload::AlignedBuffer bit16;
     int chunk = -1;
     bool finite = true;
+    GradIn grad;
   };
   Status progress_io(bool reads);       // write-backs, then reads ahead (start_reads), a few at a time
   int updated_slot(uint32_t ci) const;  // the slot holding chunk ci's updated state not yet written, or -1

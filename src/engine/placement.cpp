@@ -72,6 +72,9 @@ std::string advice(int tier, const PlacementConfig& c, const Plan& p) {
     if (c.offload_optimizer == OffloadTarget::kCpu)
       return "set offload_optimizer.device = \"nvme\" to move the optimizer state (" +
              format_bytes(b[1][static_cast<int>(Use::kOptimizer)]) + ") to NVMe";
+    if (c.offload_optimizer == OffloadTarget::kNvme && !p.nvme_grads && c.accumulation_steps == 1 && !c.replicated)
+      return "set strata.gradient_tier = \"nvme\" to move the fp32 gradients (" +
+             format_bytes(b[1][static_cast<int>(Use::kGrad32)]) + ") to NVMe";
     if (c.offload_param == OffloadTarget::kCpu)
       return "set offload_param.device = \"nvme\" to move the bit16 params (" +
              format_bytes(b[1][static_cast<int>(Use::kParams16)]) + ") to NVMe";
@@ -88,7 +91,7 @@ std::string advice(int tier, const PlacementConfig& c, const Plan& p) {
 void plan_speculation(const PlacementConfig& c, size_t max_shard, const Budgets& budgets, Plan& p) {
   size_t host_chunks = 0;
   for (const ChunkPlacement& cp : p.chunks) host_chunks += cp.optimizer != Tier::kDevice;
-  const size_t slot = speculation_slot_bytes(max_shard, c.optimizer_state_bytes);
+  const size_t slot = speculation_slot_bytes(max_shard, c.optimizer_state_bytes, p.nvme_grads);
   if (!c.speculate || host_chunks == 0 || slot == 0) return;
   size_t slots = host_chunks;
   if (c.speculation_bytes > 0) {
@@ -142,9 +145,30 @@ std::string Plan::table() const {
   return out;
 }
 
-StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& c, const Budgets& budgets) {
-  STRATA_RETURN_IF_ERROR(validate(layout, c));
+namespace {
+
+// NVMe gradients: only where the optimizer's state is on NVMe, without accumulation and without DDP.
+Status check_gradient_tier(const PlacementConfig& c) {
+  if (c.gradient_tier != PlacementConfig::GradTier::kNvme) return Status::ok();
+  if (c.offload_optimizer != OffloadTarget::kNvme)
+    return invalid_argument(
+        "strata.gradient_tier = \"nvme\" needs offload_optimizer.device = \"nvme\" (gradients rest on NVMe beside "
+        "the optimizer state they update)");
+  if (c.accumulation_steps != 1)
+    return invalid_argument("strata.gradient_tier = \"nvme\" needs gradient_accumulation_steps = 1 (it is " +
+                            std::to_string(c.accumulation_steps) +
+                            "): accumulation sums fp32 gradients over micro-batches in host memory");
+  if (c.replicated)
+    return invalid_argument(
+        "strata.gradient_tier = \"nvme\" needs ZeRO stage 1 or above across ranks (stage 0 all-reduces whole fp32 "
+        "gradients in host memory)");
+  return Status::ok();
+}
+
+// The plan without the budget check; nvme_grads: gradients of NVMe-resident state rest on NVMe.
+Plan build_plan(const ChunkLayout& layout, const PlacementConfig& c, const Budgets& budgets, bool nvme_grads) {
   Plan p;
+  p.nvme_grads = nvme_grads;
   p.budgets = budgets;
   p.optimizer = c.optimizer_type;
   const auto& chunks = layout.chunks();
@@ -163,21 +187,21 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
     ChunkPlacement cp;
     cp.params16 = tier_of(c.offload_param);
     cp.optimizer = i < offloaded ? tier_of(c.offload_optimizer) : Tier::kDevice;
-    cp.grad32 = cp.optimizer == Tier::kNvme ? Tier::kHost : cp.optimizer;
+    cp.grad32 = cp.optimizer == Tier::kNvme ? (nvme_grads ? Tier::kNvme : Tier::kHost) : cp.optimizer;
     const size_t rest = c.stage == 3 ? ch.shard_numel : ch.numel;
     add(cp.params16, Use::kParams16, rest * 2 * (cp.params16 == Tier::kNvme ? c.nvme_copies : 1));
     add(cp.optimizer, Use::kOptimizer,
         ch.shard_numel * c.optimizer_state_bytes * (cp.optimizer == Tier::kNvme ? c.nvme_copies : 1));
-    add(cp.grad32, Use::kGrad32, ch.shard_numel * 4);
+    add(cp.grad32, Use::kGrad32, ch.shard_numel * 4 * (cp.grad32 == Tier::kNvme ? c.nvme_copies : 1));
     p.chunks.push_back(cp);
   }
   if (n > 0) {
     const bool gathers = c.stage == 3 && layout.world() > 1;
     if (c.offload_param != OffloadTarget::kNone || gathers)
       add(Tier::kDevice, Use::kParamWork, static_cast<size_t>(c.live_chunks) * max_chunk * 2);
-    bool host_grads = false, device_optimizer = false;
+    bool host_grads = false, device_optimizer = false;  // host_grads: the gradients land on the host side
     for (const ChunkPlacement& cp : p.chunks) {
-      host_grads |= cp.grad32 == Tier::kHost;
+      host_grads |= cp.grad32 != Tier::kDevice;
       device_optimizer |= cp.optimizer == Tier::kDevice;
     }
     if (gathers && c.offload_param != OffloadTarget::kNone)
@@ -188,15 +212,34 @@ StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& 
       add(Tier::kHost, Use::kParamStaging, static_cast<size_t>(kParamOutStaging) * max_chunk * 2);
     add(Tier::kDevice, Use::kGradBuckets, static_cast<size_t>(c.grad_buckets) * max_chunk * 2);
     if (host_grads) add(Tier::kHost, Use::kGradStaging, static_cast<size_t>(c.grad_buckets) * max_chunk * 2);
+    if (nvme_grads)
+      add(Tier::kHost, Use::kGradStaging, static_cast<size_t>(grad_assembly_buffers(c.grad_buckets)) * max_shard * 4);
     if (device_optimizer) add(Tier::kDevice, Use::kScratch, norm_scratch_bytes(max_shard));
     // ZeRO across ranks with device gradients: a bucket's span widened to fp32 for the cross-rank sum.
     if (device_optimizer && c.stage >= 1 && layout.world() > 1) add(Tier::kDevice, Use::kScratch, max_chunk * 4);
     if (c.offload_optimizer == OffloadTarget::kNvme && offloaded > 0)
       add(Tier::kHost, Use::kOptStaging,
-          static_cast<size_t>(c.optimizer_buffer_count) * max_shard * c.optimizer_state_bytes);
+          static_cast<size_t>(c.optimizer_buffer_count) * max_shard * (c.optimizer_state_bytes + (nvme_grads ? 4 : 0)));
   }
   add(Tier::kHost, Use::kHostProgram, budgets.host_program);
   plan_speculation(c, max_shard, budgets, p);
+  return p;
+}
+
+bool fits(const Plan& p, int tier) { return p.tier_total(static_cast<Tier>(tier)) <= budget_of(p.budgets, tier); }
+
+}  // namespace
+
+StatusOr<Plan> plan_placement(const ChunkLayout& layout, const PlacementConfig& c, const Budgets& budgets) {
+  STRATA_RETURN_IF_ERROR(validate(layout, c));
+  STRATA_RETURN_IF_ERROR(check_gradient_tier(c));
+  using GradTier = PlacementConfig::GradTier;
+  Plan p = build_plan(layout, c, budgets, c.gradient_tier == GradTier::kNvme);
+  // Automatic: gradients move to NVMe when that is what makes the host budget fit.
+  PlacementConfig nvme = c;
+  nvme.gradient_tier = GradTier::kNvme;
+  if (c.gradient_tier == GradTier::kAuto && !fits(p, 1) && check_gradient_tier(nvme).is_ok())
+    p = build_plan(layout, c, budgets, true);
   for (int t = 0; t < kNumTiers; ++t) {
     const size_t need = p.tier_total(static_cast<Tier>(t));
     const size_t have = budget_of(budgets, t);

@@ -69,10 +69,24 @@ struct PlacementConfig {
   // speculation_bytes 0: as many slots as there are such chunks, within half the host budget left.
   bool speculate = false;
   size_t speculation_bytes = 0;
+  // Where the fp32 gradients of chunks whose optimizer state is on NVMe live (strata.gradient_tier):
+  // host arrays (4 B / element), or NVMe — each chunk's gradient assembled in one of a few pinned
+  // buffers, written when it is final and read back beside the state for the step, so that host
+  // memory holds buffers only. kAuto: host when the plan fits the host budget, else NVMe. NVMe
+  // gradients need gradient_accumulation_steps = 1 (accumulation keeps fp32 sums across
+  // micro-batches) and no DDP (stage 0 across ranks all-reduces whole fp32 gradients).
+  enum class GradTier { kAuto, kHost, kNvme };
+  GradTier gradient_tier = GradTier::kAuto;
+  int accumulation_steps = 1;  // gradient_accumulation_steps
+  bool replicated = false;     // DDP: ZeRO stage 0 across ranks
 };
-// One backup slot of the step during backward: every optimizer array and the bit16 output of a shard.
-inline size_t speculation_slot_bytes(size_t max_shard, size_t optimizer_state_bytes) {
-  return max_shard * (optimizer_state_bytes + 2);
+// Pinned fp32 buffers that NVMe-resident gradients are assembled in (the buckets' chunks being
+// drained, and the chunks whose write is in flight).
+inline int grad_assembly_buffers(int grad_buckets) { return grad_buckets + 2; }
+// One slot of the step during backward: every optimizer array and the bit16 output of a shard,
+// and its fp32 gradient when gradients rest on NVMe (read beside the state read ahead).
+inline size_t speculation_slot_bytes(size_t max_shard, size_t optimizer_state_bytes, bool nvme_grads = false) {
+  return max_shard * (optimizer_state_bytes + 2 + (nvme_grads ? 4 : 0));
 }
 
 struct Budgets {
@@ -94,6 +108,7 @@ struct Plan {
   Budgets budgets;
   std::string optimizer = "AdamW";  // the optimizer whose state the kOptimizer row counts
   size_t speculation_slots = 0;     // backups of the step during backward (kSpecBackup)
+  bool nvme_grads = false;          // some chunk's fp32 gradient rests on NVMe
   size_t tier_total(Tier t) const;
   // The plan as a table: one row per use, one column per tier, then totals and budgets.
   std::string table() const;

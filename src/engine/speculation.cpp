@@ -91,6 +91,7 @@ Status OptimizerRunner::wait_write(uint32_t ci) {
 Status OptimizerRunner::read_slot(int s, uint32_t ci) {
   STRATA_RETURN_IF_ERROR(wait_write(ci));
   Slot& slot = slots_[static_cast<size_t>(s)];
+  STRATA_RETURN_IF_ERROR(reset_grads(slot.grad));
   slot.state = Slot::State::kReading;
   slot.chunk = static_cast<int>(ci);
   spec_[ci] = s;
@@ -115,7 +116,8 @@ Status OptimizerRunner::update_staged(uint32_t ci, const optim::StepCoeffs& c, C
   STRATA_RETURN_IF_ERROR(wait_slot(slot));
   if (seconds_since(tr) > 1e-5) span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr);
   float* state[optim::kMaxArrays] = {};
-  STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(slot, state), c, sink));
+  STRATA_ASSIGN_OR_RETURN(const void* grads, chunk_grads(ci, slot.grad, sink));
+  STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(slot, state), grads, c, sink));
   slot.state = Slot::State::kUpdated;
   spec_[ci] = -1;
   return ctx_.overlap ? Status::ok() : write_slot(static_cast<int>(&slot - slots_.data()));
@@ -164,7 +166,7 @@ Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink&
     float* backup[optim::kMaxArrays] = {};
     float* home[optim::kMaxArrays] = {};
     copy_arrays(home_arrays(ci, home), slot_arrays(slot, backup), n);
-    STRATA_RETURN_IF_ERROR(update_host(ci, home, c, sink));
+    STRATA_RETURN_IF_ERROR(update_host(ci, home, sink.grads(ci), c, sink));
   }
   return Status::ok();
 }

@@ -64,6 +64,7 @@ struct Case {
   size_t budget;
   bool fail_reads;          // reads, else writes
   const char* strata = "";  // extra keys of the "strata" section (the NVMe rewrite mode)
+  int accumulation = kAccum;
 };
 
 class NvmeFault : public ::testing::TestWithParam<Case> {};
@@ -75,7 +76,9 @@ TEST_P(NvmeFault, IsReportedAndTheLastCheckpointResumesExactly) {
   auto json = [&](const std::string& dir) {
     std::string z = c.zero;
     for (size_t at; (at = z.find("NVMEDIR")) != std::string::npos;) z.replace(at, 7, dir);
-    return config_json(z, c.budget, "", c.strata);
+    std::string j = config_json(z, c.budget, "", c.strata);
+    const std::string gas = "\"gradient_accumulation_steps\": ";
+    return j.replace(j.find(gas), gas.size() + std::to_string(kAccum).size(), gas + std::to_string(c.accumulation));
   };
   const EngineRun straight = train_engine(json(d1.path()), mlp);
 
@@ -113,6 +116,10 @@ TEST_P(NvmeFault, IsReportedAndTheLastCheckpointResumesExactly) {
   EXPECT_EQ(failed.code(), StatusCode::kIo) << failed.to_string();
   EXPECT_NE(failed.to_string().find("Input/output error"), std::string::npos) << failed.to_string();
   EXPECT_NE(failed.to_string().find("tensor 'c"), std::string::npos) << "names the tensor: " << failed.to_string();
+  if (std::string(c.name) == "optimizer_gradients_write") {
+    EXPECT_NE(failed.to_string().find("fp32 gradient of chunk"), std::string::npos) << failed.to_string();
+    EXPECT_NE(failed.to_string().find(".grad32'"), std::string::npos) << failed.to_string();
+  }
   // The optimizer's NVMe state went through the backup slots: read ahead, written back behind the step.
   if (std::string(c.name).rfind("optimizer", 0) == 0) {
     EXPECT_GT(e.stats().chunks_read_ahead, 0);
@@ -141,6 +148,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"optimizer_write_ab_slots",
                            "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
                            112 << 10, false, ", \"nvme_rewrite\": \"ab_slots\""},
+                      // fp32 gradients on NVMe: the first writes after the checkpoint are gradients'.
+                      Case{"optimizer_gradients_write",
+                           "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
+                           112 << 10, false, ", \"gradient_tier\": \"nvme\"", 1},
+                      Case{"optimizer_gradients_read",
+                           "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
+                           112 << 10, true, ", \"gradient_tier\": \"nvme\"", 1},
                       Case{"params_read",
                            "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": "
                            "{\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",

@@ -261,5 +261,100 @@ TEST(Placement, SpeculationSlots) {
       << refused.status().message();
 }
 
+// `params` params of 32 Ki elements: two per chunk, every chunk the same size.
+ChunkLayout uniform(int params) {
+  std::vector<ParamSpec> ps;
+  for (int i = 0; i < params; ++i) ps.push_back({"p" + std::to_string(i), {256, 128}});
+  return ChunkLayout::build(ps, kChunk, 1, 0).value();
+}
+
+// strata.gradient_tier = "nvme": the fp32 gradients of NVMe-resident state rest on NVMe. Without
+// accumulation the host's bytes drop by 4 B per element of the optimizer's shard, less the pinned
+// buffers the gradients are assembled in and the pipeline's gradient buffers; refused by name
+// where it cannot work; "auto" takes it only when the host budget needs it.
+TEST(Placement, GradientsOnNvme) {
+  const ChunkLayout l = uniform(48);
+  const Sums s = sums(l);
+  PlacementConfig c;
+  c.offload_optimizer = OffloadTarget::kNvme;
+  c.gradient_tier = PlacementConfig::GradTier::kHost;
+  const Plan host = plan_placement(l, c, unlimited()).value();
+  c.gradient_tier = PlacementConfig::GradTier::kNvme;
+  const Plan nvme = plan_placement(l, c, unlimited()).value();
+  EXPECT_FALSE(host.nvme_grads);
+  EXPECT_TRUE(nvme.nvme_grads);
+  EXPECT_EQ(B(host, Tier::kHost, Use::kGrad32), s.owned * 4);
+  EXPECT_EQ(B(nvme, Tier::kHost, Use::kGrad32), 0u);
+  EXPECT_EQ(B(nvme, Tier::kNvme, Use::kGrad32), s.owned * 4);
+  for (const ChunkPlacement& cp : nvme.chunks) EXPECT_EQ(cp.grad32, Tier::kNvme);
+  const size_t buffers = static_cast<size_t>(grad_assembly_buffers(c.grad_buckets) + c.optimizer_buffer_count);
+  EXPECT_EQ(host.tier_total(Tier::kHost) - nvme.tier_total(Tier::kHost), s.owned * 4 - buffers * s.max_shard * 4);
+  EXPECT_EQ(nvme.tier_total(Tier::kNvme) - host.tier_total(Tier::kNvme), s.owned * 4);
+
+  // Slots read the gradient beside the state: 4 B more per element each.
+  c.speculate = true;
+  c.speculation_bytes = 2 * speculation_slot_bytes(s.max_shard, 12, true);
+  const Plan slots = plan_placement(l, c, unlimited()).value();
+  EXPECT_EQ(slots.speculation_slots, 2u);
+  EXPECT_EQ(B(slots, Tier::kHost, Use::kSpecBackup), 2 * s.max_shard * 18);
+
+  // "auto": host gradients while they fit, NVMe gradients when the host budget needs them.
+  c.speculate = false;
+  c.speculation_bytes = 0;
+  c.gradient_tier = PlacementConfig::GradTier::kAuto;
+  EXPECT_FALSE(plan_placement(l, c, unlimited()).value().nvme_grads);
+  Budgets tight = unlimited();
+  tight.host_bytes = nvme.tier_total(Tier::kHost);
+  const Plan fitted = plan_placement(l, c, tight).value();
+  EXPECT_TRUE(fitted.nvme_grads);
+  EXPECT_EQ(fitted.tier_total(Tier::kHost), nvme.tier_total(Tier::kHost));
+  c.gradient_tier = PlacementConfig::GradTier::kHost;
+  auto refused = plan_placement(l, c, tight);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("strata.gradient_tier = \"nvme\""), std::string::npos)
+      << refused.status().message();
+
+  // Where NVMe gradients cannot work: named.
+  c.gradient_tier = PlacementConfig::GradTier::kNvme;
+  c.accumulation_steps = 2;
+  auto accum = plan_placement(l, c, unlimited());
+  ASSERT_FALSE(accum.is_ok());
+  EXPECT_NE(accum.status().message().find("gradient_accumulation_steps = 1 (it is 2)"), std::string::npos)
+      << accum.status().message();
+  c.accumulation_steps = 1;
+  c.replicated = true;
+  EXPECT_NE(plan_placement(l, c, unlimited()).status().message().find("stage 1 or above"), std::string::npos);
+  c.replicated = false;
+  c.offload_optimizer = OffloadTarget::kCpu;
+  EXPECT_NE(plan_placement(l, c, unlimited()).status().message().find("offload_optimizer.device = \"nvme\""),
+            std::string::npos);
+  // Automatic never picks what cannot work: accumulation keeps host gradients (and is refused when they do not fit).
+  c.offload_optimizer = OffloadTarget::kNvme;
+  c.gradient_tier = PlacementConfig::GradTier::kAuto;
+  c.accumulation_steps = 2;
+  EXPECT_FALSE(plan_placement(l, c, tight).is_ok());
+}
+
+// Params and optimizer on NVMe with NVMe gradients: the host holds buffers only — two models, one
+// four times the other, plan the same host bytes (with host gradients the larger needs 4 B more
+// per extra element).
+TEST(Placement, EverythingOnNvmeHostBytesDoNotGrowWithTheModel) {
+  const ChunkLayout small = uniform(12), large = uniform(48);
+  PlacementConfig c;
+  c.stage = 3;
+  c.offload_param = OffloadTarget::kNvme;
+  c.offload_optimizer = OffloadTarget::kNvme;
+  c.speculate = true;
+  c.speculation_bytes = 3 * speculation_slot_bytes(sums(small).max_shard, 12, true);
+  c.gradient_tier = PlacementConfig::GradTier::kNvme;
+  const Plan ps = plan_placement(small, c, unlimited()).value(), pl = plan_placement(large, c, unlimited()).value();
+  EXPECT_EQ(sums(large).owned, 4 * sums(small).owned);
+  EXPECT_EQ(ps.tier_total(Tier::kHost), pl.tier_total(Tier::kHost)) << ps.table() << pl.table();
+  EXPECT_GT(pl.tier_total(Tier::kNvme), 3 * ps.tier_total(Tier::kNvme));
+  c.gradient_tier = PlacementConfig::GradTier::kHost;
+  const Plan hs = plan_placement(small, c, unlimited()).value(), hl = plan_placement(large, c, unlimited()).value();
+  EXPECT_EQ(hl.tier_total(Tier::kHost) - hs.tier_total(Tier::kHost), (sums(large).owned - sums(small).owned) * 4);
+}
+
 }  // namespace
 }  // namespace strata::engine

@@ -2,7 +2,7 @@
 // ZeRO 2 / 3 with the optimizer state on the host or NVMe train to bit-identical fp32 masters and
 // bit16 params with strata.speculate on and off, over clipping never / sometimes / every step, a
 // non-finite gradient on one rank, and accumulation 1 and 2. Where clipping triggers, chunks were
-// redone.
+// redone. With the fp32 gradients on NVMe (strata.gradient_tier), also the same as with host ones.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -35,7 +35,8 @@ struct Case {
   const char* zero;  // NVMEDIR: the run's directory
   Clip clip;
   int gas;
-  bool nvme = false;  // the optimizer state is on NVMe
+  bool nvme = false;           // the optimizer state is on NVMe
+  const char* grads = "auto";  // strata.gradient_tier
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -47,7 +48,8 @@ struct Trained {
   EngineStats stats;
 };
 
-Trained train(const Case& k, double clip, bool speculate, const std::string& dir, comm::Communicator& c) {
+Trained train(const Case& k, double clip, bool speculate, const std::string& dir, comm::Communicator& c,
+              const std::string& grads = "") {
   std::string zero = k.zero;
   for (size_t at; (at = zero.find("NVMEDIR")) != std::string::npos;) zero.replace(at, 7, dir);
   const std::string json =
@@ -56,7 +58,8 @@ Trained train(const Case& k, double clip, bool speculate, const std::string& dir
       std::to_string(clip) + ", \"gradient_accumulation_steps\": " + std::to_string(k.gas) +
       ", \"zero_optimization\": {" + zero +
       "}, \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096" +
-      (speculate ? "" : ", \"speculate\": false") + "}}";
+      (speculate ? "" : ", \"speculate\": false") + ", \"gradient_tier\": \"" + (grads.empty() ? k.grads : grads) +
+      "\"}}";
   Trained t;
   auto cfg = parse_engine_config(json);
   EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string();
@@ -141,6 +144,12 @@ TEST_P(RankSpeculation, BitIdenticalToTheSynchronousStep) {
     redone += r.chunks_redone;
   }
   EXPECT_EQ(sync.stats.chunks_speculated, 0);
+  if (std::string(k.grads) == "nvme") {  // the same as with host gradients, every gradient through the disk
+    const Trained host = train(k, clip, true, dir + "/host", c, "host");
+    for (size_t i = 0; i < sync.master.size(); ++i) ASSERT_EQ(host.master[i], sync.master[i]) << "master " << i;
+    EXPECT_GT(spec.stats.bytes_nvme_write, host.stats.bytes_nvme_write);
+    EXPECT_GT(spec.stats.bytes_nvme_read, host.stats.bytes_nvme_read);
+  }
   if (k.nvme) {  // NVMe state: read ahead, updated at the step with its constants
     EXPECT_GT(spec.stats.chunks_read_ahead, 0);
     EXPECT_EQ(speculated, 0);
@@ -177,19 +186,23 @@ constexpr const char* kZ3Nvme =
     "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}, \"offload_param\": "
     "{\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}";
 
-INSTANTIATE_TEST_SUITE_P(Placements, RankSpeculation,
-                         ::testing::Values(Case{"ddp_host_clip_sometimes", kDdpHost, Clip::kSometimes, 1},
-                                           Case{"ddp_host_nonfinite_gas2", kDdpHost, Clip::kNonFinite, 2},
-                                           Case{"zero2_host_clip_never_gas2", kZ2Host, Clip::kNever, 2},
-                                           Case{"zero2_host_clip_sometimes", kZ2Host, Clip::kSometimes, 1},
-                                           Case{"zero2_nvme_clip_never", kZ2Nvme, Clip::kNever, 1, true},
-                                           Case{"zero2_nvme_clip_sometimes_gas2", kZ2Nvme, Clip::kSometimes, 2, true},
-                                           Case{"zero2_nvme_nonfinite", kZ2Nvme, Clip::kNonFinite, 1, true},
-                                           Case{"zero3_host_clip_always", kZ3Host, Clip::kAlways, 1},
-                                           Case{"zero3_host_clip_sometimes_gas2", kZ3Host, Clip::kSometimes, 2},
-                                           Case{"zero3_nvme_clip_sometimes", kZ3Nvme, Clip::kSometimes, 1, true},
-                                           Case{"zero3_nvme_nonfinite_gas2", kZ3Nvme, Clip::kNonFinite, 2, true}),
-                         [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Placements, RankSpeculation,
+    ::testing::Values(Case{"ddp_host_clip_sometimes", kDdpHost, Clip::kSometimes, 1},
+                      Case{"ddp_host_nonfinite_gas2", kDdpHost, Clip::kNonFinite, 2},
+                      Case{"zero2_host_clip_never_gas2", kZ2Host, Clip::kNever, 2},
+                      Case{"zero2_host_clip_sometimes", kZ2Host, Clip::kSometimes, 1},
+                      Case{"zero2_nvme_clip_never", kZ2Nvme, Clip::kNever, 1, true},
+                      Case{"zero2_nvme_clip_sometimes_gas2", kZ2Nvme, Clip::kSometimes, 2, true},
+                      Case{"zero2_nvme_nonfinite", kZ2Nvme, Clip::kNonFinite, 1, true},
+                      Case{"zero3_host_clip_always", kZ3Host, Clip::kAlways, 1},
+                      Case{"zero3_host_clip_sometimes_gas2", kZ3Host, Clip::kSometimes, 2},
+                      Case{"zero3_nvme_clip_sometimes", kZ3Nvme, Clip::kSometimes, 1, true},
+                      Case{"zero3_nvme_nonfinite_gas2", kZ3Nvme, Clip::kNonFinite, 2, true},
+                      Case{"zero2_nvme_grads_nvme_clip_sometimes", kZ2Nvme, Clip::kSometimes, 1, true, "nvme"},
+                      Case{"zero3_nvme_grads_nvme_nonfinite", kZ3Nvme, Clip::kNonFinite, 1, true, "nvme"},
+                      Case{"zero3_nvme_grads_nvme_clip_always", kZ3Nvme, Clip::kAlways, 1, true, "nvme"}),
+    [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 }  // namespace
 }  // namespace strata::engine

@@ -29,28 +29,37 @@ struct Placement {
   const char* name;
   const char* zero;  // NVMEDIR: the run's directory
   size_t budget;
-  bool host_state;  // some chunk's optimizer state is in host memory: updated during backward
-  bool nvme_state;  // the optimizer state is on NVMe: read during the cycle's last micro-batch
+  bool host_state;     // some chunk's optimizer state is in host memory: updated during backward
+  bool nvme_state;     // the optimizer state is on NVMe: read during the cycle's last micro-batch
+  const char* strata;  // more keys of the "strata" section
 };
 
 const Placement kPlacements[] = {
-    {"opt_device", "\"stage\": 2", kAllOnBudget, false, false},
+    {"opt_device", "\"stage\": 2", kAllOnBudget, false, false, ""},
     {"opt_half_cpu", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\", \"ratio\": 0.5}", kAllOnBudget, true,
-     false},
-    {"opt_cpu", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", kParamsOnBudget, true, false},
+     false, ""},
+    {"opt_cpu", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", kParamsOnBudget, true, false, ""},
     {"opt_nvme", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
-     kParamsOnBudget, false, true},
+     kParamsOnBudget, false, true, ""},
     {"params_opt_cpu",
      "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": {\"device\": \"cpu\"}",
-     kParamsOffBudget, true, false},
+     kParamsOffBudget, true, false, ""},
     {"params_cpu_opt_nvme",
      "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}, \"offload_param\": "
      "{\"device\": \"cpu\"}",
-     kParamsOffBudget, false, true},
+     kParamsOffBudget, false, true, ""},
     {"params_opt_nvme",
      "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}, \"offload_param\": "
      "{\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
-     kParamsOffBudget, false, true},
+     kParamsOffBudget, false, true, ""},
+};
+
+// The optimizer's state on NVMe with its fp32 gradients there too (no accumulation).
+constexpr const char* kNvmeGrads = ", \"gradient_tier\": \"nvme\"";
+const Placement kNvmeGradPlacements[] = {
+    {"opt_nvme_grads_nvme", kPlacements[3].zero, kParamsOnBudget, false, true, kNvmeGrads},
+    {"params_cpu_opt_nvme_grads_nvme", kPlacements[5].zero, kParamsOffBudget, false, true, kNvmeGrads},
+    {"params_opt_nvme_grads_nvme", kPlacements[6].zero, kParamsOffBudget, false, true, kNvmeGrads},
 };
 
 void PrintTo(const Placement& p, std::ostream* os) { *os << p.name; }
@@ -77,8 +86,8 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
 Trained train(const Placement& p, Clip clip, double clip_value, int accum, bool speculate, const std::string& dir) {
   const std::string fp16 =
       clip == Clip::kOverflow ? "\"fp16\": {\"enabled\": true, \"initial_scale_power\": 12, \"hysteresis\": 1}" : "";
-  std::string json =
-      config_json(replace_all(p.zero, "NVMEDIR", dir), p.budget, fp16, speculate ? "" : ", \"speculate\": false");
+  std::string json = config_json(replace_all(p.zero, "NVMEDIR", dir), p.budget, fp16,
+                                 std::string(p.strata) + (speculate ? "" : ", \"speculate\": false"));
   json = replace_all(json, "\"gradient_accumulation_steps\": " + std::to_string(harness::kAccum),
                      "\"gradient_accumulation_steps\": " + std::to_string(accum));
   json = replace_all(json, "\"gradient_clipping\": " + std::to_string(harness::kClip),
@@ -179,6 +188,42 @@ TEST_P(Speculation, BitIdenticalToTheSynchronousStep) {
   }
 }
 
+// Gradients on NVMe against gradients in host memory, the optimizer's state on NVMe: the same
+// masters and params bit for bit (the norm from partial sums taken as each chunk's gradient was
+// written adds up exactly as the multi-tensor pass over host arrays), every micro-batch's gradient
+// written once and each applied step's read once. (The host bytes: placement_test's closed forms.)
+class GradientTier : public ::testing::TestWithParam<std::tuple<Placement, Clip>> {};
+
+TEST_P(GradientTier, NvmeGradientsTrainAsHostGradients) {
+  const auto [p, clip] = GetParam();
+  strata::testing::ScratchDir d0, d1;
+  Placement on_host = p;
+  on_host.strata = ", \"gradient_tier\": \"host\"";
+  const double clip_value = clip == Clip::kAlways ? 1e-6 : clip == Clip::kSometimes ? 0.5 : 0.0;
+  const Trained host = train(on_host, clip, clip_value, 1, true, d0.path());
+  const Trained nvme = train(p, clip, clip_value, 1, true, d1.path());
+  ASSERT_FALSE(host.engine.master.empty());
+  for (const auto& [n, v] : host.engine.master) EXPECT_EQ(nvme.engine.master.at(n), v) << "fp32 master of " << n;
+  for (const auto& [n, v] : host.bit16) EXPECT_EQ(nvme.bit16.at(n), v) << "bit16 param " << n;
+  for (size_t i = 0; i < host.engine.steps.size(); ++i)
+    EXPECT_EQ(nvme.engine.steps.at(i).grad_norm, host.engine.steps[i].grad_norm) << "step " << i;
+
+  const EngineStats &h = host.engine.stats, &g = nvme.engine.stats;
+  const size_t grad_bytes = g.tier_bytes[2] - h.tier_bytes[2];  // fp32 gradients on NVMe, once
+  EXPECT_GT(grad_bytes, 0u);
+  int applied = 0;
+  for (const StepResult& r : nvme.engine.steps) applied += r.applied;
+  EXPECT_EQ(g.bytes_nvme_write - h.bytes_nvme_write, grad_bytes * nvme.engine.steps.size());
+  EXPECT_EQ(g.bytes_nvme_read - h.bytes_nvme_read, grad_bytes * static_cast<size_t>(applied));
+}
+
+INSTANTIATE_TEST_SUITE_P(NvmeGradients, GradientTier,
+                         ::testing::Combine(::testing::ValuesIn(kNvmeGradPlacements),
+                                            ::testing::Values(Clip::kSometimes, Clip::kOverflow)),
+                         [](const ::testing::TestParamInfo<std::tuple<Placement, Clip>>& i) {
+                           return std::string(std::get<0>(i.param).name) + "_" + clip_name(std::get<1>(i.param));
+                         });
+
 // read_master between the cycle's last backward and its step sees the masters before the step
 // (the speculated chunks are restored first), and the run still ends bit-identical.
 TEST(SpeculationSeam, ReadMasterInsideACycleSeesTheStateBeforeTheStep) {
@@ -213,15 +258,24 @@ TEST(SpeculationSeam, ReadMasterInsideACycleSeesTheStateBeforeTheStep) {
   EXPECT_EQ(final_masters[1], final_masters[0]);
 }
 
+std::string param_name(const ::testing::TestParamInfo<std::tuple<Placement, Clip, int>>& i) {
+  return std::string(std::get<0>(i.param).name) + "_" + clip_name(std::get<1>(i.param)) + "_gas" +
+         std::to_string(std::get<2>(i.param));
+}
+
 INSTANTIATE_TEST_SUITE_P(Placements, Speculation,
                          ::testing::Combine(::testing::ValuesIn(kPlacements),
                                             ::testing::Values(Clip::kNever, Clip::kSometimes, Clip::kAlways,
                                                               Clip::kOverflow),
                                             ::testing::Values(1, 2)),
-                         [](const ::testing::TestParamInfo<std::tuple<Placement, Clip, int>>& i) {
-                           return std::string(std::get<0>(i.param).name) + "_" + clip_name(std::get<1>(i.param)) +
-                                  "_gas" + std::to_string(std::get<2>(i.param));
-                         });
+                         param_name);
+// Gradients on NVMe need gradient_accumulation_steps = 1.
+INSTANTIATE_TEST_SUITE_P(NvmeGradients, Speculation,
+                         ::testing::Combine(::testing::ValuesIn(kNvmeGradPlacements),
+                                            ::testing::Values(Clip::kNever, Clip::kSometimes, Clip::kAlways,
+                                                              Clip::kOverflow),
+                                            ::testing::Values(1)),
+                         param_name);
 
 }  // namespace
 }  // namespace strata::engine

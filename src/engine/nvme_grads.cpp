@@ -1,0 +1,145 @@
+// GradientPath: fp32 gradients that rest on NVMe (strata.gradient_tier). Without accumulation a
+// chunk's gradient is complete once its buckets of the micro-batch have landed (summed over the
+// ranks where it has ranks): it is assembled in one of grad_assembly_buffers() pinned buffers,
+// then its norm's partial sums and its first inf / NaN are taken and it is written to the store;
+// the optimizer reads it back beside the chunk's state for the step. Host memory holds the
+// buffers only, whatever the model's size.
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/grad_norm.h"
+#include "kernels/cpu/parallel.h"
+#include "src/engine/gradient_path.h"
+
+namespace strata::engine {
+
+Status GradientPath::reap_write(Assembly& a) {
+  if (a.write.valid()) {
+    const Clock::time_point t0 = Clock::now();
+    Status s = a.write.wait();
+    ctx_.stats->stall_grad_s += seconds_since(t0);
+    a.write = offload::IoHandle();
+    if (!s.is_ok())
+      return std::move(s).annotate("writing the fp32 gradient of chunk " + std::to_string(a.chunk) + " to NVMe");
+  }
+  if (a.chunk >= 0 && chunks_[static_cast<size_t>(a.chunk)].assembly < 0) a.chunk = -1;
+  return Status::ok();
+}
+
+// A free buffer: one whose write finished; else the oldest write waited for; else (every buffer
+// holds a chunk still being assembled: gradients handed over in an order that interleaves many
+// chunks) the first buffer's partial sum written out (read back when its chunk goes on).
+StatusOr<int> GradientPath::take_assembly() {
+  for (size_t i = 0; i < assembly_.size(); ++i) {
+    Assembly& a = assembly_[i];
+    if (a.chunk < 0 || (a.write.valid() && a.write.done())) {
+      STRATA_RETURN_IF_ERROR(reap_write(a));
+      if (a.chunk < 0) return static_cast<int>(i);
+    }
+  }
+  for (size_t i = 0; i < assembly_.size(); ++i) {
+    Assembly& a = assembly_[i];
+    if (!a.write.valid()) continue;
+    STRATA_RETURN_IF_ERROR(reap_write(a));
+    return static_cast<int>(i);
+  }
+  const int i = 0;
+  Assembly& a = assembly_[0];
+  ChunkGrads& c = chunks_[static_cast<size_t>(a.chunk)];
+  const size_t bytes = c.geom.shard * 4;
+  ctx_.stats->bytes_nvme_write += bytes;
+  STRATA_RETURN_IF_ERROR(ctx_.store->put(grad_key(static_cast<uint32_t>(a.chunk)), a.buf, bytes).wait());
+  c.spilled = true;
+  c.assembly = -1;
+  a.chunk = -1;
+  return i;
+}
+
+StatusOr<float*> GradientPath::host_grads(uint32_t ci) {
+  ChunkGrads& c = chunks_[ci];
+  if (c.geom.tier != Tier::kNvme) return static_cast<float*>(c.host.data());
+  if (c.assembly < 0) {
+    if (c.written)
+      return internal_error("chunk " + std::to_string(ci) + ": a gradient arrived after its sum was written");
+    STRATA_ASSIGN_OR_RETURN(const int i, take_assembly());
+    Assembly& a = assembly_[static_cast<size_t>(i)];
+    const size_t bytes = c.geom.shard * 4;
+    if (c.spilled) {  // the partial sum written out before
+      ctx_.stats->bytes_nvme_read += bytes;
+      STRATA_RETURN_IF_ERROR(ctx_.store->get(grad_key(ci), a.buf, bytes).wait());
+      c.spilled = false;
+    } else {
+      std::memset(a.buf.data(), 0, bytes);
+    }
+    a.chunk = static_cast<int>(ci);
+    c.assembly = i;
+  }
+  return static_cast<float*>(assembly_[static_cast<size_t>(c.assembly)].buf.data());
+}
+
+Status GradientPath::write_chunk(uint32_t ci) {
+  STRATA_ASSIGN_OR_RETURN(float* g, host_grads(ci));
+  ChunkGrads& c = chunks_[ci];
+  const kernels::TensorView view{g, DType::kF32, c.geom.shard};
+  kernels::arena_execute(*ctx_.arena, [&] { c.partials = kernels::sumsq_partials(*ctx_.k, {&view, 1}); });
+  double sum = 0;
+  for (double p : c.partials) sum += p;
+  c.bad_param = -1;
+  if (!std::isfinite(sum)) {  // its first inf / NaN, for first_nonfinite
+    for (uint32_t pi : ctx_.layout->chunks()[ci].params) {
+      const ParamSlot& s = ctx_.layout->params()[pi];
+      const size_t lo = std::max(s.offset, c.geom.shard_begin),
+                   hi = std::min(s.offset + s.numel, c.geom.shard_begin + c.geom.shard);
+      for (size_t e = lo; e < hi && c.bad_param < 0; ++e)
+        if (!std::isfinite(g[e - c.geom.shard_begin])) {
+          c.bad_param = pi;
+          c.bad_elem = static_cast<int64_t>(e - s.offset);
+        }
+      if (c.bad_param >= 0) break;
+    }
+  }
+  Assembly& a = assembly_[static_cast<size_t>(c.assembly)];
+  const size_t bytes = c.geom.shard * 4;
+  ctx_.stats->bytes_nvme_write += bytes;
+  std::function<void()> traced;
+  if (ctx_.tracer)
+    traced = [t = ctx_.tracer, name = "write grads c" + std::to_string(ci), t0 = Clock::now()] {
+      t->span(TraceLane::kNvmeWrite, name, t0, Clock::now());
+    };
+  a.write = ctx_.store->put(grad_key(ci), a.buf, bytes, std::move(traced));
+  c.assembly = -1;  // the buffer is free once the write is reaped
+  c.written = true;
+  return Status::ok();
+}
+
+// Chunks some of whose params got no gradient this cycle (or none at all) are complete as they are.
+Status GradientPath::finish_nvme() {
+  for (uint32_t ci = 0; ci < chunks_.size(); ++ci)
+    if (chunks_[ci].geom.tier == Tier::kNvme && !chunks_[ci].written) STRATA_RETURN_IF_ERROR(write_chunk(ci));
+  return Status::ok();
+}
+
+StatusOr<offload::IoHandle> GradientPath::read(uint32_t ci, offload::AlignedBuffer& buf) {
+  ChunkGrads& c = chunks_[ci];
+  if (c.geom.tier != Tier::kNvme || !c.written)
+    return internal_error("chunk " + std::to_string(ci) + ": no fp32 gradient on NVMe to read");
+  for (Assembly& a : assembly_)  // its own write lands first
+    if (a.chunk == static_cast<int>(ci)) STRATA_RETURN_IF_ERROR(reap_write(a));
+  const size_t bytes = c.geom.shard * 4;
+  ctx_.stats->bytes_nvme_read += bytes;
+  std::function<void()> traced;
+  if (ctx_.tracer)
+    traced = [t = ctx_.tracer, name = "read grads c" + std::to_string(ci), t0 = Clock::now()] {
+      t->span(TraceLane::kNvmeRead, name, t0, Clock::now());
+    };
+  return ctx_.store->get(grad_key(ci), buf, bytes, std::move(traced));
+}
+
+Status GradientPath::quiesce() {
+  Status first;
+  for (Assembly& a : assembly_)
+    if (Status s = reap_write(a); first.is_ok() && !s.is_ok()) first = std::move(s);
+  return first;
+}
+
+}  // namespace strata::engine
