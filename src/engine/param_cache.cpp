@@ -251,6 +251,10 @@ Status ParamCache::update_written(uint32_t ci) {
   }
   STRATA_ASSIGN_OR_RETURN(sb->io, c.rest->put_async(sb->buf, m.io_span(TraceLane::kNvmeWrite, "write " + m.key(ci))));
   sb->put_chunk = static_cast<int>(ci);
+  // The buffer keeps the new values staged (until it is taken again): the chunks updated last are
+  // the next forward's first, loaded from here rather than read back from NVMe. (Stage 3 across
+  // ranks loads the gathered chunk, not this shard.)
+  if (!m.gathers()) sb->staged_chunk = static_cast<int>(ci);
   if (m.cfg().overlap) return Status::ok();
   const Clock::time_point tn = Clock::now();
   Status r = sb->io.wait();

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "kernels/reference/half.h"
 #include "offload/device.h"
 #include "tests/engine/engine_harness.h"
 #include "tests/offload/scratch_dir.h"
@@ -163,6 +164,40 @@ TEST_P(Pipeline, MatchesTheSynchronousStep) {
 
 INSTANTIATE_TEST_SUITE_P(Depths, Pipeline,
                          ::testing::Combine(::testing::Values(1, 2, 4), ::testing::Values("device", "cpu", "nvme")));
+
+// Params on NVMe: the staging buffers that carried the step's new bit16 values to NVMe keep them,
+// so the next forward's first chunk (updated last) is loaded from there — no NVMe read — and holds
+// the new values (the masters rounded to bf16).
+TEST(StagedOutputs, TheNextForwardsFirstChunkIsNotReadBack) {
+  const Mlp mlp{MlpShape{}};
+  strata::testing::ScratchDir dir;
+  const std::string zero =
+      "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": "
+      "{\"device\": \"nvme\", \"nvme_path\": \"" +
+      dir.path() + "\"}";
+  const std::string json = config_json(zero, kBudget, "", kOff);  // no prefetch: every read is the fetch's own
+  auto cfg = parse_engine_config(json);
+  ASSERT_TRUE(cfg.is_ok()) << cfg.status().to_string();
+  RunOptions o;
+  auto made = harness::make_engine(cfg.value(), mlp, o);
+  ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+  Engine& e = *made.value();
+  o.engine = &e;
+  o.micro_end = harness::kAccum;  // one optimizer step
+  const EngineRun run = train_engine(json, mlp, o);
+  ASSERT_EQ(run.steps.size(), 1u);
+  const std::string& first = mlp.layers()[0].w;
+  const size_t n = static_cast<size_t>(mlp.layers()[0].fan_in * mlp.layers()[0].fan_out);
+  std::vector<float> master(n);
+  ASSERT_TRUE(e.read_master(first, master.data(), n).is_ok());
+  const size_t read_before = e.stats().bytes_nvme_read;
+  auto f = e.fetch(first);
+  ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  EXPECT_EQ(e.stats().bytes_nvme_read, read_before) << "loaded from the staging buffer that wrote it";
+  const auto* bits = static_cast<const uint16_t*>(f.value());
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(bits[i], reference::float_to_bf16(master[i])) << "element " << i;
+  ASSERT_TRUE(e.release(first).is_ok());
+}
 
 // The timeline: valid Chrome trace JSON with spans on the lanes the run used, and one summary
 // line per optimizer step; an unwritable trace path fails at create.
