@@ -183,23 +183,31 @@ int main(int argc, char** argv) {
   const Result base = run(json("\"stage\": 0", all_on_device), o);
   std::fprintf(stderr, "%-34s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS",
                "stall ms", "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "loss");
-  std::vector<std::pair<std::string, std::string>> placements = {
-      {"in memory (all on device)", ""},
+  struct Placement {
+    std::string name, zero, strata;  // zero_optimization, more "strata" keys
+  };
+  const std::string all_nvme = "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", " + path +
+                               "}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}";
+  std::vector<Placement> placements = {
+      {"in memory (all on device)", "", ""},
       {"params+optimizer cpu",
-       "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}"},
+       "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"cpu\"}", ""},
       {"params cpu, optimizer nvme",
        "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": {\"device\": \"nvme\", " + path +
-           "}"},
-      {"params+optimizer nvme", "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", " + path +
-                                    "}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}"}};
+           "}",
+       ""},
+      {"params+optimizer nvme", all_nvme, ""},
+      // fp32 gradients on NVMe too (strata.gradient_tier): host memory holds buffers only.
+      {"params+optimizer+grads nvme", all_nvme, ", \"gradient_tier\": \"nvme\""}};
   // --sync 1: each offloaded placement again with the synchronous step (strata.speculate = false),
   // the peer of the step during backward.
   const size_t offloaded = placements.size();
   for (size_t i = 1; sync_rows && i < offloaded; ++i)
-    placements.emplace_back(placements[i].first + " (sync)", placements[i].second);
+    placements.push_back(
+        {placements[i].name + " (sync)", placements[i].zero, placements[i].strata + ", \"speculate\": false"});
   for (size_t i = 0; i < placements.size(); ++i) {
-    const auto& [name, zero] = placements[i];
-    const Result r = zero.empty() ? base : run(json(zero, budget, i < offloaded ? "" : ", \"speculate\": false"), o);
+    const auto& [name, zero, strata] = placements[i];
+    const Result r = zero.empty() ? base : run(json(zero, budget, strata), o);
     const double t_copy = static_cast<double>(r.step.h2d + r.step.d2h) / (copy * 1e9);
     const double t_nvme = r.step.nvme_read / (store.read_gbps * 1e9) + r.step.nvme_write / (store.write_gbps * 1e9);
     // The host runs Adam for every offloaded placement (on the emulated device the all-on-device
