@@ -26,6 +26,7 @@
 #include "kernels/cpu/adam.h"
 #include "kernels/cpu/gpt_ops.h"
 #include "kernels/cpu/isa.h"
+#include "src/train/openmp_wait.h"
 #include "src/train/trainer.h"
 #include "store_rates.h"
 
@@ -106,6 +107,7 @@ constexpr const char* kUsage =
     "          [--device host|cuda] [--checkpointing 1] [--sync 1]\n";
 
 int main(int argc, char** argv) {
+  strata::train::prefer_passive_openmp(argv);  // oneDNN's OpenMP threads would spin on the model's cores
   using namespace strata;
   using namespace strata::bench;
   train::TrainOptions o;

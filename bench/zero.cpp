@@ -25,6 +25,7 @@
 #include "comm/communicator.h"
 #include "gpt_flags.h"
 #include "kernels/cpu/isa.h"
+#include "src/train/openmp_wait.h"
 #include "src/train/trainer.h"
 
 namespace strata::bench {
@@ -41,6 +42,7 @@ struct Stage {
 }  // namespace strata::bench
 
 int main(int argc, char** argv) {
+  strata::train::prefer_passive_openmp(argv);  // oneDNN's OpenMP threads would spin on the model's cores
   using namespace strata;
   using namespace strata::bench;
   train::TrainOptions o;

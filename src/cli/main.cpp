@@ -14,6 +14,7 @@
 
 #include "src/engine/checkpoint_format.h"
 #include "src/engine/weights_export.h"
+#include "src/train/openmp_wait.h"
 
 namespace {
 
@@ -121,6 +122,7 @@ int run(const std::vector<std::string>& args) {
 
 // No exception ends the process with an abort: whatever escapes is one line and exit 1.
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "train") strata::train::prefer_passive_openmp(argv);
   try {
     return run(std::vector<std::string>(argv + 1, argv + argc));
   } catch (const std::bad_alloc&) {

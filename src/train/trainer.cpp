@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include <csignal>
 
@@ -173,6 +174,10 @@ StatusOr<TrainSummary> run_training(const engine::EngineConfig& cfg, const Train
       mb(o.shape.num_params() * 2).c_str(), o.batch, o.seq, gas, data.path().c_str(), data.train_bytes(),
       data.val_bytes(), mb(model->activation_bytes()).c_str(), o.checkpointing ? " (checkpointed)" : "");
   say(line);
+  if (!on_gpu) {  // the CPU model's matmuls run on OpenMP threads (openmp_wait.h)
+    const char* wait = std::getenv("OMP_WAIT_POLICY");
+    say(std::string("CPU model: OpenMP wait policy ") + (wait != nullptr ? wait : "unset (libgomp's default: spin)"));
+  }
   if (world > 1)
     say("data parallel: " + std::to_string(world) + " ranks, global batch " + std::to_string(o.batch * world));
   if (step > 0) say("resumed at step " + std::to_string(step));

@@ -29,6 +29,14 @@ TEST(TrainCli, AShortRunAndItsErrors) {
   EXPECT_NE(out.find("step    3/3 | loss"), std::string::npos) << out;
   EXPECT_NE(out.find("validation loss"), std::string::npos) << out;
   EXPECT_NE(out.find("done: 3 steps"), std::string::npos) << out;
+  // The CPU model runs with OpenMP threads that sleep when idle, unless the user chose otherwise.
+  out = strata::testing::run_command(
+      "env -u OMP_WAIT_POLICY " + std::string(STRATA_CLI) + " train " + base + "--steps 1", &rc);
+  EXPECT_NE(out.find("OpenMP wait policy passive"), std::string::npos) << out;
+  out = strata::testing::run_command(
+      "OMP_WAIT_POLICY=active " + std::string(STRATA_CLI) + " train " + base + "--steps 1 --warmup 1", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("OpenMP wait policy active"), std::string::npos) << out;
 
   out = run("--data " + dir.path() + "/nope.txt --device host --device-memory 8M", &rc);
   EXPECT_EQ(rc, 1) << out;
