@@ -33,6 +33,8 @@ Status validate_aio_config(const AioConfig& c) {
     return bad("queue_depth", std::to_string(c.queue_depth) + ": must be in 1 .. 1024");
   if (c.intra_op_parallelism < 1 || c.intra_op_parallelism > 64)
     return bad("intra_op_parallelism", std::to_string(c.intra_op_parallelism) + ": must be in 1 .. 64");
+  if (c.background_depth < 1 || c.background_depth > 1024)
+    return bad("background_depth", std::to_string(c.background_depth) + ": must be in 1 .. 1024");
   return Status::ok();
 }
 
@@ -43,9 +45,11 @@ StatusOr<AioConfig> parse_aio_config(const nlohmann::json& aio) {
     if (key == "block_size") {
       STRATA_ASSIGN_OR_RETURN(int64_t n, get_int(v, key, 4096, 64 << 20));
       c.block_size = static_cast<size_t>(n);
-    } else if (key == "queue_depth" || key == "intra_op_parallelism") {
-      STRATA_ASSIGN_OR_RETURN(int64_t n, get_int(v, key, 1, key == "queue_depth" ? 1024 : 64));
-      (key == "queue_depth" ? c.queue_depth : c.intra_op_parallelism) = static_cast<int>(n);
+    } else if (key == "queue_depth" || key == "intra_op_parallelism" || key == "background_depth") {
+      STRATA_ASSIGN_OR_RETURN(int64_t n, get_int(v, key, 1, key == "intra_op_parallelism" ? 64 : 1024));
+      (key == "queue_depth"            ? c.queue_depth
+       : key == "intra_op_parallelism" ? c.intra_op_parallelism
+                                       : c.background_depth) = static_cast<int>(n);
     } else if (key == "single_submit") {
       STRATA_ASSIGN_OR_RETURN(c.single_submit, get_bool(v, key));
     } else if (key == "overlap_events") {
@@ -55,7 +59,7 @@ StatusOr<AioConfig> parse_aio_config(const nlohmann::json& aio) {
     } else {
       return invalid_argument("aio." + key +
                               ": unknown key (known: block_size, queue_depth, intra_op_parallelism, "
-                              "single_submit, overlap_events, allow_buffered_io)");
+                              "background_depth, single_submit, overlap_events, allow_buffered_io)");
     }
   }
   STRATA_RETURN_IF_ERROR(validate_aio_config(c));

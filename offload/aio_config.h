@@ -20,6 +20,9 @@ struct AioConfig {
   bool single_submit = false;           // io_submit one request per call instead of batches
   bool overlap_events = true;      // reap completions one at a time and refill at once; false: wait for the whole batch
   bool allow_buffered_io = false;  // fall back to buffered I/O where the file system has no O_DIRECT
+  // Background blocks (IoPriority::kBackground) in flight per thread, 1 .. queue_depth; demand
+  // blocks use the rest of queue_depth and go first.
+  int background_depth = 4;
 };
 
 // Ranges above; the message names the key ("aio.queue_depth = 0: must be in 1 .. 1024").

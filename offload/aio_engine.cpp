@@ -73,7 +73,7 @@ AioEngine::~AioEngine() {
 }
 
 IoHandle AioEngine::submit(IoOp op, int fd, const std::string& path, void* buf, uint64_t offset, size_t length,
-                           bool direct, std::function<Status(Status)> on_done) {
+                           bool direct, std::function<Status(Status)> on_done, IoPriority priority) {
   const char* what = op == IoOp::kRead ? "read" : "write";
   if (length == 0 || buf == nullptr || fd < 0)
     return IoHandle::finished(
@@ -91,9 +91,11 @@ IoHandle AioEngine::submit(IoOp op, int fd, const std::string& path, void* buf, 
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++outstanding_;
+    const bool bg = priority == IoPriority::kBackground;
     for (size_t done = 0; done < length; done += bs) {
-      queue_.push_back(
-          Block{st, op, fd, static_cast<uint8_t*>(buf) + done, offset + done, std::min(bs, length - done)});
+      (bg ? background_ : queue_)
+          .push_back(
+              Block{st, op, fd, static_cast<uint8_t*>(buf) + done, offset + done, std::min(bs, length - done), bg});
     }
   }
   work_cv_.notify_all();
@@ -152,17 +154,25 @@ void AioEngine::run(Worker* w) {
   };
   std::vector<Slot> slots(qd);
   std::vector<io_event> events(qd);
-  std::deque<Block> ready;  // taken from the queue (or to be retried), not yet submitted
+  std::deque<Block> ready;  // taken from the queues (or to be retried), not yet submitted
   size_t inflight = 0;
+  size_t background = 0;  // background blocks ready or in flight
+  const size_t bg_cap = static_cast<size_t>(config_.background_depth);
 
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (inflight == 0 && ready.empty()) work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (stop_ && queue_.empty() && inflight == 0 && ready.empty()) return;
+      if (inflight == 0 && ready.empty())
+        work_cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !background_.empty(); });
+      if (stop_ && queue_.empty() && background_.empty() && inflight == 0 && ready.empty()) return;
       while (inflight + ready.size() < qd && !queue_.empty()) {
         ready.push_back(std::move(queue_.front()));
         queue_.pop_front();
+      }
+      while (inflight + ready.size() < qd && background < bg_cap && !background_.empty()) {
+        ready.push_back(std::move(background_.front()));
+        background_.pop_front();
+        ++background;
       }
     }
 
@@ -195,6 +205,7 @@ void AioEngine::run(Worker* w) {
         // This block cannot be submitted at all: it fails, the rest go on.
         Slot* slot = static_cast<Slot*>(batch[submitted]->data);
         slot->busy = false;
+        background -= slot->blk.background ? 1 : 0;
         finish_block(slot->blk,
                      block_error(slot->blk.op, slot->blk.req->path, slot->blk.offset, slot->blk.length, -rc));
         slot->blk = Block{};
@@ -221,6 +232,10 @@ void AioEngine::run(Worker* w) {
       Block blk = std::move(slot.blk);
       slot.busy = false;
       --inflight;
+      // Done with this block unless it goes back to `ready` below.
+      const bool requeued = (res < 0 && (res == -EINTR || res == -EAGAIN)) ||
+                            (res >= 0 && static_cast<size_t>(res) < blk.length && res != 0);
+      if (blk.background && !requeued) --background;
       if (res < 0) {
         if (res == -EINTR || res == -EAGAIN) {
           ready.push_front(std::move(blk));

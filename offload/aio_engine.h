@@ -23,6 +23,11 @@
 namespace strata::offload {
 
 enum class IoOp { kRead, kWrite };
+// Demand: someone will wait for it soon (a param the forward needs). Background: bulk traffic
+// whose latency matters less (the optimizer's state read ahead and written behind, gradients):
+// each thread keeps at most AioConfig::background_depth of its blocks in flight, so that a demand
+// request queues behind that much at most, not behind everything submitted.
+enum class IoPriority { kDemand, kBackground };
 
 namespace detail {
 struct IoState;
@@ -59,7 +64,7 @@ class AioEngine {
   // once all its blocks finished, and its result becomes the handle's Status (e.g. a checksum
   // check after a read). `path` names the file in error messages.
   IoHandle submit(IoOp op, int fd, const std::string& path, void* buf, uint64_t offset, size_t length, bool direct,
-                  std::function<Status(Status)> on_done = {});
+                  std::function<Status(Status)> on_done = {}, IoPriority priority = IoPriority::kDemand);
 
   // Waits until every request submitted so far is done.
   void wait_all();
@@ -73,6 +78,7 @@ class AioEngine {
     uint8_t* buf = nullptr;
     uint64_t offset = 0;
     size_t length = 0;
+    bool background = false;
   };
   struct Worker {  // a thread and its io context
     io_context_t ctx = nullptr;
@@ -86,7 +92,7 @@ class AioEngine {
   IoSys* const sys_;
   std::mutex mu_;
   std::condition_variable work_cv_, idle_cv_;
-  std::deque<Block> queue_;
+  std::deque<Block> queue_, background_;  // demand blocks, background blocks
   bool stop_ = false;
   size_t outstanding_ = 0;  // requests not yet done
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -139,7 +139,7 @@ Status NvmeStore::prepare_slot(const std::string& key, Slot& slot, int index, ui
 }
 
 IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t bytes,
-                        std::function<void()> on_io_done) {
+                        std::function<void()> on_io_done, IoPriority priority) {
   const uint64_t padded = align_up(bytes == 0 ? 1 : bytes);
   if (key.empty()) return IoHandle::finished(invalid_argument("put: the key is empty"));
   if (buf.capacity() < padded)
@@ -185,10 +185,12 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
         e->checksum = sum;
         e->has_checksum = options_.checksum;
         return Status::ok();
-      });
+      },
+      priority);
 }
 
-IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done) {
+IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done,
+                        IoPriority priority) {
   Entry* e = nullptr;
   Slot slot;
   uint64_t sum = 0;
@@ -251,7 +253,8 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
                                                      " (stored " + hex64(sum) + ", read " + hex64(got) + ")");
         }
         return Status::ok();
-      });
+      },
+      priority);
 }
 
 bool NvmeStore::contains(const std::string& key) const {

@@ -48,11 +48,13 @@ class NvmeStore {
   // untouched until the handle is done. Errors (argument, space, I/O) leave the key's previous
   // content readable. `on_io_done` (optional) runs on an I/O thread when the transfer itself
   // finished (not called for requests refused before any I/O); it must not call the store.
-  IoHandle put(const std::string& key, const AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done = {});
+  IoHandle put(const std::string& key, const AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done = {},
+               IoPriority priority = IoPriority::kDemand);
   // Reads tensor `key` (exactly `bytes`, its stored length) into buf (capacity >= align_up(bytes)).
   // Fails with kNotFound for a key never written, kDataLoss for a file truncated or deleted
   // underneath or a checksum mismatch.
-  IoHandle get(const std::string& key, AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done = {});
+  IoHandle get(const std::string& key, AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done = {},
+               IoPriority priority = IoPriority::kDemand);
 
   bool contains(const std::string& key) const;
   StatusOr<size_t> size_of(const std::string& key) const;

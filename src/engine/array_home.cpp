@@ -6,11 +6,12 @@
 
 namespace strata::engine {
 
-StatusOr<offload::IoHandle> ArrayHome::get_async(offload::AlignedBuffer&, std::function<void()>) {
+StatusOr<offload::IoHandle> ArrayHome::get_async(offload::AlignedBuffer&, std::function<void()>, offload::IoPriority) {
   return internal_error("an asynchronous NVMe read of an array that is not on NVMe");
 }
 
-StatusOr<offload::IoHandle> ArrayHome::put_async(const offload::AlignedBuffer&, std::function<void()>) {
+StatusOr<offload::IoHandle> ArrayHome::put_async(const offload::AlignedBuffer&, std::function<void()>,
+                                                 offload::IoPriority) {
   return internal_error("an asynchronous NVMe write of an array that is not on NVMe");
 }
 
@@ -90,13 +91,15 @@ class NvmeArray final : public ArrayHome {
     std::memset(bounce_->data(), 0, bytes_);
     return put_bounce();
   }
-  StatusOr<offload::IoHandle> get_async(offload::AlignedBuffer& buf, std::function<void()> done) override {
+  StatusOr<offload::IoHandle> get_async(offload::AlignedBuffer& buf, std::function<void()> done,
+                                        offload::IoPriority priority = offload::IoPriority::kDemand) override {
     st_->bytes_nvme_read += bytes_;
-    return store_.get(key_, buf, bytes_, std::move(done));
+    return store_.get(key_, buf, bytes_, std::move(done), priority);
   }
-  StatusOr<offload::IoHandle> put_async(const offload::AlignedBuffer& buf, std::function<void()> done) override {
+  StatusOr<offload::IoHandle> put_async(const offload::AlignedBuffer& buf, std::function<void()> done,
+                                        offload::IoPriority priority = offload::IoPriority::kDemand) override {
     st_->bytes_nvme_write += bytes_;
-    return store_.put(key_, buf, bytes_, std::move(done));
+    return store_.put(key_, buf, bytes_, std::move(done), priority);
   }
 
  private:

@@ -32,9 +32,12 @@ class ArrayHome {
   virtual Status write(size_t off, const void* src, size_t n) = 0;
   virtual Status zero() = 0;
   // NVMe: the whole array into / from `buf` (at least bytes() long), asynchronously; `done` runs
-  // when the I/O completes. Other tiers: an unsupported error.
-  virtual StatusOr<offload::IoHandle> get_async(offload::AlignedBuffer& buf, std::function<void()> done);
-  virtual StatusOr<offload::IoHandle> put_async(const offload::AlignedBuffer& buf, std::function<void()> done);
+  // when the I/O completes; `priority`: demand or background traffic (offload/aio_engine.h).
+  // Other tiers: an unsupported error.
+  virtual StatusOr<offload::IoHandle> get_async(offload::AlignedBuffer& buf, std::function<void()> done,
+                                                offload::IoPriority priority = offload::IoPriority::kDemand);
+  virtual StatusOr<offload::IoHandle> put_async(const offload::AlignedBuffer& buf, std::function<void()> done,
+                                                offload::IoPriority priority = offload::IoPriority::kDemand);
   virtual Status release() { return Status::ok(); }  // frees device memory (before the device goes)
 
  protected:

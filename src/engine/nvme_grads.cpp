@@ -106,7 +106,7 @@ Status GradientPath::write_chunk(uint32_t ci) {
     traced = [t = ctx_.tracer, name = "write grads c" + std::to_string(ci), t0 = Clock::now()] {
       t->span(TraceLane::kNvmeWrite, name, t0, Clock::now());
     };
-  a.write = ctx_.store->put(grad_key(ci), a.buf, bytes, std::move(traced));
+  a.write = ctx_.store->put(grad_key(ci), a.buf, bytes, std::move(traced), offload::IoPriority::kBackground);
   c.assembly = -1;  // the buffer is free once the write is reaped
   c.written = true;
   return Status::ok();
@@ -132,7 +132,7 @@ StatusOr<offload::IoHandle> GradientPath::read(uint32_t ci, offload::AlignedBuff
     traced = [t = ctx_.tracer, name = "read grads c" + std::to_string(ci), t0 = Clock::now()] {
       t->span(TraceLane::kNvmeRead, name, t0, Clock::now());
     };
-  return ctx_.store->get(grad_key(ci), buf, bytes, std::move(traced));
+  return ctx_.store->get(grad_key(ci), buf, bytes, std::move(traced));  // the step waits for it: demand
 }
 
 Status GradientPath::quiesce() {

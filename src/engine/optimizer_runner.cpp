@@ -185,7 +185,7 @@ int OptimizerRunner::set_of(uint32_t ci) const {
   return -1;
 }
 
-Status OptimizerRunner::read_set(int s, uint32_t ci) {
+Status OptimizerRunner::read_set(int s, uint32_t ci, bool demand) {
   // The chunk's write-back of the previous step must land before it is read again.
   STRATA_RETURN_IF_ERROR(wait_write(ci));
   Set& set = sets_[static_cast<size_t>(s)];
@@ -193,17 +193,18 @@ Status OptimizerRunner::read_set(int s, uint32_t ci) {
   set.chunk = static_cast<int>(ci);
   set.state = Set::State::kReading;
   set.issued = ++issue_;
-  return transfer(ci, false, set.buf, set.io);
+  return transfer(ci, false, set.buf, set.io, demand);
 }
 
 // Every array of chunk ci from its NVMe home into buf (put: from buf into its home), handles into io.
-Status OptimizerRunner::transfer(uint32_t ci, bool put, Buffers& buf, Handles& io) {
+Status OptimizerRunner::transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand) {
+  const auto priority = demand || !ctx_.overlap ? offload::IoPriority::kDemand : offload::IoPriority::kBackground;
   for (int a = 0; a < num_arrays(); ++a) {
     const std::string name =
         std::string(put ? "write c" : "read c") + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
     ArrayHome& home = *chunks_[ci].a[a];
-    STRATA_ASSIGN_OR_RETURN(io[a], put ? home.put_async(buf[a], io_span(TraceLane::kNvmeWrite, name))
-                                       : home.get_async(buf[a], io_span(TraceLane::kNvmeRead, name)));
+    STRATA_ASSIGN_OR_RETURN(io[a], put ? home.put_async(buf[a], io_span(TraceLane::kNvmeWrite, name), priority)
+                                       : home.get_async(buf[a], io_span(TraceLane::kNvmeRead, name), priority));
   }
   return Status::ok();
 }
@@ -214,7 +215,7 @@ Status OptimizerRunner::write_set(int s) {
   const auto ci = static_cast<uint32_t>(set.chunk);
   set.state = Set::State::kWriting;
   set.issued = ++issue_;
-  STRATA_RETURN_IF_ERROR(transfer(ci, true, set.buf, set.io));
+  STRATA_RETURN_IF_ERROR(transfer(ci, true, set.buf, set.io, false));
   return ctx_.overlap ? Status::ok() : wait_set(s);
 }
 
@@ -252,7 +253,7 @@ Status OptimizerRunner::progress_io(bool reads) {
     }
     STRATA_ASSIGN_OR_RETURN(int s, free_set(false));
     if (s < 0) break;
-    STRATA_RETURN_IF_ERROR(read_set(s, ci));
+    STRATA_RETURN_IF_ERROR(read_set(s, ci, false));
   }
   return Status::ok();
 }
@@ -398,7 +399,7 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
     while (next_read < nvme.size() && next_read < done + depth) {
       STRATA_ASSIGN_OR_RETURN(int s, free_set(next_read == done));
       if (s < 0) break;
-      STRATA_RETURN_IF_ERROR(read_set(s, nvme[next_read]));
+      STRATA_RETURN_IF_ERROR(read_set(s, nvme[next_read], true));
       STRATA_RETURN_IF_ERROR(issue_grads(nvme[next_read], sets_[static_cast<size_t>(s)].grad, sink));
       ++next_read;
     }

@@ -154,10 +154,12 @@ class OptimizerRunner {
   Status reset_grads(GradIn& g);  // the buffer free for another chunk (a read in flight landed)
   Status update_device(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);
   StatusOr<int> free_set(bool block);
-  Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io);
+  // demand: the step waits for it (else read ahead or written behind: background traffic, unless
+  // without overlap, where every transfer is waited for).
+  Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand);
   static bool all_done(const Handles& io);  // every valid handle finished (never blocks)
   Status wait_handles(Handles& io);
-  Status read_set(int s, uint32_t ci);
+  Status read_set(int s, uint32_t ci, bool demand);
   Status write_set(int s);
   Status wait_set(int s);
   Status reap_sets();

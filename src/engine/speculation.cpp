@@ -96,7 +96,7 @@ Status OptimizerRunner::read_slot(int s, uint32_t ci) {
   slot.chunk = static_cast<int>(ci);
   spec_[ci] = s;
   ++counts_.read_ahead;
-  return transfer(ci, false, slot.buf, slot.io);
+  return transfer(ci, false, slot.buf, slot.io, false);
 }
 
 Status OptimizerRunner::write_slot(int s) {
@@ -104,7 +104,7 @@ Status OptimizerRunner::write_slot(int s) {
   const auto ci = static_cast<uint32_t>(slot.chunk);
   slot.state = Slot::State::kWriting;
   spec_[ci] = -1;
-  STRATA_RETURN_IF_ERROR(transfer(ci, true, slot.buf, slot.io));
+  STRATA_RETURN_IF_ERROR(transfer(ci, true, slot.buf, slot.io, false));
   return ctx_.overlap ? Status::ok() : wait_slot(slot);
 }
 
