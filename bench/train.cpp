@@ -2,7 +2,8 @@
 // beside its analytical bound measured in the same run:
 //   bound = max(compute, host<->device traffic / copy bandwidth, NVMe reads / store read rate +
 //               NVMe writes / store write rate, params / CPU Adam rate)
-// compute = the same model's step with everything on the device (no offload, same kernels);
+// compute = the same model's step with everything on the device (no offload, same kernels), run
+// before and after the offloaded placements, the faster of the two;
 // copy bandwidth = memcpy of 64 MiB buffers (the emulated device's copies are memcpy), or on a
 // GPU (--device cuda) pinned host -> device cudaMemcpy of 256 MiB;
 // store rates = the NvmeStore alone on the run's own optimizer-state arrays; and, for the
@@ -182,9 +183,7 @@ int main(int argc, char** argv) {
   const std::string path = "\"nvme_path\": \"" + dir + "\"";
   // In memory: every state on the device (on a GPU, params + grads + fp32 master/m/v: 16 bytes per param).
   const size_t all_on_device = gpu ? params * 20 : params * 40;
-  const Result base = run(json("\"stage\": 0", all_on_device), o);
-  std::fprintf(stderr, "%-34s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS",
-               "stall ms", "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "loss");
+  Result base = run(json("\"stage\": 0", all_on_device), o);
   struct Placement {
     std::string name, zero, strata;  // zero_optimization, more "strata" keys
   };
@@ -207,9 +206,22 @@ int main(int argc, char** argv) {
   for (size_t i = 1; sync_rows && i < offloaded; ++i)
     placements.push_back(
         {placements[i].name + " (sync)", placements[i].zero, placements[i].strata + ", \"speculate\": false"});
+  std::vector<Result> results;
+  for (const Placement& p : placements)
+    results.push_back(p.zero.empty() ? base : run(json(p.zero, budget, p.strata), o));
+  // The in-memory step again after the offloaded runs: this VM's speed drifts by 10-20% within
+  // minutes, and the faster of the two is what compute takes (the stricter bound).
+  const Result again = run(json("\"stage\": 0", all_on_device), o);
+  std::fprintf(stderr,
+               "in-memory step %.1f ms before and %.1f ms after the offloaded runs: the faster is the compute\n",
+               base.step.seconds * 1e3, again.step.seconds * 1e3);
+  if (again.step.seconds < base.step.seconds) base = again;
+  results[0] = base;
+  std::fprintf(stderr, "%-34s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS",
+               "stall ms", "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "loss");
   for (size_t i = 0; i < placements.size(); ++i) {
     const auto& [name, zero, strata] = placements[i];
-    const Result r = zero.empty() ? base : run(json(zero, budget, strata), o);
+    const Result& r = results[i];
     const double t_copy = static_cast<double>(r.step.h2d + r.step.d2h) / (copy * 1e9);
     const double t_nvme = r.step.nvme_read / (store.read_gbps * 1e9) + r.step.nvme_write / (store.write_gbps * 1e9);
     // The host runs Adam for every offloaded placement (on the emulated device the all-on-device
