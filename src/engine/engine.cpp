@@ -310,6 +310,7 @@ Status Engine::Impl::allocate_all() {
   gc.buckets = pc.grad_buckets;
   gc.scratch = scratch;
   gc.store = opt_store;
+  gc.adopt = [this](uint32_t ci, const float* g, size_t n) { return runner->adopt_grads(ci, g, n); };
   std::vector<GradientPath::Chunk> geom;
   for (const ChunkState& c : chunks) geom.push_back({c.numel, c.shard, c.shard_begin, c.at.grad32});
   const auto red = world() == 1 ? GradientPath::Reduction::kNone
@@ -332,6 +333,7 @@ Status Engine::Impl::allocate_all() {
   rc.buffer_count = pc.optimizer_buffer_count;
   rc.bit16 = dtype;
   rc.nvme_grads = plan.nvme_grads;
+  rc.give_back_grads = [this](uint32_t ci, const offload::AlignedBuffer& buf) { return gradients->give_back(ci, buf); };
   rc.spec_slots = plan.speculation_slots;
   std::vector<size_t> shards;
   std::vector<Tier> tiers;

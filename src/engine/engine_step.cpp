@@ -126,7 +126,7 @@ StatusOr<StepResult> Engine::Impl::skip_step(StepResult r, Clock::time_point t0)
     consecutive_skips = 0;
   }
   const OptimizerRunner::SpecCounts n = count_speculation(runner->take_counts(), true);
-  STRATA_RETURN_IF_ERROR(runner->restore_speculated());
+  STRATA_RETURN_IF_ERROR(runner->restore_speculated(false));  // the gradients go with the step
   r.chunks_speculated = r.chunks_redone = n.speculated;
   speculation_paused = true;
   scaler.update(true);

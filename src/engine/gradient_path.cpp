@@ -330,7 +330,7 @@ Status GradientPath::zero() {
     }
     if (c.geom.tier == Tier::kNvme) {  // assembly buffers are zeroed when taken; one held now is let go
       if (c.assembly >= 0) assembly_[static_cast<size_t>(std::exchange(c.assembly, -1))].chunk = -1;
-      c.written = c.spilled = false;
+      c.written = c.spilled = c.adopted = false;
       c.partials.clear();
       c.bad_param = -1;
       continue;

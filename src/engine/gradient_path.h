@@ -13,6 +13,7 @@
 
 #include <oneapi/tbb/task_arena.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -51,6 +52,10 @@ class GradientPath {
     int buckets = 2;
     void* scratch = nullptr;              // device scratch of the norm
     offload::NvmeStore* store = nullptr;  // gradients of Tier::kNvme chunks
+    // A Tier::kNvme chunk's complete gradient offered to the optimizer before it is written: true
+    // when it took a copy (the chunk's state is read ahead into a step slot, the gradient joins it
+    // there) and no NVMe copy is needed; give_back returns it if the slot is dropped before the step.
+    std::function<bool(uint32_t ci, const float* g, size_t n)> adopt;
   };
   struct Chunk {  // one chunk's geometry, from the layout and the plan
     size_t numel = 0, shard = 0, shard_begin = 0;
@@ -87,6 +92,8 @@ class GradientPath {
   const void* grads(uint32_t ci) const;  // the fp32 shard of chunk ci (device or host; nullptr on NVMe)
   // An NVMe-resident gradient of the cycle (complete: reduce_all ran) into buf, asynchronously.
   StatusOr<offload::IoHandle> read(uint32_t ci, offload::AlignedBuffer& buf);
+  // An adopted gradient handed back (its slot was dropped before the step): written to NVMe now.
+  Status give_back(uint32_t ci, const offload::AlignedBuffer& buf);
   Status quiesce();  // NVMe gradient writes finished
   // Where the first inf / NaN gradient is, in registration order: "in 'w' (element 3 of [4, 4])".
   StatusOr<std::string> first_nonfinite();
@@ -113,6 +120,7 @@ class GradientPath {
     int assembly = -1;                     // the pinned buffer it is being assembled in, -1 if none
     bool spilled = false;                  // a partial sum was written out to free its buffer (read back to go on)
     bool written = false;                  // this cycle's gradient is complete and written (zero() resets)
+    bool adopted = false;                  //   into a step slot (Context::adopt), not to NVMe
     std::vector<double> partials;          // its norm's partial sums (kernels::sumsq_partials), when written
     int64_t bad_param = -1, bad_elem = 0;  // its first inf / NaN element, when written
   };

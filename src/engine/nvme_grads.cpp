@@ -99,6 +99,13 @@ Status GradientPath::write_chunk(uint32_t ci) {
     }
   }
   Assembly& a = assembly_[static_cast<size_t>(c.assembly)];
+  c.written = true;
+  if (ctx_.adopt && ctx_.adopt(ci, g, c.geom.shard)) {  // it joined its state in a step slot
+    c.adopted = true;
+    a.chunk = -1;
+    c.assembly = -1;
+    return Status::ok();
+  }
   const size_t bytes = c.geom.shard * 4;
   ctx_.stats->bytes_nvme_write += bytes;
   std::function<void()> traced;
@@ -108,7 +115,6 @@ Status GradientPath::write_chunk(uint32_t ci) {
     };
   a.write = ctx_.store->put(grad_key(ci), a.buf, bytes, std::move(traced), offload::IoPriority::kBackground);
   c.assembly = -1;  // the buffer is free once the write is reaped
-  c.written = true;
   return Status::ok();
 }
 
@@ -121,7 +127,7 @@ Status GradientPath::finish_nvme() {
 
 StatusOr<offload::IoHandle> GradientPath::read(uint32_t ci, offload::AlignedBuffer& buf) {
   ChunkGrads& c = chunks_[ci];
-  if (c.geom.tier != Tier::kNvme || !c.written)
+  if (c.geom.tier != Tier::kNvme || !c.written || c.adopted)
     return internal_error("chunk " + std::to_string(ci) + ": no fp32 gradient on NVMe to read");
   for (Assembly& a : assembly_)  // its own write lands first
     if (a.chunk == static_cast<int>(ci)) STRATA_RETURN_IF_ERROR(reap_write(a));
@@ -133,6 +139,18 @@ StatusOr<offload::IoHandle> GradientPath::read(uint32_t ci, offload::AlignedBuff
       t->span(TraceLane::kNvmeRead, name, t0, Clock::now());
     };
   return ctx_.store->get(grad_key(ci), buf, bytes, std::move(traced));  // the step waits for it: demand
+}
+
+Status GradientPath::give_back(uint32_t ci, const offload::AlignedBuffer& buf) {
+  ChunkGrads& c = chunks_[ci];
+  if (!c.adopted) return internal_error("chunk " + std::to_string(ci) + ": its gradient was not adopted");
+  const size_t bytes = c.geom.shard * 4;
+  ctx_.stats->bytes_nvme_write += bytes;
+  STRATA_RETURN_IF_ERROR(ctx_.store->put(grad_key(ci), buf, bytes)
+                             .wait()
+                             .annotate("writing the fp32 gradient of chunk " + std::to_string(ci) + " to NVMe"));
+  c.adopted = false;
+  return Status::ok();
 }
 
 Status GradientPath::quiesce() {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <utility>
 
@@ -268,6 +269,7 @@ Status OptimizerRunner::quiesce() {
     }
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kFree || slot.state == Slot::State::kSpeculated) continue;
+    if (Status g = give_back(slot); first.is_ok() && !g.is_ok()) first = std::move(g);
     const bool read_ahead = slot.state == Slot::State::kReading;  // its data is dropped: so is its error
     Status r = wait_slot(slot);
     if (first.is_ok() && !r.is_ok() && !read_ahead) first = std::move(r);
@@ -297,6 +299,23 @@ Status OptimizerRunner::reset_grads(GradIn& g) {
   return s;
 }
 
+bool OptimizerRunner::adopt_grads(uint32_t ci, const float* g, size_t n) {
+  if (!ctx_.nvme_grads || spec_[ci] < 0) return false;
+  Slot& slot = slots_[static_cast<size_t>(spec_[ci])];
+  if (slot.state != Slot::State::kReading && slot.state != Slot::State::kStaged) return false;
+  if (slot.grad.issued || slot.grad.buf.capacity() < n * 4) return false;
+  std::memcpy(slot.grad.buf.data(), g, n * 4);
+  slot.grad.issued = slot.grad.adopted = true;
+  return true;
+}
+
+Status OptimizerRunner::give_back(Slot& slot) {
+  if (!slot.grad.adopted || slot.chunk < 0) return Status::ok();
+  slot.grad.adopted = slot.grad.issued = false;
+  if (!ctx_.give_back_grads) return internal_error("an adopted gradient with nowhere to go");
+  return ctx_.give_back_grads(static_cast<uint32_t>(slot.chunk), slot.grad.buf);
+}
+
 Status OptimizerRunner::issue_grads(uint32_t ci, GradIn& g, ChunkSink& sink) {
   if (g.issued || sink.grads(ci) != nullptr) return Status::ok();
   STRATA_ASSIGN_OR_RETURN(g.io, sink.read_grads(ci, g.buf));
@@ -307,6 +326,8 @@ Status OptimizerRunner::issue_grads(uint32_t ci, GradIn& g, ChunkSink& sink) {
 StatusOr<const void*> OptimizerRunner::chunk_grads(uint32_t ci, GradIn& g, ChunkSink& sink) {
   if (const void* p = sink.grads(ci)) return p;
   STRATA_RETURN_IF_ERROR(issue_grads(ci, g, sink));
+  g.adopted = false;  // used now (the buffer is reused only by the next read into it)
+  if (!g.io.valid()) return static_cast<const void*>(g.buf.data());  // adopted
   const Clock::time_point t0 = Clock::now();
   Status s = g.io.wait();
   g.io = offload::IoHandle();

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -49,6 +50,9 @@ class OptimizerRunner {
     DType bit16 = DType::kBF16;  // the params' dtype: the updated copy's
     size_t spec_slots = 0;       // backup slots of the update during backward (Plan::speculation_slots)
     bool nvme_grads = false;     // some NVMe chunk's gradient rests on NVMe: sets and slots read it too
+    // An adopted gradient (adopt_grads) whose slot is dropped before the step goes back through
+    // this (GradientPath::give_back: written to NVMe).
+    std::function<Status(uint32_t ci, const offload::AlignedBuffer& buf)> give_back_grads;
   };
 
   // The rest of the engine's side of one chunk's update.
@@ -109,9 +113,13 @@ class OptimizerRunner {
   // during the cycle's last micro-batch, and update updates it there with the step's constants
   // and writes it back behind the step (exact without a redo, whatever clipping does).
   StatusOr<bool> speculate(uint32_t ci, const optim::StepCoeffs& c, const void* grads);
+  // Gradients on NVMe: chunk ci's complete gradient ([n] fp32) copied into the step slot its state
+  // is being read ahead into, so that it needs no NVMe write and read; false when it has none.
+  bool adopt_grads(uint32_t ci, const float* g, size_t n);
   // Every speculated chunk restored to its state before, slots read ahead dropped (an overflow
   // skips the step; a checkpoint or read_master inside the cycle reads the state before the step).
-  Status restore_speculated();
+  // keep_grads false: gradients adopted into slots are dropped with them (a skipped step).
+  Status restore_speculated(bool keep_grads = true);
   struct SpecCounts {
     int speculated = 0;  // chunks updated during backward since the last take_counts
     int redone = 0;      //   of which restored and updated again (clipping, another lr)
@@ -135,7 +143,8 @@ class OptimizerRunner {
   struct GradIn {
     offload::AlignedBuffer buf;
     offload::IoHandle io;
-    bool issued = false;
+    bool issued = false;   // buf holds the chunk's gradient, or its read is in flight (io)
+    bool adopted = false;  // handed over by adopt_grads: no NVMe copy exists
   };
   // One buffer set of the NVMe pipeline: one chunk's arrays, read ahead and written behind.
   struct Set {
@@ -180,6 +189,7 @@ class OptimizerRunner {
     bool finite = true;
     GradIn grad;
   };
+  Status give_back(Slot& slot);         // an adopted gradient of a slot about to be dropped, back to NVMe
   Status progress_io(bool reads);       // write-backs, then reads ahead (start_reads), a few at a time
   int updated_slot(uint32_t ci) const;  // the slot holding chunk ci's updated state not yet written, or -1
   StatusOr<int> take_slot();            // a free slot (finished write-backs reaped), or -1

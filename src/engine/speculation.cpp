@@ -171,21 +171,25 @@ Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink&
   return Status::ok();
 }
 
-Status OptimizerRunner::restore_speculated() {
+Status OptimizerRunner::restore_speculated(bool keep_grads) {
+  Status first;
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kSpeculated) {
       float* backup[optim::kMaxArrays] = {};
       float* home[optim::kMaxArrays] = {};
       const auto ci = static_cast<uint32_t>(slot.chunk);
       copy_arrays(home_arrays(ci, home), slot_arrays(slot, backup), chunks_[ci].shard);
-    } else if (slot.state == Slot::State::kReading) {
+    } else if (slot.state == Slot::State::kReading || slot.state == Slot::State::kStaged) {
+      // A gradient that joined the state read ahead goes to NVMe first (the step reads it there).
+      if (!keep_grads) slot.grad.adopted = slot.grad.issued = false;
+      if (Status g = give_back(slot); first.is_ok() && !g.is_ok()) first = std::move(g);
       // The read lands before the buffer is reused; its error concerns no one (nothing uses the
       // data: whoever needs that state reads it again and hears of it).
-      (void)wait_slot(slot);
+      if (slot.state == Slot::State::kReading) (void)wait_slot(slot);
     }
     drop(slot);
   }
-  return Status::ok();
+  return first;
 }
 
 // A slot holding a backup, a read ahead or a read in flight's landed buffer freed; one whose state

@@ -29,15 +29,15 @@ struct Trained {
 
 std::string name(int i) { return "p" + std::to_string(i); }
 
-Trained train(const std::string& tier, const std::string& dir) {
+Trained train(const std::string& tier, const std::string& dir, bool speculate) {
   const std::string json =
       "{\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 0.01, \"weight_decay\": 0.01}}, "
       "\"gradient_clipping\": 4.0, \"bf16\": {\"enabled\": true}, \"zero_optimization\": {\"stage\": 2, "
       "\"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" +
       dir +
       "\"}}, \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 8192, \"grad_buckets\": "
-      "1, \"gradient_tier\": \"" +
-      tier + "\"}}";
+      "1, \"speculate\": " +
+      std::string(speculate ? "true" : "false") + ", \"gradient_tier\": \"" + tier + "\"}}";
   Trained t;
   auto cfg = parse_engine_config(json);
   EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string();
@@ -88,10 +88,11 @@ Trained train(const std::string& tier, const std::string& dir) {
   return t;
 }
 
+// Without step slots (strata.speculate false) every gradient goes through the disk.
 TEST(NvmeGradients, InterleavedAndMissingGradientsTrainAsHostGradients) {
   strata::testing::ScratchDir d0, d1;
-  const Trained host = train("host", d0.path());
-  const Trained nvme = train("nvme", d1.path());
+  const Trained host = train("host", d0.path(), false);
+  const Trained nvme = train("nvme", d1.path(), false);
   ASSERT_EQ(host.master.size(), static_cast<size_t>(kParams) * kNumel);
   ASSERT_EQ(nvme.master.size(), host.master.size());
   for (size_t i = 0; i < host.master.size(); ++i) ASSERT_EQ(nvme.master[i], host.master[i]) << "master " << i;
@@ -106,6 +107,20 @@ TEST(NvmeGradients, InterleavedAndMissingGradientsTrainAsHostGradients) {
   const size_t grads = static_cast<size_t>(kParams) * kNumel * 4;
   EXPECT_GT(nvme.stats.bytes_nvme_write - host.stats.bytes_nvme_write, kSteps * grads);
   EXPECT_GT(nvme.stats.bytes_nvme_read - host.stats.bytes_nvme_read, kSteps * grads);
+}
+
+// With step slots the chunks whose state is read ahead take their gradient there (no NVMe copy):
+// the same masters, less gradient traffic than one write and one read a step.
+TEST(NvmeGradients, GradientsJoinTheStateReadAhead) {
+  strata::testing::ScratchDir d0, d1;
+  const Trained host = train("host", d0.path(), true);
+  const Trained nvme = train("nvme", d1.path(), true);
+  ASSERT_EQ(nvme.master.size(), host.master.size());
+  for (size_t i = 0; i < host.master.size(); ++i) ASSERT_EQ(nvme.master[i], host.master[i]) << "master " << i;
+  EXPECT_EQ(nvme.bit16, host.bit16);
+  EXPECT_GT(nvme.stats.chunks_read_ahead, 0);
+  const size_t grads = static_cast<size_t>(kParams) * kNumel * 4;
+  EXPECT_LT(nvme.stats.bytes_nvme_read - host.stats.bytes_nvme_read, kSteps * grads);
 }
 
 }  // namespace

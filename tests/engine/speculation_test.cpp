@@ -191,7 +191,9 @@ TEST_P(Speculation, BitIdenticalToTheSynchronousStep) {
 // Gradients on NVMe against gradients in host memory, the optimizer's state on NVMe: the same
 // masters and params bit for bit (the norm from partial sums taken as each chunk's gradient was
 // written adds up exactly as the multi-tensor pass over host arrays), every micro-batch's gradient
-// written once and each applied step's read once. (The host bytes: placement_test's closed forms.)
+// written once and each applied step's read once — without step slots; with them (the default)
+// the chunks whose state is read ahead take their gradient there and move less. (The host bytes:
+// placement_test's closed forms.)
 class GradientTier : public ::testing::TestWithParam<std::tuple<Placement, Clip>> {};
 
 TEST_P(GradientTier, NvmeGradientsTrainAsHostGradients) {
@@ -200,20 +202,29 @@ TEST_P(GradientTier, NvmeGradientsTrainAsHostGradients) {
   Placement on_host = p;
   on_host.strata = ", \"gradient_tier\": \"host\"";
   const double clip_value = clip == Clip::kAlways ? 1e-6 : clip == Clip::kSometimes ? 0.5 : 0.0;
+  strata::testing::ScratchDir d2, d3;
   const Trained host = train(on_host, clip, clip_value, 1, true, d0.path());
   const Trained nvme = train(p, clip, clip_value, 1, true, d1.path());
+  const Trained host_sync = train(on_host, clip, clip_value, 1, false, d2.path());
+  const Trained nvme_sync = train(p, clip, clip_value, 1, false, d3.path());
   ASSERT_FALSE(host.engine.master.empty());
-  for (const auto& [n, v] : host.engine.master) EXPECT_EQ(nvme.engine.master.at(n), v) << "fp32 master of " << n;
-  for (const auto& [n, v] : host.bit16) EXPECT_EQ(nvme.bit16.at(n), v) << "bit16 param " << n;
-  for (size_t i = 0; i < host.engine.steps.size(); ++i)
-    EXPECT_EQ(nvme.engine.steps.at(i).grad_norm, host.engine.steps[i].grad_norm) << "step " << i;
+  for (const Trained* t : {&nvme, &host_sync, &nvme_sync}) {
+    for (const auto& [n, v] : host.engine.master) EXPECT_EQ(t->engine.master.at(n), v) << "fp32 master of " << n;
+    for (const auto& [n, v] : host.bit16) EXPECT_EQ(t->bit16.at(n), v) << "bit16 param " << n;
+    for (size_t i = 0; i < host.engine.steps.size(); ++i)
+      EXPECT_EQ(t->engine.steps.at(i).grad_norm, host.engine.steps[i].grad_norm) << "step " << i;
+  }
+  // With slots: some gradients joined their state (fewer bytes than one write and read a step).
+  const size_t grad_bytes_spec = nvme.engine.stats.tier_bytes[2] - host.engine.stats.tier_bytes[2];
+  EXPECT_LT(nvme.engine.stats.bytes_nvme_write - host.engine.stats.bytes_nvme_write,
+            grad_bytes_spec * nvme.engine.steps.size());
 
-  const EngineStats &h = host.engine.stats, &g = nvme.engine.stats;
+  const EngineStats &h = host_sync.engine.stats, &g = nvme_sync.engine.stats;
   const size_t grad_bytes = g.tier_bytes[2] - h.tier_bytes[2];  // fp32 gradients on NVMe, once
   EXPECT_GT(grad_bytes, 0u);
   int applied = 0;
-  for (const StepResult& r : nvme.engine.steps) applied += r.applied;
-  EXPECT_EQ(g.bytes_nvme_write - h.bytes_nvme_write, grad_bytes * nvme.engine.steps.size());
+  for (const StepResult& r : nvme_sync.engine.steps) applied += r.applied;
+  EXPECT_EQ(g.bytes_nvme_write - h.bytes_nvme_write, grad_bytes * nvme_sync.engine.steps.size());
   EXPECT_EQ(g.bytes_nvme_read - h.bytes_nvme_read, grad_bytes * static_cast<size_t>(applied));
 }
 
@@ -261,6 +272,40 @@ TEST(SpeculationSeam, ReadMasterInsideACycleSeesTheStateBeforeTheStep) {
 std::string param_name(const ::testing::TestParamInfo<std::tuple<Placement, Clip, int>>& i) {
   return std::string(std::get<0>(i.param).name) + "_" + clip_name(std::get<1>(i.param)) + "_gas" +
          std::to_string(std::get<2>(i.param));
+}
+
+// Gradients on NVMe that joined their state in a step slot: read_master between the last backward
+// and the step drops the slots, so the gradients go to NVMe first; the step finds them there and
+// the run ends as one with host gradients and no reads in between.
+TEST(SpeculationSeam, ReadMasterInsideACycleKeepsGradientsThatJoinedASlot) {
+  const Mlp mlp{MlpShape{}};
+  std::map<std::string, std::vector<float>> final_masters[2];
+  for (int nvme = 0; nvme < 2; ++nvme) {
+    strata::testing::ScratchDir dir;
+    std::string json = config_json(replace_all(kPlacements[6].zero, "NVMEDIR", dir.path()), kParamsOffBudget, "",
+                                   nvme ? kNvmeGrads : ", \"gradient_tier\": \"host\"");
+    json = replace_all(json, "\"gradient_accumulation_steps\": " + std::to_string(harness::kAccum),
+                       "\"gradient_accumulation_steps\": 1");
+    auto cfg = parse_engine_config(json);
+    ASSERT_TRUE(cfg.is_ok()) << cfg.status().to_string();
+    auto made = harness::make_engine(cfg.value(), mlp, RunOptions{});
+    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+    Engine& e = *made.value();
+    harness::EngineAccess a(e);
+    std::vector<float> x, y;
+    for (int micro = 0; micro < harness::kSteps; ++micro) {
+      mlp.batch(100 + static_cast<uint32_t>(micro), &x, &y);
+      mlp.train_micro(a, x, y, e.param_dtype(), e.loss_scale());
+      if (nvme) (void)harness::read_masters(e, mlp);
+      auto r = e.step();
+      ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    }
+    if (nvme) {
+      EXPECT_GT(e.stats().chunks_read_ahead, 0);
+    }
+    final_masters[nvme] = harness::read_masters(e, mlp);
+  }
+  EXPECT_EQ(final_masters[1], final_masters[0]);
 }
 
 INSTANTIATE_TEST_SUITE_P(Placements, Speculation,
