@@ -148,6 +148,7 @@ class GradientPath {
   Status write_chunk(uint32_t ci);           // complete: partials, first inf / NaN, the write started
   Status finish_nvme();                      // the step: every NVMe chunk's gradient written
   std::string grad_key(uint32_t ci) const { return "c" + std::to_string(ci) + ".grad32"; }
+  std::function<void()> io_span(TraceLane lane, const char* what, uint32_t ci) const;  // empty when not tracing
   Status wait_timed(offload::Event& e, double* counter);
   Status traced_copy(offload::Stream& s, TraceLane lane, std::string name, void* dst, const void* src, size_t bytes,
                      offload::CopyKind kind);

@@ -13,6 +13,13 @@
 
 namespace strata::engine {
 
+std::function<void()> GradientPath::io_span(TraceLane lane, const char* what, uint32_t ci) const {
+  if (!ctx_.tracer) return {};
+  return [t = ctx_.tracer, lane, name = what + std::to_string(ci), t0 = Clock::now()] {
+    t->span(lane, name, t0, Clock::now());
+  };
+}
+
 Status GradientPath::reap_write(Assembly& a) {
   if (a.write.valid()) {
     const Clock::time_point t0 = Clock::now();
@@ -108,12 +115,8 @@ Status GradientPath::write_chunk(uint32_t ci) {
   }
   const size_t bytes = c.geom.shard * 4;
   ctx_.stats->bytes_nvme_write += bytes;
-  std::function<void()> traced;
-  if (ctx_.tracer)
-    traced = [t = ctx_.tracer, name = "write grads c" + std::to_string(ci), t0 = Clock::now()] {
-      t->span(TraceLane::kNvmeWrite, name, t0, Clock::now());
-    };
-  a.write = ctx_.store->put(grad_key(ci), a.buf, bytes, std::move(traced), offload::IoPriority::kBackground);
+  a.write = ctx_.store->put(grad_key(ci), a.buf, bytes, io_span(TraceLane::kNvmeWrite, "write grads c", ci),
+                            offload::IoPriority::kBackground);
   c.assembly = -1;  // the buffer is free once the write is reaped
   return Status::ok();
 }
@@ -133,12 +136,8 @@ StatusOr<offload::IoHandle> GradientPath::read(uint32_t ci, offload::AlignedBuff
     if (a.chunk == static_cast<int>(ci)) STRATA_RETURN_IF_ERROR(reap_write(a));
   const size_t bytes = c.geom.shard * 4;
   ctx_.stats->bytes_nvme_read += bytes;
-  std::function<void()> traced;
-  if (ctx_.tracer)
-    traced = [t = ctx_.tracer, name = "read grads c" + std::to_string(ci), t0 = Clock::now()] {
-      t->span(TraceLane::kNvmeRead, name, t0, Clock::now());
-    };
-  return ctx_.store->get(grad_key(ci), buf, bytes, std::move(traced));  // the step waits for it: demand
+  // (demand: the step waits for it)
+  return ctx_.store->get(grad_key(ci), buf, bytes, io_span(TraceLane::kNvmeRead, "read grads c", ci));
 }
 
 Status GradientPath::give_back(uint32_t ci, const offload::AlignedBuffer& buf) {

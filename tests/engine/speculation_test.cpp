@@ -235,6 +235,16 @@ INSTANTIATE_TEST_SUITE_P(NvmeGradients, GradientTier,
                            return std::string(std::get<0>(i.param).name) + "_" + clip_name(std::get<1>(i.param));
                          });
 
+// A prepared engine for `json` with the MLP registered (the seam tests drive it by hand).
+std::unique_ptr<Engine> engine_for(const std::string& json, const Mlp& mlp) {
+  auto cfg = parse_engine_config(json);
+  EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string();
+  if (!cfg.is_ok()) return nullptr;
+  auto made = harness::make_engine(cfg.value(), mlp, RunOptions{});
+  EXPECT_TRUE(made.is_ok()) << made.status().to_string();
+  return made.is_ok() ? std::move(made).value() : nullptr;
+}
+
 // read_master between the cycle's last backward and its step sees the masters before the step
 // (the speculated chunks are restored first), and the run still ends bit-identical.
 TEST(SpeculationSeam, ReadMasterInsideACycleSeesTheStateBeforeTheStep) {
@@ -244,11 +254,9 @@ TEST(SpeculationSeam, ReadMasterInsideACycleSeesTheStateBeforeTheStep) {
     std::string json = config_json("\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", kParamsOnBudget, "",
                                    speculate ? "" : ", \"speculate\": false");
     json = replace_all(json, "\"gradient_clipping\": " + std::to_string(harness::kClip), "\"gradient_clipping\": 0");
-    auto cfg = parse_engine_config(json);
-    ASSERT_TRUE(cfg.is_ok()) << cfg.status().to_string();
-    auto made = harness::make_engine(cfg.value(), mlp, RunOptions{});
-    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
-    Engine& e = *made.value();
+    const std::unique_ptr<Engine> made = engine_for(json, mlp);
+    ASSERT_NE(made, nullptr);
+    Engine& e = *made;
     harness::EngineAccess a(e);
     std::vector<float> x, y;
     int64_t restored = 0;
@@ -286,11 +294,9 @@ TEST(SpeculationSeam, ReadMasterInsideACycleKeepsGradientsThatJoinedASlot) {
                                    nvme ? kNvmeGrads : ", \"gradient_tier\": \"host\"");
     json = replace_all(json, "\"gradient_accumulation_steps\": " + std::to_string(harness::kAccum),
                        "\"gradient_accumulation_steps\": 1");
-    auto cfg = parse_engine_config(json);
-    ASSERT_TRUE(cfg.is_ok()) << cfg.status().to_string();
-    auto made = harness::make_engine(cfg.value(), mlp, RunOptions{});
-    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
-    Engine& e = *made.value();
+    const std::unique_ptr<Engine> made = engine_for(json, mlp);
+    ASSERT_NE(made, nullptr);
+    Engine& e = *made;
     harness::EngineAccess a(e);
     std::vector<float> x, y;
     for (int micro = 0; micro < harness::kSteps; ++micro) {
