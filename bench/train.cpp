@@ -83,12 +83,14 @@ struct Result {
   double tokens_per_s = 0, loss_first = 0, loss_last = 0;
 };
 
-Result run(const std::string& json, const train::TrainOptions& o) {
+// A placement's run; an error (a plan the machine cannot hold: the NVMe rows of a 7B model on a
+// small disk) is returned, and the other placements still run.
+StatusOr<Result> run(const std::string& json, const train::TrainOptions& o) {
   auto cfg = check(engine::parse_engine_config(json));
   engine::EngineOptions e;
   e.log = [](const std::string&) {};
-  const train::TrainSummary s = check(run_training(
-      cfg, o, [](const std::string&) {}, e));
+  STRATA_ASSIGN_OR_RETURN(const train::TrainSummary s, run_training(
+                                                           cfg, o, [](const std::string&) {}, e));
   std::vector<train::TrainSummary::Step> steps(s.step_records.begin() + 1,
                                                s.step_records.end());  // after a warm-up step
   std::sort(steps.begin(), steps.end(), [](const auto& a, const auto& b) { return a.seconds < b.seconds; });
@@ -183,7 +185,7 @@ int main(int argc, char** argv) {
   const std::string path = "\"nvme_path\": \"" + dir + "\"";
   // In memory: every state on the device (on a GPU, params + grads + fp32 master/m/v: 16 bytes per param).
   const size_t all_on_device = gpu ? params * 20 : params * 40;
-  Result base = run(json("\"stage\": 0", all_on_device), o);
+  Result base = check(run(json("\"stage\": 0", all_on_device), o));
   struct Placement {
     std::string name, zero, strata;  // zero_optimization, more "strata" keys
   };
@@ -206,12 +208,17 @@ int main(int argc, char** argv) {
   for (size_t i = 1; sync_rows && i < offloaded; ++i)
     placements.push_back(
         {placements[i].name + " (sync)", placements[i].zero, placements[i].strata + ", \"speculate\": false"});
-  std::vector<Result> results;
-  for (const Placement& p : placements)
-    results.push_back(p.zero.empty() ? base : run(json(p.zero, budget, p.strata), o));
+  std::vector<StatusOr<Result>> results;
+  for (const Placement& p : placements) {
+    results.push_back(p.zero.empty() ? StatusOr<Result>(base) : run(json(p.zero, budget, p.strata), o));
+    if (results.back().is_ok())
+      std::fprintf(stderr, "  %s: step %.1f ms\n", p.name.c_str(), results.back().value().step.seconds * 1e3);
+    else
+      std::fprintf(stderr, "  %s: not run: %s\n", p.name.c_str(), results.back().status().to_string().c_str());
+  }
   // The in-memory step again after the offloaded runs: this VM's speed drifts by 10-20% within
   // minutes, and the faster of the two is what compute takes (the stricter bound).
-  const Result again = run(json("\"stage\": 0", all_on_device), o);
+  const Result again = check(run(json("\"stage\": 0", all_on_device), o));
   std::fprintf(stderr,
                "in-memory step %.1f ms before and %.1f ms after the offloaded runs: the faster is the compute\n",
                base.step.seconds * 1e3, again.step.seconds * 1e3);
@@ -221,7 +228,11 @@ int main(int argc, char** argv) {
                "stall ms", "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "loss");
   for (size_t i = 0; i < placements.size(); ++i) {
     const auto& [name, zero, strata] = placements[i];
-    const Result& r = results[i];
+    if (!results[i].is_ok()) {
+      std::fprintf(stderr, "%-34s not run (above)\n", name.c_str());
+      continue;
+    }
+    const Result& r = results[i].value();
     const double t_copy = static_cast<double>(r.step.h2d + r.step.d2h) / (copy * 1e9);
     const double t_nvme = r.step.nvme_read / (store.read_gbps * 1e9) + r.step.nvme_write / (store.write_gbps * 1e9);
     // The host runs Adam for every offloaded placement (on the emulated device the all-on-device
