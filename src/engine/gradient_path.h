@@ -145,6 +145,7 @@ class GradientPath {
   StatusOr<float*> host_grads(uint32_t ci);  // host array, or the assembly buffer (taken, zeroed)
   StatusOr<int> take_assembly();             // a free buffer (finished writes reaped; else waited or spilled)
   Status reap_write(Assembly& a);            // its write finished: the buffer is free
+  Status land_writes_of(uint32_t ci);        // chunk ci's writes in flight finished
   Status write_chunk(uint32_t ci);           // complete: partials, first inf / NaN, the write started
   Status finish_nvme();                      // the step: every NVMe chunk's gradient written
   std::string grad_key(uint32_t ci) const { return "c" + std::to_string(ci) + ".grad32"; }

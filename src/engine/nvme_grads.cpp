@@ -6,6 +6,7 @@
 // buffers only, whatever the model's size.
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "kernels/cpu/grad_norm.h"
 #include "kernels/cpu/parallel.h"
@@ -20,16 +21,23 @@ std::function<void()> GradientPath::io_span(TraceLane lane, const char* what, ui
   };
 }
 
+// A buffer whose write is in flight holds no chunk being assembled: once the write lands it is free.
 Status GradientPath::reap_write(Assembly& a) {
-  if (a.write.valid()) {
-    const Clock::time_point t0 = Clock::now();
-    Status s = a.write.wait();
-    ctx_.stats->stall_grad_s += seconds_since(t0);
-    a.write = offload::IoHandle();
-    if (!s.is_ok())
-      return std::move(s).annotate("writing the fp32 gradient of chunk " + std::to_string(a.chunk) + " to NVMe");
-  }
-  if (a.chunk >= 0 && chunks_[static_cast<size_t>(a.chunk)].assembly < 0) a.chunk = -1;
+  if (!a.write.valid()) return Status::ok();
+  const Clock::time_point t0 = Clock::now();
+  Status s = a.write.wait();
+  ctx_.stats->stall_grad_s += seconds_since(t0);
+  a.write = offload::IoHandle();
+  const int ci = std::exchange(a.chunk, -1);
+  if (!s.is_ok()) return std::move(s).annotate("writing the fp32 gradient of chunk " + std::to_string(ci) + " to NVMe");
+  return Status::ok();
+}
+
+// A write of chunk ci's gradient still in flight (from this cycle, or from one whose step was
+// skipped and never read it) lands before the key is written or read again.
+Status GradientPath::land_writes_of(uint32_t ci) {
+  for (Assembly& a : assembly_)
+    if (a.chunk == static_cast<int>(ci) && a.write.valid()) STRATA_RETURN_IF_ERROR(reap_write(a));
   return Status::ok();
 }
 
@@ -53,6 +61,7 @@ StatusOr<int> GradientPath::take_assembly() {
   const int i = 0;
   Assembly& a = assembly_[0];
   ChunkGrads& c = chunks_[static_cast<size_t>(a.chunk)];
+  STRATA_RETURN_IF_ERROR(land_writes_of(static_cast<uint32_t>(a.chunk)));
   const size_t bytes = c.geom.shard * 4;
   ctx_.stats->bytes_nvme_write += bytes;
   STRATA_RETURN_IF_ERROR(ctx_.store->put(grad_key(static_cast<uint32_t>(a.chunk)), a.buf, bytes).wait());
@@ -114,6 +123,7 @@ Status GradientPath::write_chunk(uint32_t ci) {
     return Status::ok();
   }
   const size_t bytes = c.geom.shard * 4;
+  STRATA_RETURN_IF_ERROR(land_writes_of(ci));
   ctx_.stats->bytes_nvme_write += bytes;
   a.write = ctx_.store->put(grad_key(ci), a.buf, bytes, io_span(TraceLane::kNvmeWrite, "write grads c", ci),
                             offload::IoPriority::kBackground);
@@ -132,8 +142,7 @@ StatusOr<offload::IoHandle> GradientPath::read(uint32_t ci, offload::AlignedBuff
   ChunkGrads& c = chunks_[ci];
   if (c.geom.tier != Tier::kNvme || !c.written || c.adopted)
     return internal_error("chunk " + std::to_string(ci) + ": no fp32 gradient on NVMe to read");
-  for (Assembly& a : assembly_)  // its own write lands first
-    if (a.chunk == static_cast<int>(ci)) STRATA_RETURN_IF_ERROR(reap_write(a));
+  STRATA_RETURN_IF_ERROR(land_writes_of(ci));
   const size_t bytes = c.geom.shard * 4;
   ctx_.stats->bytes_nvme_read += bytes;
   // (demand: the step waits for it)
@@ -143,6 +152,7 @@ StatusOr<offload::IoHandle> GradientPath::read(uint32_t ci, offload::AlignedBuff
 Status GradientPath::give_back(uint32_t ci, const offload::AlignedBuffer& buf) {
   ChunkGrads& c = chunks_[ci];
   if (!c.adopted) return internal_error("chunk " + std::to_string(ci) + ": its gradient was not adopted");
+  STRATA_RETURN_IF_ERROR(land_writes_of(ci));
   const size_t bytes = c.geom.shard * 4;
   ctx_.stats->bytes_nvme_write += bytes;
   STRATA_RETURN_IF_ERROR(ctx_.store->put(grad_key(ci), buf, bytes)

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <thread>
 
 #include "offload/io_sys.h"
 
@@ -20,6 +22,7 @@ class FaultyIoSys final : public offload::IoSys {
   std::atomic<int> completion_error_count{0};       // ... this many of them
   std::atomic<bool> completion_error_reads{false};  // apply completion_error to reads instead
   std::atomic<int> short_transfers{0};              // the next N completions report half (4096-aligned) the length
+  std::atomic<int> write_completion_delay_us{0};    // each reaped write completion is held back this long
   std::atomic<int> fallocate_error{0};              // errno for every fallocate while set
   std::atomic<bool> refuse_o_direct{false};         // open with O_DIRECT fails with EINVAL
   std::atomic<int> submits{0}, completions{0};
@@ -59,6 +62,8 @@ class FaultyIoSys final : public offload::IoSys {
       ++completions;
       const iocb* cb = ev[i].obj;
       const bool is_read = cb->aio_lio_opcode == IO_CMD_PREAD;
+      if (!is_read && write_completion_delay_us > 0)
+        std::this_thread::sleep_for(std::chrono::microseconds(write_completion_delay_us.load()));
       const long len = static_cast<long>(cb->u.c.nbytes);
       if (completion_error_count > 0 && is_read == completion_error_reads.load()) {
         --completion_error_count;
