@@ -177,5 +177,24 @@ TEST(EngineConfig, NvmeRewriteModeSetsTheDiskCopies) {
       << bad.status().to_string();
 }
 
+// strata.gradient_tier: auto by default; host and nvme reach the planner; anything else is named.
+TEST(EngineConfig, GradientTierReachesThePlanner) {
+  using GradTier = PlacementConfig::GradTier;
+  auto d = parse_engine_config("{}");
+  ASSERT_TRUE(d.is_ok());
+  EXPECT_EQ(d.value().gradient_tier, "auto");
+  EXPECT_EQ(d.value().placement.gradient_tier, GradTier::kAuto);
+  for (const auto& [text, tier] : {std::pair{"host", GradTier::kHost}, std::pair{"nvme", GradTier::kNvme}}) {
+    auto c = parse_engine_config(std::string(R"({"strata": {"gradient_tier": ")") + text + R"("}})");
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    EXPECT_EQ(c.value().placement.gradient_tier, tier) << text;
+  }
+  auto bad = parse_engine_config(R"({"strata": {"gradient_tier": "disk"}})");
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("strata.gradient_tier = \"disk\": expected one of auto, host, nvme"),
+            std::string::npos)
+      << bad.status().to_string();
+}
+
 }  // namespace
 }  // namespace strata::engine
