@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <utility>
 
 #include "kernels/cpu/casts.h"
@@ -346,6 +347,18 @@ Status GradientPath::zero() {
   return ctx_.compute->synchronize();
 }
 
+std::pair<int64_t, int64_t> GradientPath::first_nonfinite_in(uint32_t ci, const float* g) const {
+  const ChunkGrads& c = chunks_[ci];
+  for (uint32_t pi : ctx_.layout->chunks()[ci].params) {
+    const ParamSlot& s = ctx_.layout->params()[pi];
+    const size_t lo = std::max(s.offset, c.geom.shard_begin),
+                 hi = std::min(s.offset + s.numel, c.geom.shard_begin + c.geom.shard);
+    for (size_t e = lo; e < hi; ++e)
+      if (!std::isfinite(g[e - c.geom.shard_begin])) return {pi, static_cast<int64_t>(e - s.offset)};
+  }
+  return {-1, 0};
+}
+
 // Runs only when a run is stopped for it; sharded: every rank looks at its shard and the lowest
 // param index wins.
 StatusOr<std::string> GradientPath::first_nonfinite() {
@@ -367,18 +380,7 @@ StatusOr<std::string> GradientPath::first_nonfinite() {
       STRATA_RETURN_IF_ERROR(ctx_.compute->synchronize());
       g = host.data();
     }
-    for (uint32_t pi : ctx_.layout->chunks()[ci].params) {
-      const ParamSlot& s = slots[pi];
-      const size_t lo = std::max(s.offset, c.geom.shard_begin),
-                   hi = std::min(s.offset + s.numel, c.geom.shard_begin + c.geom.shard);
-      for (size_t e = lo; e < hi; ++e) {
-        if (std::isfinite(g[e - c.geom.shard_begin])) continue;
-        best = pi;
-        best_elem = static_cast<int64_t>(e - s.offset);
-        break;
-      }
-      if (best >= 0) break;
-    }
+    std::tie(best, best_elem) = first_nonfinite_in(static_cast<uint32_t>(ci), g);
   }
   if (sharded()) {  // the lowest param index over the ranks, then that rank's element
     const int32_t n = static_cast<int32_t>(slots.size());

@@ -140,6 +140,8 @@ class GradientPath {
   Status reduce_span_device(const Bucket& bk, ChunkGrads& c);
   Status start_reduce(uint32_t ci);
   Status progress_reduces(bool wait = false);
+  // The first inf / NaN of chunk ci's fp32 shard `g` (host memory): {param index, element}, or {-1, 0}.
+  std::pair<int64_t, int64_t> first_nonfinite_in(uint32_t ci, const float* g) const;
   Status note_landed(uint32_t ci);  // a drain finished: final if that was the chunk's last bucket
   // nvme_grads.cpp
   StatusOr<float*> host_grads(uint32_t ci);  // host array, or the assembly buffer (taken, zeroed)

@@ -6,6 +6,7 @@
 // buffers only, whatever the model's size.
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <utility>
 
 #include "kernels/cpu/grad_norm.h"
@@ -101,19 +102,7 @@ Status GradientPath::write_chunk(uint32_t ci) {
   double sum = 0;
   for (double p : c.partials) sum += p;
   c.bad_param = -1;
-  if (!std::isfinite(sum)) {  // its first inf / NaN, for first_nonfinite
-    for (uint32_t pi : ctx_.layout->chunks()[ci].params) {
-      const ParamSlot& s = ctx_.layout->params()[pi];
-      const size_t lo = std::max(s.offset, c.geom.shard_begin),
-                   hi = std::min(s.offset + s.numel, c.geom.shard_begin + c.geom.shard);
-      for (size_t e = lo; e < hi && c.bad_param < 0; ++e)
-        if (!std::isfinite(g[e - c.geom.shard_begin])) {
-          c.bad_param = pi;
-          c.bad_elem = static_cast<int64_t>(e - s.offset);
-        }
-      if (c.bad_param >= 0) break;
-    }
-  }
+  if (!std::isfinite(sum)) std::tie(c.bad_param, c.bad_elem) = first_nonfinite_in(ci, g);  // for first_nonfinite
   Assembly& a = assembly_[static_cast<size_t>(c.assembly)];
   c.written = true;
   if (ctx_.adopt && ctx_.adopt(ci, g, c.geom.shard)) {  // it joined its state in a step slot
