@@ -43,6 +43,7 @@ class AlignedBuffer {
   void* data_ = nullptr;
   size_t capacity_ = 0;
   bool cuda_registered_ = false;
+  bool arena_ = false;  // from HugeArena (large buffers), else aligned_alloc
 };
 
 class PinnedPool;

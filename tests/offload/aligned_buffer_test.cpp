@@ -1,6 +1,8 @@
 // Aligned buffers and the pinned pool: alignment, reuse without new allocations, the budget.
 #include "offload/aligned_buffer.h"
 
+#include "offload/huge_arena.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -21,6 +23,22 @@ TEST(AlignedBuffer, PageAlignedAndPadded) {
   AlignedBuffer c = std::move(a);
   EXPECT_EQ(a.data(), nullptr);
   EXPECT_NE(c.data(), nullptr);
+}
+
+TEST(AlignedBuffer, LargeBuffersComeFromTheHugePageArena) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "under AddressSanitizer every buffer is its own allocation (redzones)";
+#endif
+  const size_t before = HugeArena::instance().regions();
+  auto small = AlignedBuffer::create(size_t{64} << 10, PinMode::kNone);
+  ASSERT_TRUE(small.is_ok());
+  EXPECT_EQ(HugeArena::instance().regions(), before);
+  {
+    auto big = AlignedBuffer::create(size_t{1} << 20, PinMode::kNone);
+    ASSERT_TRUE(big.is_ok());
+    EXPECT_EQ(HugeArena::instance().regions(), before + 1);
+  }
+  EXPECT_EQ(HugeArena::instance().regions(), before);  // destroyed: its region is unmapped
 }
 
 TEST(PinnedPool, ReusesBuffersInSteadyState) {
