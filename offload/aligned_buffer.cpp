@@ -11,28 +11,10 @@
 #include "offload/huge_arena.h"
 
 namespace strata::offload {
-namespace {
-
-// Buffers this large come from the huge-page arena; under AddressSanitizer none do (its
-// redzones around each allocation are what catches an overrun).
-constexpr size_t kArenaMin = size_t{256} << 10;
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
-
-}  // namespace
 
 StatusOr<AlignedBuffer> AlignedBuffer::create(size_t bytes, PinMode pin) {
   const size_t cap = align_up(bytes == 0 ? 1 : bytes);
-  const bool arena = cap >= kArenaMin && !kSanitized;
+  const bool arena = HugeArena::serves(cap);
   void* p = arena ? HugeArena::instance().allocate(cap) : std::aligned_alloc(kIoAlign, cap);
   if (p == nullptr) return out_of_memory("cannot allocate " + std::to_string(cap) + " bytes of aligned host memory");
   AlignedBuffer b;

@@ -11,8 +11,10 @@
 #include <mutex>
 #include <thread>
 
+#include "offload/aligned_buffer.h"
 #include "offload/device.h"
 #include "offload/device_ledger.h"
+#include "offload/huge_arena.h"
 #include "src/common/units.h"
 
 namespace strata::offload {
@@ -154,7 +156,10 @@ class HostDeviceImpl final : public Device {
  public:
   HostDeviceImpl(size_t budget, std::chrono::microseconds copy_delay) : ledger_(budget), copy_delay_(copy_delay) {}
   ~HostDeviceImpl() override {
-    for (void* p : ledger_.live()) std::free(p);
+    for (void* p : ledger_.live()) {
+      auto bytes = ledger_.remove(p);
+      if (bytes.is_ok()) release(p, bytes.value());
+    }
   }
   std::string name() const override { return "host-emulated device (budget " + format_bytes(ledger_.budget()) + ")"; }
   bool is_cuda() const override { return false; }
@@ -162,7 +167,8 @@ class HostDeviceImpl final : public Device {
   StatusOr<void*> allocate(size_t bytes) override {
     const size_t n = (bytes == 0 ? 1 : bytes + kAllocAlign - 1) / kAllocAlign * kAllocAlign;
     STRATA_RETURN_IF_ERROR(ledger_.reserve(n));
-    void* p = std::aligned_alloc(kAllocAlign, n);
+    void* p =
+        HugeArena::serves(n) ? HugeArena::instance().allocate(align_up(n, 4096)) : std::aligned_alloc(kAllocAlign, n);
     if (p == nullptr) {
       ledger_.unreserve(n);
       return out_of_memory("host memory for the emulated device ran out (" + std::to_string(n) + " bytes)");
@@ -173,11 +179,19 @@ class HostDeviceImpl final : public Device {
   Status free(void* p) override {
     if (p == nullptr) return Status::ok();
     STRATA_ASSIGN_OR_RETURN(size_t bytes, ledger_.remove(p));
-    (void)bytes;
-    std::free(p);
+    release(p, bytes);
     return Status::ok();
   }
   size_t budget_bytes() const override { return ledger_.budget(); }
+  // Device memory of 256 KiB and more comes from the huge-page arena (a GPU maps its memory in
+  // large pages too), the rest from malloc.
+  static void release(void* p, size_t n) {
+    if (HugeArena::serves(n)) {
+      HugeArena::instance().release(p, align_up(n, 4096));
+    } else {
+      std::free(p);
+    }
+  }
   size_t used_bytes() const override { return ledger_.used(); }
   size_t peak_bytes() const override { return ledger_.peak(); }
   StatusOr<std::unique_ptr<Stream>> create_stream() override { return std::unique_ptr<Stream>(new HostStream(this)); }

@@ -12,6 +12,15 @@ HugeArena& HugeArena::instance() {
   return *arena;
 }
 
+bool HugeArena::serves(size_t bytes) {
+#if defined(__SANITIZE_ADDRESS__)
+  (void)bytes;
+  return false;
+#else
+  return bytes >= (size_t{256} << 10);
+#endif
+}
+
 void* HugeArena::take(Region& r, size_t bytes) {
   for (auto it = r.free.begin(); it != r.free.end(); ++it) {
     if (it->second < bytes) continue;

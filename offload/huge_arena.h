@@ -22,6 +22,9 @@ class HugeArena {
   static constexpr size_t kRegion = size_t{32} << 20;  // regions are at least this large
 
   static HugeArena& instance();
+  // Whether buffers of this size come from the arena: 256 KiB and more, and none under
+  // AddressSanitizer (its redzones around each allocation are what catches an overrun).
+  static bool serves(size_t bytes);
   // `bytes` (a multiple of 4096) at a 4096-aligned address, or nullptr.
   void* allocate(size_t bytes);
   // Gives back what allocate returned (same size); its pages are returned to the kernel.
