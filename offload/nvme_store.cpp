@@ -138,8 +138,10 @@ Status NvmeStore::prepare_slot(const std::string& key, Slot& slot, int index, ui
   return Status::ok();
 }
 
+uint64_t NvmeStore::checksum_of(const void* data, size_t bytes) { return XXH3_64bits(data, bytes); }
+
 IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t bytes,
-                        std::function<void()> on_io_done, IoPriority priority) {
+                        std::function<void()> on_io_done, IoPriority priority, std::optional<uint64_t> checksum) {
   const uint64_t padded = align_up(bytes == 0 ? 1 : bytes);
   if (key.empty()) return IoHandle::finished(invalid_argument("put: the key is empty"));
   if (buf.capacity() < padded)
@@ -164,7 +166,7 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
     if (e->active < 0 && e->slots[0].fd < 0 && e->slots[1].fd < 0) entries_.erase(key);
     return IoHandle::finished(std::move(prep));
   }
-  const uint64_t sum = options_.checksum ? XXH3_64bits(buf.data(), bytes) : 0;
+  const uint64_t sum = !options_.checksum ? 0 : checksum ? *checksum : checksum_of(buf.data(), bytes);
   const Slot& slot = e->slots[target];
   return engine_->submit(
       IoOp::kWrite, slot.fd, slot.path, buf.data(), 0, padded, direct_,

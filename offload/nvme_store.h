@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -48,13 +49,18 @@ class NvmeStore {
   // untouched until the handle is done. Errors (argument, space, I/O) leave the key's previous
   // content readable. `on_io_done` (optional) runs on an I/O thread when the transfer itself
   // finished (not called for requests refused before any I/O); it must not call the store.
+  // `checksum`: checksum_of(buf, bytes) when the caller already took it (while the bytes were in
+  // its cache); otherwise put takes it on the calling thread. A wrong one reads back as DATA_LOSS.
   IoHandle put(const std::string& key, const AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done = {},
-               IoPriority priority = IoPriority::kDemand);
+               IoPriority priority = IoPriority::kDemand, std::optional<uint64_t> checksum = std::nullopt);
   // Reads tensor `key` (exactly `bytes`, its stored length) into buf (capacity >= align_up(bytes)).
   // Fails with kNotFound for a key never written, kDataLoss for a file truncated or deleted
   // underneath or a checksum mismatch.
   IoHandle get(const std::string& key, AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done = {},
                IoPriority priority = IoPriority::kDemand);
+
+  bool checksums() const { return options_.checksum; }          // strata.nvme_checksum
+  static uint64_t checksum_of(const void* data, size_t bytes);  // the store's checksum (xxh3-64)
 
   bool contains(const std::string& key) const;
   StatusOr<size_t> size_of(const std::string& key) const;

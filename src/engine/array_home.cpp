@@ -11,7 +11,7 @@ StatusOr<offload::IoHandle> ArrayHome::get_async(offload::AlignedBuffer&, std::f
 }
 
 StatusOr<offload::IoHandle> ArrayHome::put_async(const offload::AlignedBuffer&, std::function<void()>,
-                                                 offload::IoPriority) {
+                                                 offload::IoPriority, std::optional<uint64_t>) {
   return internal_error("an asynchronous NVMe write of an array that is not on NVMe");
 }
 
@@ -97,10 +97,12 @@ class NvmeArray final : public ArrayHome {
     return store_.get(key_, buf, bytes_, std::move(done), priority);
   }
   StatusOr<offload::IoHandle> put_async(const offload::AlignedBuffer& buf, std::function<void()> done,
-                                        offload::IoPriority priority = offload::IoPriority::kDemand) override {
+                                        offload::IoPriority priority = offload::IoPriority::kDemand,
+                                        std::optional<uint64_t> checksum = std::nullopt) override {
     st_->bytes_nvme_write += bytes_;
-    return store_.put(key_, buf, bytes_, std::move(done), priority);
+    return store_.put(key_, buf, bytes_, std::move(done), priority, checksum);
   }
+  bool checksummed() const override { return store_.checksums(); }
 
  private:
   Status put_bounce() {

@@ -36,9 +36,12 @@ class ArrayHome {
   // Other tiers: an unsupported error.
   virtual StatusOr<offload::IoHandle> get_async(offload::AlignedBuffer& buf, std::function<void()> done,
                                                 offload::IoPriority priority = offload::IoPriority::kDemand);
+  // `checksum`: the store's checksum of the bytes when the caller took it (NvmeStore::put).
   virtual StatusOr<offload::IoHandle> put_async(const offload::AlignedBuffer& buf, std::function<void()> done,
-                                                offload::IoPriority priority = offload::IoPriority::kDemand);
-  virtual Status release() { return Status::ok(); }  // frees device memory (before the device goes)
+                                                offload::IoPriority priority = offload::IoPriority::kDemand,
+                                                std::optional<uint64_t> checksum = std::nullopt);
+  virtual bool checksummed() const { return false; }  // NVMe with strata.nvme_checksum
+  virtual Status release() { return Status::ok(); }   // frees device memory (before the device goes)
 
  protected:
   explicit ArrayHome(size_t bytes) : bytes_(bytes) {}

@@ -198,16 +198,30 @@ Status OptimizerRunner::read_set(int s, uint32_t ci, bool demand) {
 }
 
 // Every array of chunk ci from its NVMe home into buf (put: from buf into its home), handles into io.
-Status OptimizerRunner::transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand) {
+Status OptimizerRunner::transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand, const Sums* sums) {
   const auto priority = demand || !ctx_.overlap ? offload::IoPriority::kDemand : offload::IoPriority::kBackground;
   for (int a = 0; a < num_arrays(); ++a) {
     const std::string name =
         std::string(put ? "write c" : "read c") + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
     ArrayHome& home = *chunks_[ci].a[a];
-    STRATA_ASSIGN_OR_RETURN(io[a], put ? home.put_async(buf[a], io_span(TraceLane::kNvmeWrite, name), priority)
+    const std::optional<uint64_t> sum = sums != nullptr ? (*sums)[static_cast<size_t>(a)] : std::nullopt;
+    STRATA_ASSIGN_OR_RETURN(io[a], put ? home.put_async(buf[a], io_span(TraceLane::kNvmeWrite, name), priority, sum)
                                        : home.get_async(buf[a], io_span(TraceLane::kNvmeRead, name), priority));
   }
   return Status::ok();
+}
+
+void OptimizerRunner::take_sums(uint32_t ci, const Buffers& buf, Sums& sums) {
+  sums.fill(std::nullopt);
+  const Chunk& ch = chunks_[ci];
+  if (ch.tier != Tier::kNvme || !ch.a[0]->checksummed()) return;
+  const auto n = static_cast<size_t>(num_arrays());
+  kernels::arena_execute(*ctx_.arena, [&] {
+    kernels::parallel_for(tbb::blocked_range<size_t>(0, n, 1), [&](const tbb::blocked_range<size_t>& r) {
+      for (size_t a = r.begin(); a != r.end(); ++a)
+        sums[a] = offload::NvmeStore::checksum_of(buf[a].data(), ch.a[a]->bytes());
+    });
+  });
 }
 
 // Set s's arrays written back to its chunk's NVMe home (waited for at once without overlap).
@@ -216,7 +230,8 @@ Status OptimizerRunner::write_set(int s) {
   const auto ci = static_cast<uint32_t>(set.chunk);
   set.state = Set::State::kWriting;
   set.issued = ++issue_;
-  STRATA_RETURN_IF_ERROR(transfer(ci, true, set.buf, set.io, false));
+  STRATA_RETURN_IF_ERROR(transfer(ci, true, set.buf, set.io, false, &set.sums));
+  set.sums.fill(std::nullopt);
   return ctx_.overlap ? Status::ok() : wait_set(s);
 }
 
@@ -433,6 +448,7 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
     float* state[optim::kMaxArrays] = {};
     STRATA_ASSIGN_OR_RETURN(const void* grads, chunk_grads(ci, set.grad, sink));
     STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(set, state), grads, c, sink));
+    take_sums(ci, set.buf, set.sums);
     STRATA_RETURN_IF_ERROR(write_set(s));
     ++done;
   }

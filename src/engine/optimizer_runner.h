@@ -14,6 +14,7 @@
 #include <array>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -139,6 +140,7 @@ class OptimizerRunner {
   };
   using Buffers = std::array<offload::AlignedBuffer, optim::kMaxArrays>;  // one per optimizer array
   using Handles = std::array<offload::IoHandle, optim::kMaxArrays>;
+  using Sums = std::array<std::optional<uint64_t>, optim::kMaxArrays>;  // checksums taken for a write
   // An NVMe-resident gradient read beside the state (Context::nvme_grads).
   struct GradIn {
     offload::AlignedBuffer buf;
@@ -154,6 +156,7 @@ class OptimizerRunner {
     int chunk = -1;
     uint64_t issued = 0;  // order of the last read / write issued, to wait for the oldest
     GradIn grad;
+    Sums sums;
   };
   std::vector<uint32_t> order() const;
   Status update_host(uint32_t ci, float* const* state, const void* grads, const optim::StepCoeffs& c, ChunkSink& sink);
@@ -165,7 +168,11 @@ class OptimizerRunner {
   StatusOr<int> free_set(bool block);
   // demand: the step waits for it (else read ahead or written behind: background traffic, unless
   // without overlap, where every transfer is waited for).
-  Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand);
+  Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand, const Sums* sums = nullptr);
+  // The store's checksums of chunk ci's arrays in `buf` just after its update wrote them (in
+  // cache, one array per engine thread), so that the write-back issued later need not read them
+  // again on the host program's thread; cleared when the store keeps no checksums.
+  void take_sums(uint32_t ci, const Buffers& buf, Sums& sums);
   static bool all_done(const Handles& io);  // every valid handle finished (never blocks)
   Status wait_handles(Handles& io);
   Status read_set(int s, uint32_t ci, bool demand);
@@ -188,6 +195,7 @@ class OptimizerRunner {
     int chunk = -1;
     bool finite = true;
     GradIn grad;
+    Sums sums;  // of the updated state (kUpdated), for its write-back
   };
   Status give_back(Slot& slot);         // an adopted gradient of a slot about to be dropped, back to NVMe
   Status progress_io(bool reads);       // write-backs, then reads ahead (start_reads), a few at a time

@@ -104,7 +104,8 @@ Status OptimizerRunner::write_slot(int s) {
   const auto ci = static_cast<uint32_t>(slot.chunk);
   slot.state = Slot::State::kWriting;
   spec_[ci] = -1;
-  STRATA_RETURN_IF_ERROR(transfer(ci, true, slot.buf, slot.io, false));
+  STRATA_RETURN_IF_ERROR(transfer(ci, true, slot.buf, slot.io, false, &slot.sums));
+  slot.sums.fill(std::nullopt);
   return ctx_.overlap ? Status::ok() : wait_slot(slot);
 }
 
@@ -118,6 +119,7 @@ Status OptimizerRunner::update_staged(uint32_t ci, const optim::StepCoeffs& c, C
   float* state[optim::kMaxArrays] = {};
   STRATA_ASSIGN_OR_RETURN(const void* grads, chunk_grads(ci, slot.grad, sink));
   STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(slot, state), grads, c, sink));
+  take_sums(ci, slot.buf, slot.sums);
   slot.state = Slot::State::kUpdated;
   spec_[ci] = -1;
   return ctx_.overlap ? Status::ok() : write_slot(static_cast<int>(&slot - slots_.data()));
