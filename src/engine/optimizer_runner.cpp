@@ -211,17 +211,13 @@ Status OptimizerRunner::transfer(uint32_t ci, bool put, Buffers& buf, Handles& i
   return Status::ok();
 }
 
-void OptimizerRunner::take_sums(uint32_t ci, const Buffers& buf, Sums& sums) {
-  sums.fill(std::nullopt);
+void OptimizerRunner::take_sums(uint32_t ci, float* const* state, Sums& sums) {
   const Chunk& ch = chunks_[ci];
-  if (ch.tier != Tier::kNvme || !ch.a[0]->checksummed()) return;
-  const auto n = static_cast<size_t>(num_arrays());
-  kernels::arena_execute(*ctx_.arena, [&] {
-    kernels::parallel_for(tbb::blocked_range<size_t>(0, n, 1), [&](const tbb::blocked_range<size_t>& r) {
-      for (size_t a = r.begin(); a != r.end(); ++a)
-        sums[a] = offload::NvmeStore::checksum_of(buf[a].data(), ch.a[a]->bytes());
-    });
-  });
+  kernels::parallel_for(tbb::blocked_range<size_t>(0, static_cast<size_t>(num_arrays()), 1),
+                        [&](const tbb::blocked_range<size_t>& r) {
+                          for (size_t a = r.begin(); a != r.end(); ++a)
+                            sums[a] = offload::NvmeStore::checksum_of(state[a], ch.a[a]->bytes());
+                        });
 }
 
 // Set s's arrays written back to its chunk's NVMe home (waited for at once without overlap).
@@ -369,7 +365,7 @@ Status OptimizerRunner::update_device(uint32_t ci, const optim::StepCoeffs& c, C
 // The host kernel over one chunk whose arrays are in host memory (`state`, master first); false
 // when a master came out inf / NaN.
 bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* grads, void* out,
-                                 const optim::StepCoeffs& c) {
+                                 const optim::StepCoeffs& c, Sums* sums) {
   optim::Tensor t;
   for (int a = 0; a < num_arrays(); ++a) t.array[a] = state[a];
   t.grads = grads;
@@ -379,7 +375,12 @@ bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* g
   t.count = chunks_[ci].shard;
   const Clock::time_point ta = Clock::now();
   bool finite = true;
-  kernels::arena_execute(*ctx_.arena, [&] { finite = opt_->update_host(*ctx_.k, c, {&t, 1}); });
+  if (sums != nullptr) sums->fill(std::nullopt);
+  const bool take = sums != nullptr && chunks_[ci].tier == Tier::kNvme && chunks_[ci].a[0]->checksummed();
+  kernels::arena_execute(*ctx_.arena, [&] {
+    finite = opt_->update_host(*ctx_.k, c, {&t, 1});
+    if (take) take_sums(ci, state, *sums);
+  });
   ctx_.stats->step_update_s += seconds_since(ta);
   span(TraceLane::kUpdate, "update c" + std::to_string(ci), ta);
   return finite;
@@ -387,9 +388,9 @@ bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* g
 
 // The update of one chunk whose arrays are in host memory, then the new bit16 values handed to the sink.
 Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const void* grads, const optim::StepCoeffs& c,
-                                    ChunkSink& sink) {
+                                    ChunkSink& sink, Sums* sums) {
   STRATA_ASSIGN_OR_RETURN(void* out, sink.bit16_out(ci));
-  if (!run_kernel(ci, state, grads, out, c) && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_))
+  if (!run_kernel(ci, state, grads, out, c, sums) && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_))
     bad_master_ = static_cast<int>(ci);
   return sink.bit16_written(ci);
 }
@@ -447,8 +448,7 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
     if (seconds_since(tr) > 1e-5) span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr);
     float* state[optim::kMaxArrays] = {};
     STRATA_ASSIGN_OR_RETURN(const void* grads, chunk_grads(ci, set.grad, sink));
-    STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(set, state), grads, c, sink));
-    take_sums(ci, set.buf, set.sums);
+    STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(set, state), grads, c, sink, &set.sums));
     STRATA_RETURN_IF_ERROR(write_set(s));
     ++done;
   }

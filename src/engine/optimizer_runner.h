@@ -159,7 +159,8 @@ class OptimizerRunner {
     Sums sums;
   };
   std::vector<uint32_t> order() const;
-  Status update_host(uint32_t ci, float* const* state, const void* grads, const optim::StepCoeffs& c, ChunkSink& sink);
+  Status update_host(uint32_t ci, float* const* state, const void* grads, const optim::StepCoeffs& c, ChunkSink& sink,
+                     Sums* sums = nullptr);
   // NVMe-resident gradients: the read started (once per chunk held), the gradient when it landed.
   Status issue_grads(uint32_t ci, GradIn& g, ChunkSink& sink);
   StatusOr<const void*> chunk_grads(uint32_t ci, GradIn& g, ChunkSink& sink);
@@ -169,10 +170,10 @@ class OptimizerRunner {
   // demand: the step waits for it (else read ahead or written behind: background traffic, unless
   // without overlap, where every transfer is waited for).
   Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand, const Sums* sums = nullptr);
-  // The store's checksums of chunk ci's arrays in `buf` just after its update wrote them (in
-  // cache, one array per engine thread), so that the write-back issued later need not read them
-  // again on the host program's thread; cleared when the store keeps no checksums.
-  void take_sums(uint32_t ci, const Buffers& buf, Sums& sums);
+  // The store's checksums of chunk ci's arrays (`state`), taken inside the update's arena call
+  // right after the kernel (one array per engine thread), so that the write-back issued later
+  // need not read them again on the host program's thread.
+  void take_sums(uint32_t ci, float* const* state, Sums& sums);
   static bool all_done(const Handles& io);  // every valid handle finished (never blocks)
   Status wait_handles(Handles& io);
   Status read_set(int s, uint32_t ci, bool demand);
@@ -207,7 +208,9 @@ class OptimizerRunner {
   Status read_slot(int s, uint32_t ci);
   Status write_slot(int s);
   Status update_staged(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);
-  bool run_kernel(uint32_t ci, float* const* state, const void* grads, void* out, const optim::StepCoeffs& c);
+  // `sums` (NVMe chunks, store with checksums): filled for the write-back, else cleared.
+  bool run_kernel(uint32_t ci, float* const* state, const void* grads, void* out, const optim::StepCoeffs& c,
+                  Sums* sums = nullptr);
   void copy_arrays(float* const* dst, float* const* src, size_t n);
   float* const* slot_arrays(Slot& s, float** out);
   float* const* slot_arrays(Set& s, float** out);

@@ -118,8 +118,7 @@ Status OptimizerRunner::update_staged(uint32_t ci, const optim::StepCoeffs& c, C
   if (seconds_since(tr) > 1e-5) span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr);
   float* state[optim::kMaxArrays] = {};
   STRATA_ASSIGN_OR_RETURN(const void* grads, chunk_grads(ci, slot.grad, sink));
-  STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(slot, state), grads, c, sink));
-  take_sums(ci, slot.buf, slot.sums);
+  STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(slot, state), grads, c, sink, &slot.sums));
   slot.state = Slot::State::kUpdated;
   spec_[ci] = -1;
   return ctx_.overlap ? Status::ok() : write_slot(static_cast<int>(&slot - slots_.data()));
