@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace strata::offload {
@@ -57,6 +59,45 @@ TEST(HugeArena, RandomAllocationsKeepTheirBytes) {
   check_all();
   for (const auto& [p, v] : live) a.release(p, v.first);
   EXPECT_EQ(a.regions(), regions_before);  // every region this test made is unmapped again
+}
+
+// Engine threads allocate and free concurrently (staging, slots, the emulated device): each
+// thread's buffers keep their bytes while the others carve and return theirs.
+TEST(HugeArena, ConcurrentThreadsKeepTheirBytes) {
+  HugeArena& a = HugeArena::instance();
+  const size_t regions_before = a.regions();
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&a, &bad, t] {
+      std::mt19937 rng(static_cast<unsigned>(t));
+      std::vector<std::pair<uint8_t*, size_t>> mine;
+      for (int op = 0; op < 200; ++op) {
+        if (mine.empty() || rng() % 3 != 0) {
+          const size_t bytes = (1 + rng() % 256) * 4096;
+          auto* p = static_cast<uint8_t*>(a.allocate(bytes));
+          if (p == nullptr) {
+            ++bad;
+            return;
+          }
+          std::memset(p, t + 1, bytes);
+          mine.emplace_back(p, bytes);
+        } else {
+          const size_t i = rng() % mine.size();
+          for (size_t b = 0; b < mine[i].second; b += 4096) bad += mine[i].first[b] != t + 1;
+          a.release(mine[i].first, mine[i].second);
+          mine.erase(mine.begin() + static_cast<long>(i));
+        }
+      }
+      for (auto& [p, n] : mine) {
+        for (size_t b = 0; b < n; b += 4096) bad += p[b] != t + 1;
+        a.release(p, n);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0) << "a buffer lost its bytes to another thread's";
+  EXPECT_EQ(a.regions(), regions_before);
 }
 
 TEST(HugeArena, FreedNeighboursCoalesce) {
