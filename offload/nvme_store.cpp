@@ -191,8 +191,16 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
       priority);
 }
 
+Status NvmeStore::ReadCheck::verify(const void* data, size_t bytes) const {
+  if (!active) return Status::ok();
+  const uint64_t got = XXH3_64bits(data, bytes);
+  if (got == sum) return Status::ok();
+  return Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": checksum mismatch in " + path + " (stored " +
+                                           hex64(sum) + ", read " + hex64(got) + ")");
+}
+
 IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done,
-                        IoPriority priority) {
+                        IoPriority priority, ReadCheck* caller_check) {
   Entry* e = nullptr;
   Slot slot;
   uint64_t sum = 0;
@@ -239,22 +247,21 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
                                                   " was truncated to " + std::to_string(st.st_size) +
                                                   " bytes; it needs " + std::to_string(padded)));
   void* data = buf.data();
+  NvmeStore::ReadCheck own{check, sum, key, slot.path};
+  if (caller_check != nullptr) {
+    *caller_check = std::move(own);
+    own = NvmeStore::ReadCheck{};
+  }
   return engine_->submit(
       IoOp::kRead, slot.fd, slot.path, data, 0, padded, direct_,
-      [this, e, check, sum, data, bytes, key, path = slot.path, on_io_done = std::move(on_io_done)](Status s) {
+      [this, e, own = std::move(own), data, bytes, key, on_io_done = std::move(on_io_done)](Status s) {
         if (on_io_done) on_io_done();
         {
           std::lock_guard<std::mutex> lock(mu_);
           --e->reading;
         }
         if (!s.is_ok()) return std::move(s).annotate("get of " + quoted(key));
-        if (check) {
-          const uint64_t got = XXH3_64bits(data, bytes);
-          if (got != sum)
-            return Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": checksum mismatch in " + path +
-                                                     " (stored " + hex64(sum) + ", read " + hex64(got) + ")");
-        }
-        return Status::ok();
+        return own.verify(data, bytes);
       },
       priority);
 }

@@ -56,8 +56,19 @@ class NvmeStore {
   // Reads tensor `key` (exactly `bytes`, its stored length) into buf (capacity >= align_up(bytes)).
   // Fails with kNotFound for a key never written, kDataLoss for a file truncated or deleted
   // underneath or a checksum mismatch.
+  // `check`: the caller verifies the checksum itself, where it uses the bytes (they come into
+  // its cache there, and the I/O thread that submits the next requests does not hash): get fills
+  // it at submission and skips its own check; the caller runs check->verify after the read.
+  struct ReadCheck;
   IoHandle get(const std::string& key, AlignedBuffer& buf, size_t bytes, std::function<void()> on_io_done = {},
-               IoPriority priority = IoPriority::kDemand);
+               IoPriority priority = IoPriority::kDemand, ReadCheck* check = nullptr);
+  struct ReadCheck {
+    bool active = false;  // the store keeps checksums and this tensor has one
+    uint64_t sum = 0;
+    std::string key, path;
+    // DATA_LOSS naming the tensor and its file when `data` (the read's bytes) does not match.
+    Status verify(const void* data, size_t bytes) const;
+  };
 
   bool checksums() const { return options_.checksum; }          // strata.nvme_checksum
   static uint64_t checksum_of(const void* data, size_t bytes);  // the store's checksum (xxh3-64)

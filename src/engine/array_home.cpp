@@ -6,7 +6,8 @@
 
 namespace strata::engine {
 
-StatusOr<offload::IoHandle> ArrayHome::get_async(offload::AlignedBuffer&, std::function<void()>, offload::IoPriority) {
+StatusOr<offload::IoHandle> ArrayHome::get_async(offload::AlignedBuffer&, std::function<void()>, offload::IoPriority,
+                                                 offload::NvmeStore::ReadCheck*) {
   return internal_error("an asynchronous NVMe read of an array that is not on NVMe");
 }
 
@@ -92,9 +93,10 @@ class NvmeArray final : public ArrayHome {
     return put_bounce();
   }
   StatusOr<offload::IoHandle> get_async(offload::AlignedBuffer& buf, std::function<void()> done,
-                                        offload::IoPriority priority = offload::IoPriority::kDemand) override {
+                                        offload::IoPriority priority = offload::IoPriority::kDemand,
+                                        offload::NvmeStore::ReadCheck* check = nullptr) override {
     st_->bytes_nvme_read += bytes_;
-    return store_.get(key_, buf, bytes_, std::move(done), priority);
+    return store_.get(key_, buf, bytes_, std::move(done), priority, check);
   }
   StatusOr<offload::IoHandle> put_async(const offload::AlignedBuffer& buf, std::function<void()> done,
                                         offload::IoPriority priority = offload::IoPriority::kDemand,

@@ -34,8 +34,10 @@ class ArrayHome {
   // NVMe: the whole array into / from `buf` (at least bytes() long), asynchronously; `done` runs
   // when the I/O completes; `priority`: demand or background traffic (offload/aio_engine.h).
   // Other tiers: an unsupported error.
+  // `check`: verified by the caller where it uses the bytes (NvmeStore::get).
   virtual StatusOr<offload::IoHandle> get_async(offload::AlignedBuffer& buf, std::function<void()> done,
-                                                offload::IoPriority priority = offload::IoPriority::kDemand);
+                                                offload::IoPriority priority = offload::IoPriority::kDemand,
+                                                offload::NvmeStore::ReadCheck* check = nullptr);
   // `checksum`: the store's checksum of the bytes when the caller took it (NvmeStore::put).
   virtual StatusOr<offload::IoHandle> put_async(const offload::AlignedBuffer& buf, std::function<void()> done,
                                                 offload::IoPriority priority = offload::IoPriority::kDemand,

@@ -194,20 +194,36 @@ Status OptimizerRunner::read_set(int s, uint32_t ci, bool demand) {
   set.chunk = static_cast<int>(ci);
   set.state = Set::State::kReading;
   set.issued = ++issue_;
-  return transfer(ci, false, set.buf, set.io, demand);
+  return transfer(ci, false, set.buf, set.io, demand, nullptr, &set.checks);
 }
 
 // Every array of chunk ci from its NVMe home into buf (put: from buf into its home), handles into io.
-Status OptimizerRunner::transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand, const Sums* sums) {
+Status OptimizerRunner::transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand, Sums* sums,
+                                 Checks* checks) {
   const auto priority = demand || !ctx_.overlap ? offload::IoPriority::kDemand : offload::IoPriority::kBackground;
   for (int a = 0; a < num_arrays(); ++a) {
     const std::string name =
         std::string(put ? "write c" : "read c") + std::to_string(ci) + "." + opt_->arrays()[static_cast<size_t>(a)];
     ArrayHome& home = *chunks_[ci].a[a];
     const std::optional<uint64_t> sum = sums != nullptr ? (*sums)[static_cast<size_t>(a)] : std::nullopt;
-    STRATA_ASSIGN_OR_RETURN(io[a], put ? home.put_async(buf[a], io_span(TraceLane::kNvmeWrite, name), priority, sum)
-                                       : home.get_async(buf[a], io_span(TraceLane::kNvmeRead, name), priority));
+    STRATA_ASSIGN_OR_RETURN(io[a],
+                            put ? home.put_async(buf[a], io_span(TraceLane::kNvmeWrite, name), priority, sum)
+                                : home.get_async(buf[a], io_span(TraceLane::kNvmeRead, name), priority,
+                                                 checks != nullptr ? &(*checks)[static_cast<size_t>(a)] : nullptr));
   }
+  return Status::ok();
+}
+
+Status OptimizerRunner::verify_reads(uint32_t ci, float* const* state, const Checks& checks) {
+  const Chunk& ch = chunks_[ci];
+  std::array<Status, optim::kMaxArrays> got;
+  kernels::parallel_for(tbb::blocked_range<size_t>(0, static_cast<size_t>(num_arrays()), 1),
+                        [&](const tbb::blocked_range<size_t>& r) {
+                          for (size_t a = r.begin(); a != r.end(); ++a)
+                            got[a] = checks[a].verify(state[a], ch.a[a]->bytes());
+                        });
+  for (Status& s : got)
+    if (!s.is_ok()) return std::move(s);
   return Status::ok();
 }
 
@@ -365,7 +381,7 @@ Status OptimizerRunner::update_device(uint32_t ci, const optim::StepCoeffs& c, C
 // The host kernel over one chunk whose arrays are in host memory (`state`, master first); false
 // when a master came out inf / NaN.
 bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* grads, void* out,
-                                 const optim::StepCoeffs& c, Sums* sums) {
+                                 const optim::StepCoeffs& c, KernelIo* io) {
   optim::Tensor t;
   for (int a = 0; a < num_arrays(); ++a) t.array[a] = state[a];
   t.grads = grads;
@@ -375,11 +391,16 @@ bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* g
   t.count = chunks_[ci].shard;
   const Clock::time_point ta = Clock::now();
   bool finite = true;
-  if (sums != nullptr) sums->fill(std::nullopt);
-  const bool take = sums != nullptr && chunks_[ci].tier == Tier::kNvme && chunks_[ci].a[0]->checksummed();
+  if (io != nullptr && io->sums != nullptr) io->sums->fill(std::nullopt);
+  const bool take =
+      io != nullptr && io->sums != nullptr && chunks_[ci].tier == Tier::kNvme && chunks_[ci].a[0]->checksummed();
   kernels::arena_execute(*ctx_.arena, [&] {
+    if (io != nullptr && io->checks != nullptr) {
+      io->verified = verify_reads(ci, state, *io->checks);
+      if (!io->verified.is_ok()) return;
+    }
     finite = opt_->update_host(*ctx_.k, c, {&t, 1});
-    if (take) take_sums(ci, state, *sums);
+    if (take) take_sums(ci, state, *io->sums);
   });
   ctx_.stats->step_update_s += seconds_since(ta);
   span(TraceLane::kUpdate, "update c" + std::to_string(ci), ta);
@@ -388,10 +409,11 @@ bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* g
 
 // The update of one chunk whose arrays are in host memory, then the new bit16 values handed to the sink.
 Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const void* grads, const optim::StepCoeffs& c,
-                                    ChunkSink& sink, Sums* sums) {
+                                    ChunkSink& sink, KernelIo* io) {
   STRATA_ASSIGN_OR_RETURN(void* out, sink.bit16_out(ci));
-  if (!run_kernel(ci, state, grads, out, c, sums) && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_))
-    bad_master_ = static_cast<int>(ci);
+  const bool finite = run_kernel(ci, state, grads, out, c, io);
+  if (io != nullptr) STRATA_RETURN_IF_ERROR(io->verified);  // nothing updated, nothing written
+  if (!finite && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_)) bad_master_ = static_cast<int>(ci);
   return sink.bit16_written(ci);
 }
 
@@ -448,7 +470,8 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
     if (seconds_since(tr) > 1e-5) span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr);
     float* state[optim::kMaxArrays] = {};
     STRATA_ASSIGN_OR_RETURN(const void* grads, chunk_grads(ci, set.grad, sink));
-    STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(set, state), grads, c, sink, &set.sums));
+    KernelIo kio{&set.checks, &set.sums, Status::ok()};
+    STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(set, state), grads, c, sink, &kio));
     STRATA_RETURN_IF_ERROR(write_set(s));
     ++done;
   }

@@ -140,7 +140,8 @@ class OptimizerRunner {
   };
   using Buffers = std::array<offload::AlignedBuffer, optim::kMaxArrays>;  // one per optimizer array
   using Handles = std::array<offload::IoHandle, optim::kMaxArrays>;
-  using Sums = std::array<std::optional<uint64_t>, optim::kMaxArrays>;  // checksums taken for a write
+  using Sums = std::array<std::optional<uint64_t>, optim::kMaxArrays>;          // checksums taken for a write
+  using Checks = std::array<offload::NvmeStore::ReadCheck, optim::kMaxArrays>;  // of a read, run by the update
   // An NVMe-resident gradient read beside the state (Context::nvme_grads).
   struct GradIn {
     offload::AlignedBuffer buf;
@@ -157,10 +158,20 @@ class OptimizerRunner {
     uint64_t issued = 0;  // order of the last read / write issued, to wait for the oldest
     GradIn grad;
     Sums sums;
+    Checks checks;
   };
   std::vector<uint32_t> order() const;
+  // What the update of an NVMe chunk's buffers does besides the kernel, in the same arena call:
+  // first the checks of the reads that brought the state (one array per thread; the bytes come
+  // into cache for the kernel; a mismatch skips the kernel and is `verified`), then the
+  // write-back's checksums of the new state (filled, or cleared when the store keeps none).
+  struct KernelIo {
+    const Checks* checks = nullptr;
+    Sums* sums = nullptr;
+    Status verified;
+  };
   Status update_host(uint32_t ci, float* const* state, const void* grads, const optim::StepCoeffs& c, ChunkSink& sink,
-                     Sums* sums = nullptr);
+                     KernelIo* io = nullptr);
   // NVMe-resident gradients: the read started (once per chunk held), the gradient when it landed.
   Status issue_grads(uint32_t ci, GradIn& g, ChunkSink& sink);
   StatusOr<const void*> chunk_grads(uint32_t ci, GradIn& g, ChunkSink& sink);
@@ -169,11 +180,15 @@ class OptimizerRunner {
   StatusOr<int> free_set(bool block);
   // demand: the step waits for it (else read ahead or written behind: background traffic, unless
   // without overlap, where every transfer is waited for).
-  Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand, const Sums* sums = nullptr);
+  // put: `sums` (optional) are the arrays' checksums; get: `checks` (optional) receive the reads'
+  // checks, which the update then runs (KernelIo).
+  Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand, Sums* sums = nullptr,
+                  Checks* checks = nullptr);
   // The store's checksums of chunk ci's arrays (`state`), taken inside the update's arena call
   // right after the kernel (one array per engine thread), so that the write-back issued later
   // need not read them again on the host program's thread.
   void take_sums(uint32_t ci, float* const* state, Sums& sums);
+  Status verify_reads(uint32_t ci, float* const* state, const Checks& checks);  // in the arena
   static bool all_done(const Handles& io);  // every valid handle finished (never blocks)
   Status wait_handles(Handles& io);
   Status read_set(int s, uint32_t ci, bool demand);
@@ -196,7 +211,8 @@ class OptimizerRunner {
     int chunk = -1;
     bool finite = true;
     GradIn grad;
-    Sums sums;  // of the updated state (kUpdated), for its write-back
+    Sums sums;      // of the updated state (kUpdated), for its write-back
+    Checks checks;  // of the state read into it, verified by its update
   };
   Status give_back(Slot& slot);         // an adopted gradient of a slot about to be dropped, back to NVMe
   Status progress_io(bool reads);       // write-backs, then reads ahead (start_reads), a few at a time
@@ -208,9 +224,8 @@ class OptimizerRunner {
   Status read_slot(int s, uint32_t ci);
   Status write_slot(int s);
   Status update_staged(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink);
-  // `sums` (NVMe chunks, store with checksums): filled for the write-back, else cleared.
   bool run_kernel(uint32_t ci, float* const* state, const void* grads, void* out, const optim::StepCoeffs& c,
-                  Sums* sums = nullptr);
+                  KernelIo* io = nullptr);
   void copy_arrays(float* const* dst, float* const* src, size_t n);
   float* const* slot_arrays(Slot& s, float** out);
   float* const* slot_arrays(Set& s, float** out);

@@ -96,7 +96,7 @@ Status OptimizerRunner::read_slot(int s, uint32_t ci) {
   slot.chunk = static_cast<int>(ci);
   spec_[ci] = s;
   ++counts_.read_ahead;
-  return transfer(ci, false, slot.buf, slot.io, false);
+  return transfer(ci, false, slot.buf, slot.io, false, nullptr, &slot.checks);
 }
 
 Status OptimizerRunner::write_slot(int s) {
@@ -118,7 +118,8 @@ Status OptimizerRunner::update_staged(uint32_t ci, const optim::StepCoeffs& c, C
   if (seconds_since(tr) > 1e-5) span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr);
   float* state[optim::kMaxArrays] = {};
   STRATA_ASSIGN_OR_RETURN(const void* grads, chunk_grads(ci, slot.grad, sink));
-  STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(slot, state), grads, c, sink, &slot.sums));
+  KernelIo kio{&slot.checks, &slot.sums, Status::ok()};
+  STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(slot, state), grads, c, sink, &kio));
   slot.state = Slot::State::kUpdated;
   spec_[ci] = -1;
   return ctx_.overlap ? Status::ok() : write_slot(static_cast<int>(&slot - slots_.data()));

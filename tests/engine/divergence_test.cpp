@@ -133,12 +133,15 @@ TEST(Divergence, NonFiniteMastersAfterAStepNameTheChunk) {
 }
 
 // A swap file overwritten between steps (another process, a bad disk): the next read of it is
-// DATA_LOSS naming the tensor. Checksums are on by default in every build type.
-TEST(Divergence, ASwapFileChangedUnderneathIsDataLossNamingTheTensor) {
+// DATA_LOSS naming the tensor. Checksums are on by default in every build type. The update checks
+// the state it reads (in a step slot read ahead, or without slots in the pipeline's buffer sets).
+class SwapChanged : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SwapChanged, IsDataLossNamingTheTensor) {
   strata::testing::ScratchDir dir;
   const std::string swap = dir.path() + "/swap";
-  auto e = make(
-      config("", "", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + swap + "\"}"));
+  auto e = make(config("", GetParam(),
+                       "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + swap + "\"}"));
   ASSERT_TRUE(e);
   ASSERT_TRUE(micro(*e).value().applied);
   ASSERT_TRUE(e->synchronize().is_ok());
@@ -158,6 +161,11 @@ TEST(Divergence, ASwapFileChangedUnderneathIsDataLossNamingTheTensor) {
   EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos)
       << r.status().message();
 }
+
+INSTANTIATE_TEST_SUITE_P(Divergence, SwapChanged, ::testing::Values("", ", \"speculate\": false"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.param[0] == '\0' ? "StepSlots" : "PipelineSets");
+                         });
 
 }  // namespace
 }  // namespace strata::engine
