@@ -3,7 +3,7 @@
 //   bound = max(compute, host<->device traffic / copy bandwidth, NVMe reads / store read rate +
 //               NVMe writes / store write rate, params / CPU Adam rate)
 // compute = the same model's step with everything on the device (no offload, same kernels), run
-// before and after the offloaded placements, the faster of the two;
+// before every round of the offloaded placements and after the last, the fastest;
 // copy bandwidth = memcpy of 64 MiB buffers (the emulated device's copies are memcpy), or on a
 // GPU (--device cuda) pinned host -> device cudaMemcpy of 256 MiB;
 // store rates = the NvmeStore alone on the run's own optimizer-state arrays; and, for the
@@ -13,8 +13,10 @@
 // One JSON object per placement on stdout, a table on stderr.
 //
 //   strata_bench_train --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T]
-//                      [--steps S] [--device host|cuda] [--checkpointing 1] [--sync 1]
+//                      [--steps S] [--device host|cuda] [--checkpointing 1] [--sync 1] [--rounds R]
 // --sync 1 adds each offloaded placement with the synchronous step (strata.speculate = false).
+// --rounds R (default 3): every placement runs R times, interleaved with in-memory runs; each row
+// and the compute term take their fastest run.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -107,7 +109,7 @@ StatusOr<Result> run(const std::string& json, const train::TrainOptions& o) {
 
 constexpr const char* kUsage =
     "usage: %s --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]\n"
-    "          [--device host|cuda] [--checkpointing 1] [--sync 1]\n";
+    "          [--device host|cuda] [--checkpointing 1] [--sync 1] [--rounds R]\n";
 
 int main(int argc, char** argv) {
   strata::train::prefer_passive_openmp(argv);  // oneDNN's OpenMP threads would spin on the model's cores
@@ -123,6 +125,7 @@ int main(int argc, char** argv) {
   o.val_batches = 1;
   std::string dir, device = "host";
   bool sync_rows = false;
+  int rounds = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
@@ -136,6 +139,8 @@ int main(int argc, char** argv) {
       o.checkpointing = v != 0;
     else if (a == "--sync")
       sync_rows = v != 0;
+    else if (a == "--rounds" && v >= 1)
+      rounds = v;
     else if (!gpt_flag(a, v, &o)) {
       std::fprintf(stderr, kUsage, argv[0]);
       return 2;
@@ -208,21 +213,38 @@ int main(int argc, char** argv) {
   for (size_t i = 1; sync_rows && i < offloaded; ++i)
     placements.push_back(
         {placements[i].name + " (sync)", placements[i].zero, placements[i].strata + ", \"speculate\": false"});
-  std::vector<StatusOr<Result>> results;
-  for (const Placement& p : placements) {
-    results.push_back(p.zero.empty() ? StatusOr<Result>(base) : run(json(p.zero, budget, p.strata), o));
-    if (results.back().is_ok())
-      std::fprintf(stderr, "  %s: step %.1f ms\n", p.name.c_str(), results.back().value().step.seconds * 1e3);
-    else
-      std::fprintf(stderr, "  %s: not run: %s\n", p.name.c_str(), results.back().status().to_string().c_str());
+  // Rounds: every placement runs once per round, after the round's in-memory run, and one more
+  // in-memory run closes the last round. This VM's speed drifts by 10-20% within minutes; each row
+  // reports its fastest run, and compute is the fastest in-memory run (the same rule for both).
+  std::vector<StatusOr<Result>> results(placements.size(), StatusOr<Result>(internal_error("not run")));
+  std::vector<double> in_memory_ms = {base.step.seconds * 1e3};
+  auto keep_faster = [](StatusOr<Result>& best, StatusOr<Result> r) {
+    const bool better = r.is_ok() ? !best.is_ok() || r.value().step.seconds < best.value().step.seconds : !best.is_ok();
+    if (better) best = std::move(r);
+  };
+  for (int round = 0; round < rounds; ++round) {
+    if (round > 0) {
+      const Result again = check(run(json("\"stage\": 0", all_on_device), o));
+      in_memory_ms.push_back(again.step.seconds * 1e3);
+      if (again.step.seconds < base.step.seconds) base = again;
+    }
+    for (size_t i = 1; i < placements.size(); ++i) {
+      StatusOr<Result> r = run(json(placements[i].zero, budget, placements[i].strata), o);
+      if (r.is_ok())
+        std::fprintf(stderr, "  round %d, %s: step %.1f ms\n", round + 1, placements[i].name.c_str(),
+                     r.value().step.seconds * 1e3);
+      else
+        std::fprintf(stderr, "  round %d, %s: not run: %s\n", round + 1, placements[i].name.c_str(),
+                     r.status().to_string().c_str());
+      keep_faster(results[i], std::move(r));
+    }
   }
-  // The in-memory step again after the offloaded runs: this VM's speed drifts by 10-20% within
-  // minutes, and the faster of the two is what compute takes (the stricter bound).
   const Result again = check(run(json("\"stage\": 0", all_on_device), o));
-  std::fprintf(stderr,
-               "in-memory step %.1f ms before and %.1f ms after the offloaded runs: the faster is the compute\n",
-               base.step.seconds * 1e3, again.step.seconds * 1e3);
+  in_memory_ms.push_back(again.step.seconds * 1e3);
   if (again.step.seconds < base.step.seconds) base = again;
+  std::string ims;
+  for (double ms : in_memory_ms) ims += (ims.empty() ? "" : " / ") + std::to_string(static_cast<int>(ms + 0.5));
+  std::fprintf(stderr, "in-memory step over the rounds: %s ms; the fastest is the compute\n", ims.c_str());
   results[0] = base;
   std::fprintf(stderr, "%-34s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS",
                "stall ms", "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "loss");
