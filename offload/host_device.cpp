@@ -183,15 +183,6 @@ class HostDeviceImpl final : public Device {
     return Status::ok();
   }
   size_t budget_bytes() const override { return ledger_.budget(); }
-  // Device memory of 256 KiB and more comes from the huge-page arena (a GPU maps its memory in
-  // large pages too), the rest from malloc.
-  static void release(void* p, size_t n) {
-    if (HugeArena::serves(n)) {
-      HugeArena::instance().release(p, align_up(n, 4096));
-    } else {
-      std::free(p);
-    }
-  }
   size_t used_bytes() const override { return ledger_.used(); }
   size_t peak_bytes() const override { return ledger_.peak(); }
   StatusOr<std::unique_ptr<Stream>> create_stream() override { return std::unique_ptr<Stream>(new HostStream(this)); }
@@ -213,6 +204,15 @@ class HostDeviceImpl final : public Device {
   std::chrono::microseconds copy_delay() const { return copy_delay_; }
 
  private:
+  // Device memory of 256 KiB and more comes from the huge-page arena (a GPU maps its memory in
+  // large pages too), the rest from malloc.
+  static void release(void* p, size_t n) {
+    if (HugeArena::serves(n)) {
+      HugeArena::instance().release(p, align_up(n, 4096));
+    } else {
+      std::free(p);
+    }
+  }
   DeviceLedger ledger_;
   const std::chrono::microseconds copy_delay_;
 };

@@ -214,26 +214,24 @@ Status OptimizerRunner::transfer(uint32_t ci, bool put, Buffers& buf, Handles& i
   return Status::ok();
 }
 
-Status OptimizerRunner::verify_reads(uint32_t ci, float* const* state, const Checks& checks) {
-  const Chunk& ch = chunks_[ci];
-  std::array<Status, optim::kMaxArrays> got;
+// fn(a) for every optimizer array of a chunk, one array per engine thread (called in the arena).
+void OptimizerRunner::each_array(const std::function<void(size_t)>& fn) const {
   kernels::parallel_for(tbb::blocked_range<size_t>(0, static_cast<size_t>(num_arrays()), 1),
                         [&](const tbb::blocked_range<size_t>& r) {
-                          for (size_t a = r.begin(); a != r.end(); ++a)
-                            got[a] = checks[a].verify(state[a], ch.a[a]->bytes());
+                          for (size_t a = r.begin(); a != r.end(); ++a) fn(a);
                         });
+}
+
+Status OptimizerRunner::verify_reads(uint32_t ci, float* const* state, const Checks& checks) {
+  std::array<Status, optim::kMaxArrays> got;
+  each_array([&](size_t a) { got[a] = checks[a].verify(state[a], chunks_[ci].a[a]->bytes()); });
   for (Status& s : got)
     if (!s.is_ok()) return std::move(s);
   return Status::ok();
 }
 
 void OptimizerRunner::take_sums(uint32_t ci, float* const* state, Sums& sums) {
-  const Chunk& ch = chunks_[ci];
-  kernels::parallel_for(tbb::blocked_range<size_t>(0, static_cast<size_t>(num_arrays()), 1),
-                        [&](const tbb::blocked_range<size_t>& r) {
-                          for (size_t a = r.begin(); a != r.end(); ++a)
-                            sums[a] = offload::NvmeStore::checksum_of(state[a], ch.a[a]->bytes());
-                        });
+  each_array([&](size_t a) { sums[a] = offload::NvmeStore::checksum_of(state[a], chunks_[ci].a[a]->bytes()); });
 }
 
 // Set s's arrays written back to its chunk's NVMe home (waited for at once without overlap).

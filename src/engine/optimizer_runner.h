@@ -189,6 +189,7 @@ class OptimizerRunner {
   // need not read them again on the host program's thread.
   void take_sums(uint32_t ci, float* const* state, Sums& sums);
   Status verify_reads(uint32_t ci, float* const* state, const Checks& checks);  // in the arena
+  void each_array(const std::function<void(size_t)>& fn) const;
   static bool all_done(const Handles& io);  // every valid handle finished (never blocks)
   Status wait_handles(Handles& io);
   Status read_set(int s, uint32_t ci, bool demand);
