@@ -5,7 +5,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <cctype>
 #include <cinttypes>
@@ -15,6 +14,7 @@
 
 #include "offload/nvme_store_index.h"
 #include "src/common/check.h"
+#include "src/common/xxh3.h"
 
 namespace strata::offload {
 namespace {
@@ -109,7 +109,7 @@ std::string NvmeStore::file_stem(const std::string& key) const {
   std::string clean;
   for (char c : key.substr(0, 64))
     clean += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '_';
-  return options_.dir + "/" + clean + "-" + hex64(XXH3_64bits(key.data(), key.size()));
+  return options_.dir + "/" + clean + "-" + hex64(xxh3_64(key.data(), key.size()));
 }
 
 Status NvmeStore::prepare_slot(const std::string& key, Slot& slot, int index, uint64_t padded) {
@@ -138,7 +138,7 @@ Status NvmeStore::prepare_slot(const std::string& key, Slot& slot, int index, ui
   return Status::ok();
 }
 
-uint64_t NvmeStore::checksum_of(const void* data, size_t bytes) { return XXH3_64bits(data, bytes); }
+uint64_t NvmeStore::checksum_of(const void* data, size_t bytes) { return xxh3_64(data, bytes); }
 
 IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t bytes,
                         std::function<void()> on_io_done, IoPriority priority, std::optional<uint64_t> checksum) {
@@ -193,7 +193,7 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
 
 Status NvmeStore::ReadCheck::verify(const void* data, size_t bytes) const {
   if (!active) return Status::ok();
-  const uint64_t got = XXH3_64bits(data, bytes);
+  const uint64_t got = xxh3_64(data, bytes);
   if (got == sum) return Status::ok();
   return Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": checksum mismatch in " + path + " (stored " +
                                            hex64(sum) + ", read " + hex64(got) + ")");

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <cerrno>
 #include <cstring>
@@ -15,6 +14,7 @@
 
 #include "src/common/fs.h"
 #include "src/common/json_text.h"
+#include "src/common/xxh3.h"
 #include "src/engine/output_dirs.h"
 
 namespace strata::engine::ckpt {
@@ -96,7 +96,7 @@ const char* dtype_key(DType d) { return d == DType::kF32 ? "fp32" : d == DType::
 
 }  // namespace
 
-uint64_t checksum(const void* data, size_t bytes) { return XXH3_64bits(data, bytes); }
+uint64_t checksum(const void* data, size_t bytes) { return xxh3_64(data, bytes); }
 
 std::string Manifest::to_json() const {
   json j;
