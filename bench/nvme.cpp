@@ -186,7 +186,8 @@ int main(int argc, char** argv) {
   // The store's hash (the widest vector loop this CPU has) against the baseline x86-64 loop,
   // which is what the distribution's libxxhash runs.
   const double hash = xxh3_gbps(bufs, xxh3_best_path()), hash_base = xxh3_gbps(bufs, Xxh3Path::kBaseline);
-  const double hot = xxh3_cache_gbps(bufs[0], xxh3_best_path()), hot_base = xxh3_cache_gbps(bufs[0], Xxh3Path::kBaseline);
+  const double hot = xxh3_cache_gbps(bufs[0], xxh3_best_path()),
+               hot_base = xxh3_cache_gbps(bufs[0], Xxh3Path::kBaseline);
   std::fprintf(stderr,
                "xxh3, one thread: in memory %.2f GB/s (baseline loop %.2f, %.2fx); 512 KiB in cache %.2f GB/s "
                "(baseline %.2f, %.2fx)\n",
@@ -207,8 +208,8 @@ int main(int argc, char** argv) {
         "\"store_write_gbps\": %.3f, \"fio_write_gbps\": %.3f, \"write_ratio\": %.3f, "
         "\"store_read_gbps\": %.3f, \"fio_read_gbps\": %.3f, \"read_ratio\": %.3f}\n",
         dir.c_str(), fs_type(dir).c_str(), cpu_model().c_str(), total, reps, c.block_size, c.queue_depth, c.threads,
-        c.checksum ? "true" : "false", hash, hash_base, hot, hot_base, r.write_gbps, q.write_gbps, r.write_gbps / q.write_gbps, r.read_gbps,
-        q.read_gbps, r.read_gbps / q.read_gbps);
+        c.checksum ? "true" : "false", hash, hash_base, hot, hot_base, r.write_gbps, q.write_gbps,
+        r.write_gbps / q.write_gbps, r.read_gbps, q.read_gbps, r.read_gbps / q.read_gbps);
     std::fflush(stdout);
     std::fprintf(stderr,
                  "bs %5zu KiB qd %3d thr %d%s | write %5.2f GB/s fio %5.2f ratio %5.3f | read %5.2f GB/s fio %5.2f "
