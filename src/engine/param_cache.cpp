@@ -117,6 +117,7 @@ StatusOr<ParamCache::Staging*> ParamCache::State::take_staging(double* stall) {
     s.io = offload::IoHandle();
     s.put_chunk = -1;
     *stall += seconds_since(t0);
+    if (seconds_since(t0) > 1e-5) span(TraceLane::kEngine, "staging waits for its I/O", t0);
     STRATA_RETURN_IF_ERROR(r);
   }
   return &s;

@@ -57,6 +57,7 @@ Status ParamCache::State::start_read(Staging& sb, uint32_t ci) {
     const Clock::time_point t0 = Clock::now();
     Status r = o.io.wait();
     st().stall_fetch_s += seconds_since(t0);
+    if (seconds_since(t0) > 1e-5) span(TraceLane::kEngine, "fetch waits for write-back c" + std::to_string(ci), t0);
     o.io = offload::IoHandle();
     o.put_chunk = -1;
     STRATA_RETURN_IF_ERROR(r);
@@ -107,6 +108,7 @@ Status ParamCache::State::finish_load(WorkBuffer& w) {
   const Clock::time_point t0 = Clock::now();
   Status r = sb->io.valid() ? sb->io.wait() : Status::ok();
   st().stall_fetch_s += seconds_since(t0);
+  if (seconds_since(t0) > 1e-5) span(TraceLane::kEngine, "fetch waits for read c" + std::to_string(w.chunk), t0);
   sb->io = offload::IoHandle();
   sb->loading_work = -1;
   sb->staged_chunk = -1;
