@@ -174,9 +174,7 @@ Status ParamCache::State::load(int wi, uint32_t ci, bool for_prefetch) {
   }
   sb->loading_work = wi;
   w.loading = sb;
-  // A read that already landed (staged ahead) goes on to its H2D now rather than at the next
-  // pump or at the fetch, which would then wait for the copy.
-  if (!for_prefetch || !cfg().overlap || !sb->io.valid() || sb->io.done()) return finish_load(w);
+  if (!for_prefetch || !cfg().overlap) return finish_load(w);
   return Status::ok();
 }
 
