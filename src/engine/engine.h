@@ -89,16 +89,17 @@ struct EngineStats {
   double step_update_s = 0;  //   of which the optimizer update of host-resident state
   double step_nvme_s = 0;    //   of which NVMe reads and writes of the optimizer state / params
   int64_t micro_steps = 0, optimizer_steps = 0, skipped_steps = 0;
-  int64_t bucket_flushes = 0;     // gradient buckets moved off the device
-  int64_t early_flushes = 0;      //   of which before their chunk's gradients were complete (raise grad_buckets)
-  int64_t prefetches = 0;         // chunk loads started ahead of need (following the recorded fetch order)
-  int64_t prefetch_hits = 0;      //   of which were fetched before being evicted
-  int64_t demand_loads = 0;       // chunk loads started by a fetch that found its chunk absent
-  int64_t order_changes = 0;      // micro-batches whose fetch order left the recorded one
-  int64_t chunks_speculated = 0;  // chunk updates during backward (StepResult), summed
-  int64_t chunks_redone = 0;      //   of which restored and updated again at the step
-  int64_t chunks_read_ahead = 0;  // NVMe chunks whose optimizer state was read before the step began
-  size_t bytes_checkpoint = 0;    // written by save
+  int64_t bucket_flushes = 0;        // gradient buckets moved off the device
+  int64_t early_flushes = 0;         //   of which before their chunk's gradients were complete (raise grad_buckets)
+  int64_t prefetches = 0;            // chunk loads started ahead of need (following the recorded fetch order)
+  int64_t prefetch_hits = 0;         //   of which were fetched before being evicted
+  int64_t demand_loads = 0;          // chunk loads started by a fetch that found its chunk absent
+  int64_t order_changes = 0;         // micro-batches whose fetch order left the recorded one
+  int64_t chunks_speculated = 0;     // chunk updates during backward (StepResult), summed
+  int64_t chunks_redone = 0;         //   of which restored and updated again at the step
+  int64_t chunks_read_ahead = 0;     // NVMe chunks whose optimizer state was read before the step began
+  int64_t chunks_checked_ahead = 0;  // of those, checksums checked before the step (counted as they run)
+  size_t bytes_checkpoint = 0;       // written by save
   double loss_scale = 1.0;
   double last_grad_norm = 0.0;
 };

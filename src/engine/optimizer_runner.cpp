@@ -245,7 +245,33 @@ Status OptimizerRunner::write_set(int s) {
   return ctx_.overlap ? Status::ok() : wait_set(s);
 }
 
-Status OptimizerRunner::start_reads() { return progress_io(true); }
+Status OptimizerRunner::start_reads() {
+  STRATA_RETURN_IF_ERROR(progress_io(true));
+  check_landed();
+  return Status::ok();
+}
+
+// One slot per call of the host program (fetch), so the checks of the state read ahead spread over
+// the forward and backward instead of standing in the step's update, where every chunk's arrays
+// would be hashed between the last gradient and the new params. A read that failed is left for
+// the update, which reports it; a mismatch is kept and reported there too (nothing updated).
+void OptimizerRunner::check_landed() {
+  for (Slot& s : slots_) {
+    if (s.state != Slot::State::kReading || s.checked || !all_done(s.io)) continue;
+    bool ok = true;
+    for (int a = 0; a < num_arrays(); ++a) ok = ok && s.io[static_cast<size_t>(a)].wait().is_ok();  // done: no wait
+    if (!ok) continue;
+    float* state[optim::kMaxArrays] = {};
+    const Clock::time_point t0 = Clock::now();
+    kernels::arena_execute(*ctx_.arena, [&] {
+      s.check_result = verify_reads(static_cast<uint32_t>(s.chunk), slot_arrays(s, state), s.checks);
+    });
+    s.checked = true;
+    ++ctx_.stats->chunks_checked_ahead;
+    span(TraceLane::kUpdate, "check reads c" + std::to_string(s.chunk), t0);
+    return;
+  }
+}
 
 // The slots' I/O in the background of the host program's calls: write-backs of the last step
 // first (in update order), then — `reads` — the state of the next one. At most 2 x buffer_count

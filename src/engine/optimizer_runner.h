@@ -214,9 +214,14 @@ class OptimizerRunner {
     GradIn grad;
     Sums sums;      // of the updated state (kUpdated), for its write-back
     Checks checks;  // of the state read into it, verified by its update
+    // The checks already ran (check_landed), with this result: the update skips them.
+    bool checked = false;
+    Status check_result;
   };
-  Status give_back(Slot& slot);         // an adopted gradient of a slot about to be dropped, back to NVMe
-  Status progress_io(bool reads);       // write-backs, then reads ahead (start_reads), a few at a time
+  Status give_back(Slot& slot);    // an adopted gradient of a slot about to be dropped, back to NVMe
+  Status progress_io(bool reads);  // write-backs, then reads ahead (start_reads), a few at a time
+  // The checks of one slot whose read landed (without error), run now rather than in the step.
+  void check_landed();
   int updated_slot(uint32_t ci) const;  // the slot holding chunk ci's updated state not yet written, or -1
   StatusOr<int> take_slot();            // a free slot (finished write-backs reaped), or -1
   Status reap_slots();                  // finished write-backs free their slots

@@ -94,6 +94,8 @@ Status OptimizerRunner::read_slot(int s, uint32_t ci) {
   STRATA_RETURN_IF_ERROR(reset_grads(slot.grad));
   slot.state = Slot::State::kReading;
   slot.chunk = static_cast<int>(ci);
+  slot.checked = false;
+  slot.check_result = Status::ok();
   spec_[ci] = s;
   ++counts_.read_ahead;
   return transfer(ci, false, slot.buf, slot.io, false, nullptr, &slot.checks);
@@ -116,9 +118,10 @@ Status OptimizerRunner::update_staged(uint32_t ci, const optim::StepCoeffs& c, C
   const Clock::time_point tr = Clock::now();
   STRATA_RETURN_IF_ERROR(wait_slot(slot));
   if (seconds_since(tr) > 1e-5) span(TraceLane::kEngine, "step waits for read c" + std::to_string(ci), tr);
+  if (slot.checked) STRATA_RETURN_IF_ERROR(slot.check_result);  // checked ahead: a mismatch updates nothing
   float* state[optim::kMaxArrays] = {};
   STRATA_ASSIGN_OR_RETURN(const void* grads, chunk_grads(ci, slot.grad, sink));
-  KernelIo kio{&slot.checks, &slot.sums, Status::ok()};
+  KernelIo kio{slot.checked ? nullptr : &slot.checks, &slot.sums, Status::ok()};
   STRATA_RETURN_IF_ERROR(update_host(ci, slot_arrays(slot, state), grads, c, sink, &kio));
   slot.state = Slot::State::kUpdated;
   spec_[ci] = -1;

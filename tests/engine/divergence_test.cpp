@@ -4,11 +4,14 @@
 // file changed underneath is DATA_LOSS naming the tensor, in a Release build too.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/reference/half.h"
@@ -155,6 +158,47 @@ TEST_P(SwapChanged, IsDataLossNamingTheTensor) {
     ++changed;
   }
   ASSERT_GE(changed, 1);
+  auto r = micro(*e);
+  ASSERT_FALSE(r.is_ok()) << "a changed swap file must not be trained on";
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos)
+      << r.status().message();
+}
+
+// The state read ahead for the step is checked as it lands, during the host program's calls
+// (OptimizerRunner::check_landed), not in the step's update: a swap file changed before the read
+// is caught there, and the step still fails with DATA_LOSS naming the tensor, nothing updated.
+TEST(SwapChangedAhead, IsCaughtBeforeTheStepAndFailsIt) {
+  strata::testing::ScratchDir dir;
+  const std::string swap = dir.path() + "/swap";
+  auto e = make(
+      config("", "", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"" + swap + "\"}"));
+  ASSERT_TRUE(e);
+  ASSERT_TRUE(micro(*e).value().applied);
+  ASSERT_TRUE(e->synchronize().is_ok());  // nothing in flight, nothing read ahead kept
+  int changed = 0;
+  std::set<std::string> chunks;  // "c<i>": the chunks whose state is on NVMe
+  for (const auto& f : std::filesystem::directory_iterator(swap)) {
+    const std::string n = f.path().filename().string();
+    if (n.find(".master-") != std::string::npos) chunks.insert(n.substr(0, n.find('.')));
+    if (n.rfind("c0.exp_avg_sq-", 0) != 0) continue;
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(100);
+    io.write("garbage!", 8);
+    ++changed;
+  }
+  ASSERT_GE(changed, 1);
+  ASSERT_GE(chunks.size(), 2u);
+  const auto want = static_cast<int64_t>(chunks.size());
+  // The next micro-batch's calls start the reads ahead (as slots free up) and check what landed,
+  // one chunk per call, until every chunk's state was read and checked.
+  const int64_t checked0 = e->stats().chunks_checked_ahead;
+  for (int i = 0; i < 20000 && e->stats().chunks_checked_ahead - checked0 < want; ++i) {
+    ASSERT_TRUE(e->fetch("b").is_ok());
+    ASSERT_TRUE(e->release("b").is_ok());
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  EXPECT_EQ(e->stats().chunks_checked_ahead - checked0, want) << "every chunk's state checked before the step";
   auto r = micro(*e);
   ASSERT_FALSE(r.is_ok()) << "a changed swap file must not be trained on";
   EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
