@@ -57,7 +57,7 @@ struct PlacementConfig {
   OffloadTarget offload_optimizer = OffloadTarget::kNone;
   double optimizer_ratio = 1.0;       // offload_optimizer.ratio: share of chunks whose optimizer is offloaded
   int optimizer_buffer_count = 4;     // offload_optimizer.buffer_count: chunk-sized pipeline buffers (nvme)
-  int param_buffer_count = 5;         // offload_param.buffer_count: chunk-sized staging buffers (nvme)
+  int param_buffer_count = 10;        // offload_param.buffer_count: chunk-sized staging buffers (nvme)
   int live_chunks = 2;                // device working buffers when params are offloaded
   int grad_buckets = 2;               // device gradient buckets
   size_t optimizer_state_bytes = 12;  // fp32 bytes per element of the optimizer's arrays (Optimizer::bytes_per_element)
