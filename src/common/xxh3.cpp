@@ -36,8 +36,10 @@ Xxh3Path xxh3_best_path() {
   return best;
 }
 
-uint64_t xxh3_64_by(Xxh3Path path, const void* data, size_t bytes) {
-  if (!xxh3_path_supported(path)) path = xxh3_best_path();
+namespace {
+
+// `path` must be supported.
+uint64_t run(Xxh3Path path, const void* data, size_t bytes) {
   switch (path) {
 #if defined(__x86_64__)
     case Xxh3Path::kAvx512:
@@ -50,6 +52,13 @@ uint64_t xxh3_64_by(Xxh3Path path, const void* data, size_t bytes) {
   }
 }
 
-uint64_t xxh3_64(const void* data, size_t bytes) { return xxh3_64_by(xxh3_best_path(), data, bytes); }
+}  // namespace
+
+uint64_t xxh3_64_by(Xxh3Path path, const void* data, size_t bytes) {
+  return run(xxh3_path_supported(path) ? path : xxh3_best_path(), data, bytes);
+}
+
+// The best path is found once; every checksum of the store comes through here.
+uint64_t xxh3_64(const void* data, size_t bytes) { return run(xxh3_best_path(), data, bytes); }
 
 }  // namespace strata
