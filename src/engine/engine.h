@@ -83,11 +83,12 @@ struct EngineStats {
   int64_t allreduce_early = 0;          // chunk all-reduces started during backward (overlapped)
   size_t bytes_h2d = 0, bytes_d2h = 0;  // over the host <-> device link
   size_t bytes_nvme_read = 0, bytes_nvme_write = 0;
-  double stall_fetch_s = 0;  // host blocked in fetch waiting for params (copies, NVMe reads)
-  double stall_grad_s = 0;   // host blocked in grad / step waiting for gradient copies
-  double step_s = 0;         // time in optimizer steps (boundary calls of step)
-  double step_update_s = 0;  //   of which the optimizer update of host-resident state
-  double step_nvme_s = 0;    //   of which NVMe reads and writes of the optimizer state / params
+  size_t bytes_param_nvme_read = 0;  // of bytes_nvme_read: bit16 params read back (prefetch timing decides)
+  double stall_fetch_s = 0;          // host blocked in fetch waiting for params (copies, NVMe reads)
+  double stall_grad_s = 0;           // host blocked in grad / step waiting for gradient copies
+  double step_s = 0;                 // time in optimizer steps (boundary calls of step)
+  double step_update_s = 0;          //   of which the optimizer update of host-resident state
+  double step_nvme_s = 0;            //   of which NVMe reads and writes of the optimizer state / params
   int64_t micro_steps = 0, optimizer_steps = 0, skipped_steps = 0;
   int64_t bucket_flushes = 0;        // gradient buckets moved off the device
   int64_t early_flushes = 0;         //   of which before their chunk's gradients were complete (raise grad_buckets)

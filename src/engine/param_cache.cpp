@@ -106,20 +106,18 @@ StatusOr<ParamCache::Staging*> ParamCache::State::take_staging(double* stall) {
   Staging& s = staging[next_staging];
   next_staging = (next_staging + 1) % staging.size();
   if (s.loading_work >= 0) STRATA_RETURN_IF_ERROR(finish_load(work[static_cast<size_t>(s.loading_work)]));
-  if (s.staged_chunk >= 0) drop_staging(s);
   if (s.pending) {
     STRATA_RETURN_IF_ERROR(wait_timed(*s.copied, stall));
     s.pending = false;
   }
-  if (s.io.valid()) {
-    const Clock::time_point t0 = Clock::now();
-    Status r = s.io.wait();
-    s.io = offload::IoHandle();
-    s.put_chunk = -1;
+  const Clock::time_point t0 = Clock::now();
+  const bool busy = s.io.valid() && !s.io.done();
+  Status r = drop_staging(s);  // a write-back's error is the step's; a read's data is not used
+  if (busy) {
     *stall += seconds_since(t0);
-    if (seconds_since(t0) > 1e-5) span(TraceLane::kEngine, "staging waits for its I/O", t0);
-    STRATA_RETURN_IF_ERROR(r);
+    span(TraceLane::kEngine, "staging waits for its I/O", t0);
   }
+  STRATA_RETURN_IF_ERROR(r);
   return &s;
 }
 
@@ -177,7 +175,7 @@ Status ParamCache::retire_loads() {
       Status r = s.io.wait();
       if (first.is_ok() && !r.is_ok()) first = std::move(r);
     }
-    s.io = offload::IoHandle();
+    s.clear_io();
     s.loading_work = s.staged_chunk = -1;
   }
   for (State::ChunkRest& c : m.chunks) c.work = -1;
@@ -193,8 +191,7 @@ Status ParamCache::quiesce() {
   for (Staging& sb : m.staging) {
     if (!sb.io.valid()) continue;
     Status r = sb.io.wait();
-    sb.io = offload::IoHandle();
-    sb.put_chunk = -1;
+    sb.clear_io();
     if (r.is_ok()) continue;
     if (sb.loading_work >= 0) {
       WorkBuffer& w = m.work[static_cast<size_t>(sb.loading_work)];
@@ -259,7 +256,7 @@ Status ParamCache::update_written(uint32_t ci) {
   if (m.cfg().overlap) return Status::ok();
   const Clock::time_point tn = Clock::now();
   Status r = sb->io.wait();
-  sb->io = offload::IoHandle();
+  sb->clear_io();
   m.st().step_nvme_s += seconds_since(tn);
   return r;
 }

@@ -31,7 +31,13 @@ struct ParamCache::Staging {
   offload::IoHandle io;   // an NVMe read into it or write from it (valid while in flight)
   int loading_work = -1;  // the working buffer whose NVMe load reads into it, -1 if none
   int put_chunk = -1;     // the chunk whose bit16 params it is writing to NVMe, -1 if none
-  int staged_chunk = -1;  // the chunk whose bit16 params it holds or is reading (prefetch), -1 if none
+  // The chunk whose bit16 params it holds or is reading, -1 if none: a read ahead, the step's
+  // output, or a copy already loaded to the device and kept for its next use (until the step).
+  int staged_chunk = -1;
+  void clear_io() {
+    io = offload::IoHandle();
+    put_chunk = -1;
+  }
 };
 
 struct ParamCache::State {
@@ -88,8 +94,14 @@ struct ParamCache::State {
   Status prefetch();
   Staging* idle_staging();       // a staging buffer nothing uses, else nullptr
   Staging* staged(uint32_t ci);  // the staging buffer holding / reading chunk ci
+  // A staging buffer for a read of chunk ci ahead of need: an idle one, else the one whose
+  // landed copy is needed last, later than ci (Belady); nullptr if none. claim() empties it.
+  Staging* staging_for(uint32_t ci);
+  Status claim(Staging& sb);
   Status start_read(Staging& sb, uint32_t ci);
-  void drop_staging(Staging& sb);  // forgets a staged read (waits for it first)
+  // Forgets a staged copy or read (waits for its I/O first): the error of a write-back from it
+  // is returned, a read's concerns no one (its data is not used).
+  Status drop_staging(Staging& sb);
   size_t resident_elems() const;
   size_t effective_next_use(uint32_t ci) const;
   Status gather_into(WorkBuffer& w, uint32_t ci);

@@ -44,10 +44,35 @@ ParamCache::Staging* ParamCache::State::staged(uint32_t ci) {
   return nullptr;
 }
 
-void ParamCache::State::drop_staging(Staging& sb) {
-  if (sb.io.valid()) (void)sb.io.wait();  // its data is not used; an error shows on the next read
-  sb.io = offload::IoHandle();
+Status ParamCache::State::drop_staging(Staging& sb) {
+  const bool put = sb.put_chunk >= 0;
+  Status r = sb.io.valid() ? sb.io.wait() : Status::ok();
+  sb.clear_io();
   sb.staged_chunk = -1;
+  return put ? r : Status::ok();
+}
+
+ParamCache::Staging* ParamCache::State::staging_for(uint32_t ci) {
+  if (Staging* s = idle_staging()) return s;
+  const size_t need = effective_next_use(ci);
+  Staging* pick = nullptr;
+  size_t pick_next = 0;
+  for (Staging& s : staging) {
+    if (s.loading_work >= 0 || s.staged_chunk < 0) continue;
+    if (s.io.valid() && !s.io.done()) continue;     // a read or write-back in flight
+    if (s.pending && !s.copied->query()) continue;  // a copy still reads it
+    const size_t next = effective_next_use(static_cast<uint32_t>(s.staged_chunk));
+    if (next > need && (pick == nullptr || next > pick_next)) {
+      pick = &s;
+      pick_next = next;
+    }
+  }
+  return pick;
+}
+
+Status ParamCache::State::claim(Staging& sb) {
+  sb.pending = false;  // staging_for chose it with its copies done
+  return drop_staging(sb);
 }
 
 Status ParamCache::State::start_read(Staging& sb, uint32_t ci) {
@@ -58,12 +83,13 @@ Status ParamCache::State::start_read(Staging& sb, uint32_t ci) {
     Status r = o.io.wait();
     st().stall_fetch_s += seconds_since(t0);
     if (seconds_since(t0) > 1e-5) span(TraceLane::kEngine, "fetch waits for write-back c" + std::to_string(ci), t0);
-    o.io = offload::IoHandle();
-    o.put_chunk = -1;
+    o.clear_io();
     STRATA_RETURN_IF_ERROR(r);
   }
   STRATA_ASSIGN_OR_RETURN(sb.io, chunks[ci].rest->get_async(sb.buf, io_span(TraceLane::kNvmeRead, "read " + key(ci))));
+  sb.put_chunk = -1;
   sb.staged_chunk = static_cast<int>(ci);
+  st().bytes_param_nvme_read += chunks[ci].geom.rest_numel * 2;
   return Status::ok();
 }
 
@@ -109,9 +135,11 @@ Status ParamCache::State::finish_load(WorkBuffer& w) {
   Status r = sb->io.valid() ? sb->io.wait() : Status::ok();
   st().stall_fetch_s += seconds_since(t0);
   if (seconds_since(t0) > 1e-5) span(TraceLane::kEngine, "fetch waits for read c" + std::to_string(w.chunk), t0);
-  sb->io = offload::IoHandle();
+  sb->clear_io();
   sb->loading_work = -1;
-  sb->staged_chunk = -1;
+  // The copy stays staged for the chunk's next use (the backward after the forward), unless a
+  // read needed sooner takes the buffer (staging_for).
+  sb->staged_chunk = r.is_ok() ? w.chunk : -1;
   w.loading = nullptr;
   if (!r.is_ok()) {
     chunks[static_cast<size_t>(w.chunk)].work = -1;
@@ -139,8 +167,9 @@ Status ParamCache::State::load(int wi, uint32_t ci, bool for_prefetch) {
   ChunkRest& c = chunks[ci];
   if (w.loading != nullptr) {  // an unneeded load in flight: let it land, then drop it
     w.loading->loading_work = -1;
-    drop_staging(*w.loading);
+    Status dropped = drop_staging(*w.loading);
     w.loading = nullptr;
+    STRATA_RETURN_IF_ERROR(dropped);
   }
   if (w.chunk >= 0) chunks[static_cast<size_t>(w.chunk)].work = -1;
   w.chunk = -1;
@@ -165,8 +194,9 @@ Status ParamCache::State::load(int wi, uint32_t ci, bool for_prefetch) {
   Staging* sb = staged(ci);
   if (sb == nullptr) {
     if (for_prefetch) {
-      sb = idle_staging();
-      if (sb == nullptr) return internal_error("prefetch of chunk " + std::to_string(ci) + ": no idle staging buffer");
+      sb = staging_for(ci);
+      if (sb == nullptr) return internal_error("prefetch of chunk " + std::to_string(ci) + ": no free staging buffer");
+      STRATA_RETURN_IF_ERROR(claim(*sb));
     } else {
       STRATA_ASSIGN_OR_RETURN(sb, take_staging(&st().stall_fetch_s));
     }
@@ -213,8 +243,10 @@ Status ParamCache::State::ensure_loaded(uint32_t ci, const std::string& name) {
 }
 
 // Two levels: chunks that can get a device buffer are loaded into it (H2D, after an NVMe read
-// for NVMe-resident ones); NVMe-resident chunks further ahead are read into free pinned staging
+// for NVMe-resident ones); NVMe-resident chunks further ahead are read into pinned staging
 // buffers (offload_param.buffer_count) so that their H2D can start as soon as a buffer frees up.
+// A staging buffer keeps its copy after the H2D (the forward's last chunks are the backward's
+// first); a read ahead takes an idle buffer, else the copy needed last if later than its own.
 Status ParamCache::State::prefetch() {
   if (!cfg().overlap || sched() == nullptr || !sched()->following() || work.empty()) return Status::ok();
   STRATA_RETURN_IF_ERROR(pump_loads());
@@ -224,7 +256,7 @@ Status ParamCache::State::prefetch() {
     if (c.work >= 0) continue;
     const bool nvme = c.geom.tier == Tier::kNvme && !gathers();  // gathers read their shard themselves
     if (!device_full) {
-      const int w = nvme && staged(ci) == nullptr && idle_staging() == nullptr ? -1 : pick_work(ci, true);
+      const int w = nvme && staged(ci) == nullptr && staging_for(ci) == nullptr ? -1 : pick_work(ci, true);
       const int old = w >= 0 ? work[static_cast<size_t>(w)].chunk : -1;
       const size_t freed = old >= 0 ? chunks[static_cast<size_t>(old)].geom.rest_numel : 0;
       if (w >= 0 && resident_elems() - freed + c.geom.rest_numel <= cfg().max_live_parameters) {
@@ -235,8 +267,9 @@ Status ParamCache::State::prefetch() {
       device_full = true;  // later chunks are needed later still: no buffer for them either
     }
     if (!nvme || staged(ci) != nullptr) continue;
-    Staging* sb = idle_staging();
-    if (sb == nullptr) break;
+    Staging* sb = staging_for(ci);
+    if (sb == nullptr) break;  // every buffer holds a chunk needed sooner
+    STRATA_RETURN_IF_ERROR(claim(*sb));
     STRATA_RETURN_IF_ERROR(start_read(*sb, ci));
   }
   return Status::ok();
@@ -266,7 +299,7 @@ Status ParamCache::State::gather_into(WorkBuffer& w, uint32_t ci) {
     STRATA_ASSIGN_OR_RETURN(Staging * sb, take_staging(&st().stall_fetch_s));
     STRATA_RETURN_IF_ERROR(start_read(*sb, ci));
     Status r = sb->io.wait();
-    sb->io = offload::IoHandle();
+    sb->clear_io();
     sb->staged_chunk = -1;
     if (!r.is_ok()) {
       c.work = -1;

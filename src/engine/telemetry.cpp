@@ -35,13 +35,14 @@ void Telemetry::step_done(const StepResult& r, int64_t step, const std::function
     std::snprintf(
         text, sizeof(text),
         "step %lld%s: %.1f ms (optimizer %.1f ms: update %.1f, NVMe wait %.1f), stall %.1f ms, overlap %.0f%%, "
-        "H2D %.1f MB, D2H %.1f MB, NVMe read %.1f MB, write %.1f MB, prefetch %lld (hits %lld), "
+        "H2D %.1f MB, D2H %.1f MB, NVMe read %.1f MB (params %.1f), write %.1f MB, prefetch %lld (hits %lld), "
         "on demand %lld, chunks updated in backward %d (redone %d), grad norm %.4g, loss scale %g",
         static_cast<long long>(step), r.overflow ? " (skipped: overflow)" : "", wall * 1e3,
         (st.step_s - a.step_s) * 1e3, (st.step_update_s - a.step_update_s) * 1e3,
         (st.step_nvme_s - a.step_nvme_s) * 1e3, stall * 1e3, wall > 0 ? 100.0 * (1.0 - stall / wall) : 100.0,
         mb(st.bytes_h2d - a.bytes_h2d), mb(st.bytes_d2h - a.bytes_d2h), mb(st.bytes_nvme_read - a.bytes_nvme_read),
-        mb(st.bytes_nvme_write - a.bytes_nvme_write), static_cast<long long>(st.prefetches - a.prefetches),
+        mb(st.bytes_param_nvme_read - a.bytes_param_nvme_read), mb(st.bytes_nvme_write - a.bytes_nvme_write),
+        static_cast<long long>(st.prefetches - a.prefetches),
         static_cast<long long>(st.prefetch_hits - a.prefetch_hits),
         static_cast<long long>(st.demand_loads - a.demand_loads), r.chunks_speculated, r.chunks_redone, r.grad_norm,
         r.loss_scale);

@@ -199,6 +199,30 @@ TEST(StagedOutputs, TheNextForwardsFirstChunkIsNotReadBack) {
   ASSERT_TRUE(e.release(first).is_ok());
 }
 
+// Params on NVMe with a staging buffer for every chunk: a copy loaded to the device stays staged
+// for the chunk's next use (the backward, the next micro-batch) and the step's outputs stay staged
+// for the next forward, so over the whole run each chunk is read from NVMe once — its first load.
+// With two staging buffers the same run reads again and again; both train the same masters.
+TEST(StagedCopies, KeptForTheirNextUseEachChunkIsReadOnce) {
+  const Mlp mlp{MlpShape{}};
+  auto run = [&](int buffers, const std::string& dir) {
+    const std::string zero =
+        "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": {\"device\": \"nvme\", "
+        "\"nvme_path\": \"" +
+        dir + "\", \"buffer_count\": " + std::to_string(buffers) + "}";
+    return train_engine(config_json(zero, kBudget), mlp);
+  };
+  strata::testing::ScratchDir d1, d2;
+  const EngineRun kept = run(16, d1.path()), few = run(2, d2.path());
+  expect_same_masters(kept, few, "16 vs 2 staging buffers");
+  const size_t params_on_nvme = kept.stats.tier_bytes[static_cast<size_t>(Tier::kNvme)];
+  ASSERT_GT(params_on_nvme, mlp.numel() * 2 - 1) << "every chunk's bit16 params rest on NVMe, once";
+  ASSERT_LT(params_on_nvme, 16u * 8192) << "fewer chunks than staging buffers";
+  EXPECT_EQ(kept.stats.bytes_param_nvme_read, params_on_nvme);
+  EXPECT_GT(few.stats.bytes_param_nvme_read, harness::kSteps * params_on_nvme);
+  EXPECT_GT(kept.stats.prefetch_hits, 0);
+}
+
 // The timeline: valid Chrome trace JSON with spans on the lanes the run used, and one summary
 // line per optimizer step; an unwritable trace path fails at create.
 TEST(Timeline, TraceFileAndStepSummaries) {
