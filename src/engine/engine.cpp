@@ -310,7 +310,7 @@ Status Engine::Impl::allocate_all() {
   gc.buckets = pc.grad_buckets;
   gc.scratch = scratch;
   gc.store = opt_store;
-  gc.adopt = [this](uint32_t ci, const float* g, size_t n) { return runner->adopt_grads(ci, g, n); };
+  gc.adopt = [this](uint32_t ci, offload::AlignedBuffer& buf, size_t n) { return runner->adopt_grads(ci, buf, n); };
   std::vector<GradientPath::Chunk> geom;
   for (const ChunkState& c : chunks) geom.push_back({c.numel, c.shard, c.shard_begin, c.at.grad32});
   const auto red = world() == 1 ? GradientPath::Reduction::kNone

@@ -52,10 +52,12 @@ class GradientPath {
     int buckets = 2;
     void* scratch = nullptr;              // device scratch of the norm
     offload::NvmeStore* store = nullptr;  // gradients of Tier::kNvme chunks
-    // A Tier::kNvme chunk's complete gradient offered to the optimizer before it is written: true
-    // when it took a copy (the chunk's state is read ahead into a step slot, the gradient joins it
-    // there) and no NVMe copy is needed; give_back returns it if the slot is dropped before the step.
-    std::function<bool(uint32_t ci, const float* g, size_t n)> adopt;
+    // A Tier::kNvme chunk's complete gradient (its first n floats of `buf`, an assembly buffer)
+    // offered to the optimizer before it is written: true when it took it (the chunk's state is
+    // read ahead into a step slot, the gradient joins it there: the slot's gradient buffer and
+    // `buf` trade places, nothing is copied) and no NVMe copy is needed; give_back returns it if
+    // the slot is dropped before the step.
+    std::function<bool(uint32_t ci, offload::AlignedBuffer& buf, size_t n)> adopt;
   };
   struct Chunk {  // one chunk's geometry, from the layout and the plan
     size_t numel = 0, shard = 0, shard_begin = 0;

@@ -105,7 +105,7 @@ Status GradientPath::write_chunk(uint32_t ci) {
   if (!std::isfinite(sum)) std::tie(c.bad_param, c.bad_elem) = first_nonfinite_in(ci, g);  // for first_nonfinite
   Assembly& a = assembly_[static_cast<size_t>(c.assembly)];
   c.written = true;
-  if (ctx_.adopt && ctx_.adopt(ci, g, c.geom.shard)) {  // it joined its state in a step slot
+  if (ctx_.adopt && ctx_.adopt(ci, a.buf, c.geom.shard)) {  // it joined its state in a step slot (a.buf swapped)
     c.adopted = true;
     a.chunk = -1;
     c.assembly = -1;

@@ -19,12 +19,13 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
                                  const std::vector<Tier>& tiers) {
   ctx_ = ctx;
   chunks_.resize(shard_numel.size());
-  size_t max_shard = 0;
+  size_t max_shard = 0, max_nvme_shard = 0;
   bool nvme = false;
   for (size_t ci = 0; ci < chunks_.size(); ++ci) {
     chunks_[ci].shard = shard_numel[ci];
     chunks_[ci].tier = tiers[ci];
     max_shard = std::max(max_shard, shard_numel[ci]);
+    if (tiers[ci] == Tier::kNvme) max_nvme_shard = std::max(max_nvme_shard, shard_numel[ci]);
     nvme |= tiers[ci] == Tier::kNvme;
   }
   if (nvme) {
@@ -35,7 +36,7 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
         STRATA_ASSIGN_OR_RETURN(set.buf[a], offload::AlignedBuffer::create(max_shard * 4, ctx_.pin));
       }
       if (ctx_.nvme_grads) {
-        STRATA_ASSIGN_OR_RETURN(set.grad.buf, offload::AlignedBuffer::create(max_shard * 4, ctx_.pin));
+        STRATA_ASSIGN_OR_RETURN(set.grad.buf, offload::AlignedBuffer::create(max_nvme_shard * 4, ctx_.pin));
       }
     }
   }
@@ -46,7 +47,9 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
     }
     STRATA_ASSIGN_OR_RETURN(slot.bit16, offload::AlignedBuffer::create(max_shard * 2, offload::PinMode::kNone));
     if (ctx_.nvme_grads && nvme) {
-      STRATA_ASSIGN_OR_RETURN(slot.grad.buf, offload::AlignedBuffer::create(max_shard * 4, offload::PinMode::kNone));
+      // As large as GradientPath's assembly buffers (the largest NVMe chunk's): adopt_grads swaps them.
+      STRATA_ASSIGN_OR_RETURN(slot.grad.buf,
+                              offload::AlignedBuffer::create(max_nvme_shard * 4, offload::PinMode::kNone));
     }
   }
   spec_.assign(chunks_.size(), -1);
@@ -350,12 +353,17 @@ Status OptimizerRunner::reset_grads(GradIn& g) {
   return s;
 }
 
-bool OptimizerRunner::adopt_grads(uint32_t ci, const float* g, size_t n) {
+bool OptimizerRunner::adopt_grads(uint32_t ci, offload::AlignedBuffer& buf, size_t n) {
   if (!ctx_.nvme_grads || spec_[ci] < 0) return false;
   Slot& slot = slots_[static_cast<size_t>(spec_[ci])];
   if (slot.state != Slot::State::kReading && slot.state != Slot::State::kStaged) return false;
   if (slot.grad.issued || slot.grad.buf.capacity() < n * 4) return false;
-  std::memcpy(slot.grad.buf.data(), g, n * 4);
+  // The slot's buffer is idle (nothing issued into it): of the same size, it becomes the giver's
+  // for its next chunk, else the gradient is copied.
+  if (slot.grad.buf.capacity() == buf.capacity())
+    std::swap(slot.grad.buf, buf);
+  else
+    std::memcpy(slot.grad.buf.data(), buf.data(), n * 4);
   slot.grad.issued = slot.grad.adopted = true;
   return true;
 }

@@ -114,9 +114,10 @@ class OptimizerRunner {
   // during the cycle's last micro-batch, and update updates it there with the step's constants
   // and writes it back behind the step (exact without a redo, whatever clipping does).
   StatusOr<bool> speculate(uint32_t ci, const optim::StepCoeffs& c, const void* grads);
-  // Gradients on NVMe: chunk ci's complete gradient ([n] fp32) copied into the step slot its state
-  // is being read ahead into, so that it needs no NVMe write and read; false when it has none.
-  bool adopt_grads(uint32_t ci, const float* g, size_t n);
+  // Gradients on NVMe: chunk ci's complete gradient ([n] fp32 in `buf`) taken by the step slot its
+  // state is being read ahead into, so that it needs no NVMe write and read: `buf` and the slot's
+  // gradient buffer are swapped (both hold any NVMe chunk's gradient). false when it has none.
+  bool adopt_grads(uint32_t ci, offload::AlignedBuffer& buf, size_t n);
   // Every speculated chunk restored to its state before, slots read ahead dropped (an overflow
   // skips the step; a checkpoint or read_master inside the cycle reads the state before the step).
   // keep_grads false: gradients adopted into slots are dropped with them (a skipped step).
