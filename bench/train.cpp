@@ -3,20 +3,24 @@
 //   bound = max(compute, host<->device traffic / copy bandwidth, NVMe reads / store read rate +
 //               NVMe writes / store write rate, params / CPU Adam rate)
 // compute = the same model's step with everything on the device (no offload, same kernels), run
-// before every round of the offloaded placements and after the last, the fastest;
+// before every offloaded run and after the last: each offloaded run's compute term is the mean of
+// the in-memory runs on either side of it;
 // copy bandwidth = memcpy of 64 MiB buffers (the emulated device's copies are memcpy), or on a
 // GPU (--device cuda) pinned host -> device cudaMemcpy of 256 MiB;
 // store rates = the NvmeStore alone on the run's own optimizer-state arrays; and, for the
 // placements whose optimizer runs on the host, CPU Adam over every param at the rate CpuAdam
 // reaches here on 32 M params (all threads, fp32 gradients, bf16 output). Also the matmul
-// rate (oneDNN, the model's largest matmul) and the TFLOPS it implies. Target: <= 1.25x the bound.
+// rate (oneDNN, the model's largest matmul) and the TFLOPS it implies. Target: <= 1.10x the bound.
 // One JSON object per placement on stdout, a table on stderr.
 //
 //   strata_bench_train --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T]
 //                      [--steps S] [--device host|cuda] [--checkpointing 1] [--sync 1] [--rounds R]
 // --sync 1 adds each offloaded placement with the synchronous step (strata.speculate = false).
-// --rounds R (default 3): every placement runs R times, interleaved with in-memory runs; each row
-// and the compute term take their fastest run.
+// --rounds R (default 5): every placement runs R times, each run between two in-memory runs; a
+// row's ratio is the median over its runs of step / bound (paired with its neighbours), shown with
+// the spread over the rounds and "fastest": its fastest run over the fastest in-memory run.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -119,13 +123,13 @@ int main(int argc, char** argv) {
   o.shape = train::GptShape{6, 4, 256, 256, 64};
   o.batch = 8;
   o.seq = 64;
-  o.steps = 6;
+  o.steps = 10;
   o.warmup = 2;
   o.val_every = 0;
   o.val_batches = 1;
   std::string dir, device = "host";
   bool sync_rows = false;
-  int rounds = 3;
+  int rounds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
@@ -213,72 +217,114 @@ int main(int argc, char** argv) {
   for (size_t i = 1; sync_rows && i < offloaded; ++i)
     placements.push_back(
         {placements[i].name + " (sync)", placements[i].zero, placements[i].strata + ", \"speculate\": false"});
-  // Rounds: every placement runs once per round, after the round's in-memory run, and one more
-  // in-memory run closes the last round. This VM's speed drifts by 10-20% within minutes; each row
-  // reports its fastest run, and compute is the fastest in-memory run (the same rule for both).
-  std::vector<StatusOr<Result>> results(placements.size(), StatusOr<Result>(internal_error("not run")));
-  std::vector<double> in_memory_ms = {base.step.seconds * 1e3};
-  auto keep_faster = [](StatusOr<Result>& best, StatusOr<Result> r) {
-    const bool better = r.is_ok() ? !best.is_ok() || r.value().step.seconds < best.value().step.seconds : !best.is_ok();
-    if (better) best = std::move(r);
+  // Rounds: every offloaded placement runs once per round, each right after an in-memory run, and
+  // one more in-memory run closes the last round, so that every placement run lies between two
+  // in-memory runs seconds apart. This VM's speed drifts by 10-20% within minutes: a row's ratio
+  // is the median over the rounds of its step over the bound whose compute term is the mean of its
+  // two neighbouring in-memory runs (paired: the drift cancels); "fastest" is each row's fastest
+  // run over the fastest in-memory run.
+  struct Paired {
+    StatusOr<Result> run = StatusOr<Result>(internal_error("not run"));
+    double compute_s = 0;  // the mean of the in-memory runs before and after it
   };
+  std::vector<std::vector<Paired>> runs(placements.size());
+  std::vector<Result> in_memory = {base};
   for (int round = 0; round < rounds; ++round) {
-    if (round > 0) {
-      const Result again = check(run(json("\"stage\": 0", all_on_device), o));
-      in_memory_ms.push_back(again.step.seconds * 1e3);
-      if (again.step.seconds < base.step.seconds) base = again;
-    }
     for (size_t i = 1; i < placements.size(); ++i) {
-      StatusOr<Result> r = run(json(placements[i].zero, budget, placements[i].strata), o);
-      if (r.is_ok())
-        std::fprintf(stderr, "  round %d, %s: step %.1f ms\n", round + 1, placements[i].name.c_str(),
-                     r.value().step.seconds * 1e3);
+      if (round > 0 || i > 1) in_memory.push_back(check(run(json("\"stage\": 0", all_on_device), o)));
+      Paired p;
+      p.run = run(json(placements[i].zero, budget, placements[i].strata), o);
+      if (p.run.is_ok())
+        std::fprintf(stderr, "  round %d, %s: step %.1f ms (in memory before it %.1f ms)\n", round + 1,
+                     placements[i].name.c_str(), p.run.value().step.seconds * 1e3, in_memory.back().step.seconds * 1e3);
       else
         std::fprintf(stderr, "  round %d, %s: not run: %s\n", round + 1, placements[i].name.c_str(),
-                     r.status().to_string().c_str());
-      keep_faster(results[i], std::move(r));
+                     p.run.status().to_string().c_str());
+      runs[i].push_back(std::move(p));
     }
   }
-  const Result again = check(run(json("\"stage\": 0", all_on_device), o));
-  in_memory_ms.push_back(again.step.seconds * 1e3);
-  if (again.step.seconds < base.step.seconds) base = again;
+  in_memory.push_back(check(run(json("\"stage\": 0", all_on_device), o)));
+  // Offloaded run n (in the order they ran) lies between in-memory runs n and n + 1.
+  for (size_t i = 1; i < placements.size(); ++i)
+    for (size_t round = 0; round < runs[i].size(); ++round) {
+      const size_t n = round * (placements.size() - 1) + i - 1;
+      runs[i][round].compute_s = (in_memory[n].step.seconds + in_memory[n + 1].step.seconds) / 2;
+    }
+  std::vector<double> im_s;
   std::string ims;
-  for (double ms : in_memory_ms) ims += (ims.empty() ? "" : " / ") + std::to_string(static_cast<int>(ms + 0.5));
-  std::fprintf(stderr, "in-memory step over the rounds: %s ms; the fastest is the compute\n", ims.c_str());
-  results[0] = base;
-  std::fprintf(stderr, "%-34s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n", "placement", "step ms", "tok/s", "TFLOPS",
-               "stall ms", "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "loss");
+  for (const Result& r : in_memory) {
+    im_s.push_back(r.step.seconds);
+    ims += (ims.empty() ? "" : " / ") + std::to_string(static_cast<int>(r.step.seconds * 1e3 + 0.5));
+  }
+  std::fprintf(stderr, "in-memory steps over the run: %s ms\n", ims.c_str());
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  };
+  const double fastest_compute = *std::min_element(im_s.begin(), im_s.end());
+  // The in-memory row: its median run.
+  std::vector<Result> by_step = in_memory;
+  std::sort(by_step.begin(), by_step.end(),
+            [](const Result& a, const Result& b) { return a.step.seconds < b.step.seconds; });
+  runs[0].push_back(Paired{by_step[by_step.size() / 2], by_step[by_step.size() / 2].step.seconds});
+  std::fprintf(stderr, "%-34s %9s %9s %9s %9s %9s %9s %9s %9s %7s %13s %7s %7s\n", "placement", "step ms", "tok/s",
+               "TFLOPS", "stall ms", "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "(rounds)", "fastest",
+               "loss");
   for (size_t i = 0; i < placements.size(); ++i) {
     const auto& [name, zero, strata] = placements[i];
-    if (!results[i].is_ok()) {
-      std::fprintf(stderr, "%-34s not run (above)\n", name.c_str());
-      continue;
-    }
-    const Result& r = results[i].value();
-    const double t_copy = static_cast<double>(r.step.h2d + r.step.d2h) / (copy * 1e9);
-    const double t_nvme = r.step.nvme_read / (store.read_gbps * 1e9) + r.step.nvme_write / (store.write_gbps * 1e9);
+    std::vector<double> steps, bounds, ratios;
+    const Result* fastest = nullptr;
+    const Result* shown = nullptr;
+    double t_copy = 0, t_nvme = 0;
     // The host runs Adam for every offloaded placement (on the emulated device the all-on-device
     // run's Adam is host work too, inside its compute time).
     const double t_adam = zero.empty() ? 0.0 : static_cast<double>(params) / adam_rate;
-    const double bound = std::max({base.step.seconds, t_copy, t_nvme, t_adam});
+    for (const Paired& p : runs[i]) {
+      if (!p.run.is_ok()) continue;
+      const Result& r = p.run.value();
+      t_copy = static_cast<double>(r.step.h2d + r.step.d2h) / (copy * 1e9);
+      t_nvme = r.step.nvme_read / (store.read_gbps * 1e9) + r.step.nvme_write / (store.write_gbps * 1e9);
+      const double bound = std::max({p.compute_s, t_copy, t_nvme, t_adam});
+      steps.push_back(r.step.seconds);
+      bounds.push_back(bound);
+      ratios.push_back(r.step.seconds / bound);
+      if (fastest == nullptr || r.step.seconds < fastest->step.seconds) fastest = &r;
+    }
+    if (steps.empty()) {
+      std::fprintf(stderr, "%-34s not run (above)\n", name.c_str());
+      continue;
+    }
+    const double step_s = median(steps), bound_s = median(bounds), ratio = median(ratios);
+    for (const Paired& p : runs[i])  // the run whose step is the median (the counters shown)
+      if (p.run.is_ok() &&
+          (shown == nullptr || std::abs(p.run.value().step.seconds - step_s) < std::abs(shown->step.seconds - step_s)))
+        shown = &p.run.value();
+    const Result& r = *shown;
+    const double fastest_ratio =
+        fastest->step.seconds / std::max({i == 0 ? fastest->step.seconds : fastest_compute, t_copy, t_nvme, t_adam});
+    const double lo = *std::min_element(ratios.begin(), ratios.end()),
+                 hi = *std::max_element(ratios.begin(), ratios.end());
     std::printf(
         "{\"bench\": \"train\", \"placement\": \"%s\", \"params\": %zu, \"batch\": %d, \"seq\": %d, \"device_budget\": "
         "%zu, "
         "\"step_s\": %.5f, \"tokens_per_s\": %.1f, \"tflops\": %.4f, \"stall_s\": %.5f, \"h2d_bytes\": %zu, "
         "\"d2h_bytes\": %zu, "
         "\"nvme_read_bytes\": %zu, \"nvme_write_bytes\": %zu, \"compute_s\": %.5f, \"copy_s\": %.5f, \"nvme_s\": %.5f, "
-        "\"adam_s\": %.5f, \"bound_s\": %.5f, \"vs_bound\": %.3f, \"matmul_gflops\": %.1f, \"memcpy_gbps\": %.2f, "
+        "\"adam_s\": %.5f, \"bound_s\": %.5f, \"vs_bound\": %.3f, \"vs_bound_min\": %.3f, \"vs_bound_max\": %.3f, "
+        "\"vs_bound_fastest\": %.3f, \"rounds\": %zu, \"matmul_gflops\": %.1f, \"memcpy_gbps\": %.2f, "
         "\"store_read_gbps\": %.3f, "
         "\"store_write_gbps\": %.3f, \"loss_first\": %.4f, \"loss_last\": %.4f, \"where\": %s, \"git\": \"%s\"}\n",
-        name.c_str(), params, o.batch, o.seq, zero.empty() ? all_on_device : budget, r.step.seconds, r.tokens_per_s,
-        flops / r.step.seconds / 1e12, r.step.stall_seconds, r.step.h2d, r.step.d2h, r.step.nvme_read,
-        r.step.nvme_write, base.step.seconds, t_copy, t_nvme, t_adam, bound, r.step.seconds / bound, gflops, copy,
+        name.c_str(), params, o.batch, o.seq, zero.empty() ? all_on_device : budget, step_s, o.batch * o.seq / step_s,
+        flops / step_s / 1e12, r.step.stall_seconds, r.step.h2d, r.step.d2h, r.step.nvme_read, r.step.nvme_write,
+        median(im_s), t_copy, t_nvme, t_adam, bound_s, ratio, lo, hi, fastest_ratio, steps.size(), gflops, copy,
         store.read_gbps, store.write_gbps, r.loss_first, r.loss_last,
         where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(), STRATA_GIT_SHA);
-    std::fprintf(stderr, "%-34s %9.1f %9.0f %9.4f %9.1f %9.1f %9.1f %9.1f %9.1f %6.2fx %.3f->%.3f\n", name.c_str(),
-                 r.step.seconds * 1e3, r.tokens_per_s, flops / r.step.seconds / 1e12, r.step.stall_seconds * 1e3,
-                 t_copy * 1e3, t_nvme * 1e3, t_adam * 1e3, bound * 1e3, r.step.seconds / bound, r.loss_first,
-                 r.loss_last);
+    char spread[32];
+    std::snprintf(spread, sizeof(spread), "%.2f-%.2f", lo, hi);
+    std::fprintf(stderr, "%-34s %9.1f %9.0f %9.4f %9.1f %9.1f %9.1f %9.1f %9.1f %6.2fx %13s %6.2fx %.3f->%.3f\n",
+                 name.c_str(), step_s * 1e3, o.batch * o.seq / step_s, flops / step_s / 1e12,
+                 r.step.stall_seconds * 1e3, t_copy * 1e3, t_nvme * 1e3, t_adam * 1e3, bound_s * 1e3, ratio, spread,
+                 fastest_ratio, r.loss_first, r.loss_last);
   }
   return 0;
 }
