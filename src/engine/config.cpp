@@ -267,6 +267,7 @@ Status parse_root(Obj& root, EngineConfig* c) {
     STRATA_RETURN_IF_ERROR(st->get_count("optimizer_threads", &c->optimizer_threads, 0, 4096));
     STRATA_RETURN_IF_ERROR(st->get_string("optimizer_cpus", &c->optimizer_cpus));
     STRATA_RETURN_IF_ERROR(st->get_bool("speculate", &c->speculate));
+    STRATA_RETURN_IF_ERROR(st->get_bool("speculate_device", &c->speculate_device));
     STRATA_RETURN_IF_ERROR(st->get_count("speculation_bytes", &c->speculation_bytes, 0, kMax));
     STRATA_RETURN_IF_ERROR(st->get_string("gradient_tier", &c->gradient_tier, {"auto", "host", "nvme"}));
     if (!c->optimizer_cpus.empty()) {
@@ -276,6 +277,7 @@ Status parse_root(Obj& root, EngineConfig* c) {
   }
   c->placement.nvme_copies = c->nvme_rewrite == "ab_slots" ? 2 : 1;
   c->placement.speculate = c->speculate && c->overlap;
+  c->placement.speculate_device = c->placement.speculate && c->speculate_device;
   c->placement.speculation_bytes = c->speculation_bytes;
   using GradTier = PlacementConfig::GradTier;
   c->placement.gradient_tier = c->gradient_tier == "nvme"   ? GradTier::kNvme

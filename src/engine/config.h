@@ -78,8 +78,11 @@ struct EngineConfig {
   // soon as its gradients of the cycle are final, with the coefficients of the step that neither
   // clips nor overflows; the step commits those updates or restores and redoes them, bit-identical
   // to the synchronous step either way. speculation_bytes bounds the backups (0: automatic).
-  // Off with speculate = false or overlap = false.
+  // Off with speculate = false or overlap = false. Device-resident state too with
+  // speculate_device (backups in device memory; off by default: on the device the update competes
+  // with backward for memory bandwidth, and is redone whenever clipping triggers).
   bool speculate = true;
+  bool speculate_device = false;
   size_t speculation_bytes = 0;
   // Where the fp32 gradients of NVMe-resident optimizer state rest: "auto" (host when the plan
   // fits the host budget, else NVMe), "host" or "nvme" (PlacementConfig::gradient_tier).

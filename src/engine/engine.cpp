@@ -335,6 +335,7 @@ Status Engine::Impl::allocate_all() {
   rc.nvme_grads = plan.nvme_grads;
   rc.give_back_grads = [this](uint32_t ci, const offload::AlignedBuffer& buf) { return gradients->give_back(ci, buf); };
   rc.spec_slots = plan.speculation_slots;
+  rc.device_spec_slots = plan.device_speculation_slots;
   std::vector<size_t> shards;
   std::vector<Tier> tiers;
   for (const ChunkState& c : chunks) {

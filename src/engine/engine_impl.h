@@ -168,7 +168,7 @@ struct Engine::Impl {
   double grad_unscale() const;
   // The update during backward (ADR 0008): chunks whose gradients became final updated with the
   // constants of a step that neither clips nor overflows, and undone when that was not the step.
-  bool speculating() const { return prepared && plan.speculation_slots > 0; }
+  bool speculating() const { return prepared && (plan.speculation_slots > 0 || plan.device_speculation_slots > 0); }
   // The last step clipped or overflowed: the next one likely will too, and a redo costs more than
   // waiting for the norm, so host chunks wait for it (NVMe state is still read ahead).
   bool speculation_paused = false;

@@ -75,7 +75,7 @@ Status Engine::Impl::speculate_ready() {
   auto coeffs = opt.coeffs(opt_step + 1, next_lr < 0 ? opt.hyper().lr : next_lr, static_cast<float>(grad_unscale()));
   if (!coeffs.is_ok()) return Status::ok();  // step reports the bad lr
   for (uint32_t ci : ready) {
-    if (chunks[ci].at.optimizer != Tier::kHost) continue;
+    if (chunks[ci].at.optimizer == Tier::kNvme) continue;  // read ahead, updated at the step
     Status s = runner->speculate(ci, coeffs.value(), gradients->grads(ci)).status();
     if (!s.is_ok()) {
       (void)restore_speculated();

@@ -19,13 +19,14 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
                                  const std::vector<Tier>& tiers) {
   ctx_ = ctx;
   chunks_.resize(shard_numel.size());
-  size_t max_shard = 0, max_nvme_shard = 0;
+  size_t max_shard = 0, max_nvme_shard = 0, max_device_shard = 0;
   bool nvme = false;
   for (size_t ci = 0; ci < chunks_.size(); ++ci) {
     chunks_[ci].shard = shard_numel[ci];
     chunks_[ci].tier = tiers[ci];
     max_shard = std::max(max_shard, shard_numel[ci]);
     if (tiers[ci] == Tier::kNvme) max_nvme_shard = std::max(max_nvme_shard, shard_numel[ci]);
+    if (tiers[ci] == Tier::kDevice) max_device_shard = std::max(max_device_shard, shard_numel[ci]);
     nvme |= tiers[ci] == Tier::kNvme;
   }
   if (nvme) {
@@ -53,6 +54,18 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
     }
   }
   spec_.assign(chunks_.size(), -1);
+  // Device slots: the arrays (shards are multiples of 64 elements: 256-byte aligned), then bit16.
+  dslots_.resize(max_device_shard > 0 ? ctx_.device_spec_slots : 0);
+  for (DeviceSlot& d : dslots_) {
+    const size_t array_bytes = max_device_shard * 4;
+    STRATA_ASSIGN_OR_RETURN(d.mem,
+                            ctx_.dev->allocate(array_bytes * static_cast<size_t>(num_arrays()) + max_device_shard * 2));
+    for (int a = 0; a < num_arrays(); ++a)
+      d.a[static_cast<size_t>(a)] =
+          reinterpret_cast<float*>(static_cast<uint8_t*>(d.mem) + array_bytes * static_cast<size_t>(a));
+    d.bit16 = static_cast<uint8_t*>(d.mem) + array_bytes * static_cast<size_t>(num_arrays());
+  }
+  dspec_.assign(chunks_.size(), -1);
   for (size_t ci = 0; ci < chunks_.size(); ++ci) {
     Chunk& c = chunks_[ci];
     for (int a = 0; a < num_arrays(); ++a) {
@@ -78,6 +91,11 @@ Status OptimizerRunner::free() {
   sets_.clear();
   slots_.clear();
   spec_.clear();
+  for (DeviceSlot& d : dslots_)
+    if (d.mem != nullptr)
+      if (Status s = ctx_.dev->free(std::exchange(d.mem, nullptr)); first.is_ok() && !s.is_ok()) first = std::move(s);
+  dslots_.clear();
+  dspec_.clear();
   return first;
 }
 
@@ -455,6 +473,7 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
   std::vector<uint32_t> nvme;  //   of which NVMe-resident and not read ahead into a slot
   for (uint32_t ci : order()) {
     if (spec_[ci] >= 0 && slots_[static_cast<size_t>(spec_[ci])].state == Slot::State::kSpeculated) continue;
+    if (dspec_[ci] >= 0) continue;  // settled above
     all.push_back(ci);
     if (chunks_[ci].tier == Tier::kNvme && spec_[ci] < 0) nvme.push_back(ci);
   }

@@ -46,11 +46,12 @@ class OptimizerRunner {
     offload::NvmeStore* store = nullptr;  // set when some chunk's state is on NVMe
     void* scratch = nullptr;              // device scratch for the masters' sums of squares
     offload::PinMode pin = offload::PinMode::kAuto;
-    bool overlap = true;         // read ahead / write behind (false: one chunk at a time)
-    int buffer_count = 4;        // NVMe pipeline buffer sets
-    DType bit16 = DType::kBF16;  // the params' dtype: the updated copy's
-    size_t spec_slots = 0;       // backup slots of the update during backward (Plan::speculation_slots)
-    bool nvme_grads = false;     // some NVMe chunk's gradient rests on NVMe: sets and slots read it too
+    bool overlap = true;           // read ahead / write behind (false: one chunk at a time)
+    int buffer_count = 4;          // NVMe pipeline buffer sets
+    DType bit16 = DType::kBF16;    // the params' dtype: the updated copy's
+    size_t spec_slots = 0;         // backup slots of the update during backward (Plan::speculation_slots)
+    size_t device_spec_slots = 0;  // the same in device memory (Plan::device_speculation_slots)
+    bool nvme_grads = false;       // some NVMe chunk's gradient rests on NVMe: sets and slots read it too
     // An adopted gradient (adopt_grads) whose slot is dropped before the step goes back through
     // this (GradientPath::give_back: written to NVMe).
     std::function<Status(uint32_t ci, const offload::AlignedBuffer& buf)> give_back_grads;
@@ -92,10 +93,12 @@ class OptimizerRunner {
   Status read_master(uint32_t ci, size_t off, float* dst, size_t n);
 
   bool has_nvme() const { return !sets_.empty(); }
-  // Some chunk's state is in host memory and there are slots to speculate it in.
+  // Some chunk's state is in host (device) memory and there are host (device) slots to speculate it in.
   bool can_speculate() const {
-    return !slots_.empty() &&
-           std::any_of(chunks_.begin(), chunks_.end(), [](const Chunk& c) { return c.tier == Tier::kHost; });
+    auto some = [&](Tier t) {
+      return std::any_of(chunks_.begin(), chunks_.end(), [t](const Chunk& c) { return c.tier == t; });
+    };
+    return (!slots_.empty() && some(Tier::kHost)) || (!dslots_.empty() && some(Tier::kDevice));
   }
   // NVMe reads ahead of the step (never blocks; safe before the norm is known: reads only), after
   // the last step's write-backs (issued a few at a time: background_io).
@@ -245,6 +248,23 @@ class OptimizerRunner {
   Context ctx_;
   std::vector<Slot> slots_;
   std::vector<int> spec_;  // per chunk: the slot reading / holding / backing it up, else -1
+  // Device-resident state updated during backward by the device kernel (on the compute stream,
+  // after the chunk's gradient in stream order): its arrays before the update and its new bit16
+  // values, in device memory, until the step commits or redoes it.
+  struct DeviceSlot {
+    void* mem = nullptr;  // one allocation: the arrays, then the bit16 values
+    std::array<float*, optim::kMaxArrays> a{};
+    void* bit16 = nullptr;
+    int chunk = -1;  // the chunk speculated in it, -1 if free
+  };
+  std::vector<DeviceSlot> dslots_;
+  std::vector<int> dspec_;  // per chunk: its device slot, else -1
+  bool any_speculated() const;
+  StatusOr<bool> speculate_device(uint32_t ci, const optim::StepCoeffs& c, const void* grads);
+  // Every array's n elements from src to dst, device memory, on the compute stream.
+  Status device_copy_arrays(float* const* dst, float* const* src, size_t n);
+  Status settle_device(const optim::StepCoeffs& c, bool commit, ChunkSink& sink);
+  Status restore_device();
   optim::StepCoeffs spec_c_;
   SpecCounts counts_;
   std::vector<Chunk> chunks_;

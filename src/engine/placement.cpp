@@ -54,6 +54,10 @@ Status validate(const ChunkLayout& layout, const PlacementConfig& c) {
 std::string advice(int tier, const PlacementConfig& c, const Plan& p) {
   const auto& b = p.bytes;
   if (tier == 0) {
+    if (c.speculation_bytes > 0 && b[0][static_cast<int>(Use::kSpecBackup)] > 0)
+      return "lower strata.speculation_bytes or set strata.speculate_device = false (the device backups of the step "
+             "during backward hold " +
+             format_bytes(b[0][static_cast<int>(Use::kSpecBackup)]) + "; 0 sizes them to fit)";
     if (c.offload_optimizer == OffloadTarget::kNone || c.optimizer_ratio < 1.0)
       return "set offload_optimizer.device = \"cpu\" (ratio 1) to move the optimizer state (" +
              format_bytes(b[0][static_cast<int>(Use::kOptimizer)]) + ") and fp32 gradients off the device";
@@ -85,24 +89,30 @@ std::string advice(int tier, const PlacementConfig& c, const Plan& p) {
          "to twice its size)";
 }
 
-// Backup slots for the step during backward: one per chunk whose optimizer runs on the host (or
-// reads its state from NVMe), or what speculation_bytes holds; the automatic size never takes more
-// than half of the host budget the rest of the plan leaves.
+// Backup slots for the step during backward, on each tier that runs an optimizer: in host memory
+// one per chunk whose optimizer runs on the host (or reads its state from NVMe), in device memory
+// one per chunk whose state is on the device — or what speculation_bytes holds (per tier); the
+// automatic size never takes more than half of the tier's budget the rest of the plan leaves.
 void plan_speculation(const PlacementConfig& c, size_t max_shard, const Budgets& budgets, Plan& p) {
-  size_t host_chunks = 0;
-  for (const ChunkPlacement& cp : p.chunks) host_chunks += cp.optimizer != Tier::kDevice;
-  const size_t slot = speculation_slot_bytes(max_shard, c.optimizer_state_bytes, p.nvme_grads);
-  if (!c.speculate || host_chunks == 0 || slot == 0) return;
-  size_t slots = host_chunks;
-  if (c.speculation_bytes > 0) {
-    slots = std::min(slots, c.speculation_bytes / slot);
-  } else {
-    const size_t used = p.tier_total(Tier::kHost);
-    const size_t left = budgets.host_bytes > used ? budgets.host_bytes - used : 0;
-    slots = std::min(slots, left / 2 / slot);
+  if (!c.speculate) return;
+  for (const Tier t : {Tier::kHost, Tier::kDevice}) {
+    if (t == Tier::kDevice && !c.speculate_device) continue;
+    size_t chunks = 0;
+    for (const ChunkPlacement& cp : p.chunks)
+      chunks += t == Tier::kHost ? cp.optimizer != Tier::kDevice : cp.optimizer == Tier::kDevice;
+    const size_t slot = speculation_slot_bytes(max_shard, c.optimizer_state_bytes, t == Tier::kHost && p.nvme_grads);
+    if (chunks == 0 || slot == 0) continue;
+    size_t slots = chunks;
+    if (c.speculation_bytes > 0) {
+      slots = std::min(slots, c.speculation_bytes / slot);
+    } else {
+      const size_t used = p.tier_total(t), budget = budget_of(budgets, static_cast<int>(t));
+      const size_t left = budget > used ? budget - used : 0;
+      slots = std::min(slots, left / 2 / slot);
+    }
+    (t == Tier::kHost ? p.speculation_slots : p.device_speculation_slots) = slots;
+    p.bytes[static_cast<int>(t)][static_cast<int>(Use::kSpecBackup)] = slots * slot;
   }
-  p.speculation_slots = slots;
-  p.bytes[static_cast<int>(Tier::kHost)][static_cast<int>(Use::kSpecBackup)] = slots * slot;
 }
 
 }  // namespace

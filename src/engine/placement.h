@@ -68,6 +68,7 @@ struct PlacementConfig {
   // optimizer's arrays + the bit16 output of the largest shard) so that a redo is exact.
   // speculation_bytes 0: as many slots as there are such chunks, within half the host budget left.
   bool speculate = false;
+  bool speculate_device = false;  // device-resident chunks too, backed up in device memory
   size_t speculation_bytes = 0;
   // Where the fp32 gradients of chunks whose optimizer state is on NVMe live (strata.gradient_tier):
   // host arrays (4 B / element), or NVMe — each chunk's gradient assembled in one of a few pinned
@@ -106,9 +107,10 @@ struct Plan {
   std::vector<ChunkPlacement> chunks;
   std::array<std::array<size_t, kNumUses>, kNumTiers> bytes{};  // bytes[tier][use]
   Budgets budgets;
-  std::string optimizer = "AdamW";  // the optimizer whose state the kOptimizer row counts
-  size_t speculation_slots = 0;     // backups of the step during backward (kSpecBackup)
-  bool nvme_grads = false;          // some chunk's fp32 gradient rests on NVMe
+  std::string optimizer = "AdamW";      // the optimizer whose state the kOptimizer row counts
+  size_t speculation_slots = 0;         // backups of the step during backward (kSpecBackup), host memory
+  size_t device_speculation_slots = 0;  // the same for device-resident state, in device memory
+  bool nvme_grads = false;              // some chunk's fp32 gradient rests on NVMe
   size_t tier_total(Tier t) const;
   // The plan as a table: one row per use, one column per tier, then totals and budgets.
   std::string table() const;

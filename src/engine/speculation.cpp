@@ -130,12 +130,16 @@ Status OptimizerRunner::update_staged(uint32_t ci, const optim::StepCoeffs& c, C
 
 // --- speculation of host-resident chunks ---
 
+bool OptimizerRunner::any_speculated() const {
+  return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state == Slot::State::kSpeculated; }) ||
+         std::any_of(dslots_.begin(), dslots_.end(), [](const DeviceSlot& d) { return d.chunk >= 0; });
+}
+
 StatusOr<bool> OptimizerRunner::speculate(uint32_t ci, const optim::StepCoeffs& c, const void* grads) {
   Chunk& ch = chunks_[ci];
+  if (any_speculated() && std::memcmp(&c, &spec_c_, sizeof(c)) != 0) return false;  // one set of constants per cycle
+  if (ch.tier == Tier::kDevice) return speculate_device(ci, c, grads);
   if (ch.tier != Tier::kHost || spec_[ci] >= 0) return false;
-  const bool first =
-      std::none_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state == Slot::State::kSpeculated; });
-  if (!first && std::memcmp(&c, &spec_c_, sizeof(c)) != 0) return false;  // one set of constants per cycle
   STRATA_ASSIGN_OR_RETURN(const int s, take_slot());
   if (s < 0) return false;
   Slot& slot = slots_[static_cast<size_t>(s)];
@@ -152,9 +156,79 @@ StatusOr<bool> OptimizerRunner::speculate(uint32_t ci, const optim::StepCoeffs& 
   return true;
 }
 
+// --- speculation of device-resident chunks ---
+
+Status OptimizerRunner::device_copy_arrays(float* const* dst, float* const* src, size_t n) {
+  for (int a = 0; a < num_arrays(); ++a)
+    STRATA_RETURN_IF_ERROR(ctx_.compute->copy(dst[a], src[a], n * 4, offload::CopyKind::kDeviceToDevice));
+  return Status::ok();
+}
+
+// On the compute stream, after the chunk's gradient (accumulated or reduced there): the arrays
+// backed up, then the device kernel with the new bit16 values going to the slot, not the params.
+StatusOr<bool> OptimizerRunner::speculate_device(uint32_t ci, const optim::StepCoeffs& c, const void* grads) {
+  if (dspec_[ci] >= 0 || grads == nullptr) return false;
+  auto free_slot = std::find_if(dslots_.begin(), dslots_.end(), [](const DeviceSlot& d) { return d.chunk < 0; });
+  if (free_slot == dslots_.end()) return false;
+  DeviceSlot& d = *free_slot;
+  float* home[optim::kMaxArrays] = {};
+  for (int a = 0; a < num_arrays(); ++a) home[a] = static_cast<float*>(chunks_[ci].a[a]->resident());
+  STRATA_RETURN_IF_ERROR(device_copy_arrays(d.a.data(), home, chunks_[ci].shard));
+  optim::Tensor t;
+  for (int a = 0; a < num_arrays(); ++a) t.array[a] = home[a];
+  t.grads = grads;
+  t.grad_dtype = DType::kF32;
+  t.params_out = d.bit16;
+  t.out_dtype = ctx_.bit16;
+  t.count = chunks_[ci].shard;
+  STRATA_RETURN_IF_ERROR(ctx_.ops->update(*ctx_.compute, *opt_, c, t));
+  d.chunk = static_cast<int>(ci);
+  dspec_[ci] = static_cast<int>(&d - dslots_.data());
+  spec_c_ = c;
+  ++counts_.speculated;
+  return true;
+}
+
+// Commit: the new bit16 values where the params rest (device memory, in place); else the arrays
+// restored and the chunk updated again with the step's constants. The slots stay taken until the
+// step's update has skipped their chunks (release_slots).
+Status OptimizerRunner::settle_device(const optim::StepCoeffs& c, bool commit, ChunkSink& sink) {
+  for (uint32_t ci : order()) {
+    if (dspec_[ci] < 0) continue;
+    DeviceSlot& d = dslots_[static_cast<size_t>(dspec_[ci])];
+    const size_t n = chunks_[ci].shard;
+    if (commit) {
+      STRATA_ASSIGN_OR_RETURN(void* out, sink.bit16_out(ci));
+      STRATA_RETURN_IF_ERROR(ctx_.compute->copy(out, d.bit16, n * 2, offload::CopyKind::kDeviceToDevice));
+      STRATA_RETURN_IF_ERROR(sink.bit16_written(ci));
+      continue;
+    }
+    ++counts_.redone;
+    float* home[optim::kMaxArrays] = {};
+    for (int a = 0; a < num_arrays(); ++a) home[a] = static_cast<float*>(chunks_[ci].a[a]->resident());
+    STRATA_RETURN_IF_ERROR(device_copy_arrays(home, d.a.data(), n));
+    STRATA_RETURN_IF_ERROR(update_device(ci, c, sink));
+  }
+  return Status::ok();
+}
+
+Status OptimizerRunner::restore_device() {
+  for (DeviceSlot& d : dslots_) {
+    if (d.chunk < 0) continue;
+    const auto ci = static_cast<uint32_t>(d.chunk);
+    float* home[optim::kMaxArrays] = {};
+    for (int a = 0; a < num_arrays(); ++a) home[a] = static_cast<float*>(chunks_[ci].a[a]->resident());
+    STRATA_RETURN_IF_ERROR(device_copy_arrays(home, d.a.data(), chunks_[ci].shard));
+    d.chunk = -1;
+    dspec_[ci] = -1;
+  }
+  return Status::ok();
+}
+
 // The step's decision over the speculated chunks, in update order.
 Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink& sink) {
   const bool commit = std::memcmp(&c, &spec_c_, sizeof(c)) == 0;
+  STRATA_RETURN_IF_ERROR(settle_device(c, commit, sink));
   for (uint32_t ci : order()) {
     if (spec_[ci] < 0) continue;
     Slot& slot = slots_[static_cast<size_t>(spec_[ci])];
@@ -177,7 +251,7 @@ Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink&
 }
 
 Status OptimizerRunner::restore_speculated(bool keep_grads) {
-  Status first;
+  Status first = restore_device();
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kSpeculated) {
       float* backup[optim::kMaxArrays] = {};
@@ -217,6 +291,10 @@ int OptimizerRunner::updated_slot(uint32_t ci) const {
 // the next calls: progress_io), settled backups (and any read left over) freed.
 Status OptimizerRunner::release_slots() {
   Status first;
+  for (DeviceSlot& d : dslots_) {
+    if (d.chunk >= 0) dspec_[static_cast<size_t>(d.chunk)] = -1;
+    d.chunk = -1;
+  }
   STRATA_RETURN_IF_ERROR(background_io());
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kReading) {

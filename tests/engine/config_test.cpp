@@ -177,6 +177,26 @@ TEST(EngineConfig, NvmeRewriteModeSetsTheDiskCopies) {
       << bad.status().to_string();
 }
 
+// strata.speculate_device: off by default; on reaches the planner only with speculate and overlap.
+TEST(EngineConfig, SpeculateDeviceNeedsSpeculateAndOverlap) {
+  auto d = parse_engine_config("{}");
+  ASSERT_TRUE(d.is_ok());
+  EXPECT_TRUE(d.value().placement.speculate);
+  EXPECT_FALSE(d.value().placement.speculate_device);
+  auto on = parse_engine_config(R"({"strata": {"speculate_device": true}})");
+  ASSERT_TRUE(on.is_ok()) << on.status().to_string();
+  EXPECT_TRUE(on.value().placement.speculate_device);
+  for (const char* off : {R"({"strata": {"speculate_device": true, "speculate": false}})",
+                          R"({"strata": {"speculate_device": true, "overlap": false}})"}) {
+    auto c = parse_engine_config(off);
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    EXPECT_FALSE(c.value().placement.speculate_device) << off;
+  }
+  auto bad = parse_engine_config(R"({"strata": {"speculate_device": "yes"}})");
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("strata.speculate_device"), std::string::npos) << bad.status().to_string();
+}
+
 // strata.gradient_tier: auto by default; host and nvme reach the planner; anything else is named.
 TEST(EngineConfig, GradientTierReachesThePlanner) {
   using GradTier = PlacementConfig::GradTier;

@@ -261,6 +261,37 @@ TEST(Placement, SpeculationSlots) {
       << refused.status().message();
 }
 
+// strata.speculate_device: device-resident state gets slots in device memory (one per chunk, or
+// half of what the device budget has left); none by default, none for offloaded state.
+TEST(Placement, DeviceSpeculationSlots) {
+  const ChunkLayout l = layout();
+  const Sums s = sums(l);
+  const size_t slot = speculation_slot_bytes(s.max_shard, 12);
+  PlacementConfig c;
+  c.speculate = true;
+  const Plan by_default = plan_placement(l, c, unlimited()).value();
+  EXPECT_EQ(by_default.device_speculation_slots, 0u);
+  c.speculate_device = true;
+  const Plan all = plan_placement(l, c, unlimited()).value();
+  EXPECT_EQ(all.device_speculation_slots, s.n);
+  EXPECT_EQ(all.speculation_slots, 0u) << "no host-side state";
+  EXPECT_EQ(B(all, Tier::kDevice, Use::kSpecBackup), s.n * slot);
+  EXPECT_EQ(all.tier_total(Tier::kDevice) - by_default.tier_total(Tier::kDevice), s.n * slot);
+  Budgets tight = unlimited();  // room for 5 slots beyond the rest: half of it is taken
+  tight.device_bytes = by_default.tier_total(Tier::kDevice) + 5 * slot;
+  EXPECT_EQ(plan_placement(l, c, tight).value().device_speculation_slots, 2u);
+  c.speculation_bytes = 6 * slot;  // explicit and too large for the device: refused by name
+  auto refused = plan_placement(l, c, tight);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("strata.speculation_bytes"), std::string::npos)
+      << refused.status().message();
+  c.speculation_bytes = 0;
+  c.offload_optimizer = OffloadTarget::kCpu;
+  const Plan host = plan_placement(l, c, unlimited()).value();
+  EXPECT_EQ(host.device_speculation_slots, 0u) << "the state is on the host";
+  EXPECT_EQ(host.speculation_slots, s.n);
+}
+
 // `params` params of 32 Ki elements: two per chunk, every chunk the same size.
 ChunkLayout uniform(int params) {
   std::vector<ParamSpec> ps;

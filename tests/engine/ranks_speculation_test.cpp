@@ -58,8 +58,8 @@ Trained train(const Case& k, double clip, bool speculate, const std::string& dir
       std::to_string(clip) + ", \"gradient_accumulation_steps\": " + std::to_string(k.gas) +
       ", \"zero_optimization\": {" + zero +
       "}, \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096" +
-      (speculate ? "" : ", \"speculate\": false") + ", \"gradient_tier\": \"" + (grads.empty() ? k.grads : grads) +
-      "\"}}";
+      (speculate ? ", \"speculate_device\": true" : ", \"speculate\": false") + ", \"gradient_tier\": \"" +
+      (grads.empty() ? k.grads : grads) + "\"}}";
   Trained t;
   auto cfg = parse_engine_config(json);
   EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string();
@@ -176,6 +176,10 @@ TEST_P(RankSpeculation, BitIdenticalToTheSynchronousStep) {
   ASSERT_TRUE(c.barrier().is_ok());
 }
 
+// Device-resident state: updated during backward by the device kernel, backups in device memory.
+constexpr const char* kDdpDevice = "\"stage\": 0";
+constexpr const char* kZ2Device = "\"stage\": 2";
+constexpr const char* kZ3Device = "\"stage\": 3";
 constexpr const char* kDdpHost = "\"stage\": 0, \"offload_optimizer\": {\"device\": \"cpu\"}";
 constexpr const char* kZ2Host = "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}";
 constexpr const char* kZ2Nvme =
@@ -188,7 +192,10 @@ constexpr const char* kZ3Nvme =
 
 INSTANTIATE_TEST_SUITE_P(
     Placements, RankSpeculation,
-    ::testing::Values(Case{"ddp_host_clip_sometimes", kDdpHost, Clip::kSometimes, 1},
+    ::testing::Values(Case{"ddp_device_clip_sometimes", kDdpDevice, Clip::kSometimes, 1},
+                      Case{"zero2_device_nonfinite_gas2", kZ2Device, Clip::kNonFinite, 2},
+                      Case{"zero3_device_clip_always", kZ3Device, Clip::kAlways, 1},
+                      Case{"ddp_host_clip_sometimes", kDdpHost, Clip::kSometimes, 1},
                       Case{"ddp_host_nonfinite_gas2", kDdpHost, Clip::kNonFinite, 2},
                       Case{"zero2_host_clip_never_gas2", kZ2Host, Clip::kNever, 2},
                       Case{"zero2_host_clip_sometimes", kZ2Host, Clip::kSometimes, 1},

@@ -24,20 +24,25 @@ using testing::Mlp;
 using testing::MlpShape;
 
 constexpr size_t kParamsOffBudget = 32 << 10, kParamsOnBudget = 112 << 10, kAllOnBudget = 512 << 10;
+// Everything on the device with room for device backup slots: 5 of the 11 chunks (half of what
+// the rest of the plan leaves), so that the others wait for the step.
+constexpr size_t kDeviceSlotsBudget = 1 << 20;
 
 struct Placement {
   const char* name;
   const char* zero;  // NVMEDIR: the run's directory
   size_t budget;
-  bool host_state;     // some chunk's optimizer state is in host memory: updated during backward
+  bool speculates;     // some chunk's optimizer state is in host or device memory: updated during backward
   bool nvme_state;     // the optimizer state is on NVMe: read during the cycle's last micro-batch
   const char* strata;  // more keys of the "strata" section
 };
 
 const Placement kPlacements[] = {
-    {"opt_device", "\"stage\": 2", kAllOnBudget, false, false, ""},
+    // Device-resident state is speculated only with strata.speculate_device (off by default).
+    {"opt_device", "\"stage\": 2", kDeviceSlotsBudget, true, false, ", \"speculate_device\": true"},
+    {"opt_device_by_default", "\"stage\": 2", kDeviceSlotsBudget, false, false, ""},
     {"opt_half_cpu", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\", \"ratio\": 0.5}", kAllOnBudget, true,
-     false, ""},
+     false, ", \"speculate_device\": true"},
     {"opt_cpu", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}", kParamsOnBudget, true, false, ""},
     {"opt_nvme", "\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
      kParamsOnBudget, false, true, ""},
@@ -57,9 +62,9 @@ const Placement kPlacements[] = {
 // The optimizer's state on NVMe with its fp32 gradients there too (no accumulation).
 constexpr const char* kNvmeGrads = ", \"gradient_tier\": \"nvme\"";
 const Placement kNvmeGradPlacements[] = {
-    {"opt_nvme_grads_nvme", kPlacements[3].zero, kParamsOnBudget, false, true, kNvmeGrads},
-    {"params_cpu_opt_nvme_grads_nvme", kPlacements[5].zero, kParamsOffBudget, false, true, kNvmeGrads},
-    {"params_opt_nvme_grads_nvme", kPlacements[6].zero, kParamsOffBudget, false, true, kNvmeGrads},
+    {"opt_nvme_grads_nvme", kPlacements[4].zero, kParamsOnBudget, false, true, kNvmeGrads},
+    {"params_cpu_opt_nvme_grads_nvme", kPlacements[6].zero, kParamsOffBudget, false, true, kNvmeGrads},
+    {"params_opt_nvme_grads_nvme", kPlacements[7].zero, kParamsOffBudget, false, true, kNvmeGrads},
 };
 
 void PrintTo(const Placement& p, std::ostream* os) { *os << p.name; }
@@ -160,8 +165,9 @@ TEST_P(Speculation, BitIdenticalToTheSynchronousStep) {
   } else {
     EXPECT_EQ(spec.engine.stats.chunks_read_ahead, 0);
   }
-  if (!p.host_state) {
-    EXPECT_EQ(speculated, 0) << "device- and NVMe-resident state is updated at the step";
+  if (!p.speculates) {
+    EXPECT_EQ(speculated, 0) << "NVMe-resident state (and without speculate_device device-resident state) is updated "
+                                "at the step";
     EXPECT_EQ(redone, 0);
     return;
   }
@@ -292,7 +298,7 @@ TEST(SpeculationSeam, ReadMasterInsideACycleKeepsGradientsThatJoinedASlot) {
   std::map<std::string, std::vector<float>> final_masters[2];
   for (int nvme = 0; nvme < 2; ++nvme) {
     strata::testing::ScratchDir dir;
-    std::string json = config_json(replace_all(kPlacements[6].zero, "NVMEDIR", dir.path()), kParamsOffBudget, "",
+    std::string json = config_json(replace_all(kPlacements[7].zero, "NVMEDIR", dir.path()), kParamsOffBudget, "",
                                    nvme ? kNvmeGrads : ", \"gradient_tier\": \"host\"");
     json = replace_all(json, "\"gradient_accumulation_steps\": " + std::to_string(harness::kAccum),
                        "\"gradient_accumulation_steps\": 1");
