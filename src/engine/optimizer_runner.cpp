@@ -468,12 +468,14 @@ Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const void
 }
 
 Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
+  std::vector<char> settled_on_device(chunks_.size(), 0);  // device chunks speculated: settle updates them
+  for (size_t ci = 0; ci < chunks_.size(); ++ci) settled_on_device[ci] = dspec_[ci] >= 0;
   STRATA_RETURN_IF_ERROR(settle_speculated(c, sink));
   std::vector<uint32_t> all;   // the chunks not updated during backward, in update order
   std::vector<uint32_t> nvme;  //   of which NVMe-resident and not read ahead into a slot
   for (uint32_t ci : order()) {
     if (spec_[ci] >= 0 && slots_[static_cast<size_t>(spec_[ci])].state == Slot::State::kSpeculated) continue;
-    if (dspec_[ci] >= 0) continue;  // settled above
+    if (settled_on_device[ci]) continue;
     all.push_back(ci);
     if (chunks_[ci].tier == Tier::kNvme && spec_[ci] < 0) nvme.push_back(ci);
   }

@@ -190,13 +190,15 @@ StatusOr<bool> OptimizerRunner::speculate_device(uint32_t ci, const optim::StepC
 }
 
 // Commit: the new bit16 values where the params rest (device memory, in place); else the arrays
-// restored and the chunk updated again with the step's constants. The slots stay taken until the
-// step's update has skipped their chunks (release_slots).
+// restored and the chunk updated again with the step's constants. Each slot is free once settled
+// (its copies are ahead of any later use in stream order).
 Status OptimizerRunner::settle_device(const optim::StepCoeffs& c, bool commit, ChunkSink& sink) {
   for (uint32_t ci : order()) {
     if (dspec_[ci] < 0) continue;
     DeviceSlot& d = dslots_[static_cast<size_t>(dspec_[ci])];
     const size_t n = chunks_[ci].shard;
+    d.chunk = -1;
+    dspec_[ci] = -1;
     if (commit) {
       STRATA_ASSIGN_OR_RETURN(void* out, sink.bit16_out(ci));
       STRATA_RETURN_IF_ERROR(ctx_.compute->copy(out, d.bit16, n * 2, offload::CopyKind::kDeviceToDevice));
@@ -291,10 +293,6 @@ int OptimizerRunner::updated_slot(uint32_t ci) const {
 // the next calls: progress_io), settled backups (and any read left over) freed.
 Status OptimizerRunner::release_slots() {
   Status first;
-  for (DeviceSlot& d : dslots_) {
-    if (d.chunk >= 0) dspec_[static_cast<size_t>(d.chunk)] = -1;
-    d.chunk = -1;
-  }
   STRATA_RETURN_IF_ERROR(background_io());
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kReading) {
