@@ -15,11 +15,12 @@
 //
 //   strata_bench_train --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T]
 //                      [--steps S] [--device host|cuda] [--checkpointing 1] [--sync 1] [--rounds R]
-//                      [--paired 0|1]
+//                      [--paired 0|1] [--speculate-device 1]
 // --sync 1 adds each offloaded placement with the synchronous step (strata.speculate = false).
 // --rounds R (default 5): every placement runs R times, each run between two in-memory runs; a
 // row's ratio is the median over its runs of step / bound (paired with its neighbours), shown with
 // the spread over the rounds and "fastest": its fastest run over the fastest in-memory run.
+// --speculate-device 1 adds the in-memory placement with strata.speculate_device.
 // --paired 0: one in-memory run per round and one at the end instead (a GPU's timing does not
 // drift like this VM's, and each in-memory run of a large model costs its set-up).
 #include <algorithm>
@@ -116,7 +117,8 @@ StatusOr<Result> run(const std::string& json, const train::TrainOptions& o) {
 
 constexpr const char* kUsage =
     "usage: %s --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]\n"
-    "          [--device host|cuda] [--checkpointing 1] [--sync 1] [--rounds R] [--paired 0|1]\n";
+    "          [--device host|cuda] [--checkpointing 1] [--sync 1] [--rounds R] [--paired 0|1]\n          "
+    "[--speculate-device 1]\n";
 
 int main(int argc, char** argv) {
   strata::train::prefer_passive_openmp(argv);  // oneDNN's OpenMP threads would spin on the model's cores
@@ -131,7 +133,7 @@ int main(int argc, char** argv) {
   o.val_every = 0;
   o.val_batches = 1;
   std::string dir, device = "host";
-  bool sync_rows = false, paired = true;
+  bool sync_rows = false, paired = true, speculate_device = false;
   int rounds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
@@ -146,6 +148,8 @@ int main(int argc, char** argv) {
       o.checkpointing = v != 0;
     else if (a == "--sync")
       sync_rows = v != 0;
+    else if (a == "--speculate-device")
+      speculate_device = v != 0;
     else if (a == "--paired")
       paired = v != 0;
     else if (a == "--rounds" && v >= 1)
@@ -205,6 +209,7 @@ int main(int argc, char** argv) {
   Result base = check(run(json("\"stage\": 0", all_on_device), o));
   struct Placement {
     std::string name, zero, strata;  // zero_optimization, more "strata" keys
+    size_t device_bytes = 0;         // 0: the offload budget
   };
   const std::string all_nvme = "\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", " + path +
                                "}, \"offload_optimizer\": {\"device\": \"nvme\", " + path + "}";
@@ -225,6 +230,11 @@ int main(int argc, char** argv) {
   for (size_t i = 1; sync_rows && i < offloaded; ++i)
     placements.push_back(
         {placements[i].name + " (sync)", placements[i].zero, placements[i].strata + ", \"speculate\": false"});
+  // --speculate-device 1: everything on the device with strata.speculate_device (the device kernel
+  // updates each chunk during backward), beside the in-memory step without it (the compute term).
+  if (speculate_device)
+    placements.push_back(
+        {"in memory, speculate_device", "\"stage\": 0", ", \"speculate_device\": true", all_on_device});
   // Rounds: every offloaded placement runs once per round, each right after an in-memory run, and
   // one more in-memory run closes the last round, so that every placement run lies between two
   // in-memory runs seconds apart. This VM's speed drifts by 10-20% within minutes: a row's ratio
@@ -242,7 +252,8 @@ int main(int argc, char** argv) {
       if (paired ? round > 0 || i > 1 : round > 0 && i == 1)
         in_memory.push_back(check(run(json("\"stage\": 0", all_on_device), o)));
       Paired p;
-      p.run = run(json(placements[i].zero, budget, placements[i].strata), o);
+      const size_t dev = placements[i].device_bytes > 0 ? placements[i].device_bytes : budget;
+      p.run = run(json(placements[i].zero, dev, placements[i].strata), o);
       if (p.run.is_ok())
         std::fprintf(stderr, "  round %d, %s: step %.1f ms (in memory before it %.1f ms)\n", round + 1,
                      placements[i].name.c_str(), p.run.value().step.seconds * 1e3, in_memory.back().step.seconds * 1e3);
@@ -281,14 +292,14 @@ int main(int argc, char** argv) {
                "TFLOPS", "stall ms", "copy ms", "nvme ms", "adam ms", "bound ms", "ratio", "(rounds)", "fastest",
                "loss");
   for (size_t i = 0; i < placements.size(); ++i) {
-    const auto& [name, zero, strata] = placements[i];
+    const auto& [name, zero, strata, dev_bytes] = placements[i];
     std::vector<double> steps, bounds, ratios;
     const Result* fastest = nullptr;
     const Result* shown = nullptr;
     double t_copy = 0, t_nvme = 0;
     // The host runs Adam for every offloaded placement (on the emulated device the all-on-device
     // run's Adam is host work too, inside its compute time).
-    const double t_adam = zero.empty() ? 0.0 : static_cast<double>(params) / adam_rate;
+    const double t_adam = zero.empty() || dev_bytes > 0 ? 0.0 : static_cast<double>(params) / adam_rate;
     for (const Paired& p : runs[i]) {
       if (!p.run.is_ok()) continue;
       const Result& r = p.run.value();
@@ -324,10 +335,13 @@ int main(int argc, char** argv) {
         "\"vs_bound_fastest\": %.3f, \"rounds\": %zu, \"matmul_gflops\": %.1f, \"memcpy_gbps\": %.2f, "
         "\"store_read_gbps\": %.3f, "
         "\"store_write_gbps\": %.3f, \"loss_first\": %.4f, \"loss_last\": %.4f, \"where\": %s, \"git\": \"%s\"}\n",
-        name.c_str(), params, o.batch, o.seq, zero.empty() ? all_on_device : budget, step_s, o.batch * o.seq / step_s,
-        flops / step_s / 1e12, r.step.stall_seconds, r.step.h2d, r.step.d2h, r.step.nvme_read, r.step.nvme_write,
-        median(im_s), t_copy, t_nvme, t_adam, bound_s, ratio, lo, hi, fastest_ratio, steps.size(), gflops, copy,
-        store.read_gbps, store.write_gbps, r.loss_first, r.loss_last,
+        name.c_str(), params, o.batch, o.seq,
+        zero.empty()    ? all_on_device
+        : dev_bytes > 0 ? dev_bytes
+                        : budget,
+        step_s, o.batch * o.seq / step_s, flops / step_s / 1e12, r.step.stall_seconds, r.step.h2d, r.step.d2h,
+        r.step.nvme_read, r.step.nvme_write, median(im_s), t_copy, t_nvme, t_adam, bound_s, ratio, lo, hi,
+        fastest_ratio, steps.size(), gflops, copy, store.read_gbps, store.write_gbps, r.loss_first, r.loss_last,
         where_json(check(kernels::kernel_table(kernels::best_isa()))->name).c_str(), STRATA_GIT_SHA);
     char spread[32];
     std::snprintf(spread, sizeof(spread), "%.2f-%.2f", lo, hi);

@@ -11,5 +11,5 @@ for r in "${runs[@]}"; do
   echo "== $preset batch $batch x 1024, $steps timed steps" >&2
   rm -rf /tmp/strata_bench_nvme
   "$STRATA_BUILD/bench/strata_bench_train" --nvme-dir /tmp/strata_bench_nvme --preset "$preset" --batch "$batch" --seq 1024 \
-    --steps "$steps" --device cuda --rounds 1 --paired 0 | tee -a "$out/bench_train.jsonl"
+    --steps "$steps" --device cuda --rounds 1 --paired 0 --speculate-device 1 | tee -a "$out/bench_train.jsonl"
 done
