@@ -112,7 +112,9 @@ class OptimizerRunner {
   // The update during backward (speculation.cpp). Chunk ci, whose state is in host memory and
   // whose fp32 gradient of the cycle is final at `grads`, updated now with `c`: its arrays are
   // backed up in a slot first and its new bit16 values kept there until update commits them.
-  // false: not speculated (every slot taken, or the state is not in host memory); update does it.
+  // State in device memory (device slots, strata.speculate_device): the same with the device
+  // kernel on the compute stream. false: not speculated (every slot taken, or the state is on
+  // NVMe); update does it.
   // NVMe-resident chunks use the slots differently: start_reads reads their state into free slots
   // during the cycle's last micro-batch, and update updates it there with the step's constants
   // and writes it back behind the step (exact without a redo, whatever clipping does).
