@@ -241,7 +241,7 @@ class OptimizerRunner {
   void copy_arrays(float* const* dst, float* const* src, size_t n);
   float* const* slot_arrays(Slot& s, float** out);
   float* const* slot_arrays(Set& s, float** out);
-  float* const* home_arrays(uint32_t ci, float** out);  // host-resident arrays
+  float* const* home_arrays(uint32_t ci, float** out);  // the arrays where they rest (host or device memory)
   Status wait_write(uint32_t ci);                       // the chunk's NVMe write-back of the step landed
   Status settle_speculated(const optim::StepCoeffs& c, ChunkSink& sink);
   Status release_slots();

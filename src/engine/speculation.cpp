@@ -172,7 +172,7 @@ StatusOr<bool> OptimizerRunner::speculate_device(uint32_t ci, const optim::StepC
   if (free_slot == dslots_.end()) return false;
   DeviceSlot& d = *free_slot;
   float* home[optim::kMaxArrays] = {};
-  for (int a = 0; a < num_arrays(); ++a) home[a] = static_cast<float*>(chunks_[ci].a[a]->resident());
+  home_arrays(ci, home);
   STRATA_RETURN_IF_ERROR(device_copy_arrays(d.a.data(), home, chunks_[ci].shard));
   optim::Tensor t;
   for (int a = 0; a < num_arrays(); ++a) t.array[a] = home[a];
@@ -207,7 +207,7 @@ Status OptimizerRunner::settle_device(const optim::StepCoeffs& c, bool commit, C
     }
     ++counts_.redone;
     float* home[optim::kMaxArrays] = {};
-    for (int a = 0; a < num_arrays(); ++a) home[a] = static_cast<float*>(chunks_[ci].a[a]->resident());
+    home_arrays(ci, home);
     STRATA_RETURN_IF_ERROR(device_copy_arrays(home, d.a.data(), n));
     STRATA_RETURN_IF_ERROR(update_device(ci, c, sink));
   }
@@ -219,7 +219,7 @@ Status OptimizerRunner::restore_device() {
     if (d.chunk < 0) continue;
     const auto ci = static_cast<uint32_t>(d.chunk);
     float* home[optim::kMaxArrays] = {};
-    for (int a = 0; a < num_arrays(); ++a) home[a] = static_cast<float*>(chunks_[ci].a[a]->resident());
+    home_arrays(ci, home);
     STRATA_RETURN_IF_ERROR(device_copy_arrays(home, d.a.data(), chunks_[ci].shard));
     d.chunk = -1;
     dspec_[ci] = -1;
