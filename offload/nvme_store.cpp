@@ -6,11 +6,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <vector>
 
 #include "offload/nvme_store_index.h"
 #include "src/common/check.h"
@@ -138,7 +140,26 @@ Status NvmeStore::prepare_slot(const std::string& key, Slot& slot, int index, ui
   return Status::ok();
 }
 
-uint64_t NvmeStore::checksum_of(const void* data, size_t bytes) { return xxh3_64(data, bytes); }
+size_t NvmeStore::checksum_segments(size_t bytes) {
+  return bytes <= kChecksumSegment ? 1 : (bytes + kChecksumSegment - 1) / kChecksumSegment;
+}
+
+uint64_t NvmeStore::segment_checksum(const void* data, size_t bytes, size_t i) {
+  const size_t at = i * kChecksumSegment;
+  return xxh3_64(static_cast<const uint8_t*>(data) + at, std::min(kChecksumSegment, bytes - at));
+}
+
+uint64_t NvmeStore::combine_checksums(const uint64_t* sums, size_t n) {
+  return n == 1 ? sums[0] : xxh3_64(sums, n * sizeof(uint64_t));
+}
+
+uint64_t NvmeStore::checksum_of(const void* data, size_t bytes) {
+  const size_t n = checksum_segments(bytes);
+  if (n == 1) return xxh3_64(data, bytes);
+  std::vector<uint64_t> sums(n);
+  for (size_t i = 0; i < n; ++i) sums[i] = segment_checksum(data, bytes, i);
+  return combine_checksums(sums.data(), n);
+}
 
 IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t bytes,
                         std::function<void()> on_io_done, IoPriority priority, std::optional<uint64_t> checksum) {
@@ -186,6 +207,7 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
         e->length = bytes;
         e->checksum = sum;
         e->has_checksum = options_.checksum;
+        e->whole_sum = false;
         return Status::ok();
       },
       priority);
@@ -193,8 +215,11 @@ IoHandle NvmeStore::put(const std::string& key, const AlignedBuffer& buf, size_t
 
 Status NvmeStore::ReadCheck::verify(const void* data, size_t bytes) const {
   if (!active) return Status::ok();
-  const uint64_t got = xxh3_64(data, bytes);
-  if (got == sum) return Status::ok();
+  return verify_sum(whole ? xxh3_64(data, bytes) : checksum_of(data, bytes));
+}
+
+Status NvmeStore::ReadCheck::verify_sum(uint64_t got) const {
+  if (!active || got == sum) return Status::ok();
   return Status(StatusCode::kDataLoss, "get of " + quoted(key) + ": checksum mismatch in " + path + " (stored " +
                                            hex64(sum) + ", read " + hex64(got) + ")");
 }
@@ -204,7 +229,7 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
   Entry* e = nullptr;
   Slot slot;
   uint64_t sum = 0;
-  bool check = false;
+  bool check = false, whole = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return IoHandle::finished(failed_precondition("get of " + quoted(key) + ": the store is closed"));
@@ -229,6 +254,7 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
     slot = e->slots[e->active];
     sum = e->checksum;
     check = options_.checksum && e->has_checksum;
+    whole = e->whole_sum;
     ++e->reading;
   }
   const uint64_t padded = align_up(bytes == 0 ? 1 : bytes);
@@ -247,7 +273,7 @@ IoHandle NvmeStore::get(const std::string& key, AlignedBuffer& buf, size_t bytes
                                                   " was truncated to " + std::to_string(st.st_size) +
                                                   " bytes; it needs " + std::to_string(padded)));
   void* data = buf.data();
-  NvmeStore::ReadCheck own{check, sum, key, slot.path};
+  NvmeStore::ReadCheck own{check, sum, key, slot.path, whole};
   if (caller_check != nullptr) {
     *caller_check = std::move(own);
     own = NvmeStore::ReadCheck{};
@@ -344,6 +370,7 @@ Status NvmeStore::adopt_index() {
     e.length = r.bytes;
     e.checksum = r.xxh3;
     e.has_checksum = r.has_xxh3;
+    e.whole_sum = r.whole;
   }
   return Status::ok();
 }

@@ -66,12 +66,24 @@ class NvmeStore {
     bool active = false;  // the store keeps checksums and this tensor has one
     uint64_t sum = 0;
     std::string key, path;
+    bool whole = false;  // sum is the XXH3-64 of the whole tensor (adopted from an index 1)
     // DATA_LOSS naming the tensor and its file when `data` (the read's bytes) does not match.
     Status verify(const void* data, size_t bytes) const;
+    // The same for a checksum the caller took (checksum_of's value; whole: XXH3-64 of the bytes).
+    Status verify_sum(uint64_t got) const;
   };
 
-  bool checksums() const { return options_.checksum; }          // strata.nvme_checksum
-  static uint64_t checksum_of(const void* data, size_t bytes);  // the store's checksum (xxh3-64)
+  bool checksums() const { return options_.checksum; }  // strata.nvme_checksum
+  // The store's checksum: the XXH3-64 of the bytes when they fit one segment of kChecksumSegment,
+  // else the XXH3-64 of the segments' XXH3-64 values in order. Segments hash independently: a
+  // caller hashes them in parallel, or each where its bytes are in cache (the optimizer's update
+  // hashes a segment right after updating it), and combines them. Held in memory and in the
+  // index of a kept store, never in checkpoints.
+  static constexpr size_t kChecksumSegment = size_t{256} << 10;
+  static size_t checksum_segments(size_t bytes);                               // at least 1
+  static uint64_t segment_checksum(const void* data, size_t bytes, size_t i);  // of segment i of `bytes`
+  static uint64_t combine_checksums(const uint64_t* sums, size_t n);           // n segments' sums, in order
+  static uint64_t checksum_of(const void* data, size_t bytes);                 // all of it, on this thread
 
   bool contains(const std::string& key) const;
   StatusOr<size_t> size_of(const std::string& key) const;
@@ -96,6 +108,7 @@ class NvmeStore {
     size_t length = 0;
     uint64_t checksum = 0;
     bool has_checksum = false;  // false for tensors adopted from an index written without checksums
+    bool whole_sum = false;     // checksum is the XXH3-64 of the whole tensor (adopted from an index 1)
     bool lost = false;          // in place: the last write failed, the content is gone
     bool writing = false;
     int reading = 0;

@@ -40,7 +40,8 @@ std::string format_store_index(const std::vector<StoreIndexEntry>& entries) {
 StatusOr<std::vector<StoreIndexEntry>> parse_store_index(std::string_view text, const std::string& where) {
   std::vector<StoreIndexEntry> out;
   const std::vector<std::string_view> lines = split(text, '\n');
-  if (lines.empty() || lines[0] != kStoreIndexHeader)
+  const bool v1 = !lines.empty() && lines[0] == kStoreIndexHeaderV1;
+  if (lines.empty() || (lines[0] != kStoreIndexHeader && !v1))
     return Status(StatusCode::kDataLoss, where + ": line 1 is not \"" + kStoreIndexHeader + "\" (\"" +
                                              printable(lines.empty() ? "" : lines[0], 60) + "\")");
   std::set<std::string, std::less<>> keys, files;
@@ -68,6 +69,7 @@ StatusOr<std::vector<StoreIndexEntry>> parse_store_index(std::string_view text, 
       if (f[3].size() != 16 || h.ec != std::errc() || h.ptr != f[3].data() + 16)
         return bad("the checksum is not 16 hex digits or \"none\"");
       e.has_xxh3 = true;
+      e.whole = v1;
     }
     if (!keys.insert(e.key).second) return bad("key '" + printable(e.key) + "' appears twice");
     if (!files.insert(e.file).second) return bad("file '" + printable(e.file) + "' appears twice");

@@ -2,8 +2,11 @@
 // when it is opened again (NvmeStoreOptions::reopen): one line per tensor. The reader trusts
 // nothing in the file — every field is checked and an error names the line.
 //
-//   # strata nvme store index 1
-//   <key>\t<file name in the store's directory>\t<bytes>\t<xxh3 as 16 hex digits, or "none">
+//   # strata nvme store index 2
+//   <key>\t<file name in the store's directory>\t<bytes>\t<checksum as 16 hex digits, or "none">
+//
+// Index 2 holds the store's segmented checksum (NvmeStore::checksum_of); index 1 (still read) the
+// XXH3-64 of the whole tensor.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +19,8 @@
 namespace strata::offload {
 
 inline constexpr const char* kStoreIndexFile = "strata_store.index";
-inline constexpr const char* kStoreIndexHeader = "# strata nvme store index 1";
+inline constexpr const char* kStoreIndexHeader = "# strata nvme store index 2";
+inline constexpr const char* kStoreIndexHeaderV1 = "# strata nvme store index 1";
 
 struct StoreIndexEntry {
   std::string key;   // non-empty, no tab / newline
@@ -24,6 +28,7 @@ struct StoreIndexEntry {
   uint64_t bytes = 0;
   bool has_xxh3 = false;
   uint64_t xxh3 = 0;
+  bool whole = false;  // read from an index 1: xxh3 is the XXH3-64 of the whole tensor
 };
 
 std::string format_store_index(const std::vector<StoreIndexEntry>& entries);

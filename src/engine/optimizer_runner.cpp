@@ -235,26 +235,6 @@ Status OptimizerRunner::transfer(uint32_t ci, bool put, Buffers& buf, Handles& i
   return Status::ok();
 }
 
-// fn(a) for every optimizer array of a chunk, one array per engine thread (called in the arena).
-void OptimizerRunner::each_array(const std::function<void(size_t)>& fn) const {
-  kernels::parallel_for(tbb::blocked_range<size_t>(0, static_cast<size_t>(num_arrays()), 1),
-                        [&](const tbb::blocked_range<size_t>& r) {
-                          for (size_t a = r.begin(); a != r.end(); ++a) fn(a);
-                        });
-}
-
-Status OptimizerRunner::verify_reads(uint32_t ci, float* const* state, const Checks& checks) {
-  std::array<Status, optim::kMaxArrays> got;
-  each_array([&](size_t a) { got[a] = checks[a].verify(state[a], chunks_[ci].a[a]->bytes()); });
-  for (Status& s : got)
-    if (!s.is_ok()) return std::move(s);
-  return Status::ok();
-}
-
-void OptimizerRunner::take_sums(uint32_t ci, float* const* state, Sums& sums) {
-  each_array([&](size_t a) { sums[a] = offload::NvmeStore::checksum_of(state[a], chunks_[ci].a[a]->bytes()); });
-}
-
 // Set s's arrays written back to its chunk's NVMe home (waited for at once without overlap).
 Status OptimizerRunner::write_set(int s) {
   Set& set = sets_[static_cast<size_t>(s)];
@@ -449,8 +429,7 @@ bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* g
       io->verified = verify_reads(ci, state, *io->checks);
       if (!io->verified.is_ok()) return;
     }
-    finite = opt_->update_host(*ctx_.k, c, {&t, 1});
-    if (take) take_sums(ci, state, *io->sums);
+    finite = take ? update_summed(ci, t, c, *io->sums) : opt_->update_host(*ctx_.k, c, {&t, 1});
   });
   ctx_.stats->step_update_s += seconds_since(ta);
   span(TraceLane::kUpdate, "update c" + std::to_string(ci), ta);

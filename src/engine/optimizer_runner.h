@@ -190,12 +190,13 @@ class OptimizerRunner {
   // checks, which the update then runs (KernelIo).
   Status transfer(uint32_t ci, bool put, Buffers& buf, Handles& io, bool demand, Sums* sums = nullptr,
                   Checks* checks = nullptr);
-  // The store's checksums of chunk ci's arrays (`state`), taken inside the update's arena call
-  // right after the kernel (one array per engine thread), so that the write-back issued later
-  // need not read them again on the host program's thread.
-  void take_sums(uint32_t ci, float* const* state, Sums& sums);
-  Status verify_reads(uint32_t ci, float* const* state, const Checks& checks);  // in the arena
-  void each_array(const std::function<void(size_t)>& fn) const;
+  // The update of one chunk (t, in host memory) with the store's checksums of its new arrays taken
+  // on the way (state_checksums.cpp): the chunk in segments of the checksum, each segment hashed
+  // right after its update, while still in cache, so that the write-back issued later need not
+  // read the arrays again. False when a master came out inf / NaN. In the arena.
+  bool update_summed(uint32_t ci, const optim::Tensor& t, const optim::StepCoeffs& c, Sums& sums);
+  // The checks of a read's arrays, their segments hashed over the arena's threads. In the arena.
+  Status verify_reads(uint32_t ci, float* const* state, const Checks& checks);
   static bool all_done(const Handles& io);  // every valid handle finished (never blocks)
   Status wait_handles(Handles& io);
   Status read_set(int s, uint32_t ci, bool demand);

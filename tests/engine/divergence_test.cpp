@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/reference/half.h"
+#include "offload/nvme_store.h"
 #include "src/engine/engine.h"
 #include "tests/offload/scratch_dir.h"
 
@@ -32,7 +33,7 @@ struct P {
 };
 const std::vector<P> kParams = {{"w1", {3000}}, {"w2", {50, 80}}, {"b", {7}}};
 
-std::unique_ptr<Engine> make(const std::string& json) {
+std::unique_ptr<Engine> make(const std::string& json, const std::vector<P>& params = kParams) {
   auto cfg = parse_engine_config(json);
   EXPECT_TRUE(cfg.is_ok()) << cfg.status().to_string();
   if (!cfg.is_ok()) return nullptr;
@@ -41,24 +42,27 @@ std::unique_ptr<Engine> make(const std::string& json) {
   auto e = Engine::create(cfg.value(), o);
   EXPECT_TRUE(e.is_ok()) << e.status().to_string();
   if (!e.is_ok()) return nullptr;
-  for (const P& p : kParams) EXPECT_TRUE(e.value()->register_param(p.name, p.shape, DType::kF32, nullptr).is_ok());
+  for (const P& p : params) EXPECT_TRUE(e.value()->register_param(p.name, p.shape, DType::kF32, nullptr).is_ok());
   EXPECT_TRUE(e.value()->prepare().is_ok());
   return std::move(e).value();
 }
 
 std::string config(const std::string& precision, const std::string& extra_strata, const std::string& zero = "",
-                   const std::string& optimizer = "\"lr\": 0.01") {
+                   const std::string& optimizer = "\"lr\": 0.01", size_t chunk_bytes = 4096,
+                   size_t device_bytes = 1048576) {
   return "{" + precision + "\"optimizer\": {\"type\": \"AdamW\", \"params\": {" + optimizer +
          "}}, \"zero_optimization\": {" + zero +
-         "}, \"strata\": {\"device\": \"host\", \"device_bytes\": 1048576, \"chunk_bytes\": 4096" + extra_strata + "}}";
+         "}, \"strata\": {\"device\": \"host\", \"device_bytes\": " + std::to_string(device_bytes) +
+         ", \"chunk_bytes\": " + std::to_string(chunk_bytes) + extra_strata + "}}";
 }
 
 uint16_t bits(DType d, float x) { return d == DType::kF16 ? reference::float_to_fp16(x) : reference::float_to_bf16(x); }
 
 // One micro-batch: every param fetched, handed a small gradient (scaled by the loss scale) with
 // `bad` (inf / NaN) at element `at` of param `bad_param` when given, released; then step.
-StatusOr<StepResult> micro(Engine& e, const char* bad_param = nullptr, size_t at = 0, float bad = 0) {
-  for (const P& p : kParams) {
+StatusOr<StepResult> micro(Engine& e, const char* bad_param = nullptr, size_t at = 0, float bad = 0,
+                           const std::vector<P>& params = kParams) {
+  for (const P& p : params) {
     auto f = e.fetch(p.name);
     if (!f.is_ok()) return f.status();
     std::vector<uint16_t> g(p.numel(), bits(e.param_dtype(), 0.01f * static_cast<float>(e.loss_scale())));
@@ -205,6 +209,74 @@ TEST(SwapChangedAhead, IsCaughtBeforeTheStepAndFailsIt) {
   EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos)
       << r.status().message();
 }
+
+// Optimizer arrays longer than one segment of the store's checksum (NvmeStore::kChecksumSegment):
+// the update hashes each segment as it writes it (OptimizerRunner::update_summed) and the read
+// checks hash the segments over the threads. The state trains bit for bit as in host memory, and
+// a byte changed in the last segment is still DATA_LOSS naming the tensor.
+class SegmentedChecksums : public ::testing::TestWithParam<const char*> {};
+
+const std::vector<P> kBig = {{"big", {200000}}, {"b", {7}}};  // chunk 0's fp32 arrays: 4 segments
+
+// A micro-batch whose gradients differ from element to element (so that the segments do too).
+StatusOr<StepResult> varied_micro(Engine& e) {
+  for (const P& p : kBig) {
+    auto f = e.fetch(p.name);
+    if (!f.is_ok()) return f.status();
+    std::vector<uint16_t> g(p.numel());
+    for (size_t i = 0; i < g.size(); ++i)
+      g[i] = bits(e.param_dtype(), 0.001f * static_cast<float>(static_cast<int>(i % 193) - 96));
+    STRATA_RETURN_IF_ERROR(e.grad(p.name, g.data(), e.param_dtype(), g.size()));
+    STRATA_RETURN_IF_ERROR(e.release(p.name));
+  }
+  return e.step();
+}
+
+TEST_P(SegmentedChecksums, TrainAsInHostMemoryAndCatchALaterSegmentChanged) {
+  strata::testing::ScratchDir dir;
+  const std::string swap = dir.path() + "/swap";
+  auto on = [&](const std::string& where) {
+    return make(config("", GetParam(), "\"stage\": 2, \"offload_optimizer\": {" + where + "}", "\"lr\": 0.01",
+                       size_t{1} << 20, size_t{16} << 20),
+                kBig);
+  };
+  auto host = on("\"device\": \"cpu\"");
+  auto nvme = on("\"device\": \"nvme\", \"nvme_path\": \"" + swap + "\"");
+  ASSERT_TRUE(host && nvme);
+  for (int step = 0; step < 3; ++step) {
+    for (Engine* e : {host.get(), nvme.get()}) {
+      auto r = varied_micro(*e);
+      ASSERT_TRUE(r.is_ok() && r.value().applied) << r.status().to_string();
+    }
+  }
+  std::vector<float> want(200000), got(200000);
+  ASSERT_TRUE(host->read_master("big", want.data(), want.size()).is_ok());
+  ASSERT_TRUE(nvme->read_master("big", got.data(), got.size()).is_ok());
+  EXPECT_EQ(got, want);
+  EXPECT_NE(got[0], got[100]) << "elements (and segments) trained apart";
+  ASSERT_TRUE(nvme->synchronize().is_ok());
+  const size_t at = 3 * offload::NvmeStore::kChecksumSegment + 1000;  // the last, partial segment
+  int changed = 0;
+  for (const auto& f : std::filesystem::directory_iterator(swap)) {
+    if (f.path().filename().string().rfind("c0.exp_avg_sq-", 0) != 0) continue;
+    ASSERT_GT(std::filesystem::file_size(f.path()), at);
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(static_cast<std::streamoff>(at));
+    io.write("garbage!", 8);
+    ++changed;
+  }
+  ASSERT_GE(changed, 1);
+  auto r = varied_micro(*nvme);
+  ASSERT_FALSE(r.is_ok()) << "a changed swap file must not be trained on";
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos)
+      << r.status().message();
+}
+
+INSTANTIATE_TEST_SUITE_P(Divergence, SegmentedChecksums, ::testing::Values("", ", \"speculate\": false"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.param[0] == '\0' ? "StepSlots" : "PipelineSets");
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Divergence, SwapChanged, ::testing::Values("", ", \"speculate\": false"),
                          [](const ::testing::TestParamInfo<const char*>& i) {

@@ -10,15 +10,20 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <thread>
 #include <vector>
 
 #include "faulty_io_sys.h"
+#include "offload/nvme_store_index.h"
 #include "scratch_dir.h"
 
 namespace strata::offload {
@@ -311,6 +316,83 @@ TEST(NvmeStore, ChecksumTakenByTheCaller) {
   Status s = st->get("b", r, 70000).wait();
   EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.to_string();
   EXPECT_NE(s.message().find("checksum mismatch"), std::string::npos) << s.message();
+}
+
+// The checksum is XXH3-64 (the xxHash library itself, the reference here) of a tensor up to one
+// segment, else of its segments' XXH3-64 values in order; a byte changed in any segment, the last
+// (partial) one included, reads back as DATA_LOSS.
+TEST(NvmeStore, ChecksumIsTheXxh3OfItsSegmentsXxh3s) {
+  constexpr size_t kSeg = NvmeStore::kChecksumSegment;
+  AlignedBuffer small = pattern(kSeg, 4);
+  EXPECT_EQ(NvmeStore::checksum_of(small.data(), kSeg), XXH3_64bits(small.data(), kSeg));
+  const size_t n = 3 * kSeg + 1234;
+  AlignedBuffer big = pattern(n, 5);
+  std::vector<uint64_t> seg;
+  for (size_t at = 0; at < n; at += kSeg) seg.push_back(XXH3_64bits(big.bytes() + at, std::min(kSeg, n - at)));
+  ASSERT_EQ(seg.size(), 4u);
+  EXPECT_EQ(NvmeStore::checksum_segments(n), 4u);
+  EXPECT_EQ(NvmeStore::checksum_of(big.data(), n), XXH3_64bits(seg.data(), seg.size() * 8));
+  for (size_t i = 0; i < seg.size(); ++i) EXPECT_EQ(NvmeStore::segment_checksum(big.data(), n, i), seg[i]);
+  EXPECT_EQ(NvmeStore::combine_checksums(seg.data(), seg.size()), NvmeStore::checksum_of(big.data(), n));
+
+  ScratchDir dir;
+  auto st = open_ok(opts(dir.path()));
+  ASSERT_TRUE(st->put("t", big, n).wait().is_ok());
+  expect_holds(*st, "t", big, n);
+  AlignedBuffer r = AlignedBuffer::create(n, PinMode::kNone).value();
+  for (size_t at : {size_t{10}, kSeg + 5, n - 3}) {
+    NvmeStore::ReadCheck check;
+    ASSERT_TRUE(st->get("t", r, n, {}, IoPriority::kDemand, &check).wait().is_ok());
+    ASSERT_TRUE(check.active);
+    EXPECT_TRUE(check.verify(r.data(), n).is_ok());
+    r.bytes()[at] ^= 1;
+    const Status s = check.verify(r.data(), n);
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss) << "a byte changed at " << at << ": " << s.to_string();
+    EXPECT_NE(s.message().find("tensor 't': checksum mismatch"), std::string::npos) << s.message();
+  }
+}
+
+// An index 1 (written before checksums were segmented) holds the XXH3-64 of whole tensors: a kept
+// store of that version reopens, reads its tensors checked that way and rewrites them as index 2.
+TEST(NvmeStore, AnIndexOneStoreReopensWithWholeTensorChecksums) {
+  ScratchDir dir;
+  NvmeStoreOptions o = opts(dir.path());
+  o.keep_files = true;
+  const size_t n = 2 * NvmeStore::kChecksumSegment + 100;
+  AlignedBuffer b = pattern(n, 6), b2 = pattern(n, 7);
+  {
+    auto st = open_ok(o);
+    ASSERT_TRUE(st->put("b", b, n).wait().is_ok());
+    ASSERT_TRUE(st->close().is_ok());
+  }
+  const std::string index = dir.path() + "/" + kStoreIndexFile;
+  std::string text;
+  {
+    std::ifstream f(index);
+    text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
+  ASSERT_EQ(text.rfind(std::string(kStoreIndexHeader) + "\n", 0), 0u) << text;
+  char whole[17];
+  std::snprintf(whole, sizeof(whole), "%016llx", static_cast<unsigned long long>(XXH3_64bits(b.data(), n)));
+  text = std::string(kStoreIndexHeaderV1) + "\n" + text.substr(text.find('\n') + 1);
+  text = text.substr(0, text.size() - 17) + whole + "\n";  // the last field: the whole tensor's XXH3
+  std::ofstream(index, std::ios::trunc) << text;
+  o.reopen = true;
+  {
+    auto st = open_ok(o);
+    ASSERT_TRUE(st);
+    expect_holds(*st, "b", b, n);
+    ASSERT_TRUE(st->put("b", b2, n).wait().is_ok());
+    expect_holds(*st, "b", b2, n);
+    ASSERT_TRUE(st->close().is_ok());
+  }
+  std::ifstream f(index);
+  std::string line;
+  std::getline(f, line);
+  EXPECT_EQ(line, kStoreIndexHeader);
+  auto st = open_ok(o);
+  ASSERT_TRUE(st);
+  expect_holds(*st, "b", b2, n);
 }
 
 TEST(NvmeStoreFaults, TruncatedDeletedCorruptFilesAreDetected) {
