@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <mutex>
 #include <thread>
 
@@ -15,6 +14,7 @@
 #include "offload/device.h"
 #include "offload/device_ledger.h"
 #include "offload/huge_arena.h"
+#include "src/common/serial_queue.h"
 #include "src/common/units.h"
 
 namespace strata::offload {
@@ -63,15 +63,7 @@ class HostDeviceImpl;
 
 class HostStream final : public Stream {
  public:
-  explicit HostStream(HostDeviceImpl* dev) : dev_(dev), thread_([this] { run(); }) {}
-  ~HostStream() override {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();  // the queue is drained first
-  }
+  explicit HostStream(HostDeviceImpl* dev) : dev_(dev) {}
   Status copy(void* dst, const void* src, size_t bytes, CopyKind kind) override;
   Status launch_host(std::function<Status()> fn) override {
     if (!fn) return invalid_argument("launch_host: empty function");
@@ -98,58 +90,16 @@ class HostStream final : public Stream {
     });
     return Status::ok();
   }
-  Status synchronize() override {
-    std::unique_lock<std::mutex> l(mu_);
-    idle_cv_.wait(l, [&] { return queue_.empty() && !busy_; });
-    Status s = std::move(error_);
-    error_ = Status::ok();
-    return s;
-  }
+  // Later work still runs after a failed task (event records must complete, or other streams
+  // would hang); the first error is kept for synchronize().
+  Status synchronize() override { return queue_.wait(); }
   void* native_handle() override { return nullptr; }
 
  private:
-  void enqueue(std::function<Status()> task) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      queue_.push_back(std::move(task));
-    }
-    cv_.notify_all();
-  }
-  void run() {
-    for (;;) {
-      std::function<Status()> task;
-      {
-        std::unique_lock<std::mutex> l(mu_);
-        cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
-        if (queue_.empty()) return;  // stop_ and drained
-        task = std::move(queue_.front());
-        queue_.pop_front();
-        busy_ = true;
-      }
-      Status s;
-      try {
-        s = task();
-      } catch (const std::exception& e) {
-        s = internal_error(std::string("stream task threw: ") + e.what());
-      }
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        // Later work still runs (event records must complete, or other streams would hang);
-        // the first error is kept for synchronize().
-        if (!s.is_ok() && error_.is_ok()) error_ = std::move(s);
-        busy_ = false;
-      }
-      idle_cv_.notify_all();
-    }
-  }
+  void enqueue(std::function<Status()> task) { queue_.post(std::move(task)); }
 
   HostDeviceImpl* dev_;
-  std::mutex mu_;
-  std::condition_variable cv_, idle_cv_;
-  std::deque<std::function<Status()>> queue_;
-  bool busy_ = false, stop_ = false;
-  Status error_;
-  std::thread thread_;  // last: starts after the members above exist
+  SerialQueue queue_;  // last: drained before the members above go
 };
 
 class HostDeviceImpl final : public Device {
