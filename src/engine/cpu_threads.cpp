@@ -99,11 +99,17 @@ class CpuThreads::Pinner final : public tbb::task_scheduler_observer {
 };
 
 CpuThreads::CpuThreads(int threads, std::vector<int> cpus)
-    : threads_(threads), cpus_(std::move(cpus)), arena_(threads) {
-  if (!cpus_.empty()) pinner_ = std::make_unique<Pinner>(arena_, cpus_);
+    : threads_(threads), cpus_(std::move(cpus)), arena_(threads), background_(threads) {
+  if (!cpus_.empty()) {
+    pinner_ = std::make_unique<Pinner>(arena_, cpus_);
+    background_pinner_ = std::make_unique<Pinner>(background_, cpus_);
+  }
 }
 
-CpuThreads::~CpuThreads() { pinner_.reset(); }
+CpuThreads::~CpuThreads() {
+  pinner_.reset();
+  background_pinner_.reset();
+}
 
 StatusOr<std::unique_ptr<CpuThreads>> CpuThreads::create(int threads, std::vector<int> cpus) {
   if (threads < 0) return invalid_argument("strata.optimizer_threads = " + std::to_string(threads) + ": must be >= 0");

@@ -25,6 +25,10 @@ class CpuThreads {
   static StatusOr<std::unique_ptr<CpuThreads>> create(int threads, std::vector<int> cpus);
   ~CpuThreads();
   tbb::task_arena& arena() { return arena_; }
+  // The same threads' work that runs beside the host program's calls (the optimizer's update
+  // during backward, from its own thread): an arena of its own, so that the host program's
+  // arena calls (gradient accumulation, checks) never queue behind it. Same size and CPUs.
+  tbb::task_arena& background_arena() { return background_; }
   int threads() const { return threads_; }
   std::string describe() const;  // "2 threads on CPUs 0-1", "2 threads, no affinity"
 
@@ -33,8 +37,8 @@ class CpuThreads {
   CpuThreads(int threads, std::vector<int> cpus);
   int threads_;
   std::vector<int> cpus_;
-  tbb::task_arena arena_;
-  std::unique_ptr<Pinner> pinner_;
+  tbb::task_arena arena_, background_;
+  std::unique_ptr<Pinner> pinner_, background_pinner_;
 };
 
 }  // namespace strata::engine

@@ -54,6 +54,10 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
     }
   }
   spec_.assign(chunks_.size(), -1);
+  spec_finite_.assign(slots_.size(), 1);
+  const bool host_chunks =
+      std::any_of(chunks_.begin(), chunks_.end(), [](const Chunk& c) { return c.tier == Tier::kHost; });
+  if (ctx_.spec_arena != nullptr && !slots_.empty() && host_chunks) spec_queue_ = std::make_unique<SerialQueue>();
   // Device slots: the arrays (shards are multiples of 64 elements: 256-byte aligned), then bit16.
   dslots_.resize(max_device_shard > 0 ? ctx_.device_spec_slots : 0);
   for (DeviceSlot& d : dslots_) {
@@ -80,6 +84,8 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
 }
 
 Status OptimizerRunner::free() {
+  join_speculation();
+  spec_queue_.reset();
   Status first = quiesce();
   for (Chunk& c : chunks_)
     for (auto& a : c.a)
@@ -100,6 +106,7 @@ Status OptimizerRunner::free() {
 }
 
 Status OptimizerRunner::init(uint32_t ci, const float* master) {
+  join_speculation();
   Chunk& c = chunks_[ci];
   STRATA_RETURN_IF_ERROR(c.a[0]->write(0, master, c.shard * 4));
   for (int a = 1; a < num_arrays(); ++a) STRATA_RETURN_IF_ERROR(c.a[a]->zero());
@@ -107,18 +114,21 @@ Status OptimizerRunner::init(uint32_t ci, const float* master) {
 }
 
 Status OptimizerRunner::read_arrays(uint32_t ci, float* const* dst) {
+  join_speculation();
   Chunk& c = chunks_[ci];
   for (int a = 0; a < num_arrays(); ++a) STRATA_RETURN_IF_ERROR(c.a[a]->read(0, dst[a], c.shard * 4));
   return Status::ok();
 }
 
 Status OptimizerRunner::write_arrays(uint32_t ci, const float* const* src) {
+  join_speculation();
   Chunk& c = chunks_[ci];
   for (int a = 0; a < num_arrays(); ++a) STRATA_RETURN_IF_ERROR(c.a[a]->write(0, src[a], c.shard * 4));
   return Status::ok();
 }
 
 Status OptimizerRunner::read_master(uint32_t ci, size_t off, float* dst, size_t n) {
+  join_speculation();
   return chunks_[ci].a[0]->read(off * 4, dst, n * 4);
 }
 
@@ -313,6 +323,7 @@ Status OptimizerRunner::progress_io(bool reads) {
 
 // Reads ahead into slots are dropped (read again when needed); backups of speculated chunks stay.
 Status OptimizerRunner::quiesce() {
+  join_speculation();
   Status first;
   for (size_t s = 0; s < slots_.size(); ++s)  // write-backs not started yet start now
     if (slots_[s].state == Slot::State::kUpdated) {
@@ -516,6 +527,7 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
 // Host updates flagged their chunks as they went; device-resident masters get a sum of squares
 // each (in stream order, so they share the scratch).
 StatusOr<int> OptimizerRunner::first_nonfinite_master() {
+  join_speculation();
   int bad = std::exchange(bad_master_, -1);
   std::vector<double> sums(chunks_.size(), 0.0);
   for (size_t ci = 0; ci < chunks_.size(); ++ci)

@@ -23,6 +23,7 @@
 #include "offload/aligned_buffer.h"
 #include "offload/device.h"
 #include "offload/nvme_store.h"
+#include "src/common/serial_queue.h"
 #include "src/engine/array_home.h"
 #include "src/engine/device_ops.h"
 #include "src/engine/engine.h"
@@ -40,7 +41,11 @@ class OptimizerRunner {
     DeviceOps* ops = nullptr;
     offload::Stream* compute = nullptr;  // device updates and copies
     const kernels::KernelTable* k = nullptr;
-    tbb::task_arena* arena = nullptr;     // host updates
+    tbb::task_arena* arena = nullptr;  // host updates
+    // The update of host-resident chunks during backward runs on a thread of its own in this arena
+    // (CpuThreads::background_arena), so that the host program's call that found the gradient
+    // final returns at once; null: on that call's thread, in `arena`.
+    tbb::task_arena* spec_arena = nullptr;
     EngineStats* stats = nullptr;         // step_update_s, step_nvme_s, NVMe bytes
     Tracer* tracer = nullptr;             // may be null
     offload::NvmeStore* store = nullptr;  // set when some chunk's state is on NVMe
@@ -224,6 +229,7 @@ class OptimizerRunner {
     // The checks already ran (check_landed), with this result: the update skips them.
     bool checked = false;
     Status check_result;
+    bool pending = false;  // kSpeculated: its update queued or running (join_speculation)
   };
   Status give_back(Slot& slot);    // an adopted gradient of a slot about to be dropped, back to NVMe
   Status progress_io(bool reads);  // write-backs, then reads ahead (start_reads), a few at a time
@@ -263,6 +269,18 @@ class OptimizerRunner {
   std::vector<DeviceSlot> dslots_;
   std::vector<int> dspec_;  // per chunk: its device slot, else -1
   bool any_speculated() const;
+  // The speculative update of host chunk ci into slot s: its arrays backed up into the slot, the
+  // kernel on its home arrays, the new bit16 values into the slot. Runs on the speculation queue
+  // (or the caller's thread) and touches nothing but those buffers, spec_finite_[s] and
+  // spec_seconds_ — which only the host program's thread reads, after join_speculation.
+  void speculate_into(int s, uint32_t ci, const optim::StepCoeffs& c, const void* grads, float* const* backup,
+                      void* bit16, tbb::task_arena& arena);
+  // Every queued speculative update finished; their results into their slots. Whatever reads or
+  // writes a chunk's host arrays or a slot's buffers calls this first.
+  void join_speculation();
+  std::unique_ptr<SerialQueue> spec_queue_;  // set when host chunks can be speculated and spec_arena is
+  std::vector<char> spec_finite_;            // per slot: its update left every master finite
+  double spec_seconds_ = 0;                  // kernel time of the queued updates, into stats at the join
   StatusOr<bool> speculate_device(uint32_t ci, const optim::StepCoeffs& c, const void* grads);
   // Every array's n elements from src to dst, device memory, on the compute stream.
   Status device_copy_arrays(float* const* dst, float* const* src, size_t n);

@@ -36,19 +36,26 @@ float* const* OptimizerRunner::home_arrays(uint32_t ci, float** out) {
   return out;
 }
 
-// Every array's n elements, in pieces over the engine's host threads.
-void OptimizerRunner::copy_arrays(float* const* dst, float* const* src, size_t n) {
+namespace {
+
+// num_arrays arrays' n elements, in pieces over the threads of the arena it is called in.
+void copy_pieces(float* const* dst, float* const* src, size_t n, int num_arrays) {
   constexpr size_t kPiece = size_t{1} << 18;  // elements
   const size_t per = (n + kPiece - 1) / kPiece;
-  const size_t pieces = per * static_cast<size_t>(num_arrays());
-  kernels::arena_execute(*ctx_.arena, [&] {
-    kernels::parallel_for(tbb::blocked_range<size_t>(0, pieces), [&](const tbb::blocked_range<size_t>& r) {
-      for (size_t i = r.begin(); i != r.end(); ++i) {
-        const size_t a = i / per, off = (i % per) * kPiece;
-        std::memcpy(dst[a] + off, src[a] + off, std::min(kPiece, n - off) * 4);
-      }
-    });
+  const size_t pieces = per * static_cast<size_t>(num_arrays);
+  kernels::parallel_for(tbb::blocked_range<size_t>(0, pieces), [&](const tbb::blocked_range<size_t>& r) {
+    for (size_t i = r.begin(); i != r.end(); ++i) {
+      const size_t a = i / per, off = (i % per) * kPiece;
+      std::memcpy(dst[a] + off, src[a] + off, std::min(kPiece, n - off) * 4);
+    }
   });
+}
+
+}  // namespace
+
+// Every array's n elements, in pieces over the engine's host threads.
+void OptimizerRunner::copy_arrays(float* const* dst, float* const* src, size_t n) {
+  kernels::arena_execute(*ctx_.arena, [&] { copy_pieces(dst, src, n, num_arrays()); });
 }
 
 // --- slots as NVMe buffers ---
@@ -143,17 +150,58 @@ StatusOr<bool> OptimizerRunner::speculate(uint32_t ci, const optim::StepCoeffs& 
   STRATA_ASSIGN_OR_RETURN(const int s, take_slot());
   if (s < 0) return false;
   Slot& slot = slots_[static_cast<size_t>(s)];
-  float* state[optim::kMaxArrays] = {};
-  float* backup[optim::kMaxArrays] = {};
-  home_arrays(ci, state);
-  copy_arrays(slot_arrays(slot, backup), state, ch.shard);
-  slot.finite = run_kernel(ci, state, grads, slot.bit16.data(), c);
+  std::array<float*, optim::kMaxArrays> backup{};
+  slot_arrays(slot, backup.data());
+  void* bit16 = slot.bit16.data();
   slot.state = Slot::State::kSpeculated;
   slot.chunk = static_cast<int>(ci);
   spec_[ci] = s;
   spec_c_ = c;
   ++counts_.speculated;
+  if (!spec_queue_) {
+    speculate_into(s, ci, c, grads, backup.data(), bit16, *ctx_.arena);
+    slot.finite = spec_finite_[static_cast<size_t>(s)] != 0;
+    ctx_.stats->step_update_s += std::exchange(spec_seconds_, 0.0);
+    return true;
+  }
+  slot.pending = true;
+  spec_queue_->post([this, s, ci, c, grads, backup, bit16] {
+    speculate_into(s, ci, c, grads, backup.data(), bit16, *ctx_.spec_arena);
+    return Status::ok();
+  });
   return true;
+}
+
+void OptimizerRunner::speculate_into(int s, uint32_t ci, const optim::StepCoeffs& c, const void* grads,
+                                     float* const* backup, void* bit16, tbb::task_arena& arena) {
+  float* home[optim::kMaxArrays] = {};
+  home_arrays(ci, home);
+  optim::Tensor t;
+  for (int a = 0; a < num_arrays(); ++a) t.array[a] = home[a];
+  t.grads = grads;
+  t.grad_dtype = DType::kF32;
+  t.params_out = bit16;
+  t.out_dtype = ctx_.bit16;
+  t.count = chunks_[ci].shard;
+  const Clock::time_point t0 = Clock::now();
+  bool finite = true;
+  kernels::arena_execute(arena, [&] {
+    copy_pieces(backup, home, t.count, num_arrays());
+    finite = opt_->update_host(*ctx_.k, c, {&t, 1});
+  });
+  spec_finite_[static_cast<size_t>(s)] = finite ? 1 : 0;
+  spec_seconds_ += seconds_since(t0);
+  span(TraceLane::kUpdate, "update c" + std::to_string(ci), t0);
+}
+
+void OptimizerRunner::join_speculation() {
+  if (!spec_queue_) return;
+  (void)spec_queue_->wait();  // its tasks cannot fail
+  for (size_t s = 0; s < slots_.size(); ++s) {
+    if (!std::exchange(slots_[s].pending, false)) continue;
+    slots_[s].finite = spec_finite_[s] != 0;
+  }
+  ctx_.stats->step_update_s += std::exchange(spec_seconds_, 0.0);
 }
 
 // --- speculation of device-resident chunks ---
@@ -229,6 +277,7 @@ Status OptimizerRunner::restore_device() {
 
 // The step's decision over the speculated chunks, in update order.
 Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink& sink) {
+  join_speculation();
   const bool commit = std::memcmp(&c, &spec_c_, sizeof(c)) == 0;
   STRATA_RETURN_IF_ERROR(settle_device(c, commit, sink));
   for (uint32_t ci : order()) {
@@ -253,6 +302,7 @@ Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink&
 }
 
 Status OptimizerRunner::restore_speculated(bool keep_grads) {
+  join_speculation();
   Status first = restore_device();
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kSpeculated) {
