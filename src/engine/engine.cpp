@@ -324,7 +324,7 @@ Status Engine::Impl::allocate_all() {
   rc.compute = compute.get();
   rc.k = k;
   rc.arena = &cpu->arena();
-  rc.spec_arena = &cpu->background_arena();
+  rc.background_arena = &cpu->background_arena();
   rc.stats = &st;
   rc.tracer = tracer();
   rc.store = opt_store;

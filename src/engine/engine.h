@@ -99,7 +99,7 @@ struct EngineStats {
   int64_t chunks_speculated = 0;     // chunk updates during backward (StepResult), summed
   int64_t chunks_redone = 0;         //   of which restored and updated again at the step
   int64_t chunks_read_ahead = 0;     // NVMe chunks whose optimizer state was read before the step began
-  int64_t chunks_checked_ahead = 0;  // of those, checksums checked before the step (counted as they run)
+  int64_t chunks_checked_ahead = 0;  // of those, checksums checked before the step (counted as queued)
   size_t bytes_checkpoint = 0;       // written by save
   double loss_scale = 1.0;
   double last_grad_norm = 0.0;

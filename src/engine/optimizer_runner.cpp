@@ -55,9 +55,8 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
   }
   spec_.assign(chunks_.size(), -1);
   spec_finite_.assign(slots_.size(), 1);
-  const bool host_chunks =
-      std::any_of(chunks_.begin(), chunks_.end(), [](const Chunk& c) { return c.tier == Tier::kHost; });
-  if (ctx_.spec_arena != nullptr && !slots_.empty() && host_chunks) spec_queue_ = std::make_unique<SerialQueue>();
+  check_results_.assign(slots_.size(), Status::ok());
+  if (ctx_.background_arena != nullptr && !slots_.empty()) background_ = std::make_unique<SerialQueue>();
   // Device slots: the arrays (shards are multiples of 64 elements: 256-byte aligned), then bit16.
   dslots_.resize(max_device_shard > 0 ? ctx_.device_spec_slots : 0);
   for (DeviceSlot& d : dslots_) {
@@ -84,8 +83,8 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
 }
 
 Status OptimizerRunner::free() {
-  join_speculation();
-  spec_queue_.reset();
+  join_background();
+  background_.reset();
   Status first = quiesce();
   for (Chunk& c : chunks_)
     for (auto& a : c.a)
@@ -106,7 +105,7 @@ Status OptimizerRunner::free() {
 }
 
 Status OptimizerRunner::init(uint32_t ci, const float* master) {
-  join_speculation();
+  join_background();
   Chunk& c = chunks_[ci];
   STRATA_RETURN_IF_ERROR(c.a[0]->write(0, master, c.shard * 4));
   for (int a = 1; a < num_arrays(); ++a) STRATA_RETURN_IF_ERROR(c.a[a]->zero());
@@ -114,21 +113,21 @@ Status OptimizerRunner::init(uint32_t ci, const float* master) {
 }
 
 Status OptimizerRunner::read_arrays(uint32_t ci, float* const* dst) {
-  join_speculation();
+  join_background();
   Chunk& c = chunks_[ci];
   for (int a = 0; a < num_arrays(); ++a) STRATA_RETURN_IF_ERROR(c.a[a]->read(0, dst[a], c.shard * 4));
   return Status::ok();
 }
 
 Status OptimizerRunner::write_arrays(uint32_t ci, const float* const* src) {
-  join_speculation();
+  join_background();
   Chunk& c = chunks_[ci];
   for (int a = 0; a < num_arrays(); ++a) STRATA_RETURN_IF_ERROR(c.a[a]->write(0, src[a], c.shard * 4));
   return Status::ok();
 }
 
 Status OptimizerRunner::read_master(uint32_t ci, size_t off, float* dst, size_t n) {
-  join_speculation();
+  join_background();
   return chunks_[ci].a[0]->read(off * 4, dst, n * 4);
 }
 
@@ -267,21 +266,35 @@ Status OptimizerRunner::start_reads() {
 // would be hashed between the last gradient and the new params. A read that failed is left for
 // the update, which reports it; a mismatch is kept and reported there too (nothing updated).
 void OptimizerRunner::check_landed() {
-  for (Slot& s : slots_) {
-    if (s.state != Slot::State::kReading || s.checked || !all_done(s.io)) continue;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    if (s.state != Slot::State::kReading || s.checked || s.check_pending || !all_done(s.io)) continue;
     bool ok = true;
     for (int a = 0; a < num_arrays(); ++a) ok = ok && s.io[static_cast<size_t>(a)].wait().is_ok();  // done: no wait
     if (!ok) continue;
-    float* state[optim::kMaxArrays] = {};
-    const Clock::time_point t0 = Clock::now();
-    kernels::arena_execute(*ctx_.arena, [&] {
-      s.check_result = verify_reads(static_cast<uint32_t>(s.chunk), slot_arrays(s, state), s.checks);
+    std::array<float*, optim::kMaxArrays> state{};
+    slot_arrays(s, state.data());
+    const auto ci = static_cast<uint32_t>(s.chunk);
+    ++ctx_.stats->chunks_checked_ahead;  // counted as queued
+    if (!background_) {
+      s.check_result = check_slot(ci, state.data(), s.checks, *ctx_.arena);
+      s.checked = true;
+      return;
+    }
+    s.check_pending = true;
+    background_->post([this, i, ci, state, checks = &s.checks] {
+      check_results_[i] = check_slot(ci, state.data(), *checks, *ctx_.background_arena);
+      return Status::ok();
     });
-    s.checked = true;
-    ++ctx_.stats->chunks_checked_ahead;
-    span(TraceLane::kUpdate, "check reads c" + std::to_string(s.chunk), t0);
     return;
   }
+}
+
+Status OptimizerRunner::check_slot(uint32_t ci, float* const* state, const Checks& checks, tbb::task_arena& arena) {
+  const Clock::time_point t0 = Clock::now();
+  Status s = kernels::arena_execute(arena, [&] { return verify_reads(ci, state, checks); });
+  span(TraceLane::kUpdate, "check reads c" + std::to_string(ci), t0);
+  return s;
 }
 
 // The slots' I/O in the background of the host program's calls: write-backs of the last step
@@ -323,7 +336,7 @@ Status OptimizerRunner::progress_io(bool reads) {
 
 // Reads ahead into slots are dropped (read again when needed); backups of speculated chunks stay.
 Status OptimizerRunner::quiesce() {
-  join_speculation();
+  join_background();
   Status first;
   for (size_t s = 0; s < slots_.size(); ++s)  // write-backs not started yet start now
     if (slots_[s].state == Slot::State::kUpdated) {
@@ -527,7 +540,7 @@ Status OptimizerRunner::update(const optim::StepCoeffs& c, ChunkSink& sink) {
 // Host updates flagged their chunks as they went; device-resident masters get a sum of squares
 // each (in stream order, so they share the scratch).
 StatusOr<int> OptimizerRunner::first_nonfinite_master() {
-  join_speculation();
+  join_background();
   int bad = std::exchange(bad_master_, -1);
   std::vector<double> sums(chunks_.size(), 0.0);
   for (size_t ci = 0; ci < chunks_.size(); ++ci)

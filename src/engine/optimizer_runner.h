@@ -42,10 +42,10 @@ class OptimizerRunner {
     offload::Stream* compute = nullptr;  // device updates and copies
     const kernels::KernelTable* k = nullptr;
     tbb::task_arena* arena = nullptr;  // host updates
-    // The update of host-resident chunks during backward runs on a thread of its own in this arena
-    // (CpuThreads::background_arena), so that the host program's call that found the gradient
-    // final returns at once; null: on that call's thread, in `arena`.
-    tbb::task_arena* spec_arena = nullptr;
+    // The update of host-resident chunks during backward and the checks of NVMe state read ahead
+    // run on a thread of their own in this arena (CpuThreads::background_arena), so that the host
+    // program's call that queued them returns at once; null: on that call's thread, in `arena`.
+    tbb::task_arena* background_arena = nullptr;
     EngineStats* stats = nullptr;         // step_update_s, step_nvme_s, NVMe bytes
     Tracer* tracer = nullptr;             // may be null
     offload::NvmeStore* store = nullptr;  // set when some chunk's state is on NVMe
@@ -229,11 +229,12 @@ class OptimizerRunner {
     // The checks already ran (check_landed), with this result: the update skips them.
     bool checked = false;
     Status check_result;
-    bool pending = false;  // kSpeculated: its update queued or running (join_speculation)
+    bool pending = false;        // kSpeculated: its update queued or running (join_background)
+    bool check_pending = false;  // kReading: its checks queued or running (join_background)
   };
   Status give_back(Slot& slot);    // an adopted gradient of a slot about to be dropped, back to NVMe
   Status progress_io(bool reads);  // write-backs, then reads ahead (start_reads), a few at a time
-  // The checks of one slot whose read landed (without error), run now rather than in the step.
+  // The checks of one slot whose read landed (without error), queued now rather than run in the step.
   void check_landed();
   int updated_slot(uint32_t ci) const;  // the slot holding chunk ci's updated state not yet written, or -1
   StatusOr<int> take_slot();            // a free slot (finished write-backs reaped), or -1
@@ -272,13 +273,16 @@ class OptimizerRunner {
   // The speculative update of host chunk ci into slot s: its arrays backed up into the slot, the
   // kernel on its home arrays, the new bit16 values into the slot. Runs on the speculation queue
   // (or the caller's thread) and touches nothing but those buffers, spec_finite_[s] and
-  // spec_seconds_ — which only the host program's thread reads, after join_speculation.
+  // spec_seconds_ — which only the host program's thread reads, after join_background.
   void speculate_into(int s, uint32_t ci, const optim::StepCoeffs& c, const void* grads, float* const* backup,
                       void* bit16, tbb::task_arena& arena);
-  // Every queued speculative update finished; their results into their slots. Whatever reads or
-  // writes a chunk's host arrays or a slot's buffers calls this first.
-  void join_speculation();
-  std::unique_ptr<SerialQueue> spec_queue_;  // set when host chunks can be speculated and spec_arena is
+  // Every queued speculative update and check finished; their results into their slots. Whatever
+  // reads or writes a chunk's host arrays or a slot's buffers or state calls this first.
+  void join_background();
+  // The checks of slot s's arrays (chunk ci's state, landed), traced; in `arena`.
+  Status check_slot(uint32_t ci, float* const* state, const Checks& checks, tbb::task_arena& arena);
+  std::vector<Status> check_results_;        // per slot: its queued checks' result, into the slot at the join
+  std::unique_ptr<SerialQueue> background_;  // set when there are slots and a background arena
   std::vector<char> spec_finite_;            // per slot: its update left every master finite
   double spec_seconds_ = 0;                  // kernel time of the queued updates, into stats at the join
   StatusOr<bool> speculate_device(uint32_t ci, const optim::StepCoeffs& c, const void* grads);

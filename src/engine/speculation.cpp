@@ -158,15 +158,15 @@ StatusOr<bool> OptimizerRunner::speculate(uint32_t ci, const optim::StepCoeffs& 
   spec_[ci] = s;
   spec_c_ = c;
   ++counts_.speculated;
-  if (!spec_queue_) {
+  if (!background_) {
     speculate_into(s, ci, c, grads, backup.data(), bit16, *ctx_.arena);
     slot.finite = spec_finite_[static_cast<size_t>(s)] != 0;
     ctx_.stats->step_update_s += std::exchange(spec_seconds_, 0.0);
     return true;
   }
   slot.pending = true;
-  spec_queue_->post([this, s, ci, c, grads, backup, bit16] {
-    speculate_into(s, ci, c, grads, backup.data(), bit16, *ctx_.spec_arena);
+  background_->post([this, s, ci, c, grads, backup, bit16] {
+    speculate_into(s, ci, c, grads, backup.data(), bit16, *ctx_.background_arena);
     return Status::ok();
   });
   return true;
@@ -194,12 +194,16 @@ void OptimizerRunner::speculate_into(int s, uint32_t ci, const optim::StepCoeffs
   span(TraceLane::kUpdate, "update c" + std::to_string(ci), t0);
 }
 
-void OptimizerRunner::join_speculation() {
-  if (!spec_queue_) return;
-  (void)spec_queue_->wait();  // its tasks cannot fail
+void OptimizerRunner::join_background() {
+  if (!background_) return;
+  (void)background_->wait();  // its tasks cannot fail: results go to their slots
   for (size_t s = 0; s < slots_.size(); ++s) {
-    if (!std::exchange(slots_[s].pending, false)) continue;
-    slots_[s].finite = spec_finite_[s] != 0;
+    Slot& slot = slots_[s];
+    if (std::exchange(slot.pending, false)) slot.finite = spec_finite_[s] != 0;
+    if (std::exchange(slot.check_pending, false)) {
+      slot.check_result = std::exchange(check_results_[s], Status::ok());
+      slot.checked = true;
+    }
   }
   ctx_.stats->step_update_s += std::exchange(spec_seconds_, 0.0);
 }
@@ -277,7 +281,7 @@ Status OptimizerRunner::restore_device() {
 
 // The step's decision over the speculated chunks, in update order.
 Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink& sink) {
-  join_speculation();
+  join_background();
   const bool commit = std::memcmp(&c, &spec_c_, sizeof(c)) == 0;
   STRATA_RETURN_IF_ERROR(settle_device(c, commit, sink));
   for (uint32_t ci : order()) {
@@ -302,7 +306,7 @@ Status OptimizerRunner::settle_speculated(const optim::StepCoeffs& c, ChunkSink&
 }
 
 Status OptimizerRunner::restore_speculated(bool keep_grads) {
-  join_speculation();
+  join_background();
   Status first = restore_device();
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kSpeculated) {

@@ -169,7 +169,7 @@ TEST_P(SwapChanged, IsDataLossNamingTheTensor) {
       << r.status().message();
 }
 
-// The state read ahead for the step is checked as it lands, during the host program's calls
+// The state read ahead for the step is checked as it lands, queued by the host program's calls
 // (OptimizerRunner::check_landed), not in the step's update: a swap file changed before the read
 // is caught there, and the step still fails with DATA_LOSS naming the tensor, nothing updated.
 TEST(SwapChangedAhead, IsCaughtBeforeTheStepAndFailsIt) {
