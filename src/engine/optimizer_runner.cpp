@@ -421,28 +421,16 @@ StatusOr<const void*> OptimizerRunner::chunk_grads(uint32_t ci, GradIn& g, Chunk
 // --- the update ---
 
 Status OptimizerRunner::update_device(uint32_t ci, const optim::StepCoeffs& c, ChunkSink& sink) {
-  Chunk& ch = chunks_[ci];
-  optim::Tensor t;
-  for (int a = 0; a < num_arrays(); ++a) t.array[a] = static_cast<float*>(ch.a[a]->resident());
-  t.grads = sink.grads(ci);
-  t.grad_dtype = DType::kF32;
-  STRATA_ASSIGN_OR_RETURN(t.params_out, sink.bit16_out(ci));
-  t.out_dtype = ctx_.bit16;
-  t.count = ch.shard;
-  return ctx_.ops->update(*ctx_.compute, *opt_, c, t);
+  float* home[optim::kMaxArrays] = {};
+  STRATA_ASSIGN_OR_RETURN(void* out, sink.bit16_out(ci));
+  return ctx_.ops->update(*ctx_.compute, *opt_, c, tensor_of(ci, home_arrays(ci, home), sink.grads(ci), out));
 }
 
 // The host kernel over one chunk whose arrays are in host memory (`state`, master first); false
 // when a master came out inf / NaN.
 bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* grads, void* out,
                                  const optim::StepCoeffs& c, KernelIo* io) {
-  optim::Tensor t;
-  for (int a = 0; a < num_arrays(); ++a) t.array[a] = state[a];
-  t.grads = grads;
-  t.grad_dtype = DType::kF32;
-  t.params_out = out;
-  t.out_dtype = ctx_.bit16;
-  t.count = chunks_[ci].shard;
+  const optim::Tensor t = tensor_of(ci, state, grads, out);
   const Clock::time_point ta = Clock::now();
   bool finite = true;
   if (io != nullptr && io->sums != nullptr) io->sums->fill(std::nullopt);

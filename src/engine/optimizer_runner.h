@@ -250,7 +250,9 @@ class OptimizerRunner {
   float* const* slot_arrays(Slot& s, float** out);
   float* const* slot_arrays(Set& s, float** out);
   float* const* home_arrays(uint32_t ci, float** out);  // the arrays where they rest (host or device memory)
-  Status wait_write(uint32_t ci);                       // the chunk's NVMe write-back of the step landed
+  // The kernel's view of chunk ci: its arrays `state` (master first), fp32 gradient, bit16 output.
+  optim::Tensor tensor_of(uint32_t ci, float* const* state, const void* grads, void* out) const;
+  Status wait_write(uint32_t ci);  // the chunk's NVMe write-back of the step landed
   Status settle_speculated(const optim::StepCoeffs& c, ChunkSink& sink);
   Status release_slots();
 

@@ -31,6 +31,17 @@ float* const* OptimizerRunner::slot_arrays(Set& s, float** out) {
   return out;
 }
 
+optim::Tensor OptimizerRunner::tensor_of(uint32_t ci, float* const* state, const void* grads, void* out) const {
+  optim::Tensor t;
+  for (int a = 0; a < num_arrays(); ++a) t.array[a] = state[a];
+  t.grads = grads;
+  t.grad_dtype = DType::kF32;
+  t.params_out = out;
+  t.out_dtype = ctx_.bit16;
+  t.count = chunks_[ci].shard;
+  return t;
+}
+
 float* const* OptimizerRunner::home_arrays(uint32_t ci, float** out) {
   for (int a = 0; a < num_arrays(); ++a) out[a] = static_cast<float*>(chunks_[ci].a[a]->resident());
   return out;
@@ -176,13 +187,7 @@ void OptimizerRunner::speculate_into(int s, uint32_t ci, const optim::StepCoeffs
                                      float* const* backup, void* bit16, tbb::task_arena& arena) {
   float* home[optim::kMaxArrays] = {};
   home_arrays(ci, home);
-  optim::Tensor t;
-  for (int a = 0; a < num_arrays(); ++a) t.array[a] = home[a];
-  t.grads = grads;
-  t.grad_dtype = DType::kF32;
-  t.params_out = bit16;
-  t.out_dtype = ctx_.bit16;
-  t.count = chunks_[ci].shard;
+  const optim::Tensor t = tensor_of(ci, home, grads, bit16);
   const Clock::time_point t0 = Clock::now();
   bool finite = true;
   kernels::arena_execute(arena, [&] {
@@ -226,14 +231,7 @@ StatusOr<bool> OptimizerRunner::speculate_device(uint32_t ci, const optim::StepC
   float* home[optim::kMaxArrays] = {};
   home_arrays(ci, home);
   STRATA_RETURN_IF_ERROR(device_copy_arrays(d.a.data(), home, chunks_[ci].shard));
-  optim::Tensor t;
-  for (int a = 0; a < num_arrays(); ++a) t.array[a] = home[a];
-  t.grads = grads;
-  t.grad_dtype = DType::kF32;
-  t.params_out = d.bit16;
-  t.out_dtype = ctx_.bit16;
-  t.count = chunks_[ci].shard;
-  STRATA_RETURN_IF_ERROR(ctx_.ops->update(*ctx_.compute, *opt_, c, t));
+  STRATA_RETURN_IF_ERROR(ctx_.ops->update(*ctx_.compute, *opt_, c, tensor_of(ci, home, grads, d.bit16)));
   d.chunk = static_cast<int>(ci);
   dspec_[ci] = static_cast<int>(&d - dslots_.data());
   spec_c_ = c;
