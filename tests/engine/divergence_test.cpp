@@ -144,6 +144,28 @@ TEST(Divergence, NonFiniteMastersAfterAStepNameTheChunk) {
 // the state it reads (in a step slot read ahead, or without slots in the pipeline's buffer sets).
 class SwapChanged : public ::testing::TestWithParam<const char*> {};
 
+// 8 bytes at `at` of both slot files of chunk 0's second moment in `swap`: how many files changed
+// (those too short to hold them are left alone).
+int overwrite_second_moment(const std::string& swap, size_t at) {
+  int changed = 0;
+  for (const auto& f : std::filesystem::directory_iterator(swap)) {
+    if (f.path().filename().string().rfind("c0.exp_avg_sq-", 0) != 0 || std::filesystem::file_size(f.path()) < at + 8)
+      continue;
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(static_cast<std::streamoff>(at));
+    io.write("garbage!", 8);
+    ++changed;
+  }
+  return changed;
+}
+
+void expect_data_loss(const StatusOr<StepResult>& r) {
+  ASSERT_FALSE(r.is_ok()) << "a changed swap file must not be trained on";
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos)
+      << r.status().message();
+}
+
 TEST_P(SwapChanged, IsDataLossNamingTheTensor) {
   strata::testing::ScratchDir dir;
   const std::string swap = dir.path() + "/swap";
@@ -152,21 +174,8 @@ TEST_P(SwapChanged, IsDataLossNamingTheTensor) {
   ASSERT_TRUE(e);
   ASSERT_TRUE(micro(*e).value().applied);
   ASSERT_TRUE(e->synchronize().is_ok());
-  int changed = 0;
-  for (const auto& f : std::filesystem::directory_iterator(swap)) {
-    const std::string n = f.path().filename();
-    if (n.rfind("c0.exp_avg_sq-", 0) != 0) continue;  // both slots of chunk 0's second moment
-    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
-    io.seekp(100);
-    io.write("garbage!", 8);
-    ++changed;
-  }
-  ASSERT_GE(changed, 1);
-  auto r = micro(*e);
-  ASSERT_FALSE(r.is_ok()) << "a changed swap file must not be trained on";
-  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
-  EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos)
-      << r.status().message();
+  ASSERT_GE(overwrite_second_moment(swap, 100), 1);
+  expect_data_loss(micro(*e));
 }
 
 // The state read ahead for the step is checked as it lands, queued by the host program's calls
@@ -203,11 +212,7 @@ TEST(SwapChangedAhead, IsCaughtBeforeTheStepAndFailsIt) {
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   EXPECT_EQ(e->stats().chunks_checked_ahead - checked0, want) << "every chunk's state checked before the step";
-  auto r = micro(*e);
-  ASSERT_FALSE(r.is_ok()) << "a changed swap file must not be trained on";
-  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
-  EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos)
-      << r.status().message();
+  expect_data_loss(micro(*e));
 }
 
 // Optimizer arrays longer than one segment of the store's checksum (NvmeStore::kChecksumSegment):
@@ -256,21 +261,8 @@ TEST_P(SegmentedChecksums, TrainAsInHostMemoryAndCatchALaterSegmentChanged) {
   EXPECT_NE(got[0], got[100]) << "elements (and segments) trained apart";
   ASSERT_TRUE(nvme->synchronize().is_ok());
   const size_t at = 3 * offload::NvmeStore::kChecksumSegment + 1000;  // the last, partial segment
-  int changed = 0;
-  for (const auto& f : std::filesystem::directory_iterator(swap)) {
-    if (f.path().filename().string().rfind("c0.exp_avg_sq-", 0) != 0) continue;
-    ASSERT_GT(std::filesystem::file_size(f.path()), at);
-    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
-    io.seekp(static_cast<std::streamoff>(at));
-    io.write("garbage!", 8);
-    ++changed;
-  }
-  ASSERT_GE(changed, 1);
-  auto r = varied_micro(*nvme);
-  ASSERT_FALSE(r.is_ok()) << "a changed swap file must not be trained on";
-  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
-  EXPECT_NE(r.status().message().find("tensor 'c0.exp_avg_sq': checksum mismatch"), std::string::npos)
-      << r.status().message();
+  ASSERT_GE(overwrite_second_moment(swap, at), 1);
+  expect_data_loss(varied_micro(*nvme));
 }
 
 INSTANTIATE_TEST_SUITE_P(Divergence, SegmentedChecksums, ::testing::Values("", ", \"speculate\": false"),
