@@ -38,7 +38,7 @@ if [ "${STRATA_TEST_SANITIZE:-1}" != "0" ]; then
 fi
 
 if [ "${STRATA_TEST_SANITIZE:-1}" != "0" ]; then
-  tsan_tests=(offload/aio_engine_test offload/nvme_store_test offload/aligned_buffer_test offload/huge_arena_test offload/device_test
+  tsan_tests=(common/serial_queue_test offload/aio_engine_test offload/nvme_store_test offload/aligned_buffer_test offload/huge_arena_test offload/device_test
               offload/prefetch_scheduler_test engine/engine_test engine/overlap_test engine/engine_train_test
               engine/engine_faults_test engine/divergence_test engine/nvme_gradients_test engine/speculation_test)
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_SANITIZE=thread \
