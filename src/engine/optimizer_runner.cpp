@@ -441,7 +441,7 @@ bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* g
       io->verified = verify_reads(ci, state, *io->checks);
       if (!io->verified.is_ok()) return;
     }
-    finite = take ? update_summed(ci, t, c, *io->sums) : opt_->update_host(*ctx_.k, c, {&t, 1});
+    finite = take ? update_summed(t, c, *io->sums) : opt_->update_host(*ctx_.k, c, {&t, 1});
   });
   ctx_.stats->step_update_s += seconds_since(ta);
   span(TraceLane::kUpdate, "update c" + std::to_string(ci), ta);

@@ -199,7 +199,7 @@ class OptimizerRunner {
   // on the way (state_checksums.cpp): the chunk in segments of the checksum, each segment hashed
   // right after its update, while still in cache, so that the write-back issued later need not
   // read the arrays again. False when a master came out inf / NaN. In the arena.
-  bool update_summed(uint32_t ci, const optim::Tensor& t, const optim::StepCoeffs& c, Sums& sums);
+  bool update_summed(const optim::Tensor& t, const optim::StepCoeffs& c, Sums& sums);
   // The checks of a read's arrays, their segments hashed over the arena's threads. In the arena.
   Status verify_reads(uint32_t ci, float* const* state, const Checks& checks);
   static bool all_done(const Handles& io);  // every valid handle finished (never blocks)

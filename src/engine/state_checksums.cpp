@@ -39,33 +39,25 @@ Status OptimizerRunner::verify_reads(uint32_t ci, float* const* state, const Che
   return Status::ok();
 }
 
-bool OptimizerRunner::update_summed(uint32_t ci, const optim::Tensor& t, const optim::StepCoeffs& c, Sums& sums) {
+bool OptimizerRunner::update_summed(const optim::Tensor& t, const optim::StepCoeffs& c, Sums& sums) {
   const size_t na = static_cast<size_t>(num_arrays());
   const size_t bytes = t.count * 4, seg = NvmeStore::kChecksumSegment / 4;  // elements a segment
-  const size_t n = NvmeStore::checksum_segments(bytes);
-  bool same_size = true;
-  for (size_t a = 0; a < na; ++a) same_size = same_size && chunks_[ci].a[a]->bytes() == bytes;
+  const size_t n = NvmeStore::checksum_segments(bytes);  // every array holds t.count floats (allocate)
   std::vector<uint64_t> got(n * na);
   std::atomic<bool> finite{true};
-  if (same_size) {
-    kernels::parallel_for(tbb::blocked_range<size_t>(0, n, 1), [&](const tbb::blocked_range<size_t>& r) {
-      for (size_t i = r.begin(); i != r.end(); ++i) {
-        // The kernel is elementwise: a segment's update is the whole update's on those elements.
-        const size_t at = i * seg;
-        optim::Tensor s = t;
-        s.count = std::min(seg, t.count - at);
-        for (size_t a = 0; a < na; ++a) s.array[a] = t.array[a] + at;
-        s.grads = t.grads == nullptr ? nullptr : static_cast<const float*>(t.grads) + at;
-        s.params_out = t.params_out == nullptr ? nullptr : static_cast<uint16_t*>(t.params_out) + at;
-        if (!opt_->update_host(*ctx_.k, c, {&s, 1})) finite = false;
-        for (size_t a = 0; a < na; ++a) got[a * n + i] = NvmeStore::segment_checksum(t.array[a], bytes, i);
-      }
-    });
-  } else {  // arrays of other sizes than the update's (not made by the planner): hashed after it
-    finite = opt_->update_host(*ctx_.k, c, {&t, 1});
-    for (size_t a = 0; a < na; ++a) sums[a] = NvmeStore::checksum_of(t.array[a], chunks_[ci].a[a]->bytes());
-    return finite;
-  }
+  kernels::parallel_for(tbb::blocked_range<size_t>(0, n, 1), [&](const tbb::blocked_range<size_t>& r) {
+    for (size_t i = r.begin(); i != r.end(); ++i) {
+      // The kernel is elementwise: a segment's update is the whole update's on those elements.
+      const size_t at = i * seg;
+      optim::Tensor s = t;
+      s.count = std::min(seg, t.count - at);
+      for (size_t a = 0; a < na; ++a) s.array[a] = t.array[a] + at;
+      s.grads = t.grads == nullptr ? nullptr : static_cast<const float*>(t.grads) + at;
+      s.params_out = t.params_out == nullptr ? nullptr : static_cast<uint16_t*>(t.params_out) + at;
+      if (!opt_->update_host(*ctx_.k, c, {&s, 1})) finite = false;
+      for (size_t a = 0; a < na; ++a) got[a * n + i] = NvmeStore::segment_checksum(t.array[a], bytes, i);
+    }
+  });
   for (size_t a = 0; a < na; ++a) sums[a] = NvmeStore::combine_checksums(&got[a * n], n);
   return finite;
 }
