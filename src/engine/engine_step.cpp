@@ -26,6 +26,9 @@ class Engine::Impl::Bit16Sink final : public OptimizerRunner::ChunkSink {
     return m_.cache->update_out(ci, m_.chunks[ci].at.optimizer == Tier::kDevice);
   }
   Status bit16_written(uint32_t ci) override { return m_.cache->update_written(ci); }
+  bool bit16_in_place(uint32_t ci) override {
+    return m_.cache->update_in_place(ci, m_.chunks[ci].at.optimizer == Tier::kDevice);
+  }
   StatusOr<offload::IoHandle> read_grads(uint32_t ci, offload::AlignedBuffer& buf) override {
     return m_.gradients->read(ci, buf);
   }

@@ -41,6 +41,9 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
       }
     }
   }
+  if (nvme && ctx_.store->checksums()) {
+    STRATA_ASSIGN_OR_RETURN(checked_out_, offload::AlignedBuffer::create(max_nvme_shard * 2, offload::PinMode::kNone));
+  }
   slots_.resize(ctx_.spec_slots);
   for (Slot& slot : slots_) {
     for (int a = 0; a < num_arrays(); ++a) {
@@ -430,19 +433,27 @@ Status OptimizerRunner::update_device(uint32_t ci, const optim::StepCoeffs& c, C
 // when a master came out inf / NaN.
 bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* grads, void* out,
                                  const optim::StepCoeffs& c, KernelIo* io) {
-  const optim::Tensor t = tensor_of(ci, state, grads, out);
+  const bool take =
+      io != nullptr && io->sums != nullptr && chunks_[ci].tier == Tier::kNvme && chunks_[ci].a[0]->checksummed();
+  const Checks* checks = io != nullptr ? io->checks : nullptr;
+  // Segmented checks run inside the summed update, each segment hashed as the kernel needs it.
+  const bool inside = take && checks != nullptr &&
+                      std::none_of(checks->begin(), checks->end(), [](const auto& k) { return k.active && k.whole; });
+  // There an output where the params rest waits in checked_out_ until the checks passed.
+  const bool hold = inside && io->out_in_place;
+  const optim::Tensor t = tensor_of(ci, state, grads, hold ? checked_out_.data() : out);
   const Clock::time_point ta = Clock::now();
   bool finite = true;
   if (io != nullptr && io->sums != nullptr) io->sums->fill(std::nullopt);
-  const bool take =
-      io != nullptr && io->sums != nullptr && chunks_[ci].tier == Tier::kNvme && chunks_[ci].a[0]->checksummed();
   kernels::arena_execute(*ctx_.arena, [&] {
-    if (io != nullptr && io->checks != nullptr) {
-      io->verified = verify_reads(ci, state, *io->checks);
+    if (checks != nullptr && !inside) {
+      io->verified = verify_reads(ci, state, *checks);
       if (!io->verified.is_ok()) return;
     }
-    finite = take ? update_summed(t, c, *io->sums) : opt_->update_host(*ctx_.k, c, {&t, 1});
+    finite = take ? update_summed(t, c, *io->sums, inside ? checks : nullptr, &io->verified)
+                  : opt_->update_host(*ctx_.k, c, {&t, 1});
   });
+  if (hold && io->verified.is_ok()) std::memcpy(out, checked_out_.data(), t.count * dtype_size(ctx_.bit16));
   ctx_.stats->step_update_s += seconds_since(ta);
   span(TraceLane::kUpdate, "update c" + std::to_string(ci), ta);
   return finite;
@@ -452,6 +463,7 @@ bool OptimizerRunner::run_kernel(uint32_t ci, float* const* state, const void* g
 Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const void* grads, const optim::StepCoeffs& c,
                                     ChunkSink& sink, KernelIo* io) {
   STRATA_ASSIGN_OR_RETURN(void* out, sink.bit16_out(ci));
+  if (io != nullptr) io->out_in_place = sink.bit16_in_place(ci);
   const bool finite = run_kernel(ci, state, grads, out, c, io);
   if (io != nullptr) STRATA_RETURN_IF_ERROR(io->verified);  // nothing updated, nothing written
   if (!finite && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_)) bad_master_ = static_cast<int>(ci);

@@ -72,6 +72,8 @@ class OptimizerRunner {
     // host memory else (then bit16_written forwards them where the params rest).
     virtual StatusOr<void*> bit16_out(uint32_t ci) = 0;
     virtual Status bit16_written(uint32_t ci) = 0;
+    // bit16_out(ci) is where the params rest, seen before bit16_written (else a buffer of the sink's own).
+    virtual bool bit16_in_place(uint32_t ci) = 0;
     // A gradient that rests on NVMe (grads returned nullptr) read into buf, asynchronously.
     virtual StatusOr<offload::IoHandle> read_grads(uint32_t ci, offload::AlignedBuffer& buf) {
       (void)buf;
@@ -173,13 +175,15 @@ class OptimizerRunner {
   };
   std::vector<uint32_t> order() const;
   // What the update of an NVMe chunk's buffers does besides the kernel, in the same arena call:
-  // first the checks of the reads that brought the state (one array per thread; the bytes come
-  // into cache for the kernel; a mismatch skips the kernel and is `verified`), then the
-  // write-back's checksums of the new state (filled, or cleared when the store keeps none).
+  // the checks of the reads that brought the state (a mismatch is `verified`, and nothing the
+  // caller can see was updated) and the write-back's checksums of the new state (filled, or
+  // cleared when the store keeps none). Segmented checks run inside the update (update_summed),
+  // whole-tensor ones (an index-1 store's) before it.
   struct KernelIo {
     const Checks* checks = nullptr;
     Sums* sums = nullptr;
     Status verified;
+    bool out_in_place = false;  // the bit16 output is where the params rest (ChunkSink::bit16_in_place)
   };
   Status update_host(uint32_t ci, float* const* state, const void* grads, const optim::StepCoeffs& c, ChunkSink& sink,
                      KernelIo* io = nullptr);
@@ -198,8 +202,12 @@ class OptimizerRunner {
   // The update of one chunk (t, in host memory) with the store's checksums of its new arrays taken
   // on the way (state_checksums.cpp): the chunk in segments of the checksum, each segment hashed
   // right after its update, while still in cache, so that the write-back issued later need not
-  // read the arrays again. False when a master came out inf / NaN. In the arena.
-  bool update_summed(const optim::Tensor& t, const optim::StepCoeffs& c, Sums& sums);
+  // read the arrays again. `checks` (may be null; segmented): the read's checks, each segment
+  // hashed just before the kernel reads it — one pass over the state instead of two; their
+  // result in *verified (a mismatch leaves t's arrays and output holding an update of the
+  // corrupt state, for the caller to drop). False when a master came out inf / NaN. In the arena.
+  bool update_summed(const optim::Tensor& t, const optim::StepCoeffs& c, Sums& sums, const Checks* checks = nullptr,
+                     Status* verified = nullptr);
   // The checks of a read's arrays, their segments hashed over the arena's threads. In the arena.
   Status verify_reads(uint32_t ci, float* const* state, const Checks& checks);
   static bool all_done(const Handles& io);  // every valid handle finished (never blocks)
@@ -296,6 +304,9 @@ class OptimizerRunner {
   SpecCounts counts_;
   std::vector<Chunk> chunks_;
   std::vector<Set> sets_;
+  // The bit16 output of an update whose checks run inside it and whose output is in place: kept
+  // here until the checks passed (NVMe state only: its largest shard x 2 bytes).
+  offload::AlignedBuffer checked_out_;
   uint64_t issue_ = 0;
   int bad_master_ = -1;  // the lowest chunk whose host update produced inf / NaN
 };

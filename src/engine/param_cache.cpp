@@ -224,11 +224,15 @@ Status ParamCache::publish_shards() {
   return Status::ok();
 }
 
+bool ParamCache::update_in_place(uint32_t ci, bool device_optimizer) const {
+  return device_optimizer || s_->chunks[ci].geom.tier == Tier::kHost;
+}
+
 StatusOr<void*> ParamCache::update_out(uint32_t ci, bool device_optimizer) {
   State& m = *s_;
   State::ChunkRest& c = m.chunks[ci];
   m.out = nullptr;
-  if (device_optimizer || c.geom.tier == Tier::kHost)  // in place where the params rest
+  if (update_in_place(ci, device_optimizer))  // where the params rest
     return static_cast<void*>(static_cast<uint8_t*>(c.rest->resident()) + m.rest_off(ci) * 2);
   STRATA_ASSIGN_OR_RETURN(m.out, m.take_staging(&m.st().step_nvme_s));
   return m.out->buf.data();

@@ -83,6 +83,7 @@ class ParamCache {
   // Where the optimizer writes chunk ci's updated bit16 shard: device memory in place (device
   // optimizer), host memory in place, or a staging buffer then sent where the params rest.
   StatusOr<void*> update_out(uint32_t ci, bool device_optimizer);
+  bool update_in_place(uint32_t ci, bool device_optimizer) const;  // update_out is where the params rest
   Status update_written(uint32_t ci);
   void step_done();  // staging buffers' copies of this step need no more waiting
 

@@ -39,11 +39,12 @@ Status OptimizerRunner::verify_reads(uint32_t ci, float* const* state, const Che
   return Status::ok();
 }
 
-bool OptimizerRunner::update_summed(const optim::Tensor& t, const optim::StepCoeffs& c, Sums& sums) {
+bool OptimizerRunner::update_summed(const optim::Tensor& t, const optim::StepCoeffs& c, Sums& sums,
+                                    const Checks* checks, Status* verified) {
   const size_t na = static_cast<size_t>(num_arrays());
   const size_t bytes = t.count * 4, seg = NvmeStore::kChecksumSegment / 4;  // elements a segment
   const size_t n = NvmeStore::checksum_segments(bytes);  // every array holds t.count floats (allocate)
-  std::vector<uint64_t> got(n * na);
+  std::vector<uint64_t> got(n * na), read(checks != nullptr ? n * na : 0);
   std::atomic<bool> finite{true};
   kernels::parallel_for(tbb::blocked_range<size_t>(0, n, 1), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t i = r.begin(); i != r.end(); ++i) {
@@ -54,11 +55,15 @@ bool OptimizerRunner::update_summed(const optim::Tensor& t, const optim::StepCoe
       for (size_t a = 0; a < na; ++a) s.array[a] = t.array[a] + at;
       s.grads = t.grads == nullptr ? nullptr : static_cast<const float*>(t.grads) + at;
       s.params_out = t.params_out == nullptr ? nullptr : static_cast<uint16_t*>(t.params_out) + at;
+      for (size_t a = 0; checks != nullptr && a < na; ++a)  // the state as read, about to come into cache
+        if ((*checks)[a].active) read[a * n + i] = NvmeStore::segment_checksum(t.array[a], bytes, i);
       if (!opt_->update_host(*ctx_.k, c, {&s, 1})) finite = false;
       for (size_t a = 0; a < na; ++a) got[a * n + i] = NvmeStore::segment_checksum(t.array[a], bytes, i);
     }
   });
   for (size_t a = 0; a < na; ++a) sums[a] = NvmeStore::combine_checksums(&got[a * n], n);
+  for (size_t a = 0; checks != nullptr && a < na && verified->is_ok(); ++a)
+    if ((*checks)[a].active) *verified = (*checks)[a].verify_sum(NvmeStore::combine_checksums(&read[a * n], n));
   return finite;
 }
 

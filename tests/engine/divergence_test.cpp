@@ -215,6 +215,45 @@ TEST(SwapChangedAhead, IsCaughtBeforeTheStepAndFailsIt) {
   expect_data_loss(micro(*e));
 }
 
+// The checks in the update (state read by the buffer sets, not ahead into step slots): each
+// segment is hashed just before the kernel reads it, so a change in the last segment shows only
+// after the others were updated — none of it may show. Params rest in host memory, where the
+// update writes them in place: the master and the params read after the failed step are those
+// before it, and the step tried again fails alike.
+TEST(SwapChangedInTheUpdate, UpdatesNothingTheCallerSees) {
+  strata::testing::ScratchDir dir;
+  const std::string swap = dir.path() + "/swap";
+  const std::vector<P> params = {{"big", {200000}}, {"b", {7}}};  // chunk 0's fp32 arrays: 4 segments
+  auto e = make(config("", ", \"speculate\": false",
+                       "\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}, \"offload_optimizer\": "
+                       "{\"device\": \"nvme\", \"nvme_path\": \"" +
+                           swap + "\"}",
+                       "\"lr\": 0.01", size_t{1} << 20, size_t{16} << 20),
+                params);
+  ASSERT_TRUE(e);
+  ASSERT_TRUE(micro(*e, nullptr, 0, 0, params).value().applied);
+  auto snapshot = [&](std::vector<float>* master, std::vector<uint16_t>* bit16) {
+    master->assign(200000, 0.0f);
+    ASSERT_TRUE(e->read_master("big", master->data(), master->size()).is_ok());
+    auto f = e->fetch("big");
+    ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+    const auto* p = static_cast<const uint16_t*>(f.value());
+    bit16->assign(p, p + 200000);
+    ASSERT_TRUE(e->release("big").is_ok());
+  };
+  std::vector<float> master0, master1;
+  std::vector<uint16_t> bit16_0, bit16_1;
+  snapshot(&master0, &bit16_0);
+  ASSERT_TRUE(e->synchronize().is_ok());  // the fetch read the state ahead: dropped, read again after the change
+  ASSERT_GE(overwrite_second_moment(swap, 3 * offload::NvmeStore::kChecksumSegment + 1000), 1);
+  expect_data_loss(micro(*e, nullptr, 0, 0, params));
+  expect_data_loss(e->step());  // tried again: the state read is still not trained on
+  snapshot(&master1, &bit16_1);
+  EXPECT_EQ(master1, master0);
+  EXPECT_EQ(bit16_1, bit16_0) << "params updated from the state that failed its check";
+  EXPECT_EQ(e->stats().chunks_checked_ahead, 0);
+}
+
 // Optimizer arrays longer than one segment of the store's checksum (NvmeStore::kChecksumSegment):
 // the update hashes each segment as it writes it (OptimizerRunner::update_summed) and the read
 // checks hash the segments over the threads. The state trains bit for bit as in host memory, and
