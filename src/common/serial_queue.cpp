@@ -1,13 +1,21 @@
 // SerialQueue (serial_queue.h).
 #include "src/common/serial_queue.h"
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <exception>
 #include <string>
 #include <utility>
 
 namespace strata {
 
-SerialQueue::SerialQueue() : thread_([this] { run(); }) {}
+SerialQueue::SerialQueue(Priority priority) : thread_([this] { run(); }) {
+  if (priority == Priority::kIdle) {
+    const sched_param none{};  // SCHED_IDLE takes priority 0; lowering one's own threads needs no privilege
+    idle_priority_ = pthread_setschedparam(thread_.native_handle(), SCHED_IDLE, &none) == 0;
+  }
+}
 
 SerialQueue::~SerialQueue() {
   {

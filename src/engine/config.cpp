@@ -266,6 +266,7 @@ Status parse_root(Obj& root, EngineConfig* c) {
     STRATA_RETURN_IF_ERROR(st->get_string("nvme_rewrite", &c->nvme_rewrite, {"in_place", "ab_slots"}));
     STRATA_RETURN_IF_ERROR(st->get_count("optimizer_threads", &c->optimizer_threads, 0, 4096));
     STRATA_RETURN_IF_ERROR(st->get_string("optimizer_cpus", &c->optimizer_cpus));
+    STRATA_RETURN_IF_ERROR(st->get_string("background_priority", &c->background_priority, {"auto", "normal", "idle"}));
     STRATA_RETURN_IF_ERROR(st->get_bool("speculate", &c->speculate));
     STRATA_RETURN_IF_ERROR(st->get_bool("speculate_device", &c->speculate_device));
     STRATA_RETURN_IF_ERROR(st->get_count("speculation_bytes", &c->speculation_bytes, 0, kMax));

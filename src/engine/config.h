@@ -74,6 +74,12 @@ struct EngineConfig {
   // per CPU of optimizer_cpus, or all cores) and which CPUs they run on ("" : any; "0-7,16").
   int optimizer_threads = 0;
   std::string optimizer_cpus;
+  // The work queued beside the host program's calls (the update during backward, the checks of
+  // NVMe state read ahead): "normal" (optimizer_threads threads at normal priority), "idle" (one
+  // thread at idle priority, SCHED_IDLE: only CPU time no other thread wants; the step does what
+  // is left of it) or "auto" (idle on the host-emulated device, whose kernels run on these CPUs;
+  // normal with a CUDA device).
+  std::string background_priority = "auto";
   // The optimizer step during backward (docs/architecture.md): each host-side chunk is updated as
   // soon as its gradients of the cycle are final, with the coefficients of the step that neither
   // clips nor overflows; the step commits those updates or restores and redoes them, bit-identical

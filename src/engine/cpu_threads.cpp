@@ -98,8 +98,12 @@ class CpuThreads::Pinner final : public tbb::task_scheduler_observer {
   cpu_set_t set_;
 };
 
-CpuThreads::CpuThreads(int threads, std::vector<int> cpus)
-    : threads_(threads), cpus_(std::move(cpus)), arena_(threads), background_(threads) {
+CpuThreads::CpuThreads(int threads, std::vector<int> cpus, bool idle_background)
+    : threads_(threads),
+      idle_background_(idle_background),
+      cpus_(std::move(cpus)),
+      arena_(threads),
+      background_(idle_background ? 1 : threads) {  // 1: the entering thread's slot only, no worker
   if (!cpus_.empty()) {
     pinner_ = std::make_unique<Pinner>(arena_, cpus_);
     background_pinner_ = std::make_unique<Pinner>(background_, cpus_);
@@ -111,15 +115,16 @@ CpuThreads::~CpuThreads() {
   background_pinner_.reset();
 }
 
-StatusOr<std::unique_ptr<CpuThreads>> CpuThreads::create(int threads, std::vector<int> cpus) {
+StatusOr<std::unique_ptr<CpuThreads>> CpuThreads::create(int threads, std::vector<int> cpus, bool idle_background) {
   if (threads < 0) return invalid_argument("strata.optimizer_threads = " + std::to_string(threads) + ": must be >= 0");
   if (threads == 0) threads = cpus.empty() ? tbb::info::default_concurrency() : static_cast<int>(cpus.size());
-  return std::unique_ptr<CpuThreads>(new CpuThreads(threads, std::move(cpus)));
+  return std::unique_ptr<CpuThreads>(new CpuThreads(threads, std::move(cpus), idle_background));
 }
 
 std::string CpuThreads::describe() const {
   return std::to_string(threads_) + (threads_ == 1 ? " thread" : " threads") +
-         (cpus_.empty() ? ", no affinity" : " on CPUs " + ranges(cpus_));
+         (cpus_.empty() ? ", no affinity" : " on CPUs " + ranges(cpus_)) +
+         (idle_background_ ? "; background work on one thread at idle priority" : "");
 }
 
 }  // namespace strata::engine

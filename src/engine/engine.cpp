@@ -122,7 +122,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, Eng
   if (!config.optimizer_cpus.empty()) {
     STRATA_ASSIGN_OR_RETURN(cpus, parse_cpu_list(config.optimizer_cpus, "strata.optimizer_cpus"));
   }
-  STRATA_ASSIGN_OR_RETURN(impl->cpu, CpuThreads::create(config.optimizer_threads, std::move(cpus)));
+  const bool idle_background =
+      config.background_priority == "idle" || (config.background_priority == "auto" && !impl->dev->is_cuda());
+  STRATA_ASSIGN_OR_RETURN(impl->cpu, CpuThreads::create(config.optimizer_threads, std::move(cpus), idle_background));
   if (!config.trace_path.empty()) {
     // Fail now, not after hours of training, if the trace cannot be written there.
     STRATA_RETURN_IF_ERROR(impl->telemetry.open_trace(config.trace_path));
@@ -325,6 +327,7 @@ Status Engine::Impl::allocate_all() {
   rc.k = k;
   rc.arena = &cpu->arena();
   rc.background_arena = &cpu->background_arena();
+  rc.background_idle = cpu->idle_background();
   rc.stats = &st;
   rc.tracer = tracer();
   rc.store = opt_store;
@@ -343,7 +346,11 @@ Status Engine::Impl::allocate_all() {
     shards.push_back(c.shard);
     tiers.push_back(c.at.optimizer);
   }
-  return runner->allocate(rc, shards, tiers);
+  STRATA_RETURN_IF_ERROR(runner->allocate(rc, shards, tiers));
+  if (runner->background_idle_refused())
+    log("warning: the background thread runs at normal priority (the OS refused SCHED_IDLE; "
+        "strata.background_priority)");
+  return Status::ok();
 }
 
 Status Engine::Impl::free_all() {

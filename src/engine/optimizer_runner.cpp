@@ -59,7 +59,9 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
   spec_.assign(chunks_.size(), -1);
   spec_finite_.assign(slots_.size(), 1);
   check_results_.assign(slots_.size(), Status::ok());
-  if (ctx_.background_arena != nullptr && !slots_.empty()) background_ = std::make_unique<SerialQueue>();
+  if (ctx_.background_arena != nullptr && !slots_.empty())
+    background_ = std::make_unique<SerialQueue>(ctx_.background_idle ? SerialQueue::Priority::kIdle
+                                                                     : SerialQueue::Priority::kNormal);
   // Device slots: the arrays (shards are multiples of 64 elements: 256-byte aligned), then bit16.
   dslots_.resize(max_device_shard > 0 ? ctx_.device_spec_slots : 0);
   for (DeviceSlot& d : dslots_) {

@@ -46,6 +46,7 @@ class OptimizerRunner {
     // run on a thread of their own in this arena (CpuThreads::background_arena), so that the host
     // program's call that queued them returns at once; null: on that call's thread, in `arena`.
     tbb::task_arena* background_arena = nullptr;
+    bool background_idle = false;         // that thread at idle priority (CpuThreads::idle_background)
     EngineStats* stats = nullptr;         // step_update_s, step_nvme_s, NVMe bytes
     Tracer* tracer = nullptr;             // may be null
     offload::NvmeStore* store = nullptr;  // set when some chunk's state is on NVMe
@@ -100,6 +101,8 @@ class OptimizerRunner {
   Status read_master(uint32_t ci, size_t off, float* dst, size_t n);
 
   bool has_nvme() const { return !sets_.empty(); }
+  // Idle priority was asked for the background thread and the OS refused it.
+  bool background_idle_refused() const { return background_ && ctx_.background_idle && !background_->idle_priority(); }
   // Some chunk's state is in host (device) memory and there are host (device) slots to speculate it in.
   bool can_speculate() const {
     auto some = [&](Tier t) {

@@ -1,10 +1,11 @@
 // SerialQueue: tasks run in the order posted, one at a time, on a thread other than the poster's;
 // wait() returns once all of them ran, with the first error since the last wait (then forgets
 // it); a failed or throwing task does not stop the ones after it; the destructor runs what is
-// still queued.
+// still queued. An idle-priority queue's tasks run at SCHED_IDLE, a normal one's do not.
 #include "src/common/serial_queue.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -72,6 +73,25 @@ TEST(SerialQueue, TheDestructorRunsWhatIsQueued) {
       });
   }
   EXPECT_EQ(ran.load(), 50);
+}
+
+TEST(SerialQueue, AnIdleQueueRunsItsTasksAtIdlePriority) {
+  int normal_policy = -1, idle_policy = -1;
+  SerialQueue normal;
+  SerialQueue idle(SerialQueue::Priority::kIdle);
+  // Linux lets a process lower its own threads' priority without privilege.
+  EXPECT_TRUE(idle.idle_priority());
+  EXPECT_FALSE(normal.idle_priority());
+  for (auto [q, policy] : {std::pair{&normal, &normal_policy}, std::pair{&idle, &idle_policy}})
+    q->post([policy = policy] {
+      *policy = sched_getscheduler(0);  // 0: the calling thread
+      return Status::ok();
+    });
+  ASSERT_TRUE(normal.wait().is_ok());
+  ASSERT_TRUE(idle.wait().is_ok());
+  EXPECT_EQ(idle_policy, SCHED_IDLE);
+  EXPECT_NE(normal_policy, SCHED_IDLE);
+  EXPECT_EQ(sched_getscheduler(0), normal_policy) << "the caller's own priority unchanged";
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // The engine's host threads: CPU lists parsed and checked by name; an arena pinned to a CPU set
 // runs every task there and gives the calling thread its own mask back; an engine with one pinned
-// thread trains to the same masters as one with all cores (results never depend on threads).
+// thread trains to the same masters as one with all cores (results never depend on threads). The
+// background work runs at idle priority on one thread on the host-emulated device (auto), with as
+// many threads as the optimizer at normal priority on request: the same masters either way.
 #include <gtest/gtest.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <pthread.h>
@@ -74,6 +76,49 @@ TEST(CpuThreads, APinnedArenaRunsItsTasksThereAndRestoresTheCaller) {
   auto free_threads = CpuThreads::create(0, {});
   ASSERT_TRUE(free_threads.is_ok());
   EXPECT_NE(free_threads.value()->describe().find("no affinity"), std::string::npos);
+}
+
+TEST(CpuThreads, AnIdleBackgroundArenaHasOneSlotAndSaysSo) {
+  auto idle = CpuThreads::create(2, {}, true);
+  ASSERT_TRUE(idle.is_ok());
+  EXPECT_EQ(idle.value()->arena().max_concurrency(), 2);
+  EXPECT_EQ(idle.value()->background_arena().max_concurrency(), 1) << "no oneTBB worker may join it";
+  EXPECT_EQ(idle.value()->describe(), "2 threads, no affinity; background work on one thread at idle priority");
+  auto normal = CpuThreads::create(2, {});
+  ASSERT_TRUE(normal.is_ok());
+  EXPECT_EQ(normal.value()->background_arena().max_concurrency(), 2);
+  EXPECT_EQ(normal.value()->describe(), "2 threads, no affinity");
+}
+
+TEST(CpuThreads, BackgroundPriorityIdleOnTheHostDeviceTrainsAsNormal) {
+  const testing::Mlp mlp{testing::MlpShape{}};
+  // Params and optimizer in host memory: every chunk is updated during backward, in the background.
+  const std::string zero =
+      "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": {\"device\": \"cpu\"}";
+  std::vector<std::string> auto_log, normal_log;
+  harness::RunOptions o;
+  o.log = &auto_log;
+  const auto by_default = harness::train_engine(harness::config_json(zero, 32 << 10), mlp, o);
+  o.log = &normal_log;
+  const auto normal =
+      harness::train_engine(harness::config_json(zero, 32 << 10, "", ", \"background_priority\": \"normal\""), mlp, o);
+  ASSERT_FALSE(normal.master.empty());
+  for (const auto& [n, v] : normal.master) EXPECT_EQ(by_default.master.at(n), v) << n;
+  EXPECT_GT(by_default.stats.chunks_speculated, 0);
+  EXPECT_EQ(by_default.stats.chunks_speculated, normal.stats.chunks_speculated);
+  auto says_idle = [](const std::vector<std::string>& log) {
+    bool said = false;
+    for (const std::string& l : log)
+      said |= l.find("background work on one thread at idle priority") != std::string::npos;
+    return said;
+  };
+  EXPECT_TRUE(says_idle(auto_log)) << "auto: idle priority on the host-emulated device";
+  EXPECT_FALSE(says_idle(normal_log));
+  auto bad = parse_engine_config(R"({"strata": {"background_priority": "low"}})");
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("strata.background_priority = \"low\": expected one of auto, normal, idle"),
+            std::string::npos)
+      << bad.status().to_string();
 }
 
 TEST(CpuThreads, OnePinnedThreadTrainsToTheSameMasters) {

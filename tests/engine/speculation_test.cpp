@@ -57,6 +57,15 @@ const Placement kPlacements[] = {
      "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}, \"offload_param\": "
      "{\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
      kParamsOffBudget, false, true, ""},
+    // The background work here runs on one idle-priority thread (auto on the host-emulated device);
+    // with a GPU on the optimizer's threads at normal priority: the same placements that way.
+    {"params_opt_cpu_background_normal",
+     "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": {\"device\": \"cpu\"}",
+     kParamsOffBudget, true, false, ", \"background_priority\": \"normal\""},
+    {"params_opt_nvme_background_normal",
+     "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}, \"offload_param\": "
+     "{\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
+     kParamsOffBudget, false, true, ", \"background_priority\": \"normal\""},
 };
 
 // The optimizer's state on NVMe with its fp32 gradients there too (no accumulation).
