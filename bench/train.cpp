@@ -15,8 +15,10 @@
 //
 //   strata_bench_train --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T]
 //                      [--steps S] [--device host|cuda] [--checkpointing 1] [--sync 1] [--rounds R]
-//                      [--paired 0|1] [--speculate-device 1]
+//                      [--paired 0|1] [--speculate-device 1] [--also KEYS]
 // --sync 1 adds each offloaded placement with the synchronous step (strata.speculate = false).
+// --also KEYS adds each offloaded placement with more "strata" keys (e.g. '"background_priority":
+// "normal"'): an A/B of a setting in one run, each side paired with its in-memory neighbours.
 // --rounds R (default 5): every placement runs R times, each run between two in-memory runs; a
 // row's ratio is the median over its runs of step / bound (paired with its neighbours), shown with
 // the spread over the rounds and "fastest": its fastest run over the fastest in-memory run.
@@ -118,7 +120,7 @@ StatusOr<Result> run(const std::string& json, const train::TrainOptions& o) {
 constexpr const char* kUsage =
     "usage: %s --nvme-dir DIR [--preset NAME | --layers N --channels N --heads N] [--batch B] [--seq T] [--steps S]\n"
     "          [--device host|cuda] [--checkpointing 1] [--sync 1] [--rounds R] [--paired 0|1]\n          "
-    "[--speculate-device 1]\n";
+    "[--speculate-device 1] [--also KEYS]\n";
 
 int main(int argc, char** argv) {
   strata::train::prefer_passive_openmp(argv);  // oneDNN's OpenMP threads would spin on the model's cores
@@ -132,7 +134,7 @@ int main(int argc, char** argv) {
   o.warmup = 2;
   o.val_every = 0;
   o.val_batches = 1;
-  std::string dir, device = "host";
+  std::string dir, device = "host", also;
   bool sync_rows = false, paired = true, speculate_device = false;
   int rounds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -144,6 +146,8 @@ int main(int argc, char** argv) {
       o.shape = check(train::gpt_preset(argv[i + 1]));
     else if (a == "--device")
       device = argv[i + 1];
+    else if (a == "--also")
+      also = argv[i + 1];
     else if (a == "--checkpointing")
       o.checkpointing = v != 0;
     else if (a == "--sync")
@@ -230,6 +234,9 @@ int main(int argc, char** argv) {
   for (size_t i = 1; sync_rows && i < offloaded; ++i)
     placements.push_back(
         {placements[i].name + " (sync)", placements[i].zero, placements[i].strata + ", \"speculate\": false"});
+  for (size_t i = 1; !also.empty() && i < offloaded; ++i)
+    placements.push_back({placements[i].name + " (also)", placements[i].zero, placements[i].strata + ", " + also});
+  if (!also.empty()) std::fprintf(stderr, "  rows \"(also)\": the placement with the strata keys %s\n", also.c_str());
   // --speculate-device 1: everything on the device with strata.speculate_device (the device kernel
   // updates each chunk during backward), beside the in-memory step without it (the compute term).
   if (speculate_device)
