@@ -19,7 +19,8 @@
 // --sync 1 adds each offloaded placement with the synchronous step (strata.speculate = false).
 // --also KEYS adds each offloaded placement with more "strata" keys (e.g. '"background_priority":
 // "normal"'): an A/B of a setting in one run, each side paired with its in-memory neighbours.
-// --rounds R (default 5): every placement runs R times, each run between two in-memory runs; a
+// --rounds R (default 15; 5 left a few % of a 2-vCPU VM's drift in the medians, ~4 min here):
+// every placement runs R times, each run between two in-memory runs; a
 // row's ratio is the median over its runs of step / bound (paired with its neighbours), shown with
 // the spread over the rounds and "fastest": its fastest run over the fastest in-memory run.
 // --speculate-device 1 adds the in-memory placement with strata.speculate_device.
@@ -136,7 +137,7 @@ int main(int argc, char** argv) {
   o.val_batches = 1;
   std::string dir, device = "host", also;
   bool sync_rows = false, paired = true, speculate_device = false;
-  int rounds = 5;
+  int rounds = 15;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
