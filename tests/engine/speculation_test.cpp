@@ -57,15 +57,6 @@ const Placement kPlacements[] = {
      "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}, \"offload_param\": "
      "{\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
      kParamsOffBudget, false, true, ""},
-    // The background work here runs on one idle-priority thread (auto on the host-emulated device);
-    // with a GPU on the optimizer's threads at normal priority: the same placements that way.
-    {"params_opt_cpu_background_normal",
-     "\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\"}, \"offload_param\": {\"device\": \"cpu\"}",
-     kParamsOffBudget, true, false, ", \"background_priority\": \"normal\""},
-    {"params_opt_nvme_background_normal",
-     "\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}, \"offload_param\": "
-     "{\"device\": \"nvme\", \"nvme_path\": \"NVMEDIR\"}",
-     kParamsOffBudget, false, true, ", \"background_priority\": \"normal\""},
 };
 
 // The optimizer's state on NVMe with its fp32 gradients there too (no accumulation).
@@ -74,6 +65,15 @@ const Placement kNvmeGradPlacements[] = {
     {"opt_nvme_grads_nvme", kPlacements[4].zero, kParamsOnBudget, false, true, kNvmeGrads},
     {"params_cpu_opt_nvme_grads_nvme", kPlacements[6].zero, kParamsOffBudget, false, true, kNvmeGrads},
     {"params_opt_nvme_grads_nvme", kPlacements[7].zero, kParamsOffBudget, false, true, kNvmeGrads},
+};
+
+// The background work here runs on one idle-priority thread (strata.background_priority "auto" on
+// the host-emulated device); with a GPU on the optimizer's threads at normal priority: the
+// placements whose background does work (updates during backward, checks of state read ahead) that way.
+constexpr const char* kNormal = ", \"background_priority\": \"normal\"";
+const Placement kBackgroundNormal[] = {
+    {"params_opt_cpu_background_normal", kPlacements[5].zero, kParamsOffBudget, true, false, kNormal},
+    {"params_opt_nvme_background_normal", kPlacements[7].zero, kParamsOffBudget, false, true, kNormal},
 };
 
 void PrintTo(const Placement& p, std::ostream* os) { *os << p.name; }
@@ -333,6 +333,12 @@ TEST(SpeculationSeam, ReadMasterInsideACycleKeepsGradientsThatJoinedASlot) {
 
 INSTANTIATE_TEST_SUITE_P(Placements, Speculation,
                          ::testing::Combine(::testing::ValuesIn(kPlacements),
+                                            ::testing::Values(Clip::kNever, Clip::kSometimes, Clip::kAlways,
+                                                              Clip::kOverflow),
+                                            ::testing::Values(1, 2)),
+                         param_name);
+INSTANTIATE_TEST_SUITE_P(BackgroundNormal, Speculation,
+                         ::testing::Combine(::testing::ValuesIn(kBackgroundNormal),
                                             ::testing::Values(Clip::kNever, Clip::kSometimes, Clip::kAlways,
                                                               Clip::kOverflow),
                                             ::testing::Values(1, 2)),
