@@ -41,9 +41,6 @@ Status OptimizerRunner::allocate(const Context& ctx, const std::vector<size_t>& 
       }
     }
   }
-  if (nvme && ctx_.store->checksums()) {
-    STRATA_ASSIGN_OR_RETURN(checked_out_, offload::AlignedBuffer::create(max_nvme_shard * 2, offload::PinMode::kNone));
-  }
   slots_.resize(ctx_.spec_slots);
   for (Slot& slot : slots_) {
     for (int a = 0; a < num_arrays(); ++a) {
@@ -466,6 +463,14 @@ Status OptimizerRunner::update_host(uint32_t ci, float* const* state, const void
                                     ChunkSink& sink, KernelIo* io) {
   STRATA_ASSIGN_OR_RETURN(void* out, sink.bit16_out(ci));
   if (io != nullptr) io->out_in_place = sink.bit16_in_place(ci);
+  if (io != nullptr && io->out_in_place && io->checks != nullptr && checked_out_.capacity() == 0) {
+    // Only params in host memory with NVMe state checked in the update need it: taken then.
+    size_t most = 0;
+    for (const Chunk& ch : chunks_)
+      if (ch.tier == Tier::kNvme) most = std::max(most, ch.shard);
+    STRATA_ASSIGN_OR_RETURN(checked_out_,
+                            offload::AlignedBuffer::create(most * dtype_size(ctx_.bit16), offload::PinMode::kNone));
+  }
   const bool finite = run_kernel(ci, state, grads, out, c, io);
   if (io != nullptr) STRATA_RETURN_IF_ERROR(io->verified);  // nothing updated, nothing written
   if (!finite && (bad_master_ < 0 || static_cast<int>(ci) < bad_master_)) bad_master_ = static_cast<int>(ci);

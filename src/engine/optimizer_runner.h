@@ -308,7 +308,7 @@ class OptimizerRunner {
   std::vector<Chunk> chunks_;
   std::vector<Set> sets_;
   // The bit16 output of an update whose checks run inside it and whose output is in place: kept
-  // here until the checks passed (NVMe state only: its largest shard x 2 bytes).
+  // here until the checks passed (the largest NVMe shard's bit16 bytes, taken at the first such update).
   offload::AlignedBuffer checked_out_;
   uint64_t issue_ = 0;
   int bad_master_ = -1;  // the lowest chunk whose host update produced inf / NaN
